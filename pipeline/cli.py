@@ -1,0 +1,283 @@
+"""The `release` command. The only module that imports click; maps errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from pipeline import __version__
+from pipeline.errors import ReleaseError
+
+log = logging.getLogger("pipeline")
+DEFAULT_CONFIG = "release.toml"
+
+
+class _State:
+    def __init__(self, config: str, debug: bool):
+        self.config_path = Path(config)
+        self.debug = debug
+
+    def config(self):  # noqa: ANN201
+        from pipeline import config
+
+        return config.load(self.config_path)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(message)s" if not verbose else "%(asctime)s %(name)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("pipeline").setLevel(level)
+
+
+class _Group(click.Group):
+    """Runs a command and turns a ReleaseError into its exit code and one clear message."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except ReleaseError as e:
+            state = ctx.obj if isinstance(ctx.obj, _State) else None
+            if state and state.debug:
+                traceback.print_exc()
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:
+            state = ctx.obj if isinstance(ctx.obj, _State) else None
+            if state and state.debug:
+                traceback.print_exc()
+            click.echo(
+                f"unexpected error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+                err=True,
+            )
+            ctx.exit(1)
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"auto_envvar_prefix": "RELEASE", "help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--config",
+    "-c",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    show_envvar=True,
+    help="The release config file.",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (timestamps, debug lines).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+@click.option("--debug", is_flag=True, show_envvar=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, prog_name="fastai-release")
+@click.pass_context
+def cli(ctx: click.Context, config: str, verbose: int, quiet: bool, debug: bool) -> None:
+    """Build, gate, checksum, publish and fetch fastai text classifiers.
+
+    Exit codes: 0 ok, 1 unexpected, 2 usage, 3 config/input, 4 validation gate failed,
+    5 integrity (checksum/signature), 6 remote, 7 partial publish.
+    """
+    _setup_logging(verbose, quiet)
+    ctx.obj = _State(config, debug)
+
+
+@cli.command()
+@click.option(
+    "--force",
+    is_flag=True,
+    show_envvar=True,
+    help="Retrain even when the training inputs are unchanged.",
+)
+@click.pass_obj
+def build(state: _State, force: bool) -> None:
+    """Train (or load), strip, quantize, validate, report and checksum a release.
+
+    Writes <build.dir>/<version>/: export.pkl, export_quantized.pkl, report.md, report.json,
+    plots and, when every gate passes, manifest.json. Exit 4 when a gate fails.
+    """
+    from pipeline.build import build as run_build
+
+    manifest = run_build(state.config(), force=force)
+    click.echo(str(state.config().build_dir))
+    s = manifest.validation["metrics"]
+    log.info(
+        "release %s %s ready: accuracy %.1f%% (quantized %.1f%%), %.1fx smaller, %.1fx faster",
+        manifest.model,
+        manifest.version,
+        100 * s["accuracy_original"],
+        100 * s["accuracy_quantized"],
+        s["size_ratio"],
+        s["speedup_p50"],
+    )
+
+
+@cli.command()
+@click.option(
+    "--target",
+    "-t",
+    "targets",
+    multiple=True,
+    show_envvar=True,
+    help="Where to publish (repeatable); default: [publish] targets in the config. Available: local.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    show_envvar=True,
+    help="Print what would be published, skipped or refused; change nothing.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    show_envvar=True,
+    help="Replace a published version whose files differ.",
+)
+@click.pass_obj
+def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
+    """Publish the finished build (building it first if needed) to each target."""
+    from pipeline.publish import publish as run_publish
+
+    results = run_publish(state.config(), targets, dry_run=dry_run, force=force)
+    for r in results:
+        click.echo(r.line())
+        if dry_run:
+            for name in r.uploaded:
+                click.echo(f"  would copy   {name}")
+            for name in r.skipped:
+                click.echo(f"  identical    {name}")
+            for name in r.refused:
+                click.echo(f"  would refuse {name} (differs from the published file)")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def verify(state: _State, directory: Path) -> None:
+    """Check every file of a build or release DIRECTORY against its manifest (exit 5 on mismatch)."""
+    from pipeline.manifest import verify_dir
+
+    m = verify_dir(directory)
+    click.echo(f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.pass_obj
+def info(state: _State, directory: Path, as_json: bool) -> None:
+    """A readable summary of the manifest in a build or release DIRECTORY."""
+    from pipeline.manifest import Manifest
+
+    m = Manifest.read(directory)
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2))
+        return
+    s = m.validation.get("metrics", {})
+    lines = [
+        f"{m.model} {m.version}  ({m.description})" if m.description else f"{m.model} {m.version}",
+        f"created {m.created}, git {m.git_commit or 'unknown'}, {m.tool}",
+        f"labels: {', '.join(m.labels)}",
+        "files:",
+        *(
+            f"  {f.name:<28} {f.size / 1e6:>8.2f} MB  {f.variant or f.kind:<10} blake3 {f.blake3[:16]}…"
+            for f in m.files
+        ),
+        "environment: " + ", ".join(f"{k} {v}" for k, v in m.environment.items()),
+    ]
+    if s:
+        lines.append(
+            f"validation: {'passed' if m.validation.get('passed') else 'FAILED'}; accuracy {100 * s['accuracy_original']:.1f}% / "
+            f"quantized {100 * s['accuracy_quantized']:.1f}%, agreement {100 * s['agreement']:.1f}%, "
+            f"size {s['size_ratio']:.1f}x, p50 {s['p50_ms_original']:.1f} -> {s['p50_ms_quantized']:.1f} ms ({s['speedup_p50']:.1f}x)"
+        )
+    lines.append(f"golden queries: {len(m.golden_queries)}")
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.argument("model")
+@click.option(
+    "--version", "version", default="latest", show_default=True, help="A version, or 'latest'."
+)
+@click.option(
+    "--source",
+    "-s",
+    "sources",
+    multiple=True,
+    show_envvar=True,
+    help="A local release store directory (repeatable, tried in order). Default: [publish.local] root of the config.",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    type=click.Choice(["quantized", "original"]),
+    help="Variants in order of preference (repeatable). Default: quantized, then original.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    show_envvar=True,
+    help="Default: the platform cache dir.",
+)
+@click.option(
+    "--load",
+    is_flag=True,
+    help="Also load the model with fastai and run the manifest's golden queries.",
+)
+@click.pass_obj
+def fetch(
+    state: _State,
+    model: str,
+    version: str,
+    sources: tuple[str, ...],
+    variants: tuple[str, ...],
+    cache_dir: Path | None,
+    load: bool,
+) -> None:
+    """Fetch MODEL's verified files into the cache and print the model file's path."""
+    from pipeline.client import fetch as run_fetch
+    from pipeline.client import load_model, parse_source
+    from pipeline.errors import UsageError
+
+    if not sources:
+        sources = (str(state.config().publish.local_root),)
+    try:
+        parsed = [parse_source(s) for s in sources]
+    except ValueError as e:
+        raise UsageError(f"--source {e}") from e
+    variants = variants or ("quantized", "original")
+    if load:
+        loaded = load_model(model, version, sources=parsed, variants=variants, cache_dir=cache_dir)
+        click.echo(str(loaded.fetched.path))
+        click.echo(
+            f"loaded {loaded.fetched.variant} variant; smoke test {loaded.smoke_passed}/{len(loaded.fetched.manifest.golden_queries)} golden queries passed",
+            err=True,
+        )
+        return
+    fetched = run_fetch(
+        model,
+        version,
+        sources=parsed,
+        variants=variants[:1] if variants else None,
+        cache_dir=cache_dir,
+    )
+    click.echo(str(fetched[0].path))
+
+
+def main() -> None:
+    cli(prog_name="release")

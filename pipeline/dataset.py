@@ -1,0 +1,113 @@
+"""Labelled CSV files: read, check, and explain what is wrong with them."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import InputError
+
+
+@dataclass(frozen=True)
+class LabelledTexts:
+    """The rows of a labelled CSV, checked."""
+
+    path: Path
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels))
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def read_labelled_csv(
+    path: Path, text_column: str, label_column: str, *, min_classes: int = 2
+) -> LabelledTexts:
+    """Read a CSV with a text and a label column.
+
+    Raises:
+        InputError: the file is missing, not UTF-8, not CSV, lacks a column, has an empty text or
+            label, has no rows, or has fewer than `min_classes` labels. The message names the file,
+            the row and what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}: line {line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); save the file as UTF-8"
+        ) from e
+    if not text.strip():
+        raise InputError(
+            f"{path}: the file is empty; expected a header row with {text_column!r} and {label_column!r}, then one row per example"
+        )
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        missing = [c for c in (text_column, label_column) if c not in header]
+        if missing:
+            raise InputError(
+                f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+                f"found columns {', '.join(map(repr, header))}; set data.text_column / data.label_column in release.toml"
+            )
+        texts: list[str] = []
+        labels: list[str] = []
+        for row in reader:
+            line = reader.line_num
+            t, lab = (row.get(text_column) or "").strip(), (row.get(label_column) or "").strip()
+            if not t:
+                raise InputError(
+                    f"{path}: line {line}: empty {text_column!r}; every row needs a text"
+                )
+            if not lab:
+                raise InputError(
+                    f"{path}: line {line}: empty {label_column!r}; every row needs a label"
+                )
+            texts.append(t)
+            labels.append(lab)
+    except csv.Error as e:
+        raise InputError(f"{path}: not a readable CSV file: {e}") from e
+    if not texts:
+        raise InputError(f"{path}: a header but no rows; expected one row per labelled example")
+    data = LabelledTexts(path, tuple(texts), tuple(labels))
+    if len(data.classes) < min_classes:
+        raise InputError(
+            f"{path}: only {len(data.classes)} label ({', '.join(data.classes)}) in {len(texts)} rows; "
+            f"a classifier needs at least {min_classes} different labels"
+        )
+    return data
+
+
+def check_eval_against_train(train: LabelledTexts, eval_: LabelledTexts) -> None:
+    """Eval labels must be known to the model, and eval texts must not leak from train.
+
+    Raises:
+        InputError: an eval label never occurs in train, or an eval text also occurs in train.
+    """
+    unknown = sorted(set(eval_.labels) - set(train.labels))
+    if unknown:
+        raise InputError(
+            f"{eval_.path}: label{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} never occur in "
+            f"{train.path} (its labels: {', '.join(train.classes)}); the model cannot predict them"
+        )
+    seen = {t.casefold() for t in train.texts}
+    shared = [t for t in eval_.texts if t.casefold() in seen]
+    if shared:
+        raise InputError(
+            f"{eval_.path}: {len(shared)} text(s) also in {train.path}, e.g. {shared[0]!r}; "
+            "an eval set must be unseen text or its accuracy means nothing"
+        )

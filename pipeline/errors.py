@@ -1,0 +1,73 @@
+"""The error hierarchy. Each error carries the exit code the CLI maps it to (see DESIGN.md)."""
+
+from __future__ import annotations
+
+
+class ReleaseError(Exception):
+    """Base class of every error a user can act on. Printed without a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(ReleaseError):
+    """The command line itself is wrong."""
+
+    exit_code = 2
+
+
+class ConfigError(ReleaseError, ValueError):
+    """release.toml or an input file is wrong. `problems` holds one line per problem."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        if self.problems:
+            message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+
+class InputError(ReleaseError, ValueError):
+    """A data file or model file given as input cannot be used."""
+
+    exit_code = 3
+
+
+class ArtifactNotFound(ReleaseError, FileNotFoundError):
+    """A file the command needs is not there."""
+
+    exit_code = 3
+
+
+class VersionExistsError(ReleaseError):
+    """A published version exists with different files; versions are immutable."""
+
+    exit_code = 3
+
+
+class GateFailed(ReleaseError):
+    """One or more validation gates failed: the build is not releasable."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, table: str = ""):
+        self.table = table
+        super().__init__(message + ("\n" + table if table else ""))
+
+
+class IntegrityError(ReleaseError):
+    """A checksum or signature does not match."""
+
+    exit_code = 5
+
+
+class RemoteError(ReleaseError):
+    """A network host failed or refused."""
+
+    exit_code = 6
+
+
+class PartialPublishError(ReleaseError):
+    """Some publish targets finished and some did not."""
+
+    exit_code = 7

@@ -1,0 +1,76 @@
+"""Accuracy, agreement and probability differences of classifier variants on a labelled set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Predictions:
+    labels: list[str]
+    probs: np.ndarray  # (n, n_classes), classes in the learner's order
+
+
+def predict_all(learn: Any, texts: list[str], batch_size: int = 64) -> Predictions:
+    """Batched predictions in the input order (fastai sorts text batches by length; reordered back)."""
+    import torch
+
+    dl = learn.dls.test_dl(texts, bs=batch_size, num_workers=0)
+    with learn.no_bar(), torch.inference_mode():
+        probs, _ = learn.get_preds(dl=dl, reorder=True)
+    classes = [str(c) for c in learn.dls.vocab[1]]
+    probs = probs.float().numpy()
+    return Predictions([classes[i] for i in probs.argmax(1)], probs)
+
+
+def accuracy(pred: list[str], truth: list[str]) -> float:
+    return float(np.mean([p == t for p, t in zip(pred, truth, strict=True)]))
+
+
+def per_class_accuracy(pred: list[str], truth: list[str], classes: list[str]) -> dict[str, float]:
+    out = {}
+    for c in classes:
+        idx = [i for i, t in enumerate(truth) if t == c]
+        out[c] = float(np.mean([pred[i] == c for i in idx])) if idx else float("nan")
+    return out
+
+
+def confusion(pred: list[str], truth: list[str], classes: list[str]) -> list[list[int]]:
+    """Rows: true class, columns: predicted class."""
+    pos = {c: i for i, c in enumerate(classes)}
+    m = [[0] * len(classes) for _ in classes]
+    for p, t in zip(pred, truth, strict=True):
+        m[pos[t]][pos[p]] += 1
+    return m
+
+
+def compare(a: Predictions, b: Predictions) -> dict[str, float]:
+    """Top-1 agreement and probability differences of two variants on the same texts."""
+    diff = np.abs(a.probs - b.probs)
+    return {
+        "agreement": float(np.mean([x == y for x, y in zip(a.labels, b.labels, strict=True)])),
+        "mean_prob_diff": float(diff.mean()),
+        "max_prob_diff": float(diff.max()),
+    }
+
+
+def tfidf_baseline(
+    train_texts: list[str], train_labels: list[str], eval_texts: list[str], seed: int
+) -> list[str]:
+    """Predictions of a TF-IDF (words + character n-grams) logistic regression: the bar to beat."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    model = make_pipeline(
+        make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+        ),
+        LogisticRegression(C=10, max_iter=2000, random_state=seed),
+    )
+    model.fit(train_texts, train_labels)
+    return [str(x) for x in model.predict(eval_texts)]

@@ -1,0 +1,108 @@
+"""Measurements: interleaved latency, and load time / peak RSS in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Runs in a fresh interpreter that imports only fastai (never `pipeline`): it proves the file
+# loads with plain fastai and measures what a server pays to load it.
+_LOAD_PROBE = r"""
+import json, resource, sys, time, warnings
+warnings.simplefilter("ignore")
+import torch
+torch.set_num_threads(int(sys.argv[2]))
+t0 = time.perf_counter()
+from fastai.learner import load_learner
+import_s = time.perf_counter() - t0
+rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+learn = load_learner(sys.argv[1])
+load_s = time.perf_counter() - t0
+with learn.no_bar():
+    t0 = time.perf_counter()
+    label = str(learn.predict(sys.argv[3])[0])
+    first_predict_s = time.perf_counter() - t0
+print(json.dumps({
+    "import_seconds": import_s,
+    "load_seconds": load_s,
+    "first_predict_seconds": first_predict_s,
+    "rss_before_load_mb": rss_before / 1024,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "imported_pipeline": any(m == "pipeline" or m.startswith("pipeline.") for m in sys.modules),
+    "label": label,
+}))
+"""
+
+
+def fresh_process_load(path: Path, threads: int, text: str, timeout: float = 600) -> dict[str, Any]:
+    """Load `path` with plain fastai in a new interpreter; return its timings and peak RSS."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOAD_PROBE, str(Path(path).resolve()), str(threads), text],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(path)
+        .resolve()
+        .parent,  # not the repo: `pipeline` must not be importable by accident
+        env=env,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+        raise RuntimeError(
+            f"{Path(path).name}: plain fastai load_learner failed in a fresh process:\n{tail}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def interleaved_latency(
+    learners: dict[str, Any], texts: list[str], *, threads: int, warmup: int
+) -> dict[str, list[float]]:
+    """Milliseconds per `learn.predict(text)` at batch 1, the variants interleaved A B A B.
+
+    The order within each round alternates (A B, then B A) so that neither variant always runs
+    right after the other's cache effects; machine noise hits both alike.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    names = list(learners)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    try:
+        bars = [learners[n].no_bar() for n in names]
+        for b in bars:
+            b.__enter__()
+        try:
+            for n in names:
+                for i in range(warmup):
+                    learners[n].predict(texts[i % len(texts)])
+            for i, text in enumerate(texts):
+                order = names if i % 2 == 0 else names[::-1]
+                for n in order:
+                    t0 = time.perf_counter()
+                    learners[n].predict(text)
+                    out[n].append((time.perf_counter() - t0) * 1000)
+        finally:
+            for b in bars:
+                b.__exit__(None, None, None)
+    finally:
+        torch.set_num_threads(old)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
+    xs = sorted(values)
+    if len(xs) == 1:
+        return xs[0]
+    k = (len(xs) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)

@@ -1,0 +1,142 @@
+"""The local release store: <root>/<model>/<version>/ plus a <root>/<model>/latest pointer file.
+
+The same layout serves as a static mirror: copy the root to any web server or bucket. A version
+appears only complete (staged in a hidden directory, verified, renamed into place) and never
+changes afterwards unless forced.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+from filelock import FileLock
+from packaging.version import InvalidVersion, Version
+
+from pipeline import atomic
+from pipeline.checksums import blake3_file
+from pipeline.errors import IntegrityError, VersionExistsError
+from pipeline.manifest import MANIFEST_NAME, Manifest, verify_dir
+from pipeline.publishers.base import PublishResult, release_files
+
+log = logging.getLogger("pipeline.publish")
+LATEST = "latest"
+
+
+def _version_key(v: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(v))
+    except InvalidVersion:
+        return (0, v)
+
+
+class LocalStore:
+    """A release store in a local directory."""
+
+    name = "local"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def version_dir(self, model: str, version: str) -> Path:
+        return self.root / model / version
+
+    def latest(self, model: str) -> str | None:
+        """The version the `latest` pointer names, or None."""
+        p = self.root / model / LATEST
+        return p.read_text(encoding="utf-8").strip() if p.is_file() else None
+
+    def _compare(
+        self, release_dir: Path, target: Path, names: list[str]
+    ) -> tuple[list[str], list[str]]:
+        same, different = [], []
+        for name in names:
+            there = target / name
+            if there.is_file() and blake3_file(there) == blake3_file(release_dir / name):
+                same.append(name)
+            else:
+                different.append(name)
+        extra = sorted({p.name for p in target.iterdir() if p.is_file()} - set(names))
+        return same, different + extra
+
+    def publish(
+        self, release_dir: Path, manifest: Manifest, *, dry_run: bool = False, force: bool = False
+    ) -> PublishResult:
+        """Copy a verified release into the store (see module docstring).
+
+        Raises:
+            IntegrityError: the release directory does not match its manifest.
+            VersionExistsError: this version is published with other files and `force` is off.
+        """
+        release_dir = Path(release_dir)
+        verify_dir(release_dir, manifest)
+        names = release_files(release_dir, manifest)
+        target = self.version_dir(manifest.model, manifest.version)
+        result = PublishResult(self.name, "planned" if dry_run else "done", str(target))
+        model_dir = self.root / manifest.model
+        if dry_run:
+            if target.is_dir():
+                same, different = self._compare(release_dir, target, names)
+                result.skipped = same
+                if different and not force:
+                    result.refused = different
+                    result.message = "version exists with other files (--force replaces)"
+                else:
+                    result.uploaded = different
+            else:
+                result.uploaded = names
+            return result
+        model_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(model_dir / ".publish.lock", timeout=600):
+            for stale in model_dir.glob(".staging-*"):  # left by a publish that was killed
+                shutil.rmtree(stale, ignore_errors=True)
+            if target.is_dir():
+                same, different = self._compare(release_dir, target, names)
+                if not different:
+                    result.state, result.skipped = "skipped", same
+                    result.message = "identical version already published"
+                    self._update_latest(manifest)
+                    return result
+                if not force:
+                    raise VersionExistsError(
+                        f"{target}: version {manifest.version} is already published with other content "
+                        f"({', '.join(different)} differ{'s' if len(different) == 1 else ''}); versions are immutable: "
+                        "bump [model] version in release.toml, or pass --force to replace it"
+                    )
+            staging = model_dir / f".staging-{manifest.version}-{uuid.uuid4().hex[:8]}"
+            staging.mkdir()
+            try:
+                for name in names:
+                    shutil.copyfile(release_dir / name, staging / name)
+                verify_dir(staging, manifest)
+                if Manifest.read(staging) != manifest:
+                    raise IntegrityError(
+                        f"{staging / MANIFEST_NAME}: copy differs from {release_dir / MANIFEST_NAME}"
+                    )
+                if target.is_dir():  # forced replacement: swap, then delete the old one
+                    old = model_dir / f".staging-replaced-{manifest.version}-{uuid.uuid4().hex[:8]}"
+                    target.rename(old)
+                    staging.rename(target)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    staging.rename(target)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+            result.uploaded = names
+            self._update_latest(manifest)
+        return result
+
+    def _update_latest(self, manifest: Manifest) -> None:
+        current = self.latest(manifest.model)
+        if current is None or _version_key(manifest.version) >= _version_key(current):
+            atomic.write_text(self.root / manifest.model / LATEST, manifest.version + "\n")
+
+    def verify(self, manifest: Manifest) -> None:
+        """Check the published copy against `manifest`."""
+        target = self.version_dir(manifest.model, manifest.version)
+        published = verify_dir(target)
+        if published != manifest:
+            raise IntegrityError(f"{target / MANIFEST_NAME}: differs from the build's manifest")

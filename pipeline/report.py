@@ -1,0 +1,193 @@
+"""report.json, report.md and the PNG plots of a build. Every number comes from this build's results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline import atomic
+
+PLOTS = ("latency.png", "confusion_original.png", "confusion_quantized.png")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _fmt_measured(g: dict[str, Any]) -> str:
+    v = g["measured"]
+    if g["key"] in ("agreement", "accuracy_quantized"):
+        return _pct(v)
+    return f"{v:.2f}{g['unit']}"
+
+
+def _fmt_threshold(g: dict[str, Any]) -> str:
+    t = g["threshold"]
+    if g["key"] in ("agreement", "accuracy_quantized"):
+        return f"{g['op']} {_pct(t)}"
+    return f"{g['op']} {t:g}{g['unit']}"
+
+
+def gates_table(gates: list[dict[str, Any]]) -> str:
+    """The gates as a Markdown table: threshold, measured, pass/fail."""
+    rows = ["| gate | threshold | measured | result |", "|---|---|---|---|"]
+    for g in gates:
+        rows.append(
+            f"| {g['name']} | {_fmt_threshold(g)} | {_fmt_measured(g)} | {'pass' if g['passed'] else '**FAIL**'} |"
+        )
+    return "\n".join(rows)
+
+
+def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
+    v = results["validate"]
+    s = v["summary"]
+    gates = v["gates"]
+    failed = [g for g in gates if not g["passed"]]
+    lat = v["latency"]
+    classes = v["eval_set"]["classes"]
+    out = [
+        f"# {meta['model']} {meta['version']}: release report",
+        "",
+        f"Built {meta['created']} from git commit `{meta.get('git_commit') or 'unknown'}` with {meta['tool']}.",
+        f"{meta['description']}" if meta.get("description") else "",
+        "",
+        "## Verdict",
+        "",
+        (
+            f"**PASSED**: all {len(gates)} gates hold."
+            if not failed
+            else f"**FAILED**: {len(failed)} of {len(gates)} gates failed ({', '.join(g['name'] for g in failed)}). Nothing from this build may be published."
+        ),
+        "",
+        gates_table(gates),
+        "",
+        f"## Accuracy on the eval set ({v['eval_set']['rows']} texts, {len(classes)} classes, never seen in training)",
+        "",
+        "| model | accuracy |",
+        "|---|---|",
+        f"| original (`export.pkl`) | {_pct(s['accuracy_original'])} |",
+        f"| quantized (`export_quantized.pkl`) | {_pct(s['accuracy_quantized'])} |",
+    ]
+    if v.get("baseline"):
+        out.append(f"| baseline: {v['baseline']['name']} | {_pct(v['baseline']['accuracy'])} |")
+    out += [
+        "",
+        f"Top-1 agreement between the variants: {_pct(s['agreement'])}; probability difference mean "
+        f"{s['mean_prob_diff']:.2e}, max {s['max_prob_diff']:.2e}.",
+    ]
+    if v.get("baseline") and v["baseline"]["accuracy"] > s["accuracy_original"]:
+        gap = 100 * (v["baseline"]["accuracy"] - s["accuracy_original"])
+        out += [
+            "",
+            f"Note: the linear baseline beats the neural model by {gap:.1f} points on this eval set. "
+            "More (and more varied) training data, or pretrained weights, is what closes that gap.",
+        ]
+    out += ["", "| class | original | quantized |", "|---|---|---|"]
+    for c in classes:
+        out.append(
+            f"| {c} | {_pct(v['variants']['original']['per_class_accuracy'][c])} | "
+            f"{_pct(v['variants']['quantized']['per_class_accuracy'][c])} |"
+        )
+    out += [
+        "",
+        "![confusion matrix, original](confusion_original.png) ![confusion matrix, quantized](confusion_quantized.png)",
+        "",
+        "## Size",
+        "",
+        "| file | size |",
+        "|---|---|",
+        f"| `export.pkl` | {_mb(s['size_original_bytes'])} |",
+        f"| `export_quantized.pkl` | {_mb(s['size_quantized_bytes'])} |",
+        "",
+        f"Ratio: {s['size_ratio']:.2f}x.",
+        "",
+        f"## Latency of `learn.predict` (batch 1, {lat['threads']} thread(s), {lat['queries']} eval queries, "
+        f"variants interleaved, {lat['warmup']} warm-up calls each)",
+        "",
+        "| variant | p50 | p95 | mean |",
+        "|---|---|---|---|",
+    ]
+    for name in ("original", "quantized"):
+        x = lat[name]
+        out.append(
+            f"| {name} | {x['p50_ms']:.1f} ms | {x['p95_ms']:.1f} ms | {x['mean_ms']:.1f} ms |"
+        )
+    out += [
+        "",
+        f"Speedup at p50: {s['speedup_p50']:.2f}x.",
+        "",
+        "![latency](latency.png)",
+        "",
+        "## Loading on a server (each variant in a fresh process, plain `fastai.learner.load_learner`)",
+        "",
+        "| variant | load | first predict | peak RSS |",
+        "|---|---|---|---|",
+    ]
+    for name in ("original", "quantized"):
+        x = v["load"][name]
+        out.append(
+            f"| {name} | {1000 * x['load_seconds']:.0f} ms | {1000 * x['first_predict_seconds']:.0f} ms | {x['peak_rss_mb']:.0f} MB |"
+        )
+    out += ["", "## Environment that wrote the pickles", ""]
+    out += [f"- {k}: {val}" for k, val in meta["environment"].items()]
+    if "train" in results:
+        t = results["train"]
+        out += ["", "## Training", ""]
+        out += [f"- {k}: {val}" for k, val in t.items()]
+    out += ["", "## Build stages", "", "| stage | seconds |", "|---|---|"]
+    out += [f"| {k} | {val:.1f} |" for k, val in meta.get("stage_seconds", {}).items()]
+    return "\n".join(x for x in out if x is not None) + "\n"
+
+
+def write_plots(directory: Path, results: dict[str, Any]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v = results["validate"]
+    classes = v["eval_set"]["classes"]
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    data = [v["latency"]["original"]["samples_ms"], v["latency"]["quantized"]["samples_ms"]]
+    ax.boxplot(data, vert=False, tick_labels=["original", "quantized"], showfliers=True)
+    ax.set_xlabel("ms per learn.predict (batch 1)")
+    ax.set_title(f"Latency, {v['latency']['threads']} thread(s), interleaved")
+    ax.set_xscale("log")
+    fig.tight_layout()
+    paths.append(directory / "latency.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    for name in ("original", "quantized"):
+        m = v["variants"][name]["confusion"]
+        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+        ax.imshow(m, cmap="Blues")
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        for i, row in enumerate(m):
+            for j, n in enumerate(row):
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"Confusion matrix, {name} ({_pct(v['variants'][name]['accuracy'])})")
+        fig.tight_layout()
+        paths.append(directory / f"confusion_{name}.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def write_report(directory: Path, meta: dict[str, Any], results: dict[str, Any]) -> list[Path]:
+    """Write report.json, report.md and the plots; return their paths."""
+    plots = write_plots(directory, results)
+    atomic.write_text(
+        directory / "report.json",
+        json.dumps({"meta": meta, **results}, indent=1, default=str) + "\n",
+    )
+    atomic.write_text(directory / "report.md", render_markdown(meta, results))
+    return [directory / "report.json", directory / "report.md", *plots]

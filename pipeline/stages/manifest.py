@@ -1,0 +1,82 @@
+"""Stage: blake3 of every release file and manifest.json (written last: its presence means done)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline import manifest as mf
+from pipeline.stages.base import BuildContext
+from pipeline.stages.report import build_meta
+
+log = logging.getLogger("pipeline.build")
+
+
+def golden_queries(ctx: BuildContext, n: int) -> list[mf.GoldenQuery]:
+    """Up to `n` eval queries both variants got right, confidently, spread over the classes."""
+    v = ctx.results["validate"]
+    texts, truth = v["eval_texts"], v["eval_labels"]
+    po, pq = v["variants"]["original"]["predictions"], v["variants"]["quantized"]["predictions"]
+    classes = v["eval_set"]["classes"]
+    probs_o, probs_q = v["probabilities"]["original"], v["probabilities"]["quantized"]
+    by_class: dict[str, list[tuple[float, int]]] = {c: [] for c in classes}
+    for i, t in enumerate(truth):
+        if po[i] == t == pq[i]:
+            k = classes.index(t)
+            by_class[t].append((min(probs_o[i][k], probs_q[i][k]), i))
+    for c in by_class:
+        by_class[c].sort(reverse=True)
+    picked: list[int] = []
+    while len(picked) < n and any(by_class.values()):
+        for c in classes:
+            if by_class[c] and len(picked) < n:
+                picked.append(by_class[c].pop(0)[1])
+    return [mf.GoldenQuery(texts[i], truth[i]) for i in sorted(picked)]
+
+
+class WriteManifest:
+    name = "computing checksums"
+
+    def skip_reason(self, ctx: BuildContext) -> str | None:
+        return None
+
+    def run(self, ctx: BuildContext) -> None:
+        meta: dict[str, Any] = build_meta(ctx)
+        d = ctx.build_dir
+        entries = [
+            mf.file_entry(ctx.original_path, "original"),
+            mf.file_entry(ctx.quantized_path, "quantized"),
+            mf.file_entry(d / "report.md", kind="report"),
+            mf.file_entry(d / "report.json", kind="report"),
+            *(mf.file_entry(p, kind="plot") for p in sorted(d.glob("*.png"))),
+        ]
+        v = ctx.results["validate"]
+        learn = ctx.original_learner()
+        manifest = mf.Manifest(
+            model=meta["model"],
+            version=meta["version"],
+            description=meta["description"],
+            labels=tuple(str(x) for x in learn.dls.vocab[1]),
+            files=tuple(entries),
+            environment=meta["environment"],
+            created=meta["created"],
+            git_commit=meta["git_commit"],
+            build_key=ctx.build_key,
+            validation={
+                "passed": bool(ctx.gates_passed),
+                "metrics": v["summary"],
+                "thresholds": {
+                    g["key"]: {"op": g["op"], "value": g["threshold"]} for g in v["gates"]
+                },
+                "eval_rows": v["eval_set"]["rows"],
+            },
+            golden_queries=tuple(golden_queries(ctx, ctx.config.validate.golden_queries)),
+            tool=meta["tool"],
+        )
+        manifest.write(d)
+        log.info(
+            "%s: %d files, %d golden queries",
+            mf.MANIFEST_NAME,
+            len(entries),
+            len(manifest.golden_queries),
+        )

@@ -1,0 +1,49 @@
+"""Stage: INT8 quantization of the stripped learner, exported as export_quantized.pkl."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from pipeline.quantization import quantize, select_engine
+from pipeline.stages.base import BuildContext
+
+log = logging.getLogger("pipeline.build")
+
+
+def export_learner(learn, path) -> None:  # noqa: ANN001
+    """fastai's export without re-creating an optimizer afterwards, written atomically."""
+    import torch
+
+    dls, opt = learn.dls, learn.opt
+    learn.dls, learn.opt = dls.new_empty(), None
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.save(learn, tmp, pickle_protocol=2)
+        tmp.replace(path)
+    finally:
+        learn.dls, learn.opt = dls, opt
+        tmp.unlink(missing_ok=True)
+
+
+class Quantize:
+    name = "quantizing"
+
+    def skip_reason(self, ctx: BuildContext) -> str | None:
+        return None
+
+    def run(self, ctx: BuildContext) -> None:
+        q = ctx.config.quantize
+        ctx.engine = select_engine(q.engine)
+        ctx.quantized = quantize(ctx.stripped, q.modules)
+        export_learner(ctx.quantized, ctx.quantized_path)
+        ctx.results["quantize"] = {"engine": ctx.engine, "modules": list(q.modules)}
+        log.info(
+            "engine %s, modules %s: %s written (%.1f MB)",
+            ctx.engine,
+            ", ".join(q.modules),
+            ctx.quantized_path.name,
+            ctx.quantized_path.stat().st_size / 1e6,
+        )

@@ -1,0 +1,77 @@
+"""Stage: train the classifier from the CSV, or load a given export.pkl. Skipped when unchanged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from dataclasses import asdict
+
+from pipeline import atomic
+from pipeline.checksums import blake3_bytes, blake3_file
+from pipeline.environment import library_versions
+from pipeline.errors import InputError
+from pipeline.stages.base import BuildContext
+from pipeline.training import labels_of, load_exported, train_classifier
+
+log = logging.getLogger("pipeline.build")
+KEY_FILE = "train.key"
+
+
+def train_key(ctx: BuildContext) -> str:
+    """blake3 over the inputs that decide the trained model: data, train config, library versions."""
+    c = ctx.config
+    parts = {
+        "train": {k: str(v) for k, v in asdict(c.train).items()},
+        "columns": [c.data.text_column, c.data.label_column],
+        "data": blake3_file(c.data.train_csv) if c.data.train_csv else None,
+        "export_pkl": blake3_file(c.train.export_pkl) if c.train.export_pkl else None,
+        "libraries": library_versions(),
+    }
+    return blake3_bytes(json.dumps(parts, sort_keys=True).encode())
+
+
+class TrainOrLoad:
+    def __init__(self, loading: bool = False):
+        self.name = "loading the learner" if loading else "training"
+
+    def skip_reason(self, ctx: BuildContext) -> str | None:
+        ctx.train_key = train_key(ctx)
+        if ctx.force:
+            return None
+        key_file = ctx.build_dir / KEY_FILE
+        if (
+            ctx.original_path.is_file()
+            and key_file.is_file()
+            and key_file.read_text().strip() == ctx.train_key
+        ):
+            return f"inputs unchanged since the last build ({ctx.original_path.name} reused; --force retrains)"
+        return None
+
+    def run(self, ctx: BuildContext) -> None:
+        c = ctx.config
+        ctx.build_dir.mkdir(parents=True, exist_ok=True)
+        (ctx.build_dir / KEY_FILE).unlink(missing_ok=True)
+        if c.train.export_pkl is not None:
+            log.info("loading %s", c.train.export_pkl)
+            learn = load_exported(c.train.export_pkl)
+            tmp = ctx.build_dir / f".{ctx.original_path.name}.copy"
+            shutil.copyfile(c.train.export_pkl, tmp)
+            tmp.replace(ctx.original_path)
+        else:
+            learn = train_classifier(
+                c, ctx.train_data, ctx.build_dir / "work", interactive=sys.stderr.isatty()
+            )
+            tmp = ctx.build_dir / f".{ctx.original_path.name}.export"
+            learn.export(tmp)  # absolute path: fastai's `learn.path / fname` keeps it
+            tmp.replace(ctx.original_path)
+            shutil.rmtree(ctx.build_dir / "work", ignore_errors=True)
+        unknown = sorted(set(ctx.eval_data.labels) - set(labels_of(learn)))
+        if unknown:
+            raise InputError(
+                f"{c.data.eval_csv}: labels {', '.join(unknown)} are not among the model's classes "
+                f"({', '.join(labels_of(learn))})"
+            )
+        ctx.learner = learn
+        atomic.write_text(ctx.build_dir / KEY_FILE, ctx.train_key + "\n")

@@ -1,0 +1,183 @@
+"""Stage: measure both variants on the eval set and evaluate the gates from [validate].
+
+Everything measured here lands in report.json; the gates are enforced by the `checking gates`
+stage after the report is written, so a failed build still leaves its report to read.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pipeline import evaluation as ev
+from pipeline.measure import fresh_process_load, interleaved_latency, percentile
+from pipeline.stages.base import BuildContext
+
+log = logging.getLogger("pipeline.build")
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    key: str  # where the measured value lives in results["validate"]["summary"]
+    op: str  # ">=" or "<="
+    threshold: float
+    unit: str = ""
+
+    def passes(self, measured: float) -> bool:
+        return measured >= self.threshold if self.op == ">=" else measured <= self.threshold
+
+
+def gates_for(ctx: BuildContext) -> list[Gate]:
+    v = ctx.config.validate
+    return [
+        Gate("size ratio (original / quantized)", "size_ratio", ">=", v.min_size_ratio, "x"),
+        Gate("predict p50 speedup", "speedup_p50", ">=", v.min_speedup, "x"),
+        Gate("accuracy drop", "accuracy_drop_points", "<=", v.max_accuracy_drop, " points"),
+        Gate("top-1 agreement", "agreement", ">=", v.min_agreement),
+        Gate("quantized accuracy", "accuracy_quantized", ">=", v.min_accuracy),
+        Gate("quantized predict p95", "p95_ms_quantized", "<=", v.max_p95_ms, " ms"),
+    ]
+
+
+class Validate:
+    name = "validating"
+
+    def skip_reason(self, ctx: BuildContext) -> str | None:
+        return None
+
+    def run(self, ctx: BuildContext) -> None:
+        c = ctx.config.validate
+        texts, truth = list(ctx.eval_data.texts), list(ctx.eval_data.labels)
+        original, quantized = ctx.original_learner(), ctx.quantized
+        classes = [str(x) for x in original.dls.vocab[1]]
+
+        log.info("accuracy on %d eval texts ...", len(texts))
+        p_orig = ev.predict_all(original, texts)
+        p_quant = ev.predict_all(quantized, texts)
+        variants = {}
+        for name, p in (("original", p_orig), ("quantized", p_quant)):
+            variants[name] = {
+                "accuracy": ev.accuracy(p.labels, truth),
+                "per_class_accuracy": ev.per_class_accuracy(p.labels, truth, classes),
+                "confusion": ev.confusion(p.labels, truth, classes),
+                "predictions": p.labels,
+            }
+        agreement = ev.compare(p_orig, p_quant)
+
+        baseline = None
+        if ctx.train_data is not None:
+            base_pred = ev.tfidf_baseline(
+                list(ctx.train_data.texts),
+                list(ctx.train_data.labels),
+                texts,
+                ctx.config.train.seed,
+            )
+            baseline = {
+                "name": "TF-IDF word+char n-grams, logistic regression",
+                "accuracy": ev.accuracy(base_pred, truth),
+            }
+
+        n = min(c.latency_queries, len(texts))
+        log.info(
+            "latency: %d queries per variant, interleaved, %d thread(s), %d warm-up",
+            n,
+            c.threads,
+            c.warmup,
+        )
+        lat = interleaved_latency(
+            {"original": original, "quantized": quantized},
+            texts[:n],
+            threads=c.threads,
+            warmup=c.warmup,
+        )
+        latency = {
+            k: {
+                "p50_ms": percentile(v, 50),
+                "p95_ms": percentile(v, 95),
+                "mean_ms": sum(v) / len(v),
+                "samples_ms": v,
+            }
+            for k, v in lat.items()
+        }
+
+        log.info("load time and peak RSS, each variant in a fresh process ...")
+        loads = {
+            name: fresh_process_load(path, c.threads, texts[0])
+            for name, path in (("original", ctx.original_path), ("quantized", ctx.quantized_path))
+        }
+        sizes = {
+            "original": ctx.original_path.stat().st_size,
+            "quantized": ctx.quantized_path.stat().st_size,
+        }
+
+        summary = {
+            "accuracy_original": variants["original"]["accuracy"],
+            "accuracy_quantized": variants["quantized"]["accuracy"],
+            "accuracy_drop_points": 100
+            * (variants["original"]["accuracy"] - variants["quantized"]["accuracy"]),
+            "agreement": agreement["agreement"],
+            "mean_prob_diff": agreement["mean_prob_diff"],
+            "max_prob_diff": agreement["max_prob_diff"],
+            "size_original_bytes": sizes["original"],
+            "size_quantized_bytes": sizes["quantized"],
+            "size_ratio": sizes["original"] / sizes["quantized"],
+            "p50_ms_original": latency["original"]["p50_ms"],
+            "p50_ms_quantized": latency["quantized"]["p50_ms"],
+            "p95_ms_original": latency["original"]["p95_ms"],
+            "p95_ms_quantized": latency["quantized"]["p95_ms"],
+            "speedup_p50": latency["original"]["p50_ms"] / latency["quantized"]["p50_ms"],
+            "load_seconds_original": loads["original"]["load_seconds"],
+            "load_seconds_quantized": loads["quantized"]["load_seconds"],
+            "peak_rss_mb_original": loads["original"]["peak_rss_mb"],
+            "peak_rss_mb_quantized": loads["quantized"]["peak_rss_mb"],
+            "baseline_accuracy": baseline["accuracy"] if baseline else None,
+        }
+        gates = []
+        for g in gates_for(ctx):
+            measured = summary[g.key]
+            gates.append(
+                {
+                    "name": g.name,
+                    "key": g.key,
+                    "op": g.op,
+                    "threshold": g.threshold,
+                    "unit": g.unit,
+                    "measured": measured,
+                    "passed": g.passes(measured),
+                }
+            )
+        ctx.gates_passed = all(g["passed"] for g in gates)
+        ctx.results["validate"] = {
+            "eval_set": {"path": str(ctx.eval_data.path), "rows": len(texts), "classes": classes},
+            "eval_texts": texts,
+            "eval_labels": truth,
+            "summary": summary,
+            "variants": variants,
+            "agreement": agreement,
+            "baseline": baseline,
+            "latency": {
+                "threads": c.threads,
+                "warmup": c.warmup,
+                "queries": n,
+                "interleaved": True,
+                **latency,
+            },
+            "load": loads,
+            "sizes": sizes,
+            "gates": gates,
+            "probabilities": {
+                "original": p_orig.probs.tolist(),
+                "quantized": p_quant.probs.tolist(),
+            },
+        }
+        log.info(
+            "accuracy %.1f%% -> %.1f%%, agreement %.1f%%, size %.1fx, p50 %.1f -> %.1f ms (%.1fx)",
+            100 * summary["accuracy_original"],
+            100 * summary["accuracy_quantized"],
+            100 * summary["agreement"],
+            summary["size_ratio"],
+            summary["p50_ms_original"],
+            summary["p50_ms_quantized"],
+            summary["speedup_p50"],
+        )

@@ -1,0 +1,211 @@
+"""Training an AWD_LSTM text classifier with fastai (optionally ULMFiT: language model first).
+
+Only fastai/torch classes end up inside the exported learner, so `export.pkl` loads with plain
+fastai in a process that never imports this package.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ReleaseConfig
+from pipeline.dataset import LabelledTexts
+from pipeline.errors import InputError
+
+log = logging.getLogger("pipeline.train")
+
+WT103_HINT = (
+    "set train.pretrained_weights and train.pretrained_vocab to local copies of the WT103 files "
+    "(lstm_fwd.pth, itos_wt103.pkl), or set train.pretrained = false to train from scratch"
+)
+
+
+def _progress_callback(total_epochs: int, what: str) -> Any:
+    """A fastai callback that logs one line per epoch (a fastai class, used only during fit)."""
+    from fastai.callback.core import Callback
+
+    class EpochLog(Callback):
+        order = 90
+
+        def before_fit(self) -> None:
+            self._t = time.perf_counter()
+
+        def after_epoch(self) -> None:
+            names = [n for n in self.recorder.metric_names[1:] if n != "time"]
+            values = self.recorder.log[1 : 1 + len(names)]
+            parts = [
+                f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}"
+                for n, v in zip(names, values, strict=False)
+            ]
+            log.info(
+                "%s epoch %d/%d: %s (%.1fs)",
+                what,
+                self.epoch + 1,
+                total_epochs,
+                ", ".join(parts),
+                time.perf_counter() - self._t,
+            )
+            self._t = time.perf_counter()
+
+    return EpochLog()
+
+
+def _fit(learn: Any, epochs: int, lr: float, what: str, interactive: bool) -> None:
+    import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
+    from fastcore.basics import noop
+
+    cbs = [] if interactive else [_progress_callback(epochs, what)]
+    if interactive:
+        learn.fit_one_cycle(epochs, lr, cbs=cbs)
+        return
+    logger = learn.logger
+    learn.logger = noop  # Recorder would print raw lists; EpochLog logs readable lines instead
+    try:
+        with learn.no_bar():
+            learn.fit_one_cycle(epochs, lr, cbs=cbs)
+    finally:
+        learn.logger = logger
+
+
+def _pretrained_files(config: ReleaseConfig) -> tuple[Path, Path]:
+    t = config.train
+    if t.pretrained_weights and t.pretrained_vocab:
+        return t.pretrained_weights, t.pretrained_vocab
+    from fastai.data.external import URLs, untar_data
+
+    try:
+        path = untar_data(URLs.WT103_FWD, c_key="model")
+        return next(path.glob("*.pth")), next(path.glob("*.pkl"))
+    except Exception as e:  # no network, proxy, disk: all mean the same to the user
+        raise InputError(
+            f"train.pretrained: the WT103 weights could not be downloaded ({type(e).__name__}: {e}); {WT103_HINT}"
+        ) from e
+
+
+def train_classifier(
+    config: ReleaseConfig, train: LabelledTexts, work_dir: Path, *, interactive: bool = False
+) -> Any:
+    """Train a text classifier from labelled texts and return the fastai Learner."""
+    import pandas as pd
+    import torch
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import ColReader, RandomSplitter
+    from fastai.metrics import accuracy
+    from fastai.text.data import TextBlock
+    from fastai.text.learner import language_model_learner, text_classifier_learner
+    from fastai.text.models.awdlstm import AWD_LSTM, awd_lstm_clas_config, awd_lstm_lm_config
+    from fastai.torch_core import set_seed
+
+    t = config.train
+    if t.pretrained and (t.emb_sz, t.n_hid, t.n_layers) != (400, 1152, 3):
+        raise InputError(
+            f"train.pretrained: the WT103 weights need emb_sz=400, n_hid=1152, n_layers=3; found {t.emb_sz}, {t.n_hid}, {t.n_layers}"
+        )
+    torch.set_num_threads(os.cpu_count() or 1)
+    set_seed(t.seed, reproducible=True)
+    df = pd.DataFrame({"text": list(train.texts), "label": list(train.labels)})
+    work_dir.mkdir(parents=True, exist_ok=True)
+    arch = {"emb_sz": t.emb_sz, "n_hid": t.n_hid, "n_layers": t.n_layers}
+    tok = {"min_freq": t.min_freq, "max_vocab": t.max_vocab, "n_workers": 0}
+    vocab = None
+    encoder_name = None
+    pretrained = _pretrained_files(config) if t.pretrained else None
+
+    if t.lm_epochs > 0:
+        lm_block = DataBlock(
+            blocks=TextBlock.from_df("text", is_lm=True, seq_len=t.seq_len, **tok),
+            get_x=ColReader("text"),
+            splitter=RandomSplitter(t.valid_pct, seed=t.seed),
+        )
+        dls_lm = lm_block.dataloaders(df, bs=t.batch_size, seq_len=t.seq_len, num_workers=0)
+        lm = language_model_learner(
+            dls_lm,
+            AWD_LSTM,
+            config={**awd_lstm_lm_config, **arch},
+            drop_mult=t.drop_mult,
+            pretrained=False,
+            path=work_dir,
+            metrics=[accuracy],
+        )
+        if pretrained:
+            lm.load_pretrained(*pretrained, model=lm.model)
+        log.info("language model: %d texts, vocab %d", len(df), len(dls_lm.vocab))
+        _fit(lm, t.lm_epochs, t.lm_lr, "language model", interactive)
+        encoder_name = "lm_encoder"
+        lm.save_encoder(encoder_name)
+        vocab = dls_lm.vocab
+
+    set_seed(t.seed, reproducible=True)
+    block = DataBlock(
+        blocks=(
+            TextBlock.from_df("text", vocab=vocab, seq_len=t.seq_len, **tok),
+            CategoryBlock(vocab=train.classes),
+        ),
+        get_x=ColReader("text"),
+        get_y=ColReader("label"),
+        splitter=RandomSplitter(t.valid_pct, seed=t.seed),
+    )
+    dls = block.dataloaders(df, bs=t.batch_size, seq_len=t.seq_len, num_workers=0)
+    learn = text_classifier_learner(
+        dls,
+        AWD_LSTM,
+        config={**awd_lstm_clas_config, **arch},
+        drop_mult=t.drop_mult,
+        pretrained=False,
+        seq_len=t.seq_len,
+        metrics=[accuracy],
+        path=work_dir,
+    )
+    if encoder_name:
+        learn.load_encoder(encoder_name)
+    elif pretrained:
+        learn.load_pretrained(*pretrained, model=learn.model[0])
+    log.info(
+        "classifier: %d train / %d valid texts, vocab %d, %d classes",
+        len(dls.train_ds),
+        len(dls.valid_ds),
+        len(dls.vocab[0]),
+        len(dls.vocab[1]),
+    )
+    _fit(learn, t.epochs, t.lr, "classifier", interactive)
+    return learn
+
+
+def load_exported(path: Path) -> Any:
+    """Load an export.pkl and check that it is a fastai text classifier (AWD_LSTM).
+
+    Raises:
+        InputError: the file does not unpickle as a fastai Learner holding an AWD_LSTM classifier.
+    """
+    import warnings
+
+    from fastai.learner import Learner, load_learner
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            learn = load_learner(path, cpu=True)
+    except Exception as e:
+        raise InputError(f"{path}: not a loadable fastai export ({type(e).__name__}: {e})") from e
+    if not isinstance(learn, Learner):
+        raise InputError(
+            f"{path}: expected a fastai Learner, found {type(learn).__module__}.{type(learn).__name__}"
+        )
+    from fastai.text.models.awdlstm import AWD_LSTM
+    from fastai.text.models.core import SentenceEncoder
+
+    enc = getattr(learn.model, "__getitem__", None) and learn.model[0]
+    if not isinstance(enc, SentenceEncoder) or not isinstance(enc.module, AWD_LSTM):
+        raise InputError(
+            f"{path}: expected a text classifier built on AWD_LSTM (text_classifier_learner), found model {type(learn.model).__name__}"
+        )
+    return learn
+
+
+def labels_of(learn: Any) -> list[str]:
+    """The class names of a classifier learner, in output order."""
+    return [str(x) for x in learn.dls.vocab[1]]
