@@ -273,7 +273,7 @@ def fetch(
         model,
         version,
         sources=parsed,
-        variants=variants[:1] if variants else None,
+        variants=variants,
         cache_dir=cache_dir,
     )
     click.echo(str(fetched[0].path))

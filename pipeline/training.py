@@ -183,18 +183,22 @@ def load_exported(path: Path) -> Any:
     """
     import warnings
 
-    from fastai.learner import Learner, load_learner
+    import torch
+    from fastai.learner import Learner
 
+    # fastai's load_learner, with the type checked before it touches `.dls` (so that a pickle of
+    # something else gets a clear message instead of an AttributeError).
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            learn = load_learner(path, cpu=True)
+            learn = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise InputError(f"{path}: not a loadable fastai export ({type(e).__name__}: {e})") from e
     if not isinstance(learn, Learner):
         raise InputError(
             f"{path}: expected a fastai Learner, found {type(learn).__module__}.{type(learn).__name__}"
         )
+    learn.dls.cpu()
     from fastai.text.models.awdlstm import AWD_LSTM
     from fastai.text.models.core import SentenceEncoder
 

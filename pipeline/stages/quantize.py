@@ -37,7 +37,13 @@ class Quantize:
     def run(self, ctx: BuildContext) -> None:
         q = ctx.config.quantize
         ctx.engine = select_engine(q.engine)
-        ctx.quantized = quantize(ctx.stripped, q.modules)
+        with warnings.catch_warnings():
+            # torch deprecates its eager-mode quantized tensors in favour of torchao; they are
+            # what the pinned torch ships and what load_learner needs: pinned in constraints.txt.
+            warnings.filterwarnings(
+                "ignore", message=r"torch\.quantize_per_tensor", category=UserWarning
+            )
+            ctx.quantized = quantize(ctx.stripped, q.modules)
         export_learner(ctx.quantized, ctx.quantized_path)
         ctx.results["quantize"] = {"engine": ctx.engine, "modules": list(q.modules)}
         log.info(

@@ -1,0 +1,113 @@
+"""The CLI's exit codes and messages (no training here; see tests/integration for builds)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from pipeline import manifest as mf
+from pipeline.cli import cli
+from pipeline.publishers.local import LocalStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, cwd: Path | None = None):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_help_lists_commands_and_env_vars() -> None:
+    r = run("--help")
+    assert r.exit_code == 0
+    for word in ("build", "publish", "verify", "info", "fetch", "RELEASE_CONFIG"):
+        assert word in r.output
+    r = run("publish", "--help")
+    assert "--dry-run" in r.output and "RELEASE_PUBLISH_DRY_RUN" in r.output
+
+
+def test_bad_config_exits_3_without_traceback(tmp_path: Path) -> None:
+    p = tmp_path / "release.toml"
+    p.write_text("schema_version = 1\n[model]\nname = 'm'\nversion = 'x'\n[trian]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--config", str(p), "build"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "trian: unknown key (did you mean train?)" in proc.stderr
+    assert "model.version: expected a version" in proc.stderr
+    assert "data.eval_csv: expected a path string, found nothing" in proc.stderr
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "--debug",
+            "--config",
+            str(tmp_path / "none.toml"),
+            "build",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 3 and "Traceback" in proc.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    assert run("build", "--no-such-flag").exit_code == 2
+    assert run("fetch", "m", "--variant", "fp16").exit_code == 2
+
+
+def test_verify_ok_and_tampered(release_dir) -> None:
+    d, m = release_dir
+    r = run("verify", str(d))
+    assert r.exit_code == 0 and "ok: 3 files of m 1.0.0" in r.output
+    (d / mf.ORIGINAL_FILE).write_bytes(b"tampered")
+    r = run("verify", str(d))
+    assert r.exit_code == 5 and "export.pkl" in r.output
+
+
+def test_verify_without_manifest_exits_3(tmp_path: Path) -> None:
+    r = run("verify", str(tmp_path))
+    assert r.exit_code == 3 and "no manifest" in r.output
+
+
+def test_info_summarises_the_manifest(release_dir) -> None:
+    d, m = release_dir
+    r = run("info", str(d))
+    assert r.exit_code == 0
+    assert (
+        "m 1.0.0" in r.output
+        and "export_quantized.pkl" in r.output
+        and "golden queries: 1" in r.output
+    )
+    r = run("info", "--json", str(d))
+    assert '"model": "m"' in r.output
+
+
+def test_fetch_prints_verified_path(tmp_path: Path, release_dir) -> None:
+    d, m = release_dir
+    LocalStore(tmp_path / "store").publish(d, m)
+    r = run(
+        "fetch", "m", "--source", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cache")
+    )
+    assert r.exit_code == 0
+    assert r.output.strip().endswith(str(Path("m") / "1.0.0" / mf.QUANTIZED_FILE))
+
+
+def test_fetch_unsupported_source_is_usage_error(tmp_path: Path) -> None:
+    r = run("fetch", "m", "--source", "https://example.invalid/x", "--cache-dir", str(tmp_path))
+    assert r.exit_code == 2
+
+
+def test_fetch_nothing_found_exits_3(tmp_path: Path) -> None:
+    r = run("fetch", "m", "--source", str(tmp_path), "--cache-dir", str(tmp_path / "c"))
+    assert r.exit_code == 3 and "no source could provide" in r.output

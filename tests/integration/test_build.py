@@ -1,0 +1,219 @@
+"""Real builds of a tiny AWD_LSTM (trains in seconds), through the library and the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import config as cfg
+from pipeline import manifest as mf
+from pipeline.build import build
+from pipeline.errors import GateFailed, InputError
+
+pytestmark = pytest.mark.slow
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def release(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RELEASE_CACHE_DIR": str(cwd / "cache")}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True, env=env
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> tuple[Path, mf.Manifest]:
+    """One trained tiny release shared by the tests (they copy before they change anything)."""
+    work = tmp_path_factory.mktemp("tiny")
+    shutil.copy(FIXTURES / "tiny.toml", work / "release.toml")
+    manifest = build(cfg.load(work / "release.toml"))
+    return work, manifest
+
+
+def fresh_copy(tiny, tmp_path: Path, extra: str = "") -> Path:
+    work, _ = tiny
+    dst = tmp_path / "w"
+    shutil.copytree(work, dst, ignore=shutil.ignore_patterns("releases", "cache"))
+    text = (FIXTURES / "tiny.toml").read_text()
+    (dst / "release.toml").write_text(text + extra)
+    return dst
+
+
+def test_build_writes_a_complete_verified_release(tiny) -> None:
+    work, m = tiny
+    d = work / "artifacts" / "build" / "0.0.1"
+    assert mf.verify_dir(d) == m
+    names = {f.name for f in m.files}
+    assert names == {
+        "export.pkl",
+        "export_quantized.pkl",
+        "report.md",
+        "report.json",
+        "latency.png",
+        "confusion_original.png",
+        "confusion_quantized.png",
+    }
+    assert m.labels == tuple(sorted(m.labels)) and len(m.labels) == 7
+    assert {"python", "torch", "fastai", "fastcore", "quantized_engine"} <= set(m.environment)
+    assert 1 <= len(m.golden_queries) <= 7
+    assert m.validation["passed"] is True
+    assert len(m.validation["thresholds"]) == 6
+    report = json.loads((d / "report.json").read_text())
+    s = report["validate"]["summary"]
+    assert s == m.validation["metrics"]
+    assert report["validate"]["latency"]["interleaved"] is True
+    assert len(report["validate"]["latency"]["original"]["samples_ms"]) == 8
+    assert report["validate"]["baseline"]["accuracy"] > 0.5
+    assert report["validate"]["load"]["quantized"]["imported_pipeline"] is False
+    md = (d / "report.md").read_text()
+    assert (
+        "**PASSED**" in md
+        and f"{100 * s['accuracy_original']:.1f}%" in md
+        and f"{s['size_ratio']:.2f}x" in md
+    )
+    for png in ("latency.png", "confusion_original.png"):
+        assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # golden queries are answered correctly by both variants
+    for q in m.golden_queries:
+        i = report["validate"]["eval_texts"].index(q.text)
+        assert report["validate"]["variants"]["quantized"]["predictions"][i] == q.expected
+
+
+def test_quantized_pickle_loads_with_plain_fastai_in_a_fresh_process(tiny, tmp_path: Path) -> None:
+    work, m = tiny
+    pkl = work / "artifacts" / "build" / "0.0.1" / "export_quantized.pkl"
+    code = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+from fastai.learner import load_learner
+learn = load_learner(sys.argv[1])
+texts = json.loads(sys.argv[2])
+with learn.no_bar():
+    labels = [str(learn.predict(t)[0]) for t in texts]
+print(json.dumps({"labels": labels, "pipeline": [k for k in sys.modules if k.split(".")[0] == "pipeline"],
+                  "modules": sorted({type(x).__module__ for x in learn.model.modules()})}))
+"""
+    texts = [q.text for q in m.golden_queries]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(pkl), json.dumps(texts)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["pipeline"] == []
+    assert out["labels"] == [q.expected for q in m.golden_queries]
+    assert all(mod.startswith(("torch.", "fastai.")) for mod in out["modules"]), out["modules"]
+    assert any("quantized" in mod for mod in out["modules"])
+
+
+def test_quantized_model_has_no_weight_dropout_and_one_embedding(tiny) -> None:
+    import torch
+    from fastai.learner import load_learner
+    from fastai.text.models.awdlstm import EmbeddingDropout, WeightDropout
+
+    work, _ = tiny
+    learn = load_learner(work / "artifacts" / "build" / "0.0.1" / "export_quantized.pkl")
+    mods = list(learn.model.modules())
+    assert not any(isinstance(x, WeightDropout | EmbeddingDropout) for x in mods)
+    awd = learn.model[0].module
+    assert awd.encoder_dp is awd.encoder
+    assert isinstance(awd.encoder, torch.ao.nn.quantized.Embedding)
+    assert all(isinstance(r, torch.ao.nn.quantized.dynamic.LSTM) for r in awd.rnns)
+
+
+def test_rebuild_skips_training_and_a_failed_gate_stops_the_release(
+    tiny, tmp_path: Path, caplog
+) -> None:
+    work = fresh_copy(tiny, tmp_path)
+    text = (work / "release.toml").read_text().replace("min_accuracy = 0.0", "min_accuracy = 0.999")
+    (work / "release.toml").write_text(text)
+    with caplog.at_level(logging.INFO, logger="pipeline"), pytest.raises(GateFailed) as e:
+        build(cfg.load(work / "release.toml"))
+    assert "training: skipped, inputs unchanged" in caplog.text
+    assert "1 of 6 gates failed" in str(e.value) and "quantized accuracy" in e.value.table
+    d = work / "artifacts" / "build" / "0.0.1"
+    assert not (d / mf.MANIFEST_NAME).exists()  # nothing publishable
+    assert "**FAILED**" in (d / "report.md").read_text()
+    # and publishing refuses too: it rebuilds, fails the gate, exits 4, publishes nothing
+    proc = release("publish", cwd=work)
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert "| quantized accuracy | >= 99.9% |" in proc.stderr and "**FAIL**" in proc.stderr
+    assert not (work / "artifacts" / "releases").exists()
+
+
+def test_build_from_an_existing_export_pkl(tiny, tmp_path: Path) -> None:
+    work, _ = tiny
+    src = work / "artifacts" / "build" / "0.0.1" / "export.pkl"
+    d = tmp_path / "load"
+    d.mkdir()
+    text = (FIXTURES / "tiny.toml").read_text().replace('train_csv = "bundled:train.csv"\n', "")
+    text = text.replace("[train]\n", f'[train]\nexport_pkl = "{src}"\n')
+    (d / "release.toml").write_text(text)
+    m = build(cfg.load(d / "release.toml"))
+    assert (
+        mf.check_file(d / "artifacts" / "build" / "0.0.1" / "export.pkl", m.variant("original"))
+        is None
+    )
+    assert m.variant("original").blake3 == mf.blake3_file(src)
+    report = json.loads((d / "artifacts" / "build" / "0.0.1" / "report.json").read_text())
+    assert report["validate"]["baseline"] is None and report["train"]["loaded from"] == str(src)
+
+
+def test_export_pkl_that_is_not_a_learner_exits_3(tmp_path: Path) -> None:
+    import torch
+
+    bogus = tmp_path / "export.pkl"
+    torch.save({"not": "a learner"}, bogus)
+    text = (
+        (FIXTURES / "tiny.toml")
+        .read_text()
+        .replace("[train]\n", f'[train]\nexport_pkl = "{bogus}"\n')
+    )
+    (tmp_path / "release.toml").write_text(text)
+    with pytest.raises(InputError, match="expected a fastai Learner, found builtins.dict"):
+        build(cfg.load(tmp_path / "release.toml"))
+    proc = release("build", cwd=tmp_path)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert "loading the learner:" in proc.stderr
+    (tmp_path / "garbage.pkl").write_bytes(b"\x80\x04not a pickle at all")
+    (tmp_path / "release.toml").write_text(text.replace(str(bogus), str(tmp_path / "garbage.pkl")))
+    proc = release("build", cwd=tmp_path)
+    assert proc.returncode == 3 and "not a loadable fastai export" in proc.stderr
+
+
+def test_publish_fetch_and_load_end_to_end(tiny, tmp_path: Path) -> None:
+    work = fresh_copy(tiny, tmp_path)
+    dry = release("publish", "--dry-run", cwd=work)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "local: planned" in dry.stdout and "would copy   export_quantized.pkl" in dry.stdout
+    assert not (work / "artifacts" / "releases").exists()
+    first = release("publish", cwd=work)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "local: done" in first.stdout
+    store = work / "artifacts" / "releases" / "tiny-intent"
+    assert (store / "latest").read_text() == "0.0.1\n"
+    again = release("publish", cwd=work)
+    assert again.returncode == 0 and "local: skipped" in again.stdout
+    fetched = release(
+        "fetch", "tiny-intent", "--load", "--cache-dir", str(work / "cache"), cwd=work
+    )
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    assert fetched.stdout.strip() == str(
+        work / "cache" / "tiny-intent" / "0.0.1" / "export_quantized.pkl"
+    )
+    assert "smoke test" in fetched.stderr and "golden queries passed" in fetched.stderr
+    # a different file under the published version is refused
+    (store / "0.0.1" / "report.md").write_text("changed by hand\n")
+    refused = release("publish", cwd=work)
+    assert refused.returncode == 3 and "versions are immutable" in refused.stderr

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pipeline import config
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "release.toml"
+    p.write_text(text)
+    return p
+
+
+MINIMAL = """
+schema_version = 1
+[model]
+name = "m"
+version = "1.0.0"
+[data]
+train_csv = "bundled:train.csv"
+eval_csv = "bundled:eval.csv"
+"""
+
+
+def test_demo_config_loads_with_bundled_data() -> None:
+    c = config.load(ROOT / "release.toml")
+    assert c.model.name == "erp-intent"
+    assert c.data.train_csv is not None and c.data.train_csv.is_file()
+    assert c.build_dir == ROOT / "artifacts" / "build" / c.model.version
+    assert c.quantize.modules == ("lstm", "linear", "embedding")
+
+
+def test_defaults_and_relative_paths(tmp_path: Path) -> None:
+    c = config.load(write(tmp_path, MINIMAL))
+    assert c.train.epochs == 30 and c.validate.min_speedup == 4.0
+    assert c.publish.local_root == tmp_path.resolve() / "artifacts" / "releases"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.model.name = "x"  # type: ignore[misc]
+
+
+def test_every_problem_reported_at_once(tmp_path: Path) -> None:
+    text = (
+        MINIMAL.replace('version = "1.0.0"', 'version = "one"')
+        + """
+[train]
+epochs = -3
+lr = "fast"
+epoch = 4
+[validate]
+min_agreement = 1.5
+[quantize]
+modules = ["lstm", "conv"]
+[surprise]
+x = 1
+"""
+    )
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, text))
+    msg = str(e.value)
+    lines = e.value.problems
+    assert len(lines) == 7, lines
+    assert "release.toml: model.version: expected a version like \"1.2.0\", found str 'one'" in msg
+    assert "train.epochs: expected a number between 1 and 10000, found int -3" in msg
+    assert "train.lr: expected a number, found str 'fast'" in msg
+    assert "train.epoch: unknown key (did you mean train.epochs?)" in msg
+    assert "validate.min_agreement: expected a number between 0 and 1, found float 1.5" in msg
+    assert "quantize.modules: expected a list of lstm, linear, embedding" in msg
+    assert "surprise: unknown key" in msg
+
+
+def test_missing_files_and_required_keys(tmp_path: Path) -> None:
+    text = """
+schema_version = 1
+[model]
+name = "m"
+[data]
+train_csv = "nope.csv"
+eval_csv = "also-nope.csv"
+"""
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, text))
+    msg = str(e.value)
+    assert "model.version: expected a string, found nothing (the key is required)" in msg
+    assert (
+        f"data.train_csv: expected an existing CSV file, found no file at {tmp_path.resolve() / 'nope.csv'}"
+        in msg
+    )
+    assert "data.eval_csv: expected an existing CSV file" in msg
+
+
+def test_malformed_toml_names_line_and_column(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, "schema_version = 1\n[model\nname = 1\n"))
+    assert "not valid TOML" in str(e.value) and "line 2" in str(e.value)
+
+
+def test_non_utf8_config(tmp_path: Path) -> None:
+    p = tmp_path / "release.toml"
+    p.write_bytes(b"schema_version = 1\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        config.load(p)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(tmp_path / "release.toml")
+
+
+def test_schema_version_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="schema_version: expected the integer 1, found int 2"):
+        config.load(write(tmp_path, MINIMAL.replace("schema_version = 1", "schema_version = 2")))
+
+
+def test_export_pkl_makes_train_csv_optional(tmp_path: Path) -> None:
+    (tmp_path / "export.pkl").write_bytes(b"x")
+    text = (
+        MINIMAL.replace('train_csv = "bundled:train.csv"\n', "")
+        + '[train]\nexport_pkl = "export.pkl"\n'
+    )
+    c = config.load(write(tmp_path, text))
+    assert c.data.train_csv is None and c.train.export_pkl == tmp_path.resolve() / "export.pkl"
+    with pytest.raises(ConfigError, match="data.train_csv: expected a CSV path"):
+        config.load(write(tmp_path, MINIMAL.replace('train_csv = "bundled:train.csv"\n', "")))

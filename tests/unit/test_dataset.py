@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import resolve_path
+from pipeline.dataset import check_eval_against_train, read_labelled_csv
+from pipeline.errors import InputError
+
+INTENTS = {
+    "business_logic",
+    "entity_definition",
+    "ui_components",
+    "api_integration",
+    "data_access",
+    "troubleshooting",
+    "general",
+}
+
+
+def csv(tmp_path: Path, body: str | bytes, name: str = "d.csv") -> Path:
+    p = tmp_path / name
+    p.write_bytes(body if isinstance(body, bytes) else body.encode())
+    return p
+
+
+def read(p: Path):
+    return read_labelled_csv(p, "text", "label")
+
+
+def test_bundled_demo_dataset_meets_its_contract() -> None:
+    train = read(resolve_path("bundled:train.csv", Path(".")))
+    eval_ = read(resolve_path("bundled:eval.csv", Path(".")))
+    assert len(train) >= 1400 and len(eval_) >= 210
+    assert set(train.classes) == set(eval_.classes) == INTENTS
+    assert min(Counter(eval_.labels).values()) >= 30
+    check_eval_against_train(train, eval_)  # no shared text, no unknown label
+    assert len(set(train.texts)) == len(train.texts)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("", "the file is empty"),
+        ("text,label\n", "a header but no rows"),
+        (
+            "query,intent\nhi,a\n",
+            "missing columns 'text', 'label'; found columns 'query', 'intent'",
+        ),
+        ("text,label\nhi,a\nho,a\n", "only 1 label (a) in 2 rows"),
+        ("text,label\nhi,a\n,b\n", "line 3: empty 'text'"),
+        ("text,label\nhi,a\nho,\n", "line 3: empty 'label'"),
+    ],
+)
+def test_bad_csv_is_one_clear_error(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read(csv(tmp_path, body))
+
+
+def test_missing_csv(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        read(tmp_path / "none.csv")
+
+
+def test_non_utf8_names_the_line(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"line 3: not UTF-8 \(byte 0xe9"):
+        read(csv(tmp_path, b"text,label\nhi,a\ncaf\xe9,b\n"))
+
+
+def test_eval_label_not_in_train(tmp_path: Path) -> None:
+    train = read(csv(tmp_path, "text,label\nhi,a\nho,b\n", "t.csv"))
+    eval_ = read_labelled_csv(
+        csv(tmp_path, "text,label\nhey,c\n", "e.csv"), "text", "label", min_classes=1
+    )
+    with pytest.raises(InputError, match="label 'c' never occur"):
+        check_eval_against_train(train, eval_)
+
+
+def test_eval_text_leaked_from_train(tmp_path: Path) -> None:
+    train = read(csv(tmp_path, "text,label\nhi,a\nho,b\n", "t.csv"))
+    eval_ = read_labelled_csv(
+        csv(tmp_path, "text,label\nHI,a\n", "e.csv"), "text", "label", min_classes=1
+    )
+    with pytest.raises(InputError, match="1 text\\(s\\) also in"):
+        check_eval_against_train(train, eval_)

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from pipeline import config
+from pipeline.errors import GateFailed, InputError
+from pipeline.stages import BuildContext, run_stages, stages_for
+from pipeline.stages.base import StageError
+from pipeline.stages.gates import CheckGates
+from pipeline.stages.validate import Gate, gates_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Recorder:
+    def __init__(self, name: str, skip: str | None = None, fail: Exception | None = None):
+        self.name, self.skip, self.fail, self.ran = name, skip, fail, False
+
+    def skip_reason(self, ctx):
+        return self.skip
+
+    def run(self, ctx):
+        self.ran = True
+        if self.fail:
+            raise self.fail
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> BuildContext:
+    return BuildContext(config=config.load(ROOT / "release.toml"), build_dir=tmp_path)
+
+
+def test_runner_runs_in_order_logs_skips_and_times(ctx, caplog) -> None:
+    stages = [Recorder("first"), Recorder("second", skip="inputs unchanged"), Recorder("third")]
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        run_stages(stages, ctx)
+    assert [s.ran for s in stages] == [True, False, True]
+    assert "[2/3] second: skipped, inputs unchanged" in caplog.text
+    assert set(ctx.stage_seconds) == {"first", "second", "third"}
+
+
+def test_runner_prefixes_errors_with_the_stage_and_keeps_exit_code(ctx) -> None:
+    later = Recorder("later")
+    with pytest.raises(InputError, match="^loading: bad pickle") as e:
+        run_stages([Recorder("loading", fail=InputError("bad pickle")), later], ctx)
+    assert e.value.exit_code == 3 and not later.ran
+    with pytest.raises(StageError, match="^quantizing: ZeroDivisionError: boom"):
+        run_stages([Recorder("quantizing", fail=ZeroDivisionError("boom"))], ctx)
+
+
+def test_stage_list_order_and_names(ctx) -> None:
+    names = [s.name for s in stages_for(ctx.config)]
+    assert names == [
+        "checking inputs",
+        "training",
+        "stripping training wrappers",
+        "quantizing",
+        "validating",
+        "writing the report",
+        "checking gates",
+        "computing checksums",
+    ]
+
+
+PASSING = {
+    "size_ratio": 5.9,
+    "speedup_p50": 6.5,
+    "accuracy_drop_points": 0.0,
+    "agreement": 1.0,
+    "accuracy_quantized": 0.93,
+    "p95_ms_quantized": 16.0,
+}
+
+
+@pytest.mark.parametrize("key", list(PASSING))
+def test_each_gate_fails_alone(ctx, key) -> None:
+    gates = {g.key: g for g in gates_for(ctx)}
+    assert all(gates[k].passes(v) for k, v in PASSING.items())
+    bad = {
+        "size_ratio": 4.9,
+        "speedup_p50": 3.9,
+        "accuracy_drop_points": 1.1,
+        "agreement": 0.98,
+        "accuracy_quantized": 0.89,
+        "p95_ms_quantized": 50.1,
+    }[key]
+    assert not gates[key].passes(bad)
+    ctx.results["validate"] = {
+        "gates": [
+            {
+                **g.__dict__,
+                "measured": (bad if g.key == key else PASSING[g.key]),
+                "passed": g.passes(bad if g.key == key else PASSING[g.key]),
+            }
+            for g in gates.values()
+        ]
+    }
+    with pytest.raises(GateFailed) as e:
+        CheckGates().run(ctx)
+    assert e.value.exit_code == 4
+    assert "1 of 6 gates failed" in str(e.value)
+    failed_rows = [line for line in e.value.table.splitlines() if "**FAIL**" in line]
+    assert len(failed_rows) == 1 and gates[key].name in failed_rows[0]
+
+
+def test_all_gates_passing_does_not_raise(ctx) -> None:
+    ctx.results["validate"] = {
+        "gates": [
+            {**g.__dict__, "measured": PASSING[g.key], "passed": True} for g in gates_for(ctx)
+        ]
+    }
+    CheckGates().run(ctx)
+
+
+def test_gate_boundaries_are_inclusive() -> None:
+    assert Gate("x", "k", ">=", 5.0).passes(5.0)
+    assert Gate("x", "k", "<=", 1.0).passes(1.0)
