@@ -86,6 +86,16 @@ def _pretrained_files(config: ReleaseConfig) -> tuple[Path, Path]:
         ) from e
 
 
+def _load_pretrained(learn: Any, files: tuple[Path, Path], model: Any) -> None:
+    try:
+        learn.load_pretrained(*files, model=model)
+    except Exception as e:
+        raise InputError(
+            f"train.pretrained_weights: {files[0]} / {files[1]} are not WT103-style AWD_LSTM weights and "
+            f"vocabulary ({type(e).__name__}: {e}); {WT103_HINT}"
+        ) from e
+
+
 def train_classifier(
     config: ReleaseConfig, train: LabelledTexts, work_dir: Path, *, interactive: bool = False
 ) -> Any:
@@ -132,7 +142,7 @@ def train_classifier(
             metrics=[accuracy],
         )
         if pretrained:
-            lm.load_pretrained(*pretrained, model=lm.model)
+            _load_pretrained(lm, pretrained, lm.model)
         log.info("language model: %d texts, vocab %d", len(df), len(dls_lm.vocab))
         _fit(lm, t.lm_epochs, t.lm_lr, "language model", interactive)
         encoder_name = "lm_encoder"
@@ -163,7 +173,7 @@ def train_classifier(
     if encoder_name:
         learn.load_encoder(encoder_name)
     elif pretrained:
-        learn.load_pretrained(*pretrained, model=learn.model[0])
+        _load_pretrained(learn, pretrained, learn.model[0])
     log.info(
         "classifier: %d train / %d valid texts, vocab %d, %d classes",
         len(dls.train_ds),

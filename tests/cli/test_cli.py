@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from pipeline import manifest as mf
@@ -111,3 +112,48 @@ def test_fetch_unsupported_source_is_usage_error(tmp_path: Path) -> None:
 def test_fetch_nothing_found_exits_3(tmp_path: Path) -> None:
     r = run("fetch", "m", "--source", str(tmp_path), "--cache-dir", str(tmp_path / "c"))
     assert r.exit_code == 3 and "no source could provide" in r.output
+
+
+TINY = (ROOT / "tests" / "fixtures" / "tiny.toml").read_text()
+
+
+def bad_input_project(tmp_path: Path, train: bytes | None, eval_: bytes | None = None) -> Path:
+    ok_eval = b"text,label\nwhere is the order release logic,a\nshow the page,b\n"
+    (tmp_path / "train.csv").write_bytes(train if train is not None else b"")
+    (tmp_path / "eval.csv").write_bytes(eval_ if eval_ is not None else ok_eval)
+    text = TINY.replace('"bundled:train.csv"', '"train.csv"').replace(
+        '"bundled:eval.csv"', '"eval.csv"'
+    )
+    (tmp_path / "release.toml").write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("train", "eval_", "message"),
+    [
+        (b"", None, "the file is empty"),
+        (b"query,intent\nx,a\n", None, "missing columns 'text', 'label'"),
+        (b"text,label\nx,a\ny,a\n", None, "only 1 label"),
+        (b"text,label\nx,a\ny,b\n", b"text,label\nz,c\n", "label 'c' never occur"),
+        (b"text,label\nx,a\ncaf\xe9,b\n", None, "not UTF-8"),
+    ],
+)
+def test_bad_csv_exits_3_and_publishes_nothing(tmp_path: Path, train, eval_, message) -> None:
+    work = bad_input_project(tmp_path, train, eval_)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "publish"], cwd=work, capture_output=True, text=True
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert message in proc.stderr and "checking inputs:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (work / "artifacts" / "releases").exists()
+    assert not (work / "artifacts" / "build" / "0.0.1" / "manifest.json").exists()
+
+
+def test_missing_csv_is_a_config_error(tmp_path: Path) -> None:
+    work = bad_input_project(tmp_path, b"text,label\nx,a\ny,b\n")
+    (work / "eval.csv").unlink()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "build"], cwd=work, capture_output=True, text=True
+    )
+    assert proc.returncode == 3 and "data.eval_csv: expected an existing CSV file" in proc.stderr

@@ -217,3 +217,22 @@ def test_publish_fetch_and_load_end_to_end(tiny, tmp_path: Path) -> None:
     (store / "0.0.1" / "report.md").write_text("changed by hand\n")
     refused = release("publish", cwd=work)
     assert refused.returncode == 3 and "versions are immutable" in refused.stderr
+
+
+def test_pretrained_with_unusable_local_weights_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "lstm_fwd.pth").write_bytes(b"not torch")
+    (tmp_path / "itos_wt103.pkl").write_bytes(b"not a pickle")
+    base = (FIXTURES / "tiny.toml").read_text()
+    weights = '[train]\npretrained = true\npretrained_weights = "lstm_fwd.pth"\npretrained_vocab = "itos_wt103.pkl"\n'
+    (tmp_path / "release.toml").write_text(base.replace("[train]\n", weights))
+    with pytest.raises(
+        InputError,
+        match="the WT103 weights need emb_sz=400, n_hid=1152, n_layers=3; found 16, 24, 2",
+    ):
+        build(cfg.load(tmp_path / "release.toml"))
+    full = weights + "emb_sz = 400\nn_hid = 1152\nn_layers = 3\n"
+    text = base.replace("[train]\n", full).replace("emb_sz = 16\nn_hid = 24\nn_layers = 2\n", "")
+    (tmp_path / "release.toml").write_text(text)
+    proc = release("build", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "are not WT103-style AWD_LSTM weights" in proc.stderr and "Traceback" not in proc.stderr
