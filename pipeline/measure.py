@@ -15,12 +15,25 @@ from typing import Any
 _LOAD_PROBE = r"""
 import json, resource, sys, time, warnings
 warnings.simplefilter("ignore")
+
+def rss_mb(field):
+    # VmHWM/VmRSS belong to this process's own memory map. ru_maxrss would not do: Linux carries
+    # it over from the parent across fork+exec, so a child of a big build reports the build's peak.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 import torch
 torch.set_num_threads(int(sys.argv[2]))
 t0 = time.perf_counter()
 from fastai.learner import load_learner
 import_s = time.perf_counter() - t0
-rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss_before = rss_mb("VmRSS")
 t0 = time.perf_counter()
 learn = load_learner(sys.argv[1])
 load_s = time.perf_counter() - t0
@@ -32,8 +45,8 @@ print(json.dumps({
     "import_seconds": import_s,
     "load_seconds": load_s,
     "first_predict_seconds": first_predict_s,
-    "rss_before_load_mb": rss_before / 1024,
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "rss_before_load_mb": rss_before,
+    "peak_rss_mb": rss_mb("VmHWM"),
     "imported_pipeline": any(m == "pipeline" or m.startswith("pipeline.") for m in sys.modules),
     "label": label,
 }))

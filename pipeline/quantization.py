@@ -160,28 +160,23 @@ def quantize(stripped: Any, modules: tuple[str, ...]) -> Any:
     return new
 
 
-def parameter_bytes(model: Any) -> dict[str, int]:
-    """Bytes held by float parameters/buffers and by packed INT8 weights, from the state dict."""
+def float_tensor_bytes(model: Any) -> int:
+    """Bytes of every distinct tensor storage a float model holds: parameters, buffers and plain
+    tensor attributes (WeightDropout keeps its dropped-out copies as attributes, outside the
+    state dict, and they are pickled too)."""
     import torch
 
-    out = {"float": 0, "int8": 0}
-    for value in model.state_dict().values():
-        tensors = (
-            [value]
-            if isinstance(value, torch.Tensor)
-            else [v for v in _flatten(value) if isinstance(v, torch.Tensor)]
-        )
+    seen: set[int] = set()
+    total = 0
+    for m in model.modules():
+        tensors = [*m._parameters.values(), *m._buffers.values()]
+        tensors += [v for v in vars(m).values() if isinstance(v, torch.Tensor)]
         for t in tensors:
-            key = (
-                "int8"
-                if t.is_quantized or t.dtype in (torch.qint8, torch.quint8, torch.int8)
-                else "float"
-            )
-            out[key] += t.numel() * t.element_size()
-    return out
-
-
-def _flatten(value: Any) -> list[Any]:
-    if isinstance(value, tuple | list):
-        return [x for v in value for x in _flatten(v)]
-    return [value]
+            if t is None or t.is_quantized:
+                continue
+            storage = t.untyped_storage()
+            if storage.data_ptr() in seen:
+                continue
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total

@@ -125,13 +125,14 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         "",
         "## Loading on a server (each variant in a fresh process, plain `fastai.learner.load_learner`)",
         "",
-        "| variant | load | first predict | peak RSS |",
-        "|---|---|---|---|",
+        "| variant | load | first predict | RSS before load (torch + fastai imported) | peak RSS |",
+        "|---|---|---|---|---|",
     ]
     for name in ("original", "quantized"):
         x = v["load"][name]
         out.append(
-            f"| {name} | {1000 * x['load_seconds']:.0f} ms | {1000 * x['first_predict_seconds']:.0f} ms | {x['peak_rss_mb']:.0f} MB |"
+            f"| {name} | {1000 * x['load_seconds']:.0f} ms | {1000 * x['first_predict_seconds']:.0f} ms | "
+            f"{x['rss_before_load_mb']:.0f} MB | {x['peak_rss_mb']:.0f} MB |"
         )
     out += ["", "## Environment that wrote the pickles", ""]
     out += [f"- {k}: {val}" for k, val in meta["environment"].items()]

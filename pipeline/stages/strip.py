@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.quantization import parameter_bytes, strip
+from pipeline.quantization import float_tensor_bytes, strip
 from pipeline.stages.base import BuildContext
 
 log = logging.getLogger("pipeline.build")
@@ -19,13 +19,10 @@ class Strip:
     def run(self, ctx: BuildContext) -> None:
         learn = ctx.original_learner()
         ctx.stripped = strip(learn)
-        before, after = parameter_bytes(learn.model), parameter_bytes(ctx.stripped.model)
-        ctx.results["strip"] = {
-            "original_tensor_bytes": before["float"],
-            "stripped_tensor_bytes": after["float"],
-        }
+        before, after = float_tensor_bytes(learn.model), float_tensor_bytes(ctx.stripped.model)
+        ctx.results["strip"] = {"original_tensor_bytes": before, "stripped_tensor_bytes": after}
         log.info(
             "WeightDropout/EmbeddingDropout removed: %.1f MB -> %.1f MB of float tensors",
-            before["float"] / 1e6,
-            after["float"] / 1e6,
+            before / 1e6,
+            after / 1e6,
         )
