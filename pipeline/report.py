@@ -140,7 +140,8 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         t = results["train"]
         out += ["", "## Training", ""]
         out += [f"- {k}: {val}" for k, val in t.items()]
-    out += ["", "## Build stages", "", "| stage | seconds |", "|---|---|"]
+    out += ["", "## Build stages (up to this report)", "", "| stage | seconds |", "|---|---|"]
+    out += [f"| {k} | skipped: {why} |" for k, why in meta.get("stages_skipped", {}).items()]
     out += [f"| {k} | {val:.1f} |" for k, val in meta.get("stage_seconds", {}).items()]
     return "\n".join(x for x in out if x is not None) + "\n"
 

@@ -31,6 +31,7 @@ class BuildContext:
     engine: str = ""  # the quantized engine in use
     results: dict[str, Any] = field(default_factory=dict)  # every measured number, by stage
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # stage name -> reason
     gates_passed: bool | None = None
 
     def original_learner(self) -> Any:
@@ -82,7 +83,7 @@ def run_stages(stages: list[Stage], ctx: BuildContext) -> None:
         reason = stage.skip_reason(ctx)
         if reason:
             log.info("%s: skipped, %s", prefix, reason)
-            ctx.stage_seconds[stage.name] = 0.0
+            ctx.skipped[stage.name] = reason
             continue
         log.info("%s ...", prefix)
         start = time.perf_counter()

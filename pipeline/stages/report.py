@@ -27,6 +27,7 @@ def build_meta(ctx: BuildContext) -> dict:
             "environment": environment.current(ctx.engine or None),
         }
     ctx.results["meta"]["stage_seconds"] = dict(ctx.stage_seconds)
+    ctx.results["meta"]["stages_skipped"] = dict(ctx.skipped)
     return ctx.results["meta"]
 
 

@@ -39,7 +39,8 @@ def test_runner_runs_in_order_logs_skips_and_times(ctx, caplog) -> None:
         run_stages(stages, ctx)
     assert [s.ran for s in stages] == [True, False, True]
     assert "[2/3] second: skipped, inputs unchanged" in caplog.text
-    assert set(ctx.stage_seconds) == {"first", "second", "third"}
+    assert set(ctx.stage_seconds) == {"first", "third"}
+    assert ctx.skipped == {"second": "inputs unchanged"}
 
 
 def test_runner_prefixes_errors_with_the_stage_and_keeps_exit_code(ctx) -> None:
