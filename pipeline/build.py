@@ -38,8 +38,12 @@ def current_build(config: ReleaseConfig) -> Manifest | None:
     return manifest if manifest.build_key == build_key(config) else None
 
 
-def build(config: ReleaseConfig, *, force: bool = False) -> Manifest:
+def build(
+    config: ReleaseConfig, *, force: bool = False, timings: dict[str, float] | None = None
+) -> Manifest:
     """Run every stage; return the manifest of the finished build.
+
+    `timings`, when given, receives each stage's seconds (benchmarks read them).
 
     Raises:
         ReleaseError: any stage failed (GateFailed when a gate did); the build directory then
@@ -62,7 +66,11 @@ def build(config: ReleaseConfig, *, force: bool = False) -> Manifest:
             config=config, build_dir=build_dir, force=force, build_key=build_key(config)
         )
         log.info("building %s %s in %s", config.model.name, config.model.version, build_dir)
-        run_stages(stages_for(config), ctx)
+        try:
+            run_stages(stages_for(config), ctx)
+        finally:
+            if timings is not None:
+                timings.update(ctx.stage_seconds)
         return Manifest.read(build_dir)
     finally:
         lock.release()
