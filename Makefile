@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 # The venv, with the pinned versions that shape the pickles (constraints.txt).
 $(STAMP): pyproject.toml constraints.txt
@@ -24,12 +24,16 @@ demo: $(STAMP)
 	$(BIN)/release info artifacts/releases/erp-intent/$$(cat artifacts/releases/erp-intent/latest)
 
 test: $(STAMP)
-	$(BIN)/ruff check pipeline tests
+	$(BIN)/ruff check pipeline tests benchmarks
 	$(BIN)/python -m pytest -ra
 
+# Every benchmark row side by side (about 15 minutes on 2 cores); writes benchmarks/results.{md,json}.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline tests
-	$(BIN)/ruff format --check pipeline tests
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff format --check pipeline tests benchmarks
 
 clean:
 	rm -rf artifacts/build artifacts/releases artifacts/cache

@@ -1,0 +1,1 @@
+"""Benchmarks of the whole release chain against its baselines (`make bench`)."""
