@@ -219,7 +219,9 @@ def info(state: _State, directory: Path, as_json: bool) -> None:
     "sources",
     multiple=True,
     show_envvar=True,
-    help="A local release store directory (repeatable, tried in order). Default: [publish.local] root of the config.",
+    help="Where to fetch from, tried in order (repeatable): hf:ORG/NAME, github:OWNER/REPO, "
+    "an http(s):// mirror URL, or a local release-store directory. "
+    "Default: [publish.local] root of the config.",
 )
 @click.option(
     "--variant",
@@ -232,7 +234,24 @@ def info(state: _State, directory: Path, as_json: bool) -> None:
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
     show_envvar=True,
-    help="Default: the platform cache dir.",
+    help="Default: $RELEASE_CACHE_DIR, else the platform cache dir.",
+)
+@click.option(
+    "--public-key",
+    show_envvar=True,
+    help="Ed25519 public key (base64 or PEM, or a file holding it): refuse manifests it did not sign.",
+)
+@click.option(
+    "--pin",
+    show_envvar=True,
+    help="Accept only the manifest.json with this blake3 (64 hex digits).",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    default=None,
+    show_envvar=True,
+    help="Use only the cache (also RELEASE_OFFLINE=1); 'latest' is the newest cached version.",
 )
 @click.option(
     "--load",
@@ -247,36 +266,136 @@ def fetch(
     sources: tuple[str, ...],
     variants: tuple[str, ...],
     cache_dir: Path | None,
+    public_key: str | None,
+    pin: str | None,
+    offline: bool | None,
     load: bool,
 ) -> None:
-    """Fetch MODEL's verified files into the cache and print the model file's path."""
+    """Fetch MODEL's verified files into the cache and print the model file's path.
+
+    Exit 5 when only corrupt or untrusted copies could be found, 6 when no source could be
+    reached and nothing usable is cached.
+    """
     from pipeline.client import fetch as run_fetch
     from pipeline.client import load_model, parse_source
     from pipeline.errors import UsageError
 
     if not sources:
+        if not state.config_path.is_file():
+            raise UsageError(
+                f"fetch: no --source given and no {state.config_path} to take [publish.local] root from"
+            )
         sources = (str(state.config().publish.local_root),)
     try:
         parsed = [parse_source(s) for s in sources]
     except ValueError as e:
         raise UsageError(f"--source {e}") from e
-    variants = variants or ("quantized", "original")
+    options = {
+        "sources": parsed,
+        "variants": variants or ("quantized", "original"),
+        "cache_dir": cache_dir,
+        "public_key": public_key,
+        "pin": pin,
+        "offline": offline or None,
+    }
     if load:
-        loaded = load_model(model, version, sources=parsed, variants=variants, cache_dir=cache_dir)
+        loaded = load_model(model, version, **options)
         click.echo(str(loaded.fetched.path))
         click.echo(
-            f"loaded {loaded.fetched.variant} variant; smoke test {loaded.smoke_passed}/{len(loaded.fetched.manifest.golden_queries)} golden queries passed",
+            f"loaded {loaded.fetched.variant} variant; smoke test {loaded.smoke_passed}/"
+            f"{len(loaded.fetched.manifest.golden_queries)} golden queries passed",
             err=True,
         )
         return
-    fetched = run_fetch(
-        model,
-        version,
-        sources=parsed,
-        variants=variants,
-        cache_dir=cache_dir,
+    click.echo(str(run_fetch(model, version, **options).path))
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and clean the client's cache (--cache-dir, $RELEASE_CACHE_DIR or the platform dir)."""
+
+
+_cache_dir_option = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="RELEASE_CACHE_DIR",
+    show_envvar=True,
+    help="Default: the platform cache dir.",
+)
+
+
+@cache.command("list")
+@_cache_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cache_list(cache_dir: Path | None, as_json: bool) -> None:
+    """Cached models and versions, their files and sizes (nothing is verified: see verify)."""
+    from pipeline.client import Cache
+
+    c = Cache(cache_dir)
+    rows = []
+    for model in c.models():
+        for version in c.versions(model):
+            cv = c.read_version(model, version)
+            if cv is not None:
+                rows.append(
+                    {
+                        "model": model,
+                        "version": version,
+                        "signed": cv.signature is not None,
+                        "files": cv.files,
+                    }
+                )
+    if as_json:
+        click.echo(json.dumps({"root": str(c.root), "versions": rows, **c.usage()}, indent=2))
+        return
+    click.echo(f"cache {c.root}")
+    for r in rows:
+        files = ", ".join(f"{n} {s / 1e6:.1f} MB" for n, s in r["files"].items())
+        click.echo(
+            f"  {r['model']} {r['version']}{' (signed)' if r['signed'] else ''}: {files or 'no model file'}"
+        )
+    u = c.usage()
+    click.echo(
+        f"{u['blobs'] / 1e6:.1f} MB in files, {u['partial'] / 1e6:.1f} MB in partial downloads"
     )
-    click.echo(str(fetched[0].path))
+
+
+@cache.command("verify")
+@_cache_dir_option
+def cache_verify(cache_dir: Path | None) -> None:
+    """Check every cached file against its manifest (exit 5 on a mismatch; the next fetch
+    replaces a damaged file)."""
+    from pipeline.client import Cache
+    from pipeline.errors import IntegrityError
+
+    c = Cache(cache_dir)
+    problems = c.verify()
+    if problems:
+        raise IntegrityError(
+            f"{c.root}: {len(problems)} cached file(s) do not match their manifest:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+            + "\nThe next fetch of these versions downloads them again."
+        )
+    n = sum(len(c.versions(m)) for m in c.models())
+    click.echo(f"ok: {n} cached version(s) in {c.root} match their manifests")
+
+
+@cache.command("prune")
+@_cache_dir_option
+@click.option(
+    "--keep", default=1, show_default=True, type=click.IntRange(0), help="Versions kept per model."
+)
+@click.option("--model", help="Only this model.")
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
+def cache_prune(cache_dir: Path | None, keep: int, model: str | None, dry_run: bool) -> None:
+    """Remove all but the newest --keep versions, unused files and interrupted downloads."""
+    from pipeline.client import Cache
+
+    removed = Cache(cache_dir).prune(keep=keep, model=model, dry_run=dry_run)
+    for r in removed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {r}")
+    if not removed:
+        click.echo("nothing to remove")
 
 
 def main() -> None:

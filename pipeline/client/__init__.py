@@ -1,17 +1,41 @@
 """What servers import to fetch and load a release. Imports neither click, torch nor fastai until a
-model is actually loaded."""
+model is actually loaded (httpx and huggingface_hub only when a source first needs them)."""
 
-from pipeline.client.cache import default_cache_dir
-from pipeline.client.fetching import FetchResult, fetch
-from pipeline.client.loading import LoadedModel, load_model
-from pipeline.client.sources import LocalSource, parse_source
+from pipeline.client.cache import Cache, CacheBusy, default_cache_dir
+from pipeline.client.fetching import FetchResult, Release, fetch, resolve
+from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment, load_model
+from pipeline.client.network import DiskFull, Http, RetryPolicy, Unreachable
+from pipeline.client.sources import (
+    GitHubSource,
+    HfSource,
+    LocalSource,
+    MirrorSource,
+    Source,
+    parse_source,
+)
+from pipeline.client.trust import Trust
 
 __all__ = [
+    "Cache",
+    "CacheBusy",
+    "DiskFull",
+    "EnvironmentMismatch",
     "FetchResult",
+    "GitHubSource",
+    "HfSource",
+    "Http",
     "LoadedModel",
     "LocalSource",
+    "MirrorSource",
+    "Release",
+    "RetryPolicy",
+    "Source",
+    "Trust",
+    "Unreachable",
+    "check_environment",
     "default_cache_dir",
     "fetch",
     "load_model",
     "parse_source",
+    "resolve",
 ]

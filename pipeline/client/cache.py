@@ -1,52 +1,374 @@
-"""The verified local cache: <cache>/<model>/<version>/<file>, each file installed atomically."""
+"""The verified local cache.
+
+Layout under the cache root (platformdirs' user cache dir, `$RELEASE_CACHE_DIR`, or an argument):
+
+    .blobs/<blake3>            verified file contents, named by their digest
+    .partial/<blake3>.part     downloads in progress or interrupted (resumed on the next run)
+    .partial/hf/               huggingface_hub's own cache for HF Hub downloads (it resumes them)
+    .locks/<blake3>.lock       one lock per file, so N processes download it once
+    <model>/<version>/         an installed version: manifest.json (+ .sig) exactly as fetched,
+                               and hard links to the blobs under the files' own names
+
+A file enters `.blobs` only after its size and blake3 matched the manifest, by `os.replace`.
+A version directory appears whole, by renaming a staging directory that already holds its
+manifest and first model file; a variant fetched later is added by another atomic rename. So a
+reader never sees a half-written file, and a crash leaves at most a `.part` file to resume or a
+`.staging-*` directory the next install removes.
+
+Locks are `filelock` locks (`flock` on POSIX): the kernel releases them when a process dies, so
+a killed process never leaves a stale lock, and its `.part` file is resumed by the next one.
+Waiting for a lock is bounded by `lock_timeout`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
-
+from pipeline.client.network import DiskFull, RemoteError
 from pipeline.errors import IntegrityError
-from pipeline.manifest import FileEntry, check_file
+from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, check_file
+
+log = logging.getLogger("pipeline.client")
+CACHE_DIR_ENV = "RELEASE_CACHE_DIR"
+DEFAULT_LOCK_TIMEOUT = 1200.0  # longer than one download's time budget (network.RetryPolicy)
+
+
+class CacheBusy(RemoteError):
+    """Another process kept a file's lock for longer than the bounded wait."""
 
 
 def default_cache_dir() -> Path:
     """The platform cache directory (e.g. ~/.cache/fastai-release), or $RELEASE_CACHE_DIR."""
     from platformdirs import user_cache_dir
 
-    return Path(os.environ.get("RELEASE_CACHE_DIR") or user_cache_dir("fastai-release"))
+    return Path(os.environ.get(CACHE_DIR_ENV) or user_cache_dir("fastai-release"))
 
 
-def ensure_file(
-    directory: Path, entry: FileEntry, download: Callable[[Path], None], where: str
-) -> tuple[Path, bool]:
-    """The verified cached copy of `entry` in `directory`, downloading it first if needed.
+def _version_key(v: str) -> tuple:
+    from packaging.version import InvalidVersion, Version
 
-    Returns the path and whether it was a cache hit. A per-file lock makes N processes that
-    start together download once; the bytes are checked before they are moved into place.
+    try:
+        return (1, Version(v), v)
+    except InvalidVersion:
+        return (0, v, v)
 
-    Raises:
-        IntegrityError: the downloaded bytes do not match the manifest (the download is deleted).
+
+@dataclass
+class CachedVersion:
+    """One installed version: its manifest bytes and which model files are present."""
+
+    model: str
+    version: str
+    directory: Path
+    manifest_bytes: bytes
+    signature: bytes | None
+    manifest: Manifest | None  # None when the cached manifest does not parse
+    files: dict[str, int] = field(default_factory=dict)  # name -> size on disk
+
+
+class Cache:
+    """A cache directory (see the module docstring).
+
+    Args:
+        root: the cache directory; None means `default_cache_dir()`.
+        lock_timeout: seconds to wait for another process that is downloading the same file.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / entry.name
-    if check_file(path, entry) is None:
-        return path, True
-    with FileLock(directory / f".{entry.name}.lock", timeout=900):
-        if check_file(path, entry) is None:  # another process finished it while we waited
-            return path, True
-        tmp = directory / f".{entry.name}.{uuid.uuid4().hex[:8]}.part"
+
+    def __init__(self, root: Path | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.lock_timeout = lock_timeout
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def version_dir(self, model: str, version: str) -> Path:
+        return self.root / model / version
+
+    def blob(self, digest: str) -> Path:
+        return self.root / ".blobs" / digest
+
+    def part(self, digest: str) -> Path:
+        return self.root / ".partial" / f"{digest}.part"
+
+    @contextlib.contextmanager
+    def lock(self, key: str, what: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the lock named `key`; wait at most `timeout` (default: lock_timeout) seconds.
+
+        Raises:
+            CacheBusy: another process held it for longer (it is still downloading).
+        """
+        from filelock import FileLock, Timeout
+
+        path = self.root / ".locks" / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        timeout = self.lock_timeout if timeout is None else timeout
+        lock = FileLock(path, timeout=timeout)
         try:
-            download(tmp)
-            problem = check_file(tmp, entry)
-            if problem:
-                raise IntegrityError(f"{where}: {problem}; deleted the download")
-            os.replace(tmp, path)
+            lock.acquire()
+        except Timeout:
+            raise CacheBusy(
+                f"{what}: another process has held {path} for more than {timeout:g} s "
+                "(it is still downloading this file, probably over a slow link); try again later"
+            ) from None
+        try:
+            yield
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-    return path, False
+            lock.release()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read_version(self, model: str, version: str) -> CachedVersion | None:
+        """The installed version, or None when there is none."""
+        d = self.version_dir(model, version)
+        try:
+            manifest_bytes = (d / MANIFEST_NAME).read_bytes()
+        except OSError:
+            return None
+        sig_path = d / SIGNATURE_NAME
+        signature = sig_path.read_bytes() if sig_path.is_file() else None
+        try:
+            manifest = Manifest.from_json(manifest_bytes, str(d / MANIFEST_NAME))
+        except Exception:
+            manifest = None
+        files = {
+            p.name: p.stat().st_size
+            for p in d.iterdir()
+            if p.is_file() and p.name not in (MANIFEST_NAME, SIGNATURE_NAME)
+        }
+        return CachedVersion(model, version, d, manifest_bytes, signature, manifest, files)
+
+    def versions(self, model: str) -> list[str]:
+        """Installed versions of `model`, newest first."""
+        d = self.root / model
+        if not d.is_dir():
+            return []
+        names = [
+            p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")
+        ]  # .staging-* and .old-* are not versions
+        return sorted(names, key=_version_key, reverse=True)
+
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name[0] != ".")
+
+    def installed(self, model: str, version: str, entry: FileEntry) -> Path | None:
+        """The installed file when it matches `entry` (size and blake3), else None."""
+        path = self.version_dir(model, version) / entry.name
+        return path if check_file(path, entry) is None else None
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def ensure_blob(
+        self, entry: FileEntry, download: Callable[[Path], None], where: str
+    ) -> tuple[Path, bool]:
+        """The verified blob of `entry`, downloading it first if needed (under its lock).
+
+        `download(part)` brings the part file to the entry's size (resuming when it can). The
+        result is checked before it becomes a blob; when it fails after a resumed download,
+        the file is fetched once more from the start from the same source, since the bytes
+        kept from an earlier run may be the bad ones.
+
+        Returns the blob path and whether it was already there.
+
+        Raises:
+            IntegrityError: the downloaded bytes do not match (the download is deleted).
+            DiskFull: not enough space (nothing cached is touched).
+        """
+        blob = self.blob(entry.blake3)
+        if check_file(blob, entry) is None:
+            return blob, True
+        with self.lock(entry.blake3, f"{where}/{entry.name}"):
+            if check_file(blob, entry) is None:  # another process finished it while we waited
+                return blob, True
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            part = self.part(entry.blake3)
+            part.parent.mkdir(parents=True, exist_ok=True)
+            self._check_space(part, entry, where)
+            for attempt in (1, 2):
+                resumed = part.exists() and part.stat().st_size > 0
+                download(part)
+                problem = check_file(part, entry)
+                if problem is None:
+                    os.replace(part, blob)
+                    return blob, False
+                part.unlink(missing_ok=True)
+                if not (resumed and attempt == 1):
+                    break
+                log.warning(
+                    "%s: %s after resuming an earlier download; downloading it again from the start",
+                    where,
+                    problem,
+                )
+            raise IntegrityError(f"{where}: downloaded {problem}; deleted the download")
+
+    def _check_space(self, part: Path, entry: FileEntry, where: str) -> None:
+        have = part.stat().st_size if part.exists() else 0
+        need = entry.size - min(have, entry.size)
+        free = shutil.disk_usage(part.parent).free
+        if need > free:
+            raise DiskFull(
+                f"{where}/{entry.name}: needs {need / 1e6:.1f} MB, {self.root} has {free / 1e6:.1f} MB free; "
+                "nothing was downloaded and the cache is unchanged: free space (`release cache prune`), "
+                "or point RELEASE_CACHE_DIR / --cache-dir at a larger disk"
+            )
+
+    def install(
+        self,
+        model: str,
+        version: str,
+        manifest_bytes: bytes,
+        signature: bytes | None,
+        entry: FileEntry,
+        blob: Path,
+    ) -> Path:
+        """Make `blob` visible as `<model>/<version>/<entry.name>`, installing the version if new.
+
+        Returns the installed file's path.
+
+        Raises:
+            DiskFull: no room for the manifest or the link.
+        """
+        try:
+            with self.lock(f"{model}@{version}", f"{model} {version}"):
+                return self._install(model, version, manifest_bytes, signature, entry, blob)
+        except OSError as e:
+            if isinstance(e, DiskFull) or e.errno not in (28, 122):  # ENOSPC, EDQUOT
+                raise
+            raise DiskFull(
+                f"{model} {version}: no space left in {self.root} to install {entry.name}; "
+                "the cache is unchanged: free space or use another --cache-dir"
+            ) from e
+
+    def _install(
+        self,
+        model: str,
+        version: str,
+        manifest_bytes: bytes,
+        signature: bytes | None,
+        entry: FileEntry,
+        blob: Path,
+    ) -> Path:
+        target = self.version_dir(model, version)
+        current = self.read_version(model, version)
+        if current is not None and current.manifest_bytes == manifest_bytes:
+            if signature is not None and current.signature != signature:
+                _replace_with(target / SIGNATURE_NAME, lambda p: p.write_bytes(signature))
+            path = target / entry.name
+            if check_file(path, entry) is not None:
+                _replace_with(path, lambda p: _link_or_copy(blob, p))
+            return path
+        model_dir = self.root / model
+        model_dir.mkdir(parents=True, exist_ok=True)
+        for stale in model_dir.glob(".staging-*"):  # left by a killed process (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = model_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            (staging / MANIFEST_NAME).write_bytes(manifest_bytes)
+            if signature is not None:
+                (staging / SIGNATURE_NAME).write_bytes(signature)
+            _link_or_copy(blob, staging / entry.name)
+            if current is not None:  # the same version with another manifest (republished)
+                log.warning(
+                    "%s %s: the cached manifest differs from the source's; replacing the cached version",
+                    model,
+                    version,
+                )
+                old = model_dir / f".staging-old-{version}-{uuid.uuid4().hex[:8]}"
+                target.rename(old)
+                staging.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                staging.rename(target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return target / entry.name
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def usage(self) -> dict[str, int]:
+        """Bytes in blobs (every cached file, counted once) and in partial downloads."""
+
+        def total(d: Path) -> int:
+            return sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) if d.is_dir() else 0
+
+        return {"blobs": total(self.root / ".blobs"), "partial": total(self.root / ".partial")}
+
+    def verify(self) -> list[str]:
+        """Check every installed file against its cached manifest; return the problems."""
+        problems = []
+        for model in self.models():
+            for version in self.versions(model):
+                cv = self.read_version(model, version)
+                if cv is None or cv.manifest is None:
+                    problems.append(f"{model} {version}: no readable {MANIFEST_NAME}")
+                    continue
+                for name in cv.files:
+                    try:
+                        entry = cv.manifest.file(name)
+                    except Exception:
+                        problems.append(f"{model} {version}: {name} is not in its manifest")
+                        continue
+                    if problem := check_file(cv.directory / name, entry):
+                        problems.append(f"{model} {version}: {problem}")
+        return problems
+
+    def prune(self, keep: int = 1, model: str | None = None, dry_run: bool = False) -> list[str]:
+        """Remove all but the newest `keep` versions of each model (or of `model`), then blobs
+        no version uses and interrupted downloads nobody is resuming. Returns what was removed.
+        """
+        removed: list[str] = []
+        for m in [model] if model else self.models():
+            for version in self.versions(m)[keep:]:
+                try:
+                    with self.lock(f"{m}@{version}", f"{m} {version}", timeout=0):
+                        if not dry_run:
+                            shutil.rmtree(self.version_dir(m, version))
+                        removed.append(f"{m} {version}")
+                except CacheBusy:
+                    log.info("%s %s is being installed by another process; kept", m, version)
+        blobs = self.root / ".blobs"
+        for p in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+            if p.is_file() and p.stat().st_nlink <= 1:  # no installed version links to it
+                self._remove_unlocked(p, p.name, dry_run, removed)
+        partial = self.root / ".partial"
+        for p in sorted(partial.glob("*.part")) if partial.is_dir() else []:
+            self._remove_unlocked(p, p.name.removesuffix(".part"), dry_run, removed)
+        if not dry_run:
+            shutil.rmtree(partial / "hf", ignore_errors=True)
+        return removed
+
+    def _remove_unlocked(self, path: Path, digest: str, dry_run: bool, removed: list[str]) -> None:
+        try:
+            with self.lock(digest, path.name, timeout=0):
+                if not dry_run:
+                    path.unlink(missing_ok=True)
+                removed.append(f"{path.parent.name}/{path.name}")
+        except CacheBusy:
+            log.info("%s is being downloaded by another process; kept", path.name)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError as e:
+        if e.errno in (28, 122):
+            raise
+        shutil.copyfile(src, dst)  # a file system without hard links
+
+
+def _replace_with(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

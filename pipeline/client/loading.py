@@ -1,120 +1,260 @@
-"""Load a fetched model (the only place the client imports fastai), smoke-test it, fall back."""
+"""Load a fetched model (the only place the client imports torch and fastai), smoke-test it, and
+fall back to the next variant when a step fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.client.fetching import DEFAULT_VARIANTS, FetchResult, fetch
+from pipeline.client.cache import Cache, CacheBusy
+from pipeline.client.fetching import DEFAULT_VARIANTS, FetchResult, _kind_of, resolve
+from pipeline.client.network import DiskFull
+from pipeline.client.predict import Predictor, UnsupportedLearner
 from pipeline.client.sources import Source
+from pipeline.client.trust import Trust
 from pipeline.environment import current
 from pipeline.errors import IntegrityError, ReleaseError
 from pipeline.manifest import check_file
 
 log = logging.getLogger("pipeline.client")
-# A difference in these breaks unpickling or changes the model's code; others only warn.
-_BREAKING = ("torch", "fastai")
+_AGREEMENT = 1e-5  # the fast path must match learn.predict this closely, or it is not used
+
+
+class EnvironmentMismatch(ReleaseError):
+    """The installed libraries cannot unpickle the model as it was written."""
+
+    exit_code = 3
 
 
 @dataclass
 class LoadedModel:
-    """A loaded, smoke-tested learner and where it came from."""
+    """A loaded, smoke-tested learner, where it came from, and a fast `predict`."""
 
     learner: Any
     fetched: FetchResult
     smoke_passed: int
-    fallback_reasons: list[str]
+    fallback_reasons: list[str] = field(default_factory=list)
+    predictor: Predictor | None = None  # None: the fast path did not apply; predict() uses fastai
+    load_seconds: float = 0.0
+
+    @property
+    def variant(self) -> str:
+        return self.fetched.variant
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.fetched.manifest.labels
+
+    def predict(self, text: str) -> tuple[str, dict[str, float]]:
+        """The label and every label's probability for `text`: `learn.predict` without its
+        per-call DataLoader, with the same results (to 1e-5)."""
+        if self.predictor is not None:
+            return self.predictor(text)
+        with self.learner.no_bar():
+            label, _, probs = self.learner.predict(text)
+        names = [str(x) for x in self.learner.dls.vocab[-1]]
+        return str(label), dict(zip(names, probs.tolist(), strict=True))
 
 
-def check_environment(recorded: dict[str, str]) -> list[str]:
-    """Compare the manifest's environment with this one; return warnings.
+def _major_minor(v: str) -> tuple[str, ...]:
+    return tuple(v.split("+")[0].split(".")[:2])
+
+
+def check_environment(recorded: dict[str, str], here: dict[str, str] | None = None) -> list[str]:
+    """Compare the manifest's recorded environment with this one, before anything is unpickled.
+
+    torch and fastai must be installed and agree in major.minor (a pickle holds their classes
+    by name and their layouts change between minors); numpy must not be older in major (numpy 2
+    pickles name `numpy._core`). Any other difference (python, patch versions, fastcore,
+    fasttransform, pandas) is returned as a warning.
 
     Raises:
-        ReleaseError: torch or fastai differ in major.minor (pickles would not load reliably).
+        EnvironmentMismatch: names the library, the version that wrote the model and the one here.
     """
-    here = current()
-    warnings_: list[str] = []
-    for lib, theirs in recorded.items():
-        if lib in ("platform", "quantized_engine") or lib not in here and lib != "python":
+    here = current() if here is None else here
+    notes: list[str] = []
+    for lib in ("torch", "fastai"):
+        theirs = recorded.get(lib)
+        if theirs is None:
             continue
         mine = here.get(lib)
-        if mine is None or mine == theirs:
-            continue
-        if lib in _BREAKING and mine.split(".")[:2] != theirs.split(".")[:2]:
-            raise ReleaseError(
-                f"environment: the model was pickled with {lib} {theirs}, this server has {lib} {mine}; install {lib}=={theirs.split('+')[0]}"
+        if mine is None:
+            raise EnvironmentMismatch(
+                f"environment: the model was pickled with {lib} {theirs}, and {lib} is not installed "
+                f"here; install it (pip install '{lib}=={theirs.split('+')[0]}', or the [build] extra "
+                "of fastai-release) to load models; fetching needs neither"
             )
-        warnings_.append(f"{lib} {theirs} wrote the model, {mine} is installed")
-    return warnings_
+        if _major_minor(mine) != _major_minor(theirs):
+            raise EnvironmentMismatch(
+                f"environment: the model was pickled with {lib} {theirs}, this server has {lib} {mine}; "
+                f"install {lib}=={theirs.split('+')[0]}"
+            )
+    theirs_np, mine_np = recorded.get("numpy"), here.get("numpy")
+    if theirs_np and mine_np and int(mine_np.split(".")[0]) < int(theirs_np.split(".")[0]):
+        raise EnvironmentMismatch(
+            f"environment: the model was pickled with numpy {theirs_np}, this server has numpy {mine_np}, "
+            f"which cannot read numpy {theirs_np.split('.')[0]} pickles; install numpy>={theirs_np.split('.')[0]}"
+        )
+    for lib, theirs in recorded.items():
+        if lib in ("platform", "quantized_engine"):
+            continue
+        mine = here.get(lib)
+        if mine is not None and mine.split("+")[0] != theirs.split("+")[0]:
+            notes.append(f"{lib} {theirs} wrote the model, {mine} is installed")
+    return notes
 
 
-def _load_and_smoke(fetched: FetchResult) -> tuple[Any, int]:
+def _use_quantized_engine(engine: str | None) -> None:
+    """Select the quantized engine the model was built for, or refuse before unpickling.
+
+    Raises:
+        ReleaseError: this CPU / torch build has no such engine.
+    """
+    if not engine:
+        return
+    import torch
+
+    supported = list(torch.backends.quantized.supported_engines)
+    if engine not in supported:
+        raise ReleaseError(
+            f"the quantized model needs the {engine!r} quantized engine; this CPU and torch build "
+            f"offer {supported}"
+        )
+    if torch.backends.quantized.engine != engine:
+        torch.backends.quantized.engine = engine
+
+
+def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predictor | None, int]:
     entry = fetched.manifest.variant(fetched.variant)
-    problem = check_file(fetched.path, entry)  # again, right before unpickling (cheap: blake3)
+    problem = check_file(fetched.path, entry)  # again, right before unpickling (blake3 is cheap)
     if problem:
         raise IntegrityError(f"{fetched.path}: {problem}; refusing to unpickle")
+    if fetched.variant == "quantized":
+        _use_quantized_engine(fetched.manifest.environment.get("quantized_engine"))
     from fastai.learner import load_learner
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         learn = load_learner(fetched.path)
+    predictor: Predictor | None
+    try:
+        predictor = Predictor(learn)
+    except UnsupportedLearner as e:
+        log.info("fast predict does not apply (%s); predict() uses learn.predict", e)
+        predictor = None
+    golden = fetched.manifest.golden_queries
+    if predictor is not None and golden:
+        # One comparison with fastai's own path guards the fast path against library changes.
+        with learn.no_bar():
+            _, _, expected = learn.predict(golden[0].text)
+        got = predictor.probabilities(golden[0].text)
+        diff = float((expected - got).abs().max())
+        if diff > _AGREEMENT:
+            log.warning(
+                "fast predict differs from learn.predict by %.2g on a golden query; using learn.predict",
+                diff,
+            )
+            predictor = None
     passed = 0
-    with learn.no_bar():
-        for q in fetched.manifest.golden_queries:
-            got = str(learn.predict(q.text)[0])
-            if got != q.expected:
-                raise ReleaseError(f"smoke test: {q.text!r} gave {got!r}, expected {q.expected!r}")
+    if smoke_test:
+        model = LoadedModel(learn, fetched, 0, predictor=predictor)
+        for q in golden:
+            got_label = model.predict(q.text)[0]
+            if got_label != q.expected:
+                raise ReleaseError(
+                    f"smoke test: {q.text!r} gave {got_label!r}, the manifest expects {q.expected!r}"
+                )
             passed += 1
-    return learn, passed
+    return learn, predictor, passed
 
 
 def load_model(
     model: str,
     version: str = "latest",
     *,
-    sources: Sequence[Source],
+    sources: Sequence[Source] = (),
     variants: Sequence[str] = DEFAULT_VARIANTS,
+    public_key: Any = None,
+    pin: str | None = None,
     cache_dir: Path | None = None,
+    offline: bool | None = None,
+    smoke_test: bool = True,
+    lock_timeout: float | None = None,
 ) -> LoadedModel:
-    """Fetch, verify, load and smoke-test a model; fall back to the next variant on any failure.
+    """Fetch, verify, load and smoke-test a model: what a server calls on start.
+
+    The manifest is resolved and trusted first (see `fetch` for the arguments), the recorded
+    environment compared with this one, and then each variant in order is fetched, verified
+    again, loaded and asked the manifest's golden queries; the first that passes is returned.
+    A variant that cannot be had, fails to load (e.g. no quantized engine on this CPU) or fails
+    the smoke test is logged with the reason, and the next is tried.
 
     Raises:
-        ReleaseError: no variant could be fetched, loaded and smoke-tested.
+        EnvironmentMismatch: torch/fastai/numpy here cannot unpickle the model (exit 3).
+        IntegrityError: only corrupt or untrusted copies could be found (exit 5).
+        ReleaseError: no variant could be fetched, loaded and smoke-tested; lists each reason.
     """
+    start = time.perf_counter()
+    cache = Cache(cache_dir, **({"lock_timeout": lock_timeout} if lock_timeout else {}))
+    release = resolve(
+        model,
+        version,
+        sources=sources,
+        trust=Trust.from_options(public_key, pin),
+        cache=cache,
+        offline=offline,
+        variants=variants,
+    )
+    for note in check_environment(release.manifest.environment):
+        log.warning("environment: %s", note)
     reasons: list[str] = []
-    fetched_all = fetch(model, version, sources=sources, variants=variants, cache_dir=cache_dir)
-    for warning in check_environment(fetched_all[0].manifest.environment):
-        log.warning("environment: %s", warning)
-    for fetched in fetched_all:
+    failures: list[Exception] = []
+    for variant in variants:
         try:
-            learn, passed = _load_and_smoke(fetched)
+            fetched = release.file(variant)
+        except (DiskFull, CacheBusy):
+            raise
         except ReleaseError as e:
-            reasons.append(f"{fetched.variant}: {e}")
-            log.warning("%s variant rejected, falling back: %s", fetched.variant, e)
+            failures.append(e)
+            reasons.append(f"{variant}: not available: {e}")
+            log.warning("%s variant not available, falling back: %s", variant, e)
             continue
-        except Exception as e:  # e.g. no quantized engine on this CPU: unpickling fails
-            reasons.append(f"{fetched.variant}: {type(e).__name__}: {e}")
+        try:
+            learn, predictor, passed = _load_and_smoke(fetched, smoke_test)
+        except ReleaseError as e:
+            failures.append(e)
+            reasons.append(f"{variant}: {e}")
+            log.warning("%s variant rejected, falling back: %s", variant, e)
+            continue
+        except Exception as e:  # e.g. a pickle this torch cannot read: fall back, say why
+            failures.append(ReleaseError(str(e)))
+            reasons.append(f"{variant}: failed to load: {type(e).__name__}: {e}")
             log.warning(
-                "%s variant failed to load, falling back: %s: %s",
-                fetched.variant,
-                type(e).__name__,
-                e,
+                "%s variant failed to load, falling back: %s: %s", variant, type(e).__name__, e
             )
             continue
+        fetched = dataclasses.replace(fetched, skipped=tuple(reasons))
+        elapsed = time.perf_counter() - start
         log.info(
-            "loaded %s %s, %s variant from %s; smoke test %d/%d",
-            fetched.manifest.model,
-            fetched.manifest.version,
-            fetched.variant,
+            "loaded %s %s, %s variant (%s) from %s%s; smoke test %d/%d golden queries; %.2f s",
+            release.model,
+            release.version,
+            variant,
+            fetched.path.name,
             fetched.source,
+            " (offline)" if release.offline else "",
             passed,
-            len(fetched.manifest.golden_queries),
+            len(release.manifest.golden_queries) if smoke_test else 0,
+            elapsed,
         )
-        return LoadedModel(learn, fetched, passed, reasons)
-    raise ReleaseError(
-        f"{model} {version}: no variant could be loaded:\n" + "\n".join(f"  - {r}" for r in reasons)
+        return LoadedModel(learn, fetched, passed, reasons, predictor, elapsed)
+    raise _kind_of(failures)(
+        f"{model} {release.version}: no variant could be loaded:\n"
+        + "\n".join(f"  - {r}" for r in reasons)
     )

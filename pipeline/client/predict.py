@@ -1,0 +1,87 @@
+"""`learn.predict` for one text without fastai's per-call DataLoader.
+
+`learn.predict` builds a test DataLoader, runs the callback machinery of `get_preds` and decodes
+a batch on every call, a fixed cost of a few milliseconds. This does the same arithmetic with
+the learner's own objects: its tokenizer and numericalizer (the validation transforms from the
+first one that accepts a string, as `test_dl` picks them), the DataLoader's own batch
+transforms, one forward pass under `torch.inference_mode`, the loss function's activation and
+decoding. The results are identical to `learn.predict` (the client checks one golden query at
+load time and falls back to `learn.predict` if they ever differ).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+
+class UnsupportedLearner(Exception):
+    """The learner is not a single-input text classifier this fast path understands."""
+
+
+class Predictor:
+    """`predict(text) -> (label, {label: probability})` for a fastai text classifier.
+
+    Thread-safe: the forward pass is serialised, since AWD_LSTM keeps its hidden state on
+    the module (as `learn.predict` does; it is not thread-safe at all).
+
+    Raises:
+        UnsupportedLearner: from the constructor, when the learner's data pipeline is not a
+            single text input with categorical labels.
+    """
+
+    def __init__(self, learn: Any):
+        import torch
+
+        self._torch = torch
+        dls = learn.dls
+        ds = getattr(dls, "valid_ds", None)
+        if getattr(dls, "n_inp", 1) != 1 or not hasattr(ds, "tls") or not ds.tls:
+            raise UnsupportedLearner("expected a Datasets with one text input")
+        tl = ds.tls[0]
+        try:
+            start = tl.infer_idx("a text")
+        except Exception as e:
+            raise UnsupportedLearner(f"no transform of the input accepts a str: {e}") from e
+        encode = tl._new([], split_idx=1)  # what test_set() builds for learn.predict
+        encode.tfms.fs = encode.tfms.fs[start:]
+        self._encode = encode.tfms
+        self._dl = dls.valid
+        self._model = learn.model
+        loss = learn.loss_func
+        self._activation = getattr(loss, "activation", None) or (lambda x: torch.softmax(x, -1))
+        self._decodes = getattr(loss, "decodes", None) or (lambda x: x.argmax(-1))
+        vocab = dls.vocab
+        labels = vocab[-1] if len(vocab) and isinstance(vocab[0], list | tuple) else vocab
+        self.labels = tuple(str(x) for x in labels)
+        if len(self.labels) < 2:
+            raise UnsupportedLearner(f"expected class labels, found {self.labels!r}")
+        self._lock = threading.Lock()
+
+    def probabilities(self, text: str) -> Any:
+        """The activation of the model's output for `text` (a 1-D tensor, one per label)."""
+        torch = self._torch
+        x = self._encode(text)
+        batch = self._dl.after_batch(self._dl.create_batch(self._dl.before_batch([(x,)])))
+        xb = batch[0]
+        if isinstance(xb, torch.Tensor):
+            xb = xb.as_subclass(torch.Tensor)  # as fastai's CastToTensor callback does
+        with self._lock, torch.inference_mode():
+            if self._model.training:
+                self._model.eval()
+            if hasattr(self._model, "reset"):
+                self._model.reset()  # fastai's ModelResetter does this before inference
+            out = self._model(xb)
+            if isinstance(out, tuple | list):  # RNN models return (logits, raw, dropped)
+                out = out[0]
+            return self._activation(out)[0]
+
+    def __call__(self, text: str) -> tuple[str, dict[str, float]]:
+        probs = self.probabilities(text)
+        index = int(self._decodes(probs[None])[0])
+        values = probs.tolist()
+        if len(values) != len(self.labels):
+            raise UnsupportedLearner(
+                f"the model gives {len(values)} outputs for {len(self.labels)} labels"
+            )
+        return self.labels[index], dict(zip(self.labels, values, strict=True))

@@ -1,0 +1,242 @@
+"""A static release mirror on 127.0.0.1 with fault injection, for the client's tests.
+
+It serves a directory with the release-store layout over HTTP/1.1 (keep-alive, HEAD, Range),
+counts every request, and applies faults per URL path, each consumed by one request in order:
+
+    server.fail("/m/1.0.0/export.pkl", Fault.status(500), Fault.status(429, retry_after="3"))
+    server.fail(path, Fault.truncate(1000))      # Content-Length says all, the body stops early
+    server.fail(path, Fault.reset(1000))         # TCP reset after 1000 body bytes
+    server.fail(path, Fault.hang(5))             # no answer for 5 s (the client's timeout fires)
+    server.always(path, Fault.corrupt())         # every answer has one byte flipped
+    server.always(path, Fault.slow(200_000))     # at most 200 kB/s
+
+`on_body(path, sent)` is called after each chunk of a body, from the server's thread (tests use
+it to kill a client mid-download or fill a disk). Start it with `with MirrorServer(root) as s:`.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    status_code: int = 500
+    retry_after: str | None = None
+    after: int = 0
+    seconds: float = 0.0
+    rate: int = 0
+
+    @classmethod
+    def status(cls, code: int, retry_after: str | None = None) -> Fault:
+        return cls("status", status_code=code, retry_after=retry_after)
+
+    @classmethod
+    def truncate(cls, after: int) -> Fault:
+        return cls("truncate", after=after)
+
+    @classmethod
+    def reset(cls, after: int) -> Fault:
+        return cls("reset", after=after)
+
+    @classmethod
+    def hang(cls, seconds: float) -> Fault:
+        return cls("hang", seconds=seconds)
+
+    @classmethod
+    def corrupt(cls, at: int = 0) -> Fault:
+        return cls("corrupt", after=at)
+
+    @classmethod
+    def slow(cls, rate: int) -> Fault:
+        return cls("slow", rate=rate)
+
+    @classmethod
+    def ignore_range(cls) -> Fault:
+        return cls("ignore_range")
+
+
+@dataclass(frozen=True)
+class Hit:
+    method: str
+    path: str
+    range: str | None
+    status: int
+
+
+class MirrorServer:
+    """See the module docstring."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.hits: list[Hit] = []
+        self._queued: dict[str, list[Fault]] = {}
+        self._sticky: dict[str, list[Fault]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.on_body: Callable[[str, int], None] | None = None
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def fail(self, path: str, *faults: Fault) -> None:
+        with self._lock:
+            self._queued.setdefault(path, []).extend(faults)
+
+    def always(self, path: str, *faults: Fault) -> None:
+        with self._lock:
+            self._sticky[path] = list(faults)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queued.clear()
+            self._sticky.clear()
+
+    def count(self, path: str, method: str = "GET") -> int:
+        with self._lock:
+            return sum(1 for h in self.hits if h.path == path and h.method == method)
+
+    def requests(self, path: str) -> list[Hit]:
+        with self._lock:
+            return [h for h in self.hits if h.path == path]
+
+    def _faults(self, path: str) -> list[Fault]:
+        with self._lock:
+            queued = self._queued.get(path)
+            first = [queued.pop(0)] if queued else []
+            return first + list(self._sticky.get(path, []))
+
+    def _record(self, hit: Hit) -> None:
+        with self._lock:
+            self.hits.append(hit)
+
+    def start(self) -> MirrorServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> MirrorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # quiet
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(head=True)
+
+            def do_GET(self) -> None:
+                self._serve(head=False)
+
+            def _reply(self, status: int, body: bytes = b"", headers: dict | None = None) -> None:
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _serve(self, head: bool) -> None:
+                path = unquote(urlsplit(self.path).path)
+                rng = self.headers.get("Range")
+                faults = server._faults(path)
+                kinds = {f.kind: f for f in faults}
+                if "hang" in kinds:
+                    server._stop.wait(kinds["hang"].seconds)
+                    server._record(Hit(self.command, path, rng, 0))
+                    self.close_connection = True
+                    return
+                if "status" in kinds:
+                    f = kinds["status"]
+                    server._record(Hit(self.command, path, rng, f.status_code))
+                    headers = {"Retry-After": f.retry_after} if f.retry_after else {}
+                    self._reply(f.status_code, b"failure injected\n", headers)
+                    return
+                file = (server.root / path.lstrip("/")).resolve()
+                if server.root.resolve() not in file.parents or not file.is_file():
+                    server._record(Hit(self.command, path, rng, 404))
+                    self._reply(404, b"not found\n")
+                    return
+                data = file.read_bytes()
+                start, status = 0, 200
+                m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+                if m and "ignore_range" not in kinds:
+                    start = int(m.group(1))
+                    if start >= len(data):
+                        server._record(Hit(self.command, path, rng, 416))
+                        self._reply(416, b"", {"Content-Range": f"bytes */{len(data)}"})
+                        return
+                    status = 206
+                body = bytearray(data[start:])
+                if "corrupt" in kinds and body:
+                    i = min(kinds["corrupt"].after, len(body) - 1)
+                    body[i] ^= 0xFF
+                server._record(Hit(self.command, path, rng, status))
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Accept-Ranges", "bytes")
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                if head:
+                    return
+                limit = len(body)
+                cut = kinds.get("truncate") or kinds.get("reset")
+                if cut is not None:
+                    limit = min(limit, cut.after)
+                rate = kinds["slow"].rate if "slow" in kinds else 0
+                chunk = min(CHUNK, rate // 10) if rate else CHUNK
+                sent = 0
+                try:
+                    while sent < limit and not server._stop.is_set():
+                        piece = bytes(body[sent : min(limit, sent + chunk)])
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                        sent += len(piece)
+                        if server.on_body is not None:
+                            server.on_body(path, start + sent)
+                        if rate:
+                            time.sleep(len(piece) / rate)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                    return
+                if cut is not None and cut.kind == "reset":
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.close_connection = True
+                elif cut is not None:
+                    self.close_connection = True  # the client sees the body end early
+
+        return Handler
