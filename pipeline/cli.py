@@ -132,7 +132,9 @@ def build(state: _State, force: bool) -> None:
     "targets",
     multiple=True,
     show_envvar=True,
-    help="Where to publish (repeatable); default: [publish] targets in the config. Available: local.",
+    help="Where to publish (repeatable); default: [publish] targets in the config. "
+    "Available: local, github, huggingface. Tokens: GITHUB_TOKEN (or GH_TOKEN), HF_TOKEN; "
+    "endpoints: GITHUB_API_URL, HF_ENDPOINT; RELEASE_SIGNING_KEY signs manifest.json.",
 )
 @click.option(
     "--dry-run",
@@ -142,21 +144,32 @@ def build(state: _State, force: bool) -> None:
 )
 @click.option(
     "--force",
+    "--replace",
+    "force",
     is_flag=True,
     show_envvar=True,
-    help="Replace a published version whose files differ.",
+    help="Replace a published version whose files differ (GitHub assets, the HF tag, the local copy).",
 )
 @click.pass_obj
 def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
-    """Publish the finished build (building it first if needed) to each target."""
-    from pipeline.publish import publish as run_publish
+    """Publish the finished build (building it first if needed) to each target.
 
-    results = run_publish(state.config(), targets, dry_run=dry_run, force=force)
+    Every target's settings and tokens are checked before anything is uploaded; a target that
+    fails does not stop the others (exit 7, each target's state printed); running the same
+    command again finishes the job without duplicates.
+    """
+    from pipeline.publish import publish as run_publish
+    from pipeline.publishers.settings import PublishSettings
+
+    settings = PublishSettings.from_env()  # the only place the tokens are read
+    results = run_publish(state.config(), targets, dry_run=dry_run, force=force, settings=settings)
     for r in results:
         click.echo(r.line())
         if dry_run:
+            for step in r.actions:
+                click.echo(f"  - {step}")
             for name in r.uploaded:
-                click.echo(f"  would copy   {name}")
+                click.echo(f"  would upload {name}")
             for name in r.skipped:
                 click.echo(f"  identical    {name}")
             for name in r.refused:
@@ -165,13 +178,70 @@ def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool)
 
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--public-key",
+    show_envvar=True,
+    help="Also check manifest.json.sig with this Ed25519 public key (base64, PEM, or a file "
+    "holding either); a missing or bad signature is exit 5.",
+)
 @click.pass_obj
-def verify(state: _State, directory: Path) -> None:
+def verify(state: _State, directory: Path, public_key: str | None) -> None:
     """Check every file of a build or release DIRECTORY against its manifest (exit 5 on mismatch)."""
-    from pipeline.manifest import verify_dir
+    from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, verify_dir
 
     m = verify_dir(directory)
+    if public_key:
+        from pipeline.client.trust import Trust
+
+        trust = Trust.from_options(public_key)
+        sig = directory / SIGNATURE_NAME
+        trust.check(
+            (directory / MANIFEST_NAME).read_bytes(),
+            sig.read_bytes() if sig.is_file() else None,
+            str(directory / MANIFEST_NAME),
+        )
+        click.echo(
+            f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json, {trust.describe()}"
+        )
+        return
     click.echo(f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json")
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Directory for release-signing-key.pem (private, mode 600) and release-signing-key.pub.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing key pair.")
+def keygen(out_dir: Path, force: bool) -> None:
+    """Write a new Ed25519 key pair for signing manifests; print the public key.
+
+    Put the private key file's content into RELEASE_SIGNING_KEY where `release publish` runs (a
+    CI secret); pin the printed public key on servers (`release fetch --public-key`).
+    """
+    import os
+
+    from pipeline import atomic, signing
+    from pipeline.errors import UsageError
+
+    private, public = out_dir / "release-signing-key.pem", out_dir / "release-signing-key.pub"
+    if not force and (private.exists() or public.exists()):
+        raise UsageError(f"{private}: a key pair is already there; pass --force to replace it")
+    pair = signing.generate()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_writer(private, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(pair.private_pem)
+    atomic.write_text(public, pair.public_b64 + "\n")
+    click.echo(pair.public_b64)
+    click.echo(
+        f"wrote {private} (keep it secret: set RELEASE_SIGNING_KEY to its content) and {public}",
+        err=True,
+    )
 
 
 @cli.command()

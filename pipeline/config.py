@@ -21,9 +21,12 @@ SCHEMA_VERSION = 1
 BUNDLED_PREFIX = "bundled:"
 QUANTIZABLE_MODULES = ("lstm", "linear", "embedding")
 QUANTIZED_ENGINES = ("auto", "x86", "fbgemm", "qnnpack", "onednn")
-PUBLISH_TARGETS = ("local",)
+PUBLISH_TARGETS = ("local", "github", "huggingface")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+([.-]?[A-Za-z0-9.]+)?$")
+_GITHUB_REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+_HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+/-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,39 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class GitHubTarget:
+    """[publish.github]: a GitHub repository's Releases."""
+
+    repo: str | None = None  # "owner/name"
+    tag_pattern: str = "v{version}"
+    release_name: str = "{model} {version}"
+    prerelease: bool = False
+    pause_between_writes: float = 1.0  # GitHub asks for >= 1 s between writes (secondary limits)
+
+    def tag(self, model: str, version: str) -> str:
+        return self.tag_pattern.format(model=model, version=version)
+
+
+@dataclass(frozen=True)
+class HubTarget:
+    """[publish.huggingface]: a Hugging Face Hub model repository."""
+
+    repo: str | None = None  # "org/name"
+    private: bool = False
+    tag_pattern: str = "v{version}"
+    tags: tuple[str, ...] = ()
+    license: str = ""
+
+    def tag(self, model: str, version: str) -> str:
+        return self.tag_pattern.format(model=model, version=version)
+
+
+@dataclass(frozen=True)
 class PublishConfig:
     targets: tuple[str, ...]
     local_root: Path
+    github: GitHubTarget = GitHubTarget()
+    huggingface: HubTarget = HubTarget()
 
 
 @dataclass(frozen=True)
@@ -155,6 +188,34 @@ def _one_of(allowed: tuple[str, ...]) -> Check:
     return lambda v: None if v in allowed else f"one of {', '.join(allowed)}"
 
 
+def _repo(rx: re.Pattern[str], shape: str) -> Check:
+    return lambda v: (
+        None if rx.match(v) and ".." not in v and "--" not in v.split("/")[-1] else f'"{shape}"'
+    )
+
+
+def _tag_pattern(v: str) -> str | None:
+    """A tag pattern needs {version}, may use {model}, and must give a valid git tag."""
+    expected = 'a tag pattern with "{version}" (and optionally "{model}"), like "v{version}"'
+    if "{version}" not in v:
+        return expected
+    try:
+        tag = v.format(version="1.0.0", model="m")
+    except (KeyError, IndexError, ValueError):
+        return expected
+    if not _TAG.match(tag) or ".." in tag or tag.endswith((".lock", "/", ".")):
+        return expected
+    return None
+
+
+def _name_pattern(v: str) -> str | None:
+    try:
+        v.format(version="1.0.0", model="m")
+    except (KeyError, IndexError, ValueError):
+        return 'a name with only "{model}" and "{version}" placeholders'
+    return None
+
+
 SPEC: dict[str, dict[str, Field]] = {
     "model": {
         "name": Field(
@@ -213,6 +274,20 @@ SPEC: dict[str, dict[str, Field]] = {
     },
     "publish.local": {
         "root": Field("path", "artifacts/releases"),
+    },
+    "publish.github": {
+        "repo": Field("str", None, check=_repo(_GITHUB_REPO, "owner/name")),
+        "tag_pattern": Field("str", "v{version}", check=_tag_pattern),
+        "release_name": Field("str", "{model} {version}", check=_name_pattern),
+        "prerelease": Field("bool", False),
+        "pause_between_writes": Field("float", 1.0, check=_range(0, 60)),
+    },
+    "publish.huggingface": {
+        "repo": Field("str", None, check=_repo(_HF_REPO, "org/name")),
+        "private": Field("bool", False),
+        "tag_pattern": Field("str", "v{version}", check=_tag_pattern),
+        "tags": Field("str_list", []),
+        "license": Field("str", ""),
     },
 }
 
@@ -371,6 +446,14 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
     vocab = path_of("train", "pretrained_vocab", True, "vocabulary file (.pkl)")
     if (weights is None) != (vocab is None):
         problem("train.pretrained_weights/pretrained_vocab", "both set or both unset", "only one")
+    shapes = {"github": '"owner/name"', "huggingface": '"org/name"'}
+    for target in values["publish"]["targets"] or []:
+        if target in shapes and values[f"publish.{target}"]["repo"] is None:
+            problem(
+                f"publish.{target}.repo",
+                f"{shapes[target]} (publish.targets includes {target})",
+                "nothing",
+            )
     if d["text_column"] == d["label_column"]:
         problem(
             "data.label_column", "a column other than data.text_column", repr(d["label_column"])
@@ -408,5 +491,9 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
         publish=PublishConfig(
             targets=tuple(p["targets"]),
             local_root=resolve_path(values["publish.local"]["root"], root),
+            github=GitHubTarget(**values["publish.github"]),
+            huggingface=HubTarget(
+                **{**values["publish.huggingface"], "tags": tuple(values["publish.huggingface"]["tags"])}
+            ),
         ),
     )

@@ -1,28 +1,104 @@
-"""`release publish`: build if needed, then publish to each target; report every target's state."""
+"""`release publish`: check every target, build if needed, sign, publish; report every target's state.
+
+Order: every target's settings and secrets are checked (and the signing key read) before the
+build and before anything is uploaded anywhere; then each target runs, and a failing target
+does not stop the others (exit 7 with each target's state). Every target is idempotent, so
+running the same command again finishes the failed ones and duplicates nothing.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
+from pipeline import atomic, signing
 from pipeline.build import build, current_build
 from pipeline.config import ReleaseConfig
-from pipeline.errors import PartialPublishError, ReleaseError, UsageError
-from pipeline.manifest import Manifest
+from pipeline.errors import (
+    ConfigError,
+    PartialPublishError,
+    ReleaseError,
+    RemoteError,
+    UsageError,
+)
+from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from pipeline.publishers.base import Publisher, PublishResult
 from pipeline.publishers.local import LocalStore
+from pipeline.publishers.settings import PublishSettings
+from pipeline.retry import RetryPolicy
 
 log = logging.getLogger("pipeline.publish")
+TARGETS = ("local", "github", "huggingface")
 
 
-def publishers_for(config: ReleaseConfig, targets: tuple[str, ...]) -> list[Publisher]:
-    """The publishers for `targets` (default: [publish] targets), checked before any work."""
+def publishers_for(
+    config: ReleaseConfig,
+    targets: tuple[str, ...] = (),
+    settings: PublishSettings | None = None,
+    policy: RetryPolicy | None = None,
+) -> list[Publisher]:
+    """The publishers for `targets` (default: [publish] targets), in order, without duplicates.
+
+    Raises:
+        UsageError: an unknown target.
+        ConfigError: a remote target without its [publish.*] repo, or without the publish extra.
+    """
+    settings = settings or PublishSettings.from_env()
     out: list[Publisher] = []
-    for t in targets or config.publish.targets:
+    for t in dict.fromkeys(targets or config.publish.targets):
         if t == "local":
             out.append(LocalStore(config.publish.local_root))
-        else:
-            raise UsageError(f"--target {t}: unknown target (available: local)")
+            continue
+        if t not in TARGETS:
+            raise UsageError(f"--target {t}: unknown target (available: {', '.join(TARGETS)})")
+        shape = "owner/name" if t == "github" else "org/name"
+        target_cfg = getattr(config.publish, t)
+        if target_cfg.repo is None:
+            raise ConfigError(
+                f'{config.path.name}: publish.{t}.repo: expected "{shape}" (needed by --target {t}), '
+                f'found nothing; add [publish.{t}] repo = "{shape}"'
+            )
+        try:
+            if t == "github":
+                from pipeline.publishers.github import GitHubPublisher
+
+                out.append(GitHubPublisher(target_cfg, settings, policy=policy))
+            else:
+                from pipeline.publishers.huggingface import HubPublisher
+
+                out.append(HubPublisher(target_cfg, settings, policy=policy))
+        except ImportError as e:
+            raise ConfigError(
+                f"--target {t} needs the publish extra ({e.name} is not installed): "
+                "pip install 'fastai-release[publish]'"
+            ) from e
     return out
+
+
+def check_all(publishers: list[Publisher]) -> None:
+    """Every target's settings and secrets, all checked, all problems in one error.
+
+    Raises:
+        ReleaseError: the problem of the one target that has one; RemoteError (exit 6) or
+            ConfigError listing every problem when several targets have one.
+    """
+    errors: list[ReleaseError] = []
+    for p in publishers:
+        try:
+            p.check()
+        except ReleaseError as e:
+            errors.append(e)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        cls = RemoteError if any(isinstance(e, RemoteError) for e in errors) else ConfigError
+        raise cls(
+            f"{len(errors)} publish targets cannot start (nothing was uploaded):\n"
+            + "\n".join(f"  - {e}" for e in errors)
+        )
 
 
 def ensure_build(config: ReleaseConfig, *, rebuild: bool = False) -> Manifest:
@@ -35,46 +111,112 @@ def ensure_build(config: ReleaseConfig, *, rebuild: bool = False) -> Manifest:
     return build(config)
 
 
+def signature_for(build_dir: Path, key_text: str | None) -> bytes | None:
+    """manifest.json.sig content for the build's manifest, or None without a key.
+
+    Raises:
+        ConfigError: the key is not an Ed25519 private key (the key is never echoed).
+    """
+    if not key_text:
+        return None
+    key = signing.load_private_key(key_text, signing.SIGNING_KEY_ENV)
+    return signing.sign((build_dir / MANIFEST_NAME).read_bytes(), key)
+
+
+@contextlib.contextmanager
+def _plan_view(build_dir: Path, signature: bytes) -> Iterator[Path]:
+    """The build as a publish would see it once signed, without writing into the build."""
+    with tempfile.TemporaryDirectory(prefix="release-plan-") as tmp:
+        view = Path(tmp)
+        for p in build_dir.iterdir():
+            if p.is_file() and p.name != SIGNATURE_NAME:
+                (view / p.name).symlink_to(p.resolve())
+        (view / SIGNATURE_NAME).write_bytes(signature)
+        yield view
+
+
 def publish(
     config: ReleaseConfig,
     targets: tuple[str, ...] = (),
     *,
     dry_run: bool = False,
     force: bool = False,
+    settings: PublishSettings | None = None,
+    policy: RetryPolicy | None = None,
+    publishers: list[Publisher] | None = None,
 ) -> list[PublishResult]:
     """Publish the current build to every target; each target runs even when another fails.
 
+    Args:
+        settings: endpoints and secrets (default: read from the environment now).
+        policy: the retry policy for remote targets (default: RetryPolicy()).
+        publishers: ready-made publishers instead of `targets` (tests).
+
     Raises:
+        ConfigError, RemoteError: a target's settings or secrets are wrong (before any upload).
         PartialPublishError: some targets finished, others failed (exit 7).
-        ReleaseError: the only target, or every target, failed (the first error is raised).
+        ReleaseError: the only target, or every target, failed (the first error, listing all).
     """
-    publishers = publishers_for(config, targets)
+    settings = settings or PublishSettings.from_env()
+    if publishers is None:
+        publishers = publishers_for(config, targets, settings, policy)
+    build_dir = config.build_dir
+    if settings.signing_key:  # a bad key is a config problem found before anything else
+        signing.load_private_key(settings.signing_key, signing.SIGNING_KEY_ENV)
+    check_all(publishers)
     if dry_run:
         manifest = current_build(config)
         if manifest is None:
             raise ReleaseError(
-                f"{config.build_dir}: no finished build for the current inputs; a real publish would build first "
+                f"{build_dir}: no finished build for the current inputs; a real publish would build first "
                 "(run `release build`, then `release publish --dry-run` to see the plan)"
             )
     else:
         manifest = ensure_build(config)
+
+    signature = signature_for(build_dir, settings.signing_key)
+    sig_path = build_dir / SIGNATURE_NAME
+    current_sig = sig_path.read_bytes() if sig_path.is_file() else None
+    with contextlib.ExitStack() as stack:
+        release_dir = build_dir
+        if signature is not None and signature != current_sig:
+            if dry_run:
+                release_dir = stack.enter_context(_plan_view(build_dir, signature))
+                log.info("would sign %s into %s", MANIFEST_NAME, SIGNATURE_NAME)
+            else:
+                atomic.write_bytes(sig_path, signature)
+                log.info("signed %s: %s", MANIFEST_NAME, sig_path)
+        return _run(publishers, release_dir, manifest, dry_run=dry_run, force=force)
+
+
+def _run(
+    publishers: list[Publisher],
+    release_dir: Path,
+    manifest: Manifest,
+    *,
+    dry_run: bool,
+    force: bool,
+) -> list[PublishResult]:
     results: list[PublishResult] = []
     errors: list[ReleaseError] = []
     for p in publishers:
         try:
-            r = p.publish(config.build_dir, manifest, dry_run=dry_run, force=force)
-            if not dry_run:
+            r = p.publish(release_dir, manifest, dry_run=dry_run, force=force)
+            if not dry_run and not r.verified:
                 p.verify(manifest)
         except ReleaseError as e:
             errors.append(e)
             r = PublishResult(p.name, "failed", "", message=str(e).splitlines()[0])
         results.append(r)
         log.info("%s", r.line())
-    if errors:
-        if len(errors) == len(publishers):
-            raise errors[0]
+    if not errors:
+        return results
+    states = "\n".join(f"  {r.line()}" for r in results)
+    if len(errors) < len(publishers):
         raise PartialPublishError(
-            "some targets failed; run the same command again to finish them:\n"
-            + "\n".join(f"  {r.line()}" for r in results)
+            f"{len(errors)} of {len(publishers)} targets failed; run the same command again to "
+            f"finish them (finished targets are skipped):\n{states}"
         )
-    return results
+    if len(publishers) > 1:
+        errors[0].args = (f"{errors[0]}\nevery target failed:\n{states}",)
+    raise errors[0]

@@ -1,11 +1,29 @@
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from pipeline import manifest as mf
+
+# huggingface_hub reads these at import (../shared/TESTING.md): no test may reach huggingface.co
+# (HF_ENDPOINT: a closed local port unless a test passes its emulator's URL), uploads take the
+# LFS path an emulator can serve (no Xet), and nothing lands in the user's HF cache. Real tokens
+# from the developer's or CI's environment are never used by a test.
+_HF_HOME = tempfile.mkdtemp(prefix="release-tests-hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ.update(
+    HF_ENDPOINT="http://127.0.0.1:9",
+    HF_HUB_DISABLE_TELEMETRY="1",
+    HF_HUB_DISABLE_XET="1",
+    HF_HOME=_HF_HOME,
+)
+for _secret in ("HF_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "RELEASE_SIGNING_KEY", "GITHUB_API_URL"):
+    os.environ.pop(_secret, None)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pipeline.checksums import blake3_file
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 
 
@@ -20,6 +21,8 @@ class PublishResult:
     skipped: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     message: str = ""
+    actions: list[str] = field(default_factory=list)  # the plan's steps, in order
+    verified: bool = False  # publish() already re-read every file and checked its blake3
 
     def line(self) -> str:
         parts = [f"{self.target}: {self.state}", self.location]
@@ -39,6 +42,10 @@ class PublishResult:
 class Publisher(Protocol):
     name: str
 
+    def check(self) -> None:
+        """Check settings and secrets (token present and accepted, repository reachable) before
+        anything is uploaded anywhere; raise a ReleaseError naming what to fix."""
+
     def publish(
         self, release_dir: Path, manifest: Manifest, *, dry_run: bool = False, force: bool = False
     ) -> PublishResult:
@@ -47,6 +54,27 @@ class Publisher(Protocol):
 
     def verify(self, manifest: Manifest) -> None:
         """Re-read what was published and check every blake3; raise IntegrityError on mismatch."""
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """One file of a release directory, with what a host must end up holding."""
+
+    name: str
+    path: Path
+    size: int
+    blake3: str
+
+
+def local_files(release_dir: Path, manifest: Manifest) -> list[LocalFile]:
+    """Every file a release publishes, measured (manifest entries are trusted: the caller ran
+    verify_dir; manifest.json and its signature are measured here)."""
+    release_dir = Path(release_dir)
+    out = [LocalFile(f.name, release_dir / f.name, f.size, f.blake3) for f in manifest.files]
+    for name in release_files(release_dir, manifest)[len(manifest.files) :]:
+        p = release_dir / name
+        out.append(LocalFile(name, p, p.stat().st_size, blake3_file(p)))
+    return out
 
 
 def release_files(release_dir: Path, manifest: Manifest) -> list[str]:

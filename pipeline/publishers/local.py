@@ -40,6 +40,9 @@ class LocalStore:
     def __init__(self, root: Path):
         self.root = Path(root)
 
+    def check(self) -> None:
+        """Nothing to check before publishing: the root is created on first use."""
+
     def version_dir(self, model: str, version: str) -> Path:
         return self.root / model / version
 

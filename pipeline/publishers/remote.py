@@ -1,0 +1,188 @@
+"""What a failure of GitHub or the Hugging Face Hub means: retry (and how long to wait) or give up.
+
+`classify_github` and `classify_hf` feed `pipeline.retry.RetryPolicy`; `describe` makes one line
+of any PyGithub, huggingface_hub, requests or httpx error, and `Redactor` removes every secret
+from it before it reaches a log or an error. The client libraries are imported lazily, inside the
+functions, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from pipeline.retry import Retry
+
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_HF_RATELIMIT = re.compile(r"r\s*=\s*0\s*;\s*t\s*=\s*(\d+)")
+
+
+class HostUnavailable(Exception):
+    """A transient HTTP failure (5xx, 429, timeout, reset) seen below huggingface_hub.
+
+    Raised by the Hub transport instead of returning the response, so that the library's own
+    backoff never sees it and our one policy decides.
+    """
+
+    def __init__(self, reason: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    for k, v in headers.items():
+        if k.lower() == name.lower():
+            return v
+    return None
+
+
+def host_wait(
+    headers: Mapping[str, str] | None, now: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds the host asked us to wait: Retry-After (seconds or HTTP date), GitHub's
+    X-RateLimit-Reset when X-RateLimit-Remaining is 0, or the Hub's `ratelimit: ...;r=0;t=N`."""
+    value = _header(headers, "Retry-After")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now())
+        except (TypeError, ValueError):
+            pass
+    if _header(headers, "X-RateLimit-Remaining") == "0":
+        reset = _header(headers, "X-RateLimit-Reset")
+        if reset and reset.strip().isdigit():
+            return (
+                max(0.0, int(reset) - now()) + 1.0
+            )  # the reset second itself may still be limited
+    if m := _HF_RATELIMIT.search(_header(headers, "RateLimit") or ""):
+        return float(m.group(1)) + 1.0
+    return None
+
+
+def _is_network_error(exc: BaseException) -> str | None:
+    """'timed out' / 'connection failed' for the network errors of requests, httpx2 and the stdlib."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.Timeout | TimeoutError):
+        return "timed out"
+    if isinstance(
+        exc, requests.exceptions.ConnectionError | requests.exceptions.ChunkedEncodingError
+    ):
+        return "connection failed"
+    if isinstance(exc, ConnectionError):  # http.client.RemoteDisconnected, resets, broken pipes
+        return "connection failed"
+    try:
+        import httpx2
+    except ImportError:  # pragma: no cover - huggingface_hub not installed
+        return None
+    if isinstance(exc, httpx2.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx2.TransportError):
+        return "connection failed"
+    return None
+
+
+def classify_github(exc: BaseException, now: Callable[[], float] = time.time) -> Retry | None:
+    """Retry for 5xx, 408/429, rate limits (primary and secondary) and network errors."""
+    import requests
+    from github import GithubException
+
+    if isinstance(exc, requests.exceptions.RetryError):
+        return None  # PyGithub's own urllib3 retry already spent its attempts
+    if isinstance(exc, GithubException):
+        wait = host_wait(exc.headers, now)
+        if exc.status in RETRY_STATUS:
+            return Retry(f"HTTP {exc.status}", wait)
+        message = exc.data.get("message", "") if isinstance(exc.data, dict) else ""
+        if exc.status == 403 and (wait is not None or "rate limit" in str(message).lower()):
+            return Retry("rate limited (HTTP 403)", wait)
+        return None
+    if why := _is_network_error(exc):
+        return Retry(why)
+    return None
+
+
+def classify_hf(exc: BaseException) -> Retry | None:
+    """Retry for what the transport flagged (5xx, 429, network) and for network errors that
+    surfaced while a body streamed."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(exc, HostUnavailable):
+        return Retry(exc.reason, exc.retry_after)
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        if status in RETRY_STATUS:
+            return Retry(f"HTTP {status}", host_wait(exc.response.headers))
+        return None
+    if why := _is_network_error(exc):
+        return Retry(why)
+    return None
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind a PyGithub or huggingface_hub error, if any."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return status
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def describe(exc: BaseException) -> str:
+    """One line about a client-library error (no traceback, no response dump)."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.RetryError):
+        return f"the server kept failing through PyGithub's own retries ({_first_line(exc)})"
+    try:
+        from github import GithubException
+    except ImportError:  # pragma: no cover
+        GithubException = ()  # type: ignore[assignment]  # noqa: N806
+    if isinstance(exc, GithubException):
+        data = exc.data if isinstance(exc.data, dict) else {}
+        msg = data.get("message") or exc.message or ""
+        codes = [e.get("code") for e in data.get("errors", []) if isinstance(e, dict)]
+        return (
+            f"HTTP {exc.status}"
+            + (f" {msg}" if msg else "")
+            + (f" ({', '.join(c for c in codes if c)})" if any(codes) else "")
+        )
+    if isinstance(exc, HostUnavailable):
+        return exc.reason
+    status = http_status(exc)
+    if status is not None:
+        response = getattr(exc, "response", None)
+        server = getattr(exc, "server_message", None) or (
+            _header(getattr(response, "headers", None), "X-Error-Message") or ""
+        )
+        return f"HTTP {status}" + (f" {server}" if server else f" {_first_line(exc)}")
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [""])[0][:300]
+
+
+class Redactor:
+    """Replaces every known secret in a text by `***` (tokens, keys)."""
+
+    def __init__(self, secrets: Iterable[str | None]):
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
+    def describe(self, exc: BaseException) -> str:
+        return self(describe(exc))
