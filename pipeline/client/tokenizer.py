@@ -1,0 +1,518 @@
+"""fastai's text tokenization and numericalization, for servers without torch, fastai or spaCy.
+
+A learner built by this pipeline tokenizes a text (in `learn.predict`) with fastai's `Tokenizer`
+transform: the text rules in order (`fix_html`, `replace_rep`, `replace_wrep`, `spec_add_spaces`,
+`rm_useless_spaces`, `replace_all_caps`, `replace_maj`, `lowercase`), then fastai's
+`SpacyTokenizer`, which is `spacy.blank("en").tokenizer` plus fastai's special tokens as special
+cases; then `Numericalize` maps each token through the vocabulary (unknown tokens to `xxunk`).
+At predict time fastai applies no post-rules (`replace_space` runs only when a training set is
+tokenized), so neither does this module.
+
+spaCy's tokenizer is regex-driven: prefix, suffix and infix patterns, a URL matcher and a table of
+special cases, applied by a fixed algorithm (`spacy/tokenizer.pyx`: `_tokenize_affixes`,
+`_split_affixes`, `_attach_tokens`, then `_apply_special_cases` over the special cases that
+contain affixes or a space). The build exports the learner's own patterns and special cases into
+`tokenizer.json`; `SpacyRules` below runs the same algorithm on them with Python's `re`, which is
+what spaCy itself calls. The build refuses to release unless the token ids of every train and
+eval text are identical to fastai's, so a difference is found at build time, not on a server.
+
+The fastai rules are copied from fastai 2.8.12 (`fastai/text/core.py`, Apache-2.0).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputError
+
+FORMAT = "fastai-release/tokenizer"
+FORMAT_VERSION = 1
+
+UNK, PAD, BOS, EOS, FLD, TK_REP, TK_WREP, TK_UP, TK_MAJ = [
+    "xxunk",
+    "xxpad",
+    "xxbos",
+    "xxeos",
+    "xxfld",
+    "xxrep",
+    "xxwrep",
+    "xxup",
+    "xxmaj",
+]
+
+# --- fastai's text rules (fastai/text/core.py, verbatim in behaviour) -------------------------
+
+_re_spec = re.compile(r"([/#\\])")
+_re_space = re.compile(" {2,}")
+_re_rep = re.compile(r"(\S)(\1{2,})")
+_re_wrep = re.compile(r"(?:\s|^)(\w+)\s+((?:\1\s+)+)\1(\s|\W|$)")
+_re_all_caps = re.compile(r"(\s|^)([A-Z]+[^a-z\s]*)(?=(\s|$))")
+_re_maj = re.compile(r"(\s|^)([A-Z][^A-Z\s]*)(?=(\s|$))")
+
+
+def spec_add_spaces(t: str) -> str:
+    """Add spaces around / and #."""
+    return _re_spec.sub(r" \1 ", t)
+
+
+def rm_useless_spaces(t: str) -> str:
+    """Remove multiple spaces."""
+    return _re_space.sub(" ", t)
+
+
+def replace_rep(t: str) -> str:
+    """Replace character repetitions: cccc -> xxrep 4 c."""
+
+    def _replace_rep(m: re.Match[str]) -> str:
+        c, cc = m.groups()
+        return f" {TK_REP} {len(cc) + 1} {c} "
+
+    return _re_rep.sub(_replace_rep, t)
+
+
+def replace_wrep(t: str) -> str:
+    """Replace word repetitions: word word word word -> xxwrep 4 word."""
+
+    def _replace_wrep(m: re.Match[str]) -> str:
+        c, cc, e = m.groups()
+        return f" {TK_WREP} {len(cc.split()) + 2} {c} {e}"
+
+    return _re_wrep.sub(_replace_wrep, t)
+
+
+def fix_html(x: str) -> str:
+    """Various messy things seen in documents."""
+    x = (
+        x.replace("#39;", "'")
+        .replace("amp;", "&")
+        .replace("#146;", "'")
+        .replace("nbsp;", " ")
+        .replace("#36;", "$")
+        .replace("\\n", "\n")
+        .replace("quot;", "'")
+        .replace("<br />", "\n")
+        .replace('\\"', '"')
+        .replace("<unk>", UNK)
+        .replace(" @.@ ", ".")
+        .replace(" @-@ ", "-")
+        .replace("...", " …")
+    )
+    return html.unescape(x)
+
+
+def replace_all_caps(t: str) -> str:
+    """Replace tokens in ALL CAPS by their lower version and add xxup before."""
+
+    def _replace_all_caps(m: re.Match[str]) -> str:
+        tok = f"{TK_UP} " if len(m.groups()[1]) > 1 else ""
+        return f"{m.groups()[0]}{tok}{m.groups()[1].lower()}"
+
+    return _re_all_caps.sub(_replace_all_caps, t)
+
+
+def replace_maj(t: str) -> str:
+    """Replace tokens in Sentence Case by their lower version and add xxmaj before."""
+
+    def _replace_maj(m: re.Match[str]) -> str:
+        tok = f"{TK_MAJ} " if len(m.groups()[1]) > 1 else ""
+        return f"{m.groups()[0]}{tok}{m.groups()[1].lower()}"
+
+    return _re_maj.sub(_replace_maj, t)
+
+
+def lowercase(t: str, add_bos: bool = True, add_eos: bool = False) -> str:
+    """Lowercase `t`, with xxbos before (and xxeos after when asked)."""
+    return (f"{BOS} " if add_bos else "") + t.lower().strip() + (f" {EOS}" if add_eos else "")
+
+
+def replace_space(t: str) -> str:
+    """Replace embedded spaces in a token with U+2581 (a fastai post-rule)."""
+    return t.replace(" ", "▁")
+
+
+# Every rule this client can apply, by the name fastai gives it. Keyword options (tokenizer.json
+# "rules": [{"name": "lowercase", "kwargs": {"add_eos": true}}]) are allowed only where listed.
+RULES: dict[str, Callable[..., str]] = {
+    f.__name__: f
+    for f in (
+        fix_html,
+        replace_rep,
+        replace_wrep,
+        spec_add_spaces,
+        rm_useless_spaces,
+        replace_all_caps,
+        replace_maj,
+        lowercase,
+        replace_space,
+    )
+}
+RULE_OPTIONS: dict[str, frozenset[str]] = {"lowercase": frozenset({"add_bos", "add_eos"})}
+
+
+def _rule(spec: Any, where: str) -> Callable[[str], str]:
+    name, kwargs = (spec, {}) if isinstance(spec, str) else (spec.get("name"), spec.get("kwargs"))
+    if name not in RULES:
+        raise InputError(
+            f"{where}: unknown text rule {name!r}; this client knows {', '.join(RULES)} "
+            "(a newer fastai-release may know more)"
+        )
+    kwargs = kwargs or {}
+    bad = set(kwargs) - RULE_OPTIONS.get(name, frozenset())
+    if bad:
+        raise InputError(f"{where}: rule {name!r} takes no option {', '.join(sorted(bad))}")
+    fn = RULES[name]
+    return (lambda t: fn(t, **kwargs)) if kwargs else fn
+
+
+# --- spaCy's tokenizer algorithm --------------------------------------------------------------
+
+
+def _compile(spec: dict[str, Any] | None, kind: str) -> Callable[..., Any] | None:
+    if spec is None:
+        return None
+    rx = re.compile(spec["pattern"], spec.get("flags", 0))
+    return getattr(rx, kind)
+
+
+class SpacyRules:
+    """spaCy's `Tokenizer.__call__` (v3, `spacy/tokenizer.pyx`) over exported patterns and special
+    cases. Method names follow the Cython ones so the two can be read side by side.
+
+    It keeps spaCy's chunk cache, with its one observable quirk: registering a special case that
+    holds affixes or a space tokenizes it without special cases and caches the pieces, and spaCy
+    registers them in sorted order when a pickled learner is loaded. The last one's pieces stay in
+    the cache; replaying the same registrations reproduces that state.
+    """
+
+    def __init__(self, spec: dict[str, Any]):
+        self.prefix_search = _compile(spec.get("prefix_search"), "search")
+        self.suffix_search = _compile(spec.get("suffix_search"), "search")
+        self.infix_finditer = _compile(spec.get("infix_finditer"), "finditer")
+        self.token_match = _compile(spec.get("token_match"), "match")
+        self.url_match = _compile(spec.get("url_match"), "match")
+        self.faster_heuristics = bool(spec.get("faster_heuristics", True))
+        self.max_cache_size = int(spec.get("max_cache_size", 10000))
+        self._specials: dict[str, tuple[str, ...]] = {}
+        self._cache: dict[str, tuple[str, ...]] = {}
+        self._patterns: set[tuple[str, ...]] = set()
+        self._first_tokens: set[str] = set()
+        self._longest = 0
+        for chunk, orths in sorted(spec.get("special_cases", {}).items()):
+            self.add_special_case(chunk, orths)
+
+    # spaCy: Tokenizer.add_special_case (the PhraseMatcher becomes a set of token tuples)
+    def add_special_case(self, string: str, orths: Sequence[str]) -> None:
+        if "".join(orths) != string:
+            raise InputError(
+                f"special case {string!r}: its pieces {list(orths)!r} do not join to it"
+            )
+        self._specials[string] = tuple(orths)
+        self._cache.clear()
+        if (
+            not self.faster_heuristics
+            or self.find_prefix(string)
+            or self.find_infix(string)
+            or self.find_suffix(string)
+            or " " in string
+        ):
+            pattern = tuple(t for t, _ in self._tokenize_affixes(string, False))
+            if pattern:
+                self._patterns.add(pattern)
+                self._first_tokens.add(pattern[0])
+                self._longest = max(self._longest, len(pattern))
+
+    def __call__(self, string: str) -> list[str]:
+        tokens = self._tokenize_affixes(string, True)
+        tokens = self._apply_special_cases(tokens)
+        return [t for t, _ in tokens]
+
+    def find_prefix(self, string: str) -> int:
+        if self.prefix_search is None:
+            return 0
+        m = self.prefix_search(string)
+        return m.end() - m.start() if m is not None else 0
+
+    def find_suffix(self, string: str) -> int:
+        if self.suffix_search is None:
+            return 0
+        m = self.suffix_search(string)
+        return m.end() - m.start() if m is not None else 0
+
+    def find_infix(self, string: str) -> list[re.Match[str]]:
+        if self.infix_finditer is None:
+            return []
+        return list(self.infix_finditer(string))
+
+    # A token is [text, followed_by_space] (spaCy's TokenC.spacy), as a list so it can be updated.
+    def _tokenize_affixes(self, string: str, with_special_cases: bool) -> list[list[Any]]:
+        tokens: list[list[Any]] = []
+        if not string:
+            return tokens
+        has_special = [False]
+        i = 0
+        start = 0
+        in_ws = string[0].isspace()
+        # Like str.split, except that a run of whitespace other than exactly one " " is a token.
+        for uc in string:
+            if uc.isspace() != in_ws:
+                if start < i:
+                    span = string[start:i]
+                    if not self._try_specials_and_cache(
+                        span, tokens, has_special, with_special_cases
+                    ):
+                        self._tokenize(tokens, span, has_special, with_special_cases)
+                if uc == " ":
+                    if tokens:
+                        tokens[-1][1] = True
+                    start = i + 1
+                else:
+                    start = i
+                in_ws = not in_ws
+            i += 1
+        if start < i:
+            span = string[start:]
+            if not self._try_specials_and_cache(span, tokens, has_special, with_special_cases):
+                self._tokenize(tokens, span, has_special, with_special_cases)
+            if tokens:
+                tokens[-1][1] = string[-1] == " " and not in_ws
+        return tokens
+
+    def _try_specials_and_cache(
+        self, key: str, tokens: list[list[Any]], has_special: list[bool], with_special: bool
+    ) -> bool:
+        if with_special:
+            special = self._specials.get(key)
+            if special is not None:
+                tokens.extend([t, False] for t in special)
+                has_special[0] = True
+                return True
+        cached = self._cache.get(key)
+        if cached is not None:
+            tokens.extend([t, False] for t in cached)
+            return True
+        return False
+
+    def _tokenize(
+        self, tokens: list[list[Any]], span: str, has_special: list[bool], with_special: bool
+    ) -> None:
+        orig_size = len(tokens)
+        prefixes: list[str] = []
+        suffixes: list[str] = []
+        rest = self._split_affixes(span, prefixes, suffixes, with_special)
+        self._attach_tokens(tokens, rest, prefixes, suffixes, has_special, with_special)
+        if len(self._cache) < self.max_cache_size:
+            # spaCy's _save_cached: nothing once this text has hit a special case
+            n = len(tokens) - orig_size
+            if n > 0 and not has_special[0]:
+                self._cache[span] = tuple(t for t, _ in tokens[orig_size:])
+
+    def _split_affixes(
+        self, string: str, prefixes: list[str], suffixes: list[str], with_special: bool
+    ) -> str:
+        last_size = 0
+        prefix = suffix = ""
+        while string and len(string) != last_size:
+            if self.token_match is not None and self.token_match(string):
+                break
+            if with_special and string in self._specials:
+                break
+            last_size = len(string)
+            pre_len = self.find_prefix(string)
+            if pre_len != 0:
+                prefix = string[:pre_len]
+                minus_pre = string[pre_len:]
+                if minus_pre and with_special and minus_pre in self._specials:
+                    string = minus_pre
+                    prefixes.append(prefix)
+                    break
+            suf_len = self.find_suffix(string[pre_len:])
+            if suf_len != 0:
+                suffix = string[-suf_len:]
+                minus_suf = string[:-suf_len]
+                if minus_suf and with_special and minus_suf in self._specials:
+                    string = minus_suf
+                    suffixes.append(suffix)
+                    break
+            if pre_len and suf_len and (pre_len + suf_len) <= len(string):
+                string = string[pre_len:-suf_len]
+                prefixes.append(prefix)
+                suffixes.append(suffix)
+            elif pre_len:
+                string = minus_pre
+                prefixes.append(prefix)
+            elif suf_len:
+                string = minus_suf
+                suffixes.append(suffix)
+        return string
+
+    def _attach_tokens(
+        self,
+        tokens: list[list[Any]],
+        string: str,
+        prefixes: list[str],
+        suffixes: list[str],
+        has_special: list[bool],
+        with_special: bool,
+    ) -> None:
+        tokens.extend([p, False] for p in prefixes)
+        if string:
+            if self._try_specials_and_cache(string, tokens, has_special, with_special):
+                pass
+            elif (self.token_match is not None and self.token_match(string)) or (
+                self.url_match is not None and self.url_match(string)
+            ):
+                tokens.append([string, False])
+            else:
+                matches = self.find_infix(string)
+                if not matches:
+                    tokens.append([string, False])
+                else:
+                    start = 0
+                    for match in matches:
+                        infix_start, infix_end = match.start(), match.end()
+                        if infix_start == 0:  # spaCy: `== start_before_infixes`, which is 0
+                            continue
+                        if infix_start != start:
+                            tokens.append([string[start:infix_start], False])
+                        if infix_start != infix_end:
+                            tokens.append([string[infix_start:infix_end], False])
+                        start = infix_end
+                    if string[start:]:
+                        tokens.append([string[start:], False])
+        tokens.extend([s, False] for s in reversed(suffixes))
+
+    def _apply_special_cases(self, tokens: list[list[Any]]) -> list[list[Any]]:
+        # spaCy runs a PhraseMatcher (exact token sequences) for the special cases that hold
+        # affixes or spaces, keeps the longest, leftmost non-clashing matches and replaces each
+        # one whose text (with its inner spaces) is a special case by that special case's pieces.
+        if not self._patterns:
+            return tokens
+        texts = [t for t, _ in tokens]
+        n = len(texts)
+        matches: list[tuple[int, int]] = []
+        for s in range(n):
+            if texts[s] not in self._first_tokens:
+                continue
+            for length in range(1, min(self._longest, n - s) + 1):
+                if tuple(texts[s : s + length]) in self._patterns:
+                    matches.append((s, s + length))
+        if not matches:
+            return tokens
+        # _filter_special_spans: sorted by (length, -start), taken from the end; a span is kept
+        # when neither its first nor its last token was seen, and every span marks its tokens.
+        matches.sort(key=lambda m: (m[1] - m[0], -m[0]))
+        seen: set[int] = set()
+        kept: dict[int, tuple[int, int]] = {}
+        for s, e in reversed(matches):
+            if s not in seen and (e - 1) not in seen:
+                kept[s] = (s, e)
+            seen.update(range(s, e))
+        out: list[list[Any]] = []
+        i = 0
+        while i < n:
+            if i not in kept:
+                out.append(tokens[i])
+                i += 1
+                continue
+            s, e = kept[i]
+            text = "".join(t + (" " if sp else "") for t, sp in tokens[s:e])
+            if tokens[e - 1][1]:
+                text = text[:-1]
+            special = self._specials.get(text)
+            if special is None:  # the matcher over-matched across spaces the rule lacks
+                out.extend(tokens[s:e])
+            else:
+                out.extend([t, False] for t in special)
+                out[-1][1] = tokens[e - 1][1]
+            i = e
+        return out
+
+
+# --- the whole pipeline: rules -> spaCy -> ids --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """How fastai's SentenceEncoder reads a long text: chunks of `bptt` tokens, hidden state
+    carried over; only the outputs of the last `max_len` tokens (None: all) are pooled."""
+
+    bptt: int
+    max_len: int | None
+
+
+class TextTokenizer:
+    """Text -> token ids, exactly as the learner's `learn.predict` computes them.
+
+    Build one with `TextTokenizer.from_file(path)` (a release's tokenizer.json).
+    """
+
+    def __init__(self, spec: dict[str, Any], source: str = "tokenizer.json"):
+        self.source = source
+        if spec.get("format") != FORMAT or not isinstance(spec.get("format_version"), int):
+            raise InputError(f"{source}: not a fastai-release tokenizer file")
+        if spec["format_version"] > FORMAT_VERSION:
+            raise InputError(
+                f"{source}: format version {spec['format_version']}; this fastai-release reads up "
+                f"to {FORMAT_VERSION}: upgrade fastai-release"
+            )
+        self.spec = spec
+        self._rules = [_rule(r, f"{source}: rules") for r in spec["rules"]]
+        self._post_rules = [_rule(r, f"{source}: post_rules") for r in spec.get("post_rules", [])]
+        tok = spec["tokenizer"]
+        if tok.get("type") != "spacy":
+            raise InputError(
+                f"{source}: tokenizer type {tok.get('type')!r}; this client reproduces spaCy's only"
+            )
+        self._words = SpacyRules(tok)
+        self.vocab: list[str] = list(spec["vocab"])
+        unmapped = set(spec.get("unmapped_tokens", []))
+        self._o2i = {t: i for i, t in enumerate(self.vocab) if t not in unmapped}
+        self.unknown_id = int(spec.get("unknown_id", 0))
+        self.pad_id = int(spec.get("pad_id", 1))
+        self.labels: list[str] = [str(x) for x in spec["labels"]]
+        c = spec["chunking"]
+        self.chunking = Chunking(
+            int(c["bptt"]), None if c.get("max_len") is None else int(c["max_len"])
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> TextTokenizer:
+        """Read a tokenizer.json.
+
+        Raises:
+            InputError: the file is not valid JSON or not a tokenizer file this version reads.
+        """
+        path = Path(path)
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path}: not a readable tokenizer file ({e})") from e
+        if not isinstance(spec, dict):
+            raise InputError(f"{path}: expected a JSON object")
+        try:
+            return cls(spec, str(path))
+        except (KeyError, TypeError, re.error) as e:
+            raise InputError(f"{path}: malformed tokenizer file ({type(e).__name__}: {e})") from e
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokens fastai's Tokenizer transform gives `text`."""
+        for rule in self._rules:
+            text = rule(text)
+        toks = self._words(text)
+        for rule in self._post_rules:
+            toks = [rule(t) for t in toks]
+        return toks
+
+    def ids(self, text: str) -> list[int]:
+        """The token ids fastai's Tokenizer + Numericalize give `text` (unknown -> xxunk)."""
+        o2i, unk = self._o2i, self.unknown_id
+        return [o2i.get(t, unk) for t in self.tokens(text)]
+
+    def ids_many(self, texts: Iterable[str]) -> list[list[int]]:
+        return [self.ids(t) for t in texts]

@@ -1,0 +1,312 @@
+"""The ONNX variant, build side: the tokenizer file, the encoder-step graph, INT8, and parity.
+
+`tokenizer.json` is read from the learner itself (its fastai Tokenizer transform, the pickled
+spaCy tokenizer inside it, its Numericalize vocabulary), never from defaults, so it describes the
+model being released. The graph is one step of fastai's SentenceEncoder loop (see `EncoderStep`):
+the client feeds a text chunk by chunk, carrying the LSTM states and the pooling sums, which is
+what fastai does for texts of any length.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.client.tokenizer import FORMAT, FORMAT_VERSION, RULE_OPTIONS, RULES, TextTokenizer
+from pipeline.errors import InputError
+
+log = logging.getLogger("pipeline.onnx")
+OPSET = 17
+
+
+def _tokenizer_transforms(learn: Any) -> tuple[Any, Any]:
+    """fastai's Tokenizer and Numericalize transforms of a text classifier's input pipeline."""
+    from fastai.text.core import Tokenizer
+    from fastai.text.data import Numericalize
+
+    tok = num = None
+    for t in learn.dls.valid_ds.tls[0].tfms.fs:
+        if isinstance(t, Tokenizer) and tok is None:
+            tok = t
+        elif isinstance(t, Numericalize) and num is None:
+            num = t
+    if tok is None or num is None:
+        raise InputError(
+            "the learner's input pipeline has no fastai Tokenizer + Numericalize; "
+            "the onnx variant supports fastai text classifiers only"
+        )
+    return tok, num
+
+
+def _rule_spec(rule: Any) -> Any:
+    fn, kwargs = rule, {}
+    if isinstance(rule, functools.partial) and not rule.args:
+        fn, kwargs = rule.func, dict(rule.keywords)
+    name = getattr(fn, "__name__", repr(fn))
+    if getattr(fn, "__module__", "") != "fastai.text.core" or name not in RULES:
+        raise InputError(
+            f"text rule {getattr(fn, '__module__', '?')}.{name} is not one of fastai's rules the "
+            f"onnx client reproduces ({', '.join(RULES)})"
+        )
+    bad = set(kwargs) - RULE_OPTIONS.get(name, frozenset())
+    if bad:
+        raise InputError(f"text rule {name} with options {sorted(bad)} is not supported")
+    return {"name": name, "kwargs": kwargs} if kwargs else name
+
+
+def _regex(fn: Any) -> dict[str, Any] | None:
+    if fn is None:
+        return None
+    rx = getattr(fn, "__self__", None)
+    if rx is None or not hasattr(rx, "pattern"):
+        raise InputError(
+            f"spaCy tokenizer: {fn!r} is not a compiled regular expression's method; "
+            "custom tokenizer callables cannot be exported"
+        )
+    return {"pattern": rx.pattern, "flags": rx.flags}
+
+
+def _spacy_spec(spacy_tok: Any) -> dict[str, Any]:
+    """The learner's fastai SpacyTokenizer as data: spaCy's patterns and special cases."""
+    from fastai.text.core import SpacyTokenizer
+
+    if not isinstance(spacy_tok, SpacyTokenizer):
+        raise InputError(
+            f"the learner tokenizes with {type(spacy_tok).__name__}; the onnx variant reproduces "
+            "fastai's SpacyTokenizer (the default) only"
+        )
+    import spacy
+    from spacy.attrs import ORTH, intify_attrs
+
+    nlp = spacy_tok.pipe.__self__
+    if nlp.pipe_names:
+        raise InputError(
+            f"the learner's spaCy pipeline runs {nlp.pipe_names}; only a blank tokenizer is supported"
+        )
+    t = nlp.tokenizer
+    if type(t).__module__ != "spacy.tokenizer":
+        raise InputError(f"spaCy tokenizer of type {type(t).__name__} cannot be exported")
+    special = {}
+    for chunk, pieces in t.rules.items():
+        orths = []
+        for p in pieces:
+            attrs = intify_attrs(dict(p), strings_map=nlp.vocab.strings, _do_deprecated=True)
+            orth = attrs[ORTH]
+            orths.append(orth if isinstance(orth, str) else nlp.vocab.strings[orth])
+        special[chunk] = orths
+    return {
+        "type": "spacy",
+        "lang": nlp.lang,
+        "spacy_version": spacy.__version__,
+        "prefix_search": _regex(t.prefix_search),
+        "suffix_search": _regex(t.suffix_search),
+        "infix_finditer": _regex(t.infix_finditer),
+        "token_match": _regex(t.token_match),
+        "url_match": _regex(t.url_match),
+        "faster_heuristics": bool(t.faster_heuristics),
+        "max_cache_size": int(t.max_cache_size),
+        "special_cases": dict(sorted(special.items())),
+    }
+
+
+def tokenizer_spec(learn: Any) -> dict[str, Any]:
+    """Everything the client needs to turn a text into the learner's token ids, and the labels.
+
+    Raises:
+        InputError: the learner's tokenization is not one the client can reproduce (another
+            tokenizer than fastai's SpacyTokenizer, a custom rule, a spaCy pipeline).
+    """
+    tok, num = _tokenizer_transforms(learn)
+    vocab = [str(x) for x in num.vocab]
+    o2i = dict(num.o2i)
+    # Numericalize maps 'xxfake' padding entries to unknown when it built the vocab itself, and
+    # to their index when it was given one (ULMFiT): record which, then check the whole mapping.
+    unmapped = sorted({t for t in vocab if t not in o2i})
+    derived = {t: i for i, t in enumerate(vocab) if t not in unmapped}
+    if derived != o2i:
+        raise InputError(
+            "the learner's Numericalize.o2i is not its vocabulary's index; cannot export it"
+        )
+    unknown = num.o2i.default_factory() if getattr(num.o2i, "default_factory", None) else 0
+    enc = learn.model[0]
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "rules": [_rule_spec(r) for r in tok.rules],
+        "post_rules": [],  # fastai's Tokenizer.encodes(str) applies none at predict time
+        "tokenizer": _spacy_spec(tok.tok),
+        "special_tokens": [str(x) for x in (num.special_toks or [])],
+        "vocab": vocab,
+        "unmapped_tokens": unmapped,
+        "unknown_id": int(unknown),
+        "pad_id": int(enc.pad_idx),
+        "chunking": {"bptt": int(enc.bptt), "max_len": enc.max_len},
+        "labels": [str(x) for x in learn.dls.vocab[1]],
+    }
+
+
+def reference_ids(learn: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids as fastai computes them in `learn.predict` (Tokenizer.encodes, Numericalize)."""
+    tok, num = _tokenizer_transforms(learn)
+    return [[int(i) for i in num(tok(t))] for t in texts]
+
+
+@dataclass(frozen=True)
+class ParityDifference:
+    index: int
+    text: str
+    fastai_tokens: list[str]
+    client_tokens: list[str]
+    fastai_ids: list[int]
+    client_ids: list[int]
+
+    def describe(self) -> str:
+        """One readable line: the text and the first position where the tokens differ."""
+        a, b = self.fastai_tokens, self.client_tokens
+        k = next(
+            (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+        )
+        return (
+            f"text {self.index} {self.text[:80]!r}: token {k}: fastai {a[k : k + 3]!r} "
+            f"(ids {self.fastai_ids[k : k + 3]}), client {b[k : k + 3]!r} (ids {self.client_ids[k : k + 3]})"
+        )
+
+
+def token_parity(
+    learn: Any, tokenizer: TextTokenizer, texts: Sequence[str]
+) -> list[ParityDifference]:
+    """Every text whose client token ids differ from fastai's, in input order."""
+    tok, num = _tokenizer_transforms(learn)
+    out = []
+    for i, text in enumerate(texts):
+        ref_tokens = [str(t) for t in tok(text)]
+        ref = [int(x) for x in num(ref_tokens)]
+        mine = tokenizer.ids(text)
+        if mine != ref:
+            out.append(ParityDifference(i, text, ref_tokens, tokenizer.tokens(text), ref, mine))
+    return out
+
+
+# --- the graph --------------------------------------------------------------------------------
+
+
+def _encoder_step(stripped_model: Any) -> Any:
+    """An nn.Module for one SentenceEncoder chunk plus the classifier head (see module doc)."""
+    import torch
+    from torch import nn
+
+    awd = stripped_model[0].module
+    head = stripped_model[1]
+    for rnn in awd.rnns:
+        if not isinstance(rnn, nn.LSTM):
+            raise InputError(
+                f"expected plain nn.LSTM layers after stripping, found {type(rnn).__name__}"
+            )
+
+    class EncoderStep(nn.Module):
+        """tokens (1, L) + per-layer (h, c) + pooling state -> probs + new states.
+
+        fastai's SentenceEncoder runs AWD_LSTM on chunks of bptt tokens, carrying the hidden
+        state, and PoolingLinearClassifier pools [last output, max, mean] over the outputs it
+        kept. Here the max and the sum/count of outputs are carried between calls like the LSTM
+        state, so the probabilities after the last chunk are fastai's, for any length.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = awd.encoder
+            self.rnns = nn.ModuleList(awd.rnns)
+            self.layers = head.layers
+
+        def forward(self, tokens, *state):  # noqa: ANN001, ANN202
+            n = len(self.rnns)
+            hs, cs = state[0 : 2 * n : 2], state[1 : 2 * n : 2]
+            pool_max, pool_sum, pool_count = state[2 * n :]
+            x = self.embedding(tokens)  # dropouts are identities at eval: left out
+            new_state = []
+            for rnn, h, c in zip(self.rnns, hs, cs, strict=True):
+                x, (h2, c2) = rnn(x, (h, c))
+                new_state += [h2, c2]
+            new_max = torch.maximum(pool_max, x.max(dim=1).values)
+            new_sum = pool_sum + x.sum(dim=1)
+            new_count = pool_count + x.shape[1]
+            pooled = torch.cat([x[:, -1], new_max, new_sum / new_count], dim=1)
+            probs = torch.softmax(self.layers(pooled), dim=-1)
+            return (probs, *new_state, new_max, new_sum, new_count)
+
+    step = EncoderStep()
+    step.eval()
+    return step
+
+
+def state_names(n_layers: int) -> tuple[list[str], list[str]]:
+    """Input and output names of the carried state, in graph order."""
+    ins = [f"{k}_{i}" for i in range(n_layers) for k in ("h", "c")]
+    ins += ["pool_max", "pool_sum", "pool_count"]
+    return ins, [f"{n}_out" for n in ins]
+
+
+def export_fp32(stripped: Any, path: Path) -> Path:
+    """Export the stripped learner's model as the float32 encoder-step graph (opset 17)."""
+    import torch
+
+    step = _encoder_step(stripped.model)
+    awd = stripped.model[0].module
+    n = len(step.rnns)
+    state = []
+    for rnn in step.rnns:
+        state += [torch.zeros(1, 1, rnn.hidden_size), torch.zeros(1, 1, rnn.hidden_size)]
+    emb = awd.encoder.embedding_dim if hasattr(awd.encoder, "embedding_dim") else awd.emb_sz
+    out_sz = step.rnns[-1].hidden_size
+    state += [
+        torch.full((1, out_sz), float("-inf")),
+        torch.zeros(1, out_sz),
+        torch.zeros(1, 1),
+    ]
+    del emb
+    tokens = torch.tensor([[2, 9, 10, 11]], dtype=torch.long)
+    ins, outs = state_names(n)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            step,
+            (tokens, *state),
+            str(path),
+            input_names=["tokens", *ins],
+            output_names=["probs", *outs],
+            dynamic_axes={"tokens": {1: "length"}},
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+    return path
+
+
+def quantize_int8(fp32: Path, int8: Path) -> Path:
+    """Dynamic INT8 quantization of the graph's weights with onnxruntime's quantizer."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The quantizer logs a generic "consider pre-processing" advice on the root logger; measured
+    # here, pre-processing changes neither size, agreement nor speed of this graph.
+    root = logging.getLogger()
+    quiet = _DropMessage("pre-processing before quantization")
+    root.addFilter(quiet)
+    try:
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    finally:
+        root.removeFilter(quiet)
+    return int8
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
