@@ -21,7 +21,9 @@ MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.json.sig"
 ORIGINAL_FILE = "export.pkl"
 QUANTIZED_FILE = "export_quantized.pkl"
-VARIANT_FILES = {"original": ORIGINAL_FILE, "quantized": QUANTIZED_FILE}
+ONNX_FILE = "model_int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"  # kind "tokenizer", variant "onnx": the onnx model needs it
+VARIANT_FILES = {"original": ORIGINAL_FILE, "quantized": QUANTIZED_FILE, "onnx": ONNX_FILE}
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -34,8 +36,8 @@ class FileEntry:
     name: str
     size: int
     blake3: str
-    variant: str | None = None  # "original" | "quantized" for model files, None otherwise
-    kind: str = "model"  # "model" | "report" | "plot"
+    variant: str | None = None  # "original" | "quantized" | "onnx"; None for reports and plots
+    kind: str = "model"  # "model" | "tokenizer" | "report" | "plot"
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,17 @@ class Manifest:
         )
 
     def variant(self, variant: str) -> FileEntry:
-        """The model file of a variant ("original" or "quantized")."""
+        """The model file of a variant ("original", "quantized" or "onnx")."""
         for entry in self.files:
-            if entry.variant == variant:
+            if entry.variant == variant and entry.kind == "model":
                 return entry
         raise ArtifactNotFound(
             f"{MANIFEST_NAME}: release {self.model} {self.version} has no {variant!r} variant"
         )
+
+    def companions(self, variant: str) -> tuple[FileEntry, ...]:
+        """The other files a variant's model needs (the onnx variant's tokenizer.json)."""
+        return tuple(e for e in self.files if e.variant == variant and e.kind != "model")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline import atomic
 
-PLOTS = ("latency.png", "confusion_original.png", "confusion_quantized.png")
+PLOTS = ("latency.png", "confusion_original.png", "confusion_quantized.png", "confusion_onnx.png")
 
 
 def _pct(x: float | None) -> str:
@@ -19,16 +19,24 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+_SHARES = ("agreement", "accuracy_quantized", "agreement_onnx", "accuracy_onnx")
+
+
+def _variants(v: dict[str, Any]) -> list[str]:
+    """The variants a report holds, in display order (older reports have no onnx)."""
+    return [x for x in ("original", "quantized", "onnx") if x in v["variants"]]
+
+
 def _fmt_measured(g: dict[str, Any]) -> str:
     v = g["measured"]
-    if g["key"] in ("agreement", "accuracy_quantized"):
+    if g["key"] in _SHARES:
         return _pct(v)
     return f"{v:.2f}{g['unit']}"
 
 
 def _fmt_threshold(g: dict[str, Any]) -> str:
     t = g["threshold"]
-    if g["key"] in ("agreement", "accuracy_quantized"):
+    if g["key"] in _SHARES:
         return f"{g['op']} {_pct(t)}"
     return f"{g['op']} {t:g}{g['unit']}"
 
@@ -73,6 +81,8 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         f"| original (`export.pkl`) | {_pct(s['accuracy_original'])} |",
         f"| quantized (`export_quantized.pkl`) | {_pct(s['accuracy_quantized'])} |",
     ]
+    if "accuracy_onnx" in s:
+        out.append(f"| onnx (`model_int8.onnx`, no torch) | {_pct(s['accuracy_onnx'])} |")
     if v.get("baseline"):
         out.append(f"| baseline: {v['baseline']['name']} | {_pct(v['baseline']['accuracy'])} |")
     out += [
@@ -80,6 +90,23 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         f"Top-1 agreement between the variants: {_pct(s['agreement'])}; probability difference mean "
         f"{s['mean_prob_diff']:.2e}, max {s['max_prob_diff']:.2e}.",
     ]
+    if "agreement_onnx" in s:
+        out += [
+            "",
+            f"Top-1 agreement of the onnx variant with the original: {_pct(s['agreement_onnx'])}; "
+            f"probability difference mean {s['mean_prob_diff_onnx']:.2e}, max {s['max_prob_diff_onnx']:.2e}.",
+        ]
+    onnx = results.get("onnx", {})
+    if "token_parity" in onnx:
+        par = onnx["token_parity"]
+        out += [
+            "",
+            "Token ids of the onnx client's tokenizer (no fastai, no spaCy) against fastai's: "
+            + ", ".join(
+                f"{p['identical']}/{p['texts']} {k} texts identical" for k, p in par.items()
+            )
+            + " (a build stops on any difference).",
+        ]
     if v.get("baseline") and v["baseline"]["accuracy"] > s["accuracy_original"]:
         gap = 100 * (v["baseline"]["accuracy"] - s["accuracy_original"])
         out += [
@@ -87,15 +114,14 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
             f"Note: the linear baseline beats the neural model by {gap:.1f} points on this eval set. "
             "More (and more varied) training data, or pretrained weights, is what closes that gap.",
         ]
-    out += ["", "| class | original | quantized |", "|---|---|---|"]
+    names = _variants(v)
+    out += ["", "| class | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for c in classes:
-        out.append(
-            f"| {c} | {_pct(v['variants']['original']['per_class_accuracy'][c])} | "
-            f"{_pct(v['variants']['quantized']['per_class_accuracy'][c])} |"
-        )
+        cells = " | ".join(_pct(v["variants"][x]["per_class_accuracy"][c]) for x in names)
+        out.append(f"| {c} | {cells} |")
     out += [
         "",
-        "![confusion matrix, original](confusion_original.png) ![confusion matrix, quantized](confusion_quantized.png)",
+        " ".join(f"![confusion matrix, {x}](confusion_{x}.png)" for x in names),
         "",
         "## Size",
         "",
@@ -103,23 +129,43 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         "|---|---|",
         f"| `export.pkl` | {_mb(s['size_original_bytes'])} |",
         f"| `export_quantized.pkl` | {_mb(s['size_quantized_bytes'])} |",
+    ]
+    if "size_onnx_bytes" in s:
+        out.append(f"| `model_int8.onnx` + `tokenizer.json` | {_mb(s['size_onnx_bytes'])} |")
+    out += [
         "",
-        f"Ratio: {s['size_ratio']:.2f}x.",
+        f"Ratio: {s['size_ratio']:.2f}x"
+        + (f" (onnx: {s['size_ratio_onnx']:.2f}x)." if "size_ratio_onnx" in s else "."),
         "",
-        f"## Latency of `learn.predict` (batch 1, {lat['threads']} thread(s), {lat['queries']} eval queries, "
+        f"## Latency per query (`learn.predict` unless marked client; batch 1, {lat['threads']} thread(s), {lat['queries']} eval queries, "
         f"variants interleaved, {lat['warmup']} warm-up calls each)",
         "",
         "| variant | p50 | p95 | mean |",
         "|---|---|---|---|",
     ]
-    for name in ("original", "quantized"):
+    rows = {
+        "original": "original",
+        "quantized": "quantized",
+        "quantized_client": "quantized, client `predict()`",
+        "onnx": "onnx, client `predict()`",
+    }
+    for name, title in rows.items():
+        if name not in lat:
+            continue
         x = lat[name]
         out.append(
-            f"| {name} | {x['p50_ms']:.1f} ms | {x['p95_ms']:.1f} ms | {x['mean_ms']:.1f} ms |"
+            f"| {title} | {x['p50_ms']:.1f} ms | {x['p95_ms']:.1f} ms | {x['mean_ms']:.1f} ms |"
         )
     out += [
         "",
-        f"Speedup at p50: {s['speedup_p50']:.2f}x.",
+        f"Speedup at p50: {s['speedup_p50']:.2f}x"
+        + (f" (onnx: {s['speedup_p50_onnx']:.2f}x)" if "speedup_p50_onnx" in s else "")
+        + (
+            f"; the onnx variant answers {s['onnx_vs_quantized_client_p50']:.2f}x as fast as the "
+            "quantized variant's client `predict()`."
+            if "onnx_vs_quantized_client_p50" in s
+            else "."
+        ),
         "",
         "![latency](latency.png)",
         "",
@@ -128,12 +174,19 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         "| variant | load | first predict | RSS before load (torch + fastai imported) | peak RSS |",
         "|---|---|---|---|---|",
     ]
-    for name in ("original", "quantized"):
+    for name in names:
         x = v["load"][name]
         out.append(
             f"| {name} | {1000 * x['load_seconds']:.0f} ms | {1000 * x['first_predict_seconds']:.0f} ms | "
             f"{x['rss_before_load_mb']:.0f} MB | {x['peak_rss_mb']:.0f} MB |"
         )
+    if "onnx" in v["load"]:
+        out += [
+            "",
+            "The onnx row is `pipeline.client.onnx_model` alone (onnxruntime, numpy, the JSON "
+            "tokenizer); its RSS before load has neither torch nor fastai "
+            f"(imported torch: {v['load']['onnx']['imported_torch']}).",
+        ]
     out += ["", "## Environment that wrote the pickles", ""]
     out += [f"- {k}: {val}" for k, val in meta["environment"].items()]
     if "train" in results:
@@ -156,16 +209,17 @@ def write_plots(directory: Path, results: dict[str, Any]) -> list[Path]:
     classes = v["eval_set"]["classes"]
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4))
-    data = [v["latency"]["original"]["samples_ms"], v["latency"]["quantized"]["samples_ms"]]
-    ax.boxplot(data, vert=False, tick_labels=["original", "quantized"], showfliers=True)
-    ax.set_xlabel("ms per learn.predict (batch 1)")
+    timed = [x for x in ("original", "quantized", "quantized_client", "onnx") if x in v["latency"]]
+    data = [v["latency"][x]["samples_ms"] for x in timed]
+    ax.boxplot(data, vert=False, tick_labels=timed, showfliers=True)
+    ax.set_xlabel("ms per predict (batch 1; torch rows: learn.predict unless _client)")
     ax.set_title(f"Latency, {v['latency']['threads']} thread(s), interleaved")
     ax.set_xscale("log")
     fig.tight_layout()
     paths.append(directory / "latency.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
-    for name in ("original", "quantized"):
+    for name in _variants(v):
         m = v["variants"][name]["confusion"]
         fig, ax = plt.subplots(figsize=(6.5, 5.5))
         ax.imshow(m, cmap="Blues")

@@ -13,17 +13,18 @@ log = logging.getLogger("pipeline.build")
 
 
 def golden_queries(ctx: BuildContext, n: int) -> list[mf.GoldenQuery]:
-    """Up to `n` eval queries both variants got right, confidently, spread over the classes."""
+    """Up to `n` eval queries every variant got right, confidently, spread over the classes."""
     v = ctx.results["validate"]
     texts, truth = v["eval_texts"], v["eval_labels"]
-    po, pq = v["variants"]["original"]["predictions"], v["variants"]["quantized"]["predictions"]
+    names = [x for x in ("original", "quantized", "onnx") if x in v["variants"]]
+    preds = [v["variants"][x]["predictions"] for x in names]
+    probs = [v["probabilities"][x] for x in names]
     classes = v["eval_set"]["classes"]
-    probs_o, probs_q = v["probabilities"]["original"], v["probabilities"]["quantized"]
     by_class: dict[str, list[tuple[float, int]]] = {c: [] for c in classes}
     for i, t in enumerate(truth):
-        if po[i] == t == pq[i]:
+        if all(p[i] == t for p in preds):
             k = classes.index(t)
-            by_class[t].append((min(probs_o[i][k], probs_q[i][k]), i))
+            by_class[t].append((min(p[i][k] for p in probs), i))
     for c in by_class:
         by_class[c].sort(reverse=True)
     picked: list[int] = []
@@ -32,6 +33,12 @@ def golden_queries(ctx: BuildContext, n: int) -> list[mf.GoldenQuery]:
             if by_class[c] and len(picked) < n:
                 picked.append(by_class[c].pop(0)[1])
     return [mf.GoldenQuery(texts[i], truth[i]) for i in sorted(picked)]
+
+
+def onnx_environment(ctx: BuildContext) -> dict[str, str]:
+    """What wrote the onnx variant (a server needs an onnxruntime that runs this opset)."""
+    o = ctx.results.get("onnx", {})
+    return {"onnxruntime": o["onnxruntime"], "onnx_opset": str(o["opset"])} if "opset" in o else {}
 
 
 class WriteManifest:
@@ -46,6 +53,8 @@ class WriteManifest:
         entries = [
             mf.file_entry(ctx.original_path, "original"),
             mf.file_entry(ctx.quantized_path, "quantized"),
+            mf.file_entry(d / mf.ONNX_FILE, "onnx"),
+            mf.file_entry(d / mf.TOKENIZER_FILE, "onnx", kind="tokenizer"),
             mf.file_entry(d / "report.md", kind="report"),
             mf.file_entry(d / "report.json", kind="report"),
             *(mf.file_entry(p, kind="plot") for p in sorted(d.glob("*.png"))),
@@ -58,7 +67,7 @@ class WriteManifest:
             description=meta["description"],
             labels=tuple(str(x) for x in learn.dls.vocab[1]),
             files=tuple(entries),
-            environment=meta["environment"],
+            environment={**meta["environment"], **onnx_environment(ctx)},
             created=meta["created"],
             git_commit=meta["git_commit"],
             build_key=ctx.build_key,

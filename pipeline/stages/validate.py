@@ -10,7 +10,13 @@ import logging
 from dataclasses import dataclass
 
 from pipeline import evaluation as ev
-from pipeline.measure import fresh_process_load, interleaved_latency, percentile
+from pipeline.manifest import ONNX_FILE, TOKENIZER_FILE
+from pipeline.measure import (
+    fresh_process_load,
+    fresh_process_load_onnx,
+    interleaved_latency,
+    percentile,
+)
 from pipeline.stages.base import BuildContext
 
 log = logging.getLogger("pipeline.build")
@@ -37,7 +43,36 @@ def gates_for(ctx: BuildContext) -> list[Gate]:
         Gate("top-1 agreement", "agreement", ">=", v.min_agreement),
         Gate("quantized accuracy", "accuracy_quantized", ">=", v.min_accuracy),
         Gate("quantized predict p95", "p95_ms_quantized", "<=", v.max_p95_ms, " ms"),
+        # the onnx variant is held to the quantized variant's thresholds
+        Gate("size ratio (original / onnx)", "size_ratio_onnx", ">=", v.min_size_ratio, "x"),
+        Gate("onnx predict p50 speedup", "speedup_p50_onnx", ">=", v.min_speedup, "x"),
+        Gate(
+            "onnx accuracy drop", "accuracy_drop_points_onnx", "<=", v.max_accuracy_drop, " points"
+        ),
+        Gate("onnx top-1 agreement", "agreement_onnx", ">=", v.min_agreement),
+        Gate("onnx accuracy", "accuracy_onnx", ">=", v.min_accuracy),
+        Gate("onnx predict p95", "p95_ms_onnx", "<=", v.max_p95_ms, " ms"),
     ]
+
+
+def _client_predictor(learn):  # noqa: ANN001, ANN202
+    """The client's fast torch predict() for a learner, or None when this client has none."""
+    try:
+        from pipeline.client.predict import Predictor
+    except ImportError:
+        return None
+    try:
+        return Predictor(learn)
+    except Exception as e:  # an unsupported learner: measured with learn.predict only
+        log.warning("client predict() unavailable for this learner: %s", e)
+        return None
+
+
+def _onnx_predictions(clf, texts: list[str]) -> ev.Predictions:  # noqa: ANN001
+    import numpy as np
+
+    probs = np.stack([clf.predict(t).probs for t in texts]).astype(np.float32)
+    return ev.Predictions([clf.labels[i] for i in probs.argmax(1)], probs)
 
 
 class Validate:
@@ -55,8 +90,13 @@ class Validate:
         log.info("accuracy on %d eval texts ...", len(texts))
         p_orig = ev.predict_all(original, texts)
         p_quant = ev.predict_all(quantized, texts)
+        from pipeline.client.onnx_model import OnnxClassifier
+
+        onnx_paths = (ctx.build_dir / ONNX_FILE, ctx.build_dir / TOKENIZER_FILE)
+        onnx = OnnxClassifier(*onnx_paths, threads=c.threads)
+        p_onnx = _onnx_predictions(onnx, texts)
         variants = {}
-        for name, p in (("original", p_orig), ("quantized", p_quant)):
+        for name, p in (("original", p_orig), ("quantized", p_quant), ("onnx", p_onnx)):
             variants[name] = {
                 "accuracy": ev.accuracy(p.labels, truth),
                 "per_class_accuracy": ev.per_class_accuracy(p.labels, truth, classes),
@@ -64,6 +104,7 @@ class Validate:
                 "predictions": p.labels,
             }
         agreement = ev.compare(p_orig, p_quant)
+        agreement_onnx = ev.compare(p_orig, p_onnx)
 
         baseline = None
         if ctx.train_data is not None:
@@ -85,8 +126,13 @@ class Validate:
             c.threads,
             c.warmup,
         )
+        timed = {"original": original, "quantized": quantized}
+        fast = _client_predictor(quantized)
+        if fast is not None:
+            timed["quantized_client"] = fast  # the torch variant's own fast client predict()
+        timed["onnx"] = onnx.predict
         lat = interleaved_latency(
-            {"original": original, "quantized": quantized},
+            timed,
             texts[:n],
             threads=c.threads,
             warmup=c.warmup,
@@ -106,9 +152,12 @@ class Validate:
             name: fresh_process_load(path, c.threads, texts[0])
             for name, path in (("original", ctx.original_path), ("quantized", ctx.quantized_path))
         }
+        loads["onnx"] = fresh_process_load_onnx(*onnx_paths, c.threads, texts[0])
         sizes = {
             "original": ctx.original_path.stat().st_size,
             "quantized": ctx.quantized_path.stat().st_size,
+            # what a server downloads for the variant: the graph and its tokenizer file
+            "onnx": sum(p.stat().st_size for p in onnx_paths),
         }
 
         summary = {
@@ -132,7 +181,25 @@ class Validate:
             "peak_rss_mb_original": loads["original"]["peak_rss_mb"],
             "peak_rss_mb_quantized": loads["quantized"]["peak_rss_mb"],
             "baseline_accuracy": baseline["accuracy"] if baseline else None,
+            "accuracy_onnx": variants["onnx"]["accuracy"],
+            "accuracy_drop_points_onnx": 100
+            * (variants["original"]["accuracy"] - variants["onnx"]["accuracy"]),
+            "agreement_onnx": agreement_onnx["agreement"],
+            "mean_prob_diff_onnx": agreement_onnx["mean_prob_diff"],
+            "max_prob_diff_onnx": agreement_onnx["max_prob_diff"],
+            "size_onnx_bytes": sizes["onnx"],
+            "size_ratio_onnx": sizes["original"] / sizes["onnx"],
+            "p50_ms_onnx": latency["onnx"]["p50_ms"],
+            "p95_ms_onnx": latency["onnx"]["p95_ms"],
+            "speedup_p50_onnx": latency["original"]["p50_ms"] / latency["onnx"]["p50_ms"],
+            "load_seconds_onnx": loads["onnx"]["load_seconds"],
+            "peak_rss_mb_onnx": loads["onnx"]["peak_rss_mb"],
         }
+        if "quantized_client" in latency:
+            summary["p50_ms_quantized_client"] = latency["quantized_client"]["p50_ms"]
+            summary["onnx_vs_quantized_client_p50"] = (
+                latency["quantized_client"]["p50_ms"] / latency["onnx"]["p50_ms"]
+            )
         gates = []
         for g in gates_for(ctx):
             measured = summary[g.key]
@@ -155,6 +222,7 @@ class Validate:
             "summary": summary,
             "variants": variants,
             "agreement": agreement,
+            "agreement_onnx": agreement_onnx,
             "baseline": baseline,
             "latency": {
                 "threads": c.threads,
@@ -169,6 +237,7 @@ class Validate:
             "probabilities": {
                 "original": p_orig.probs.tolist(),
                 "quantized": p_quant.probs.tolist(),
+                "onnx": p_onnx.probs.tolist(),
             },
         }
         log.info(
@@ -180,4 +249,15 @@ class Validate:
             summary["p50_ms_original"],
             summary["p50_ms_quantized"],
             summary["speedup_p50"],
+        )
+        log.info(
+            "onnx: accuracy %.1f%%, agreement %.1f%%, size %.1fx, p50 %.1f ms (%.1fx)%s",
+            100 * summary["accuracy_onnx"],
+            100 * summary["agreement_onnx"],
+            summary["size_ratio_onnx"],
+            summary["p50_ms_onnx"],
+            summary["speedup_p50_onnx"],
+            f", {summary['onnx_vs_quantized_client_p50']:.2f}x the quantized client predict()"
+            if "onnx_vs_quantized_client_p50" in summary
+            else "",
         )

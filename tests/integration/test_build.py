@@ -59,12 +59,15 @@ def test_build_writes_a_complete_verified_release(tiny) -> None:
         "latency.png",
         "confusion_original.png",
         "confusion_quantized.png",
+        "model_int8.onnx",
+        "tokenizer.json",
+        "confusion_onnx.png",
     }
     assert m.labels == tuple(sorted(m.labels)) and len(m.labels) == 7
     assert {"python", "torch", "fastai", "fastcore", "quantized_engine"} <= set(m.environment)
     assert 1 <= len(m.golden_queries) <= 7
     assert m.validation["passed"] is True
-    assert len(m.validation["thresholds"]) == 6
+    assert len(m.validation["thresholds"]) == 12
     report = json.loads((d / "report.json").read_text())
     s = report["validate"]["summary"]
     assert s == m.validation["metrics"]
@@ -141,7 +144,9 @@ def test_rebuild_skips_training_and_a_failed_gate_stops_the_release(
     with caplog.at_level(logging.INFO, logger="pipeline"), pytest.raises(GateFailed) as e:
         build(cfg.load(work / "release.toml"))
     assert "training: skipped, inputs unchanged" in caplog.text
-    assert "1 of 6 gates failed" in str(e.value) and "quantized accuracy" in e.value.table
+    # the onnx variant is held to the same accuracy threshold
+    assert "2 of 12 gates failed" in str(e.value) and "quantized accuracy" in e.value.table
+    assert "| onnx accuracy |" in e.value.table
     d = work / "artifacts" / "build" / "0.0.1"
     assert not (d / mf.MANIFEST_NAME).exists()  # nothing publishable
     assert "**FAILED**" in (d / "report.md").read_text()

@@ -59,6 +59,7 @@ def test_stage_list_order_and_names(ctx) -> None:
         "training",
         "stripping training wrappers",
         "quantizing",
+        "exporting onnx",
         "validating",
         "writing the report",
         "checking gates",
@@ -73,6 +74,12 @@ PASSING = {
     "agreement": 1.0,
     "accuracy_quantized": 0.93,
     "p95_ms_quantized": 16.0,
+    "size_ratio_onnx": 6.1,
+    "speedup_p50_onnx": 14.0,
+    "accuracy_drop_points_onnx": 0.3,
+    "agreement_onnx": 0.997,
+    "accuracy_onnx": 0.93,
+    "p95_ms_onnx": 12.0,
 }
 
 
@@ -87,6 +94,12 @@ def test_each_gate_fails_alone(ctx, key) -> None:
         "agreement": 0.98,
         "accuracy_quantized": 0.89,
         "p95_ms_quantized": 50.1,
+        "size_ratio_onnx": 4.9,
+        "speedup_p50_onnx": 3.9,
+        "accuracy_drop_points_onnx": 1.1,
+        "agreement_onnx": 0.98,
+        "accuracy_onnx": 0.89,
+        "p95_ms_onnx": 50.1,
     }[key]
     assert not gates[key].passes(bad)
     ctx.results["validate"] = {
@@ -102,7 +115,7 @@ def test_each_gate_fails_alone(ctx, key) -> None:
     with pytest.raises(GateFailed) as e:
         CheckGates().run(ctx)
     assert e.value.exit_code == 4
-    assert "1 of 6 gates failed" in str(e.value)
+    assert "1 of 12 gates failed" in str(e.value)
     failed_rows = [line for line in e.value.table.splitlines() if "**FAIL**" in line]
     assert len(failed_rows) == 1 and gates[key].name in failed_rows[0]
 

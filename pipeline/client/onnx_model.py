@@ -1,0 +1,121 @@
+"""The ONNX variant on a server: onnxruntime + numpy + tokenizer.json, no torch, fastai or pickle.
+
+`model_int8.onnx` is one step of fastai's SentenceEncoder (see pipeline/onnx_export.py): token ids
+of one chunk plus the carried state in, class probabilities plus the new state out. `predict`
+runs a text through it chunk by chunk, as fastai does, so long texts get fastai's answer too.
+Nothing here executes code from the downloaded files: the graph is data for onnxruntime and the
+tokenizer file is JSON.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.client.tokenizer import TextTokenizer
+from pipeline.errors import InputError
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's answer: the label, its index and every class's probability."""
+
+    label: str
+    index: int
+    probs: Any  # numpy array (n_classes,), classes in `OnnxClassifier.labels` order
+
+
+class OnnxClassifier:
+    """A text classifier served by onnxruntime.
+
+    Args:
+        model_path: the release's model_int8.onnx.
+        tokenizer: the release's tokenizer (or a path to its tokenizer.json).
+        threads: onnxruntime intra-op threads (1 is best for one query at a time).
+
+    Raises:
+        InputError: the graph's inputs are not the encoder-step graph this client drives.
+    """
+
+    def __init__(
+        self, model_path: Path, tokenizer: TextTokenizer | Path, *, threads: int = 1
+    ) -> None:
+        import numpy as np
+        import onnxruntime as ort
+
+        self._np = np
+        t0 = time.perf_counter()
+        self.tokenizer = (
+            tokenizer
+            if isinstance(tokenizer, TextTokenizer)
+            else TextTokenizer.from_file(tokenizer)
+        )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        self.labels = self.tokenizer.labels
+        self._init_state(model_path)
+        self.load_seconds = time.perf_counter() - t0
+
+    def _init_state(self, model_path: Path) -> None:
+        np = self._np
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if "tokens" not in inputs or "pool_count" not in inputs:
+            raise InputError(
+                f"{model_path}: inputs {sorted(inputs)} are not those of a fastai-release "
+                "encoder-step graph (tokens, h_i/c_i, pool_*)"
+            )
+        self._state_names = [n for n in inputs if n != "tokens"]
+        outputs = [o.name for o in self.session.get_outputs()]
+        expected = ["probs", *(f"{n}_out" for n in self._state_names)]
+        if outputs != expected:
+            raise InputError(f"{model_path}: outputs {outputs}, expected {expected}")
+        self._initial = []
+        for name in self._state_names:
+            shape = [d if isinstance(d, int) else 1 for d in inputs[name].shape]
+            fill = -np.inf if name == "pool_max" else 0.0
+            self._initial.append(np.full(shape, fill, dtype=np.float32))
+        n_pool = 3
+        self._n_carried = len(self._state_names) - n_pool
+        if len(self.labels) != self.session.get_outputs()[0].shape[-1]:
+            raise InputError(
+                f"{model_path}: {self.session.get_outputs()[0].shape[-1]} classes, the tokenizer "
+                f"file names {len(self.labels)}"
+            )
+
+    def probabilities(self, ids: Sequence[int]) -> Any:
+        """Class probabilities for one text's token ids (fastai's SentenceEncoder loop)."""
+        np = self._np
+        ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
+        sl = ids.shape[1]
+        if sl == 0:
+            raise InputError("an empty token sequence has no prediction")
+        bptt, max_len = self.tokenizer.chunking.bptt, self.tokenizer.chunking.max_len
+        state = list(self._initial)
+        k = self._n_carried
+        probs = None
+        for i in range(0, sl, bptt):
+            feed = dict(zip(self._state_names, state, strict=True))
+            feed["tokens"] = ids[:, i : i + bptt]
+            out = self.session.run(None, feed)
+            probs = out[0]
+            if max_len is None or sl - i <= max_len:
+                state = out[1:]
+            else:
+                # fastai drops the outputs of chunks more than max_len tokens from the end:
+                # carry the LSTM state, restart the pooling.
+                state = [*out[1 : 1 + k], *self._initial[k:]]
+        return probs[0]
+
+    def predict(self, text: str) -> Prediction:
+        """The label, index and probabilities for `text`."""
+        probs = self.probabilities(self.tokenizer.ids(text))
+        i = int(probs.argmax())
+        return Prediction(self.labels[i], i, probs)
