@@ -297,8 +297,9 @@ def info(state: _State, directory: Path, as_json: bool) -> None:
     "--variant",
     "variants",
     multiple=True,
-    type=click.Choice(["quantized", "original"]),
-    help="Variants in order of preference (repeatable). Default: quantized, then original.",
+    type=click.Choice(["quantized", "original", "onnx"]),
+    help="Variants in order of preference (repeatable). Default: by what is installed: "
+    "quantized, original (then onnx if onnxruntime is installed); onnx first without torch.",
 )
 @click.option(
     "--cache-dir",
@@ -324,9 +325,26 @@ def info(state: _State, directory: Path, as_json: bool) -> None:
     help="Use only the cache (also RELEASE_OFFLINE=1); 'latest' is the newest cached version.",
 )
 @click.option(
+    "--retries",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0),
+    show_envvar=True,
+    help="Retries of a request that timed out, was reset, or got a 5xx/429 (with backoff).",
+)
+@click.option(
+    "--timeout",
+    default=900.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    show_envvar=True,
+    help="Seconds one file may take, retries and waits included.",
+)
+@click.option(
     "--load",
     is_flag=True,
-    help="Also load the model with fastai and run the manifest's golden queries.",
+    help="Also load the model (fastai, or onnxruntime for the onnx variant) and run the "
+    "manifest's golden queries.",
 )
 @click.pass_obj
 def fetch(
@@ -339,6 +357,8 @@ def fetch(
     public_key: str | None,
     pin: str | None,
     offline: bool | None,
+    retries: int,
+    timeout: float,
     load: bool,
 ) -> None:
     """Fetch MODEL's verified files into the cache and print the model file's path.
@@ -346,8 +366,8 @@ def fetch(
     Exit 5 when only corrupt or untrusted copies could be found, 6 when no source could be
     reached and nothing usable is cached.
     """
+    from pipeline.client import Http, RetryPolicy, load_model, parse_source
     from pipeline.client import fetch as run_fetch
-    from pipeline.client import load_model, parse_source
     from pipeline.errors import UsageError
 
     if not sources:
@@ -357,12 +377,13 @@ def fetch(
             )
         sources = (str(state.config().publish.local_root),)
     try:
-        parsed = [parse_source(s) for s in sources]
+        http = Http(RetryPolicy(attempts=retries + 1, total=timeout))
+        parsed = [parse_source(s, http=http) for s in sources]
     except ValueError as e:
         raise UsageError(f"--source {e}") from e
     options = {
         "sources": parsed,
-        "variants": variants or ("quantized", "original"),
+        "variants": variants or None,
         "cache_dir": cache_dir,
         "public_key": public_key,
         "pin": pin,

@@ -173,8 +173,8 @@ class MirrorServer:
                 faults = server._faults(path)
                 kinds = {f.kind: f for f in faults}
                 if "hang" in kinds:
-                    server._stop.wait(kinds["hang"].seconds)
                     server._record(Hit(self.command, path, rng, 0))
+                    server._stop.wait(kinds["hang"].seconds)
                     self.close_connection = True
                     return
                 if "status" in kinds:

@@ -324,7 +324,7 @@ class Http:
                     elif have:
                         log.info("%s: resuming at byte %d of %d", what, have, size)
                     with _open_for_write(part, mode, what) as f:
-                        for chunk in r.iter_raw(CHUNK):
+                        for chunk in r.iter_bytes():  # as it arrives: an error loses nothing
                             if have + got + len(chunk) > size:
                                 raise IntegrityError(
                                     f"{what}: {_safe(url)} sends more than the {size} bytes the manifest says"

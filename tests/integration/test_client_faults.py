@@ -1,0 +1,391 @@
+"""The client against a real HTTP mirror on 127.0.0.1 that injects faults (tests/mirror_server.py).
+
+No torch here: the release is a small fake one (make_release_dir); loading is tested in
+test_client_load.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import manifest as mf
+from pipeline import signing
+from pipeline.cli import cli
+from pipeline.client import Cache, DiskFull, Http, MirrorSource, RetryPolicy, fetch
+from pipeline.errors import IntegrityError
+from pipeline.publishers.local import LocalStore
+from tests.conftest import make_release_dir
+from tests.mirror_server import Fault, MirrorServer
+
+Q = f"/m/1.0.0/{mf.QUANTIZED_FILE}"
+ORIG = f"/m/1.0.0/{mf.ORIGINAL_FILE}"
+MANIFEST = "/m/1.0.0/manifest.json"
+
+
+def build_store(
+    root: Path, tmp: Path, version: str = "1.0.0", quantized: int = 40_000, original: int = 400_000
+) -> mf.Manifest:
+    """Publish a fake release of `m` whose model files hold this many random bytes."""
+    rng = random.Random(version)
+    d = tmp / f"build-{version}"
+    make_release_dir(d, "m", version)
+    (d / mf.QUANTIZED_FILE).write_bytes(rng.randbytes(quantized))
+    (d / mf.ORIGINAL_FILE).write_bytes(rng.randbytes(original))
+    old = mf.Manifest.read(d)
+    files = tuple(mf.file_entry(d / f.name, f.variant, f.kind) for f in old.files)
+    m = dataclasses.replace(old, files=files)
+    m.write(d)
+    LocalStore(root).publish(d, m)
+    return m
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Path, mf.Manifest]:
+    root = tmp_path / "store"
+    return root, build_store(root, tmp_path)
+
+
+@pytest.fixture
+def server(store):
+    with MirrorServer(store[0]) as s:
+        yield s
+
+
+@pytest.fixture
+def second(store):
+    with MirrorServer(store[0]) as s:
+        yield s
+
+
+class Waits(list):
+    """Records the waits the retry policy asks for, without sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def mirror(server: MirrorServer, waits: Waits | None = None, **policy) -> MirrorSource:
+    p = {"attempts": 4, "backoff": 0.05, "total": 30, "connect_timeout": 2, "read_timeout": 2}
+    http = Http(
+        RetryPolicy(**{**p, **policy}),
+        sleep=waits if waits is not None else Waits(),
+        progress=False,
+    )
+    return MirrorSource(server.url, http=http)
+
+
+def ranges(server: MirrorServer, path: str) -> list[str | None]:
+    return [h.range for h in server.requests(path) if h.method == "GET"]
+
+
+def test_cold_then_warm(tmp_path: Path, store, server) -> None:
+    _, m = store
+    cache = tmp_path / "c"
+    r = fetch("m", sources=[mirror(server)], cache_dir=cache)
+    assert (r.variant, r.source, r.cache_hit) == ("quantized", f"mirror:{server.url}", False)
+    assert mf.check_file(r.path, m.variant("quantized")) is None
+    assert server.count(Q) == 1 and server.count(ORIG) == 0
+    before = len(server.hits)
+    again = fetch("m", "1.0.0", sources=[mirror(server)], cache_dir=cache)
+    assert again.cache_hit and len(server.hits) == before  # a pinned cached version: no request
+
+
+@pytest.mark.parametrize("fault", [Fault.truncate(50_000), Fault.reset(50_000)])
+def test_interrupted_body_is_resumed_with_range(tmp_path: Path, store, server, fault) -> None:
+    _, m = store
+    server.fail(ORIG, fault)
+    r = fetch("m", sources=[mirror(server)], variants=["original"], cache_dir=tmp_path / "c")
+    assert mf.check_file(r.path, m.variant("original")) is None
+    assert ranges(server, ORIG) == [None, "bytes=50000-"]
+
+
+def test_server_ignoring_range_starts_over(tmp_path: Path, store, server) -> None:
+    _, m = store
+    server.fail(ORIG, Fault.reset(50_000), Fault.ignore_range())
+    r = fetch("m", sources=[mirror(server)], variants=["original"], cache_dir=tmp_path / "c")
+    assert mf.check_file(r.path, m.variant("original")) is None
+    assert [h.status for h in server.requests(ORIG)] == [200, 200]
+
+
+def test_corrupted_bytes_are_rejected_and_the_next_source_used(
+    tmp_path: Path, store, server, second, caplog
+) -> None:
+    _, m = store
+    server.always(Q, Fault.corrupt(at=123))
+    cache = tmp_path / "c"
+    with pytest.raises(IntegrityError) as e:
+        fetch("m", sources=[mirror(server)], variants=["quantized"], cache_dir=cache)
+    text = str(e.value)
+    assert f"mirror:{server.url}" in text and mf.QUANTIZED_FILE in text
+    assert f"manifest says {m.variant('quantized').blake3[:16]}" in text and "blake3 " in text
+    assert not list(cache.glob(".partial/*.part"))
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        r = fetch("m", sources=[mirror(server), mirror(second)], cache_dir=cache)
+    assert (r.variant, r.source) == ("quantized", f"mirror:{second.url}")
+    assert (
+        "deleted the download" in caplog.text
+        and f"downloaded from mirror:{second.url}" in caplog.text
+    )
+    # the command line: exit 5 when no source could repair it
+    out = CliRunner().invoke(
+        cli,
+        [
+            "fetch",
+            "m",
+            "-s",
+            server.url,
+            "--variant",
+            "quantized",
+            "--cache-dir",
+            str(tmp_path / "d"),
+        ],
+    )
+    assert out.exit_code == 5, out.output
+    assert "export_quantized.pkl" in out.output and "manifest says" in out.output
+
+
+def test_bad_signature_is_refused_and_the_next_source_used(
+    tmp_path: Path, store, server, second
+) -> None:
+    root, m = store
+    key = signing.load_private_key((pair := signing.generate()).private_pem)
+    other = signing.load_private_key(signing.generate().private_pem)
+    manifest_bytes = (root / "m" / "1.0.0" / mf.MANIFEST_NAME).read_bytes()
+    # the first mirror serves a signature by another key; the second a good one
+    bad_root = tmp_path / "bad"
+    shutil.copytree(root, bad_root)
+    (bad_root / "m" / "1.0.0" / mf.SIGNATURE_NAME).write_bytes(signing.sign(manifest_bytes, other))
+    (root / "m" / "1.0.0" / mf.SIGNATURE_NAME).write_bytes(signing.sign(manifest_bytes, key))
+    with MirrorServer(bad_root) as bad:
+        out = CliRunner().invoke(
+            cli,
+            [
+                "fetch",
+                "m",
+                "-s",
+                bad.url,
+                "--public-key",
+                pair.public_b64,
+                "--cache-dir",
+                str(tmp_path / "c"),
+            ],
+        )
+        assert out.exit_code == 5 and "signature does not match" in out.output, out.output
+        assert bad.count(Q) == 0  # nothing downloaded on an untrusted manifest
+        r = fetch(
+            "m",
+            sources=[mirror(bad), mirror(server)],
+            public_key=pair.public_b64,
+            cache_dir=tmp_path / "c",
+        )
+    assert r.manifest_source == f"mirror:{server.url}"
+
+
+def test_500_and_429_are_retried_and_retry_after_honoured(tmp_path: Path, store, server) -> None:
+    waits = Waits()
+    server.fail(MANIFEST, Fault.status(500), Fault.status(429, retry_after="2"))
+    r = fetch("m", sources=[mirror(server, waits)], cache_dir=tmp_path / "c")
+    assert r.variant == "quantized"
+    assert [h.status for h in server.requests(MANIFEST)] == [500, 429, 200]
+    assert len(waits) == 2 and waits[1] == 2.0  # Retry-After, longer than the backoff
+
+
+def test_a_hanging_source_times_out_and_is_retried(tmp_path: Path, store, server) -> None:
+    server.fail(Q, Fault.hang(10))
+    start = time.monotonic()
+    r = fetch(
+        "m",
+        sources=[mirror(server, read_timeout=0.3)],
+        variants=["quantized"],
+        cache_dir=tmp_path / "c",
+    )
+    assert r.variant == "quantized" and time.monotonic() - start < 5
+    assert [h.status for h in server.requests(Q)] == [0, 200]
+
+
+def test_all_sources_down_without_and_with_a_cache(tmp_path: Path, store, server, caplog) -> None:
+    with MirrorServer(store[0]) as dead1, MirrorServer(store[0]) as dead2:
+        down = [dead1.url, dead2.url]  # stopped: connections are refused
+    # with a cached version a start succeeds, offline, and says so
+    cache = tmp_path / "c"
+    fetch("m", sources=[mirror(server)], cache_dir=cache)
+    dead = [MirrorSource(u, http=Http(RetryPolicy(attempts=2, backoff=0.01))) for u in down]
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        r = fetch("m", sources=dead, cache_dir=cache)
+    assert r.offline and r.cache_hit and r.manifest.version == "1.0.0"
+    assert "offline (no source can be reached): using m 1.0.0 from the cache" in caplog.text
+    # a hanging source is given up within its time budget
+    server.always("/m/latest", Fault.hang(10))
+    start = time.monotonic()
+    r = fetch("m", sources=[mirror(server, attempts=2, read_timeout=0.2)], cache_dir=cache)
+    assert r.offline and time.monotonic() - start < 5
+    # nothing cached: one clear error naming what to pre-fetch (exit 6)
+    empty = tmp_path / "empty"
+    out = CliRunner().invoke(
+        cli,
+        ["fetch", "m", "-s", down[0], "-s", down[1], "--retries", "1", "--cache-dir", str(empty)],
+    )
+    assert out.exit_code == 6, out.output
+    assert "no source can be reached" in out.output and "pre-fetch" in out.output
+    assert f"release fetch m --version latest --cache-dir {empty}" in out.output
+
+
+def test_quantized_missing_from_one_mirror_only(tmp_path: Path, store, second) -> None:
+    root, _ = store
+    partial_root = tmp_path / "partial"
+    shutil.copytree(root, partial_root)
+    (partial_root / "m" / "1.0.0" / mf.QUANTIZED_FILE).unlink()
+    with MirrorServer(partial_root) as partial:
+        r = fetch("m", sources=[mirror(partial), mirror(second)], cache_dir=tmp_path / "c")
+        assert [h.status for h in partial.requests(Q)] == [404]
+    assert (r.variant, r.source) == ("quantized", f"mirror:{second.url}")
+
+
+CHILD = """
+import json, sys
+from pipeline.client import fetch, MirrorSource
+r = fetch("m", sources=[MirrorSource(sys.argv[1])], variants=["original"], cache_dir=sys.argv[2])
+print(json.dumps({"path": str(r.path), "hit": r.cache_hit}))
+"""
+
+
+def test_a_process_killed_mid_download_is_resumed_by_the_next(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    m = build_store(root, tmp_path, original=4_000_000)
+    with MirrorServer(root) as server:
+        killed_then_resumed(tmp_path / "c", m, server)
+
+
+def killed_then_resumed(cache: Path, m: mf.Manifest, server: MirrorServer) -> None:
+    server.always(ORIG, Fault.slow(400_000))  # ~4 MB file: ~10 s if nobody kills it
+    halfway = threading.Event()
+    server.on_body = lambda path, sent: sent >= 1_000_000 and halfway.set()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, server.url, str(cache)], env=env, stdout=subprocess.PIPE
+    )
+    try:
+        assert halfway.wait(timeout=60), "the download never got going"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    part = Cache(cache).part(m.variant("original").blake3)
+    kept = part.stat().st_size
+    assert 1_000_000 <= kept < m.variant("original").size
+    server.clear()
+    # the new start takes the lock the dead process held and asks only for the rest
+    r = fetch("m", sources=[mirror(server)], variants=["original"], cache_dir=cache, lock_timeout=5)
+    assert mf.check_file(r.path, m.variant("original")) is None and not part.exists()
+    assert ranges(server, ORIG)[-1] == f"bytes={kept}-"
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):
+    """A 3 MB tmpfs (root only): a disk that really fills up."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_is_a_clear_error_and_leaves_the_cache_intact(tmp_path: Path, tmpfs) -> None:
+    root = tmp_path / "store"
+    small = build_store(root, tmp_path, "1.0.0", quantized=200_000)
+    big = build_store(root, tmp_path, "2.0.0", quantized=4_000_000)  # does not fit in 3 MB
+    cache = tmpfs / "cache"
+    with MirrorServer(root) as server:
+        ok = fetch("m", "1.0.0", sources=[mirror(server)], cache_dir=cache)
+        # 1) known before writing: the manifest's size does not fit
+        with pytest.raises(DiskFull, match="needs 4.0 MB") as e:
+            fetch("m", "2.0.0", sources=[mirror(server)], variants=["quantized"], cache_dir=cache)
+        assert "cache is unchanged" in str(e.value)
+        assert server.count(f"/m/2.0.0/{mf.QUANTIZED_FILE}") == 0
+        # 2) the disk fills while downloading (someone else writes to it): ENOSPC mid-file
+        mid = build_store(root, tmp_path, "3.0.0", quantized=1_500_000)  # fits at the start
+        filled = threading.Event()
+
+        def fill(path: str, sent: int) -> None:
+            if path == f"/m/3.0.0/{mf.QUANTIZED_FILE}" and not filled.is_set():
+                filled.set()
+                with open(tmpfs / "filler", "wb") as f, contextlib_suppress():
+                    f.write(b"\0" * (3 << 20))
+
+        server.on_body = fill
+        server.always(f"/m/3.0.0/{mf.QUANTIZED_FILE}", Fault.slow(2_000_000))
+        with pytest.raises(DiskFull, match="no space left") as e:
+            fetch("m", "3.0.0", sources=[mirror(server)], variants=["quantized"], cache_dir=cache)
+        assert "nothing else in the cache was changed" in str(e.value)
+    (tmpfs / "filler").unlink()
+    assert not list(cache.glob(".partial/*.part"))
+    assert Cache(cache).verify() == [] and Cache(cache).versions("m") == ["1.0.0"]
+    assert mf.check_file(ok.path, small.variant("quantized")) is None
+    assert big.version == "2.0.0" and mid.version == "3.0.0"
+
+
+class contextlib_suppress:
+    """Suppress the ENOSPC of the filler itself: its job is to fill the disk."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return exc[0] is not None and issubclass(exc[0], OSError)
+
+
+def test_cli_fetch_from_a_mirror_prints_only_the_path(tmp_path: Path, store, server) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "fetch",
+            "m",
+            "-s",
+            server.url,
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{tmp_path / 'c' / 'm' / '1.0.0' / mf.QUANTIZED_FILE}\n"
+    assert f"downloaded from mirror:{server.url}" in proc.stderr and "\r" not in proc.stderr
+    listed = CliRunner().invoke(
+        cli, ["cache", "list", "--json", "--cache-dir", str(tmp_path / "c")]
+    )
+    data = json.loads(listed.output)
+    assert data["versions"][0]["version"] == "1.0.0"
+    assert list(data["versions"][0]["files"]) == [mf.QUANTIZED_FILE]
+    verified = CliRunner().invoke(cli, ["cache", "verify", "--cache-dir", str(tmp_path / "c")])
+    assert verified.exit_code == 0 and "1 cached version(s)" in verified.output
+    (tmp_path / "c" / "m" / "1.0.0" / mf.QUANTIZED_FILE).write_bytes(b"x")
+    verified = CliRunner().invoke(cli, ["cache", "verify", "--cache-dir", str(tmp_path / "c")])
+    assert verified.exit_code == 5 and "1 bytes, manifest says" in verified.output

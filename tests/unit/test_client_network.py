@@ -1,0 +1,176 @@
+"""The client's retry policy, through httpx's in-memory MockTransport: no sockets, no sleeping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.client.network import Http, RetryPolicy, Unreachable, parse_retry_after
+from pipeline.errors import ArtifactNotFound, IntegrityError, RemoteError
+
+URL = "http://mirror.test/m/1.0.0/manifest.json"
+
+
+class Clock:
+    """A fake monotonic clock that sleeping advances."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def sleep(self, s: float) -> None:
+        self.waits.append(s)
+        self.now += s
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def http_with(answers: list, policy: RetryPolicy | None = None) -> tuple[Http, Clock, list]:
+    """An Http whose requests get `answers` in order (a Response, or an exception to raise)."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    clock = Clock()
+    http = Http(
+        policy or RetryPolicy(attempts=4, backoff=1.0, total=60),
+        sleep=clock.sleep,
+        clock=clock,
+        rand=lambda: 0.0,
+        transport=httpx.MockTransport(handler),
+        progress=False,
+    )
+    return http, clock, seen
+
+
+def test_5xx_is_retried_with_doubling_jittered_backoff() -> None:
+    http, clock, seen = http_with(
+        [httpx.Response(500), httpx.Response(503), httpx.Response(200, content=b"{}")]
+    )
+    assert http.get_bytes(URL, what="m") == b"{}"
+    assert len(seen) == 3
+    # rand() = 0 gives the low end of the jitter range: backoff * 2**(n-1) * 0.5
+    assert clock.waits == [0.5, 1.0]
+    p = RetryPolicy(backoff=1.0, backoff_max=5.0)
+    assert p.delay(1, 0.999) == pytest.approx(0.9995)
+    assert p.delay(10, 0.0) == 2.5  # capped at backoff_max, then jittered
+
+
+def test_429_retry_after_is_honoured() -> None:
+    http, clock, _ = http_with(
+        [httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, content=b"ok")]
+    )
+    assert http.get_bytes(URL, what="m") == b"ok"
+    assert clock.waits == [7.0]
+
+
+def test_retry_after_beyond_the_budget_gives_up_at_once() -> None:
+    http, clock, seen = http_with([httpx.Response(429, headers={"Retry-After": "3600"})])
+    with pytest.raises(Unreachable, match="retry in 3600 s, beyond the 60 s budget"):
+        http.get_bytes(URL, what="m")
+    assert clock.waits == [] and len(seen) == 1
+
+
+def test_persistent_failure_stops_after_the_attempts() -> None:
+    http, clock, seen = http_with([httpx.Response(502)])
+    with pytest.raises(Unreachable, match="gave up after 4 attempts.*HTTP 502"):
+        http.get_bytes(URL, what="m")
+    assert len(seen) == 4 and clock.waits == [0.5, 1.0, 2.0]
+
+
+def test_total_time_is_bounded() -> None:
+    policy = RetryPolicy(attempts=100, backoff=10.0, backoff_max=10.0, total=30)
+    http, clock, seen = http_with([httpx.Response(503)], policy)
+    with pytest.raises(Unreachable, match="budget 30 s"):
+        http.get_bytes(URL, what="m")
+    assert sum(clock.waits) <= 30 and len(seen) == len(clock.waits) + 1
+
+
+def test_connection_errors_and_timeouts_are_retried() -> None:
+    http, clock, seen = http_with(
+        [
+            httpx.ConnectError("refused"),
+            httpx.ReadTimeout("slow"),
+            httpx.RemoteProtocolError("reset"),
+            httpx.Response(200, content=b"x"),
+        ]
+    )
+    assert http.get_bytes(URL, what="m") == b"x" and len(seen) == 4
+
+
+def test_404_and_403_are_final() -> None:
+    http, _, seen = http_with([httpx.Response(404)])
+    with pytest.raises(ArtifactNotFound, match="HTTP 404"):
+        http.get_bytes(URL, what="m")
+    assert len(seen) == 1
+    http, _, seen = http_with([httpx.Response(403)])
+    with pytest.raises(RemoteError, match="HTTP 403; check the token") as e:
+        http.get_bytes(URL + "?token=secret", what="m")
+    assert "secret" not in str(e.value) and len(seen) == 1
+
+
+def test_download_resumes_with_range_and_refuses_extra_bytes(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 4
+    part = tmp_path / "f.part"
+    part.write_bytes(data[:100])
+    http, _, seen = http_with(
+        [
+            httpx.Response(
+                206,
+                content=data[100:],
+                headers={"Content-Range": f"bytes 100-{len(data) - 1}/{len(data)}"},
+            )
+        ]
+    )
+    http.download(URL, part, size=len(data), what="m")
+    assert part.read_bytes() == data
+    assert seen[0].headers["Range"] == "bytes=100-"
+    assert seen[0].headers["Accept-Encoding"] == "identity"
+    # a server that ignores Range sends everything: the file starts over
+    part.write_bytes(data[:100])
+    http, _, _ = http_with([httpx.Response(200, content=data)])
+    http.download(URL, part, size=len(data), what="m")
+    assert part.read_bytes() == data
+    # more bytes than the manifest says is not a download, it is a different file
+    part.unlink()
+    http, _, _ = http_with([httpx.Response(200, content=data + b"extra")])
+    with pytest.raises(IntegrityError, match="more than the 1024 bytes"):
+        http.download(URL, part, size=len(data), what="m")
+
+
+def test_short_body_is_resumed(tmp_path: Path) -> None:
+    data = b"0123456789" * 10
+    part = tmp_path / "f.part"
+    http, clock, seen = http_with(
+        [
+            httpx.Response(200, content=data[:30]),
+            httpx.Response(206, content=data[30:], headers={"Content-Range": "bytes 30-99/100"}),
+        ]
+    )
+    http.download(URL, part, size=len(data), what="m")
+    assert part.read_bytes() == data and seen[1].headers["Range"] == "bytes=30-"
+
+
+def test_progress_never_writes_to_stdout(tmp_path: Path, capsys) -> None:
+    data = b"x" * 5000
+    for progress in (False, True):
+        http, _, _ = http_with([httpx.Response(200, content=data)])
+        http.progress = progress
+        http.download(URL, tmp_path / f"{progress}.part", size=len(data), what="m")
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert ("100.0%" in err) is progress
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("12") == 12.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
