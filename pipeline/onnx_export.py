@@ -80,10 +80,19 @@ def _spacy_spec(spacy_tok: Any) -> dict[str, Any]:
             f"the learner tokenizes with {type(spacy_tok).__name__}; the onnx variant reproduces "
             "fastai's SpacyTokenizer (the default) only"
         )
+    return spacy_rules_spec(spacy_tok.pipe.__self__)
+
+
+def spacy_rules_spec(nlp: Any) -> dict[str, Any]:
+    """A spaCy pipeline's tokenizer as data for `pipeline.client.tokenizer.SpacyRules`.
+
+    Raises:
+        InputError: the pipeline runs components, or its tokenizer is not spaCy's own class
+            driven by compiled regular expressions.
+    """
     import spacy
     from spacy.attrs import ORTH, intify_attrs
 
-    nlp = spacy_tok.pipe.__self__
     if nlp.pipe_names:
         raise InputError(
             f"the learner's spaCy pipeline runs {nlp.pipe_names}; only a blank tokenizer is supported"

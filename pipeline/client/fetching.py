@@ -53,6 +53,25 @@ class FetchResult:
     companions: tuple[Path, ...] = ()  # other files the variant needs (e.g. a tokenizer)
 
 
+def default_variants() -> tuple[str, ...]:
+    """The variants to try when none are given, by what is installed (nothing is imported):
+    "onnx" first where onnxruntime is and torch is not (no pickle can load there), last where
+    both are, absent without onnxruntime."""
+    from importlib.util import find_spec
+
+    def installed(name: str) -> bool:
+        try:
+            return find_spec(name) is not None
+        except (ImportError, ValueError):  # a finder that refuses it, a half-removed package
+            return False
+
+    if not installed("onnxruntime"):
+        return DEFAULT_VARIANTS
+    if not installed("torch"):
+        return ("onnx", *DEFAULT_VARIANTS)
+    return (*DEFAULT_VARIANTS, "onnx")
+
+
 def offline_from_env(offline: bool | None) -> bool:
     """`offline` when given, else whether $RELEASE_OFFLINE is set to 1/true/yes/on."""
     if offline is not None:
@@ -355,7 +374,7 @@ def fetch(
     version: str = "latest",
     *,
     sources: Sequence[Source] = (),
-    variants: Sequence[str] = DEFAULT_VARIANTS,
+    variants: Sequence[str] | None = None,
     public_key: Any = None,
     pin: str | None = None,
     cache_dir: Path | None = None,
@@ -369,7 +388,7 @@ def fetch(
     Args:
         model, version: the release; version "latest" asks the sources (or, offline, the cache).
         sources: tried in order (see `parse_source`).
-        variants: in order of preference.
+        variants: in order of preference; default `default_variants()` (by what is installed).
         public_key: an Ed25519 public key (object, base64 text, PEM, or a path to either);
             the manifest must then carry a valid `manifest.json.sig`.
         pin: the blake3 of the exact manifest.json bytes to accept.
@@ -383,6 +402,7 @@ def fetch(
         Unreachable: no source could be reached and nothing usable is cached (exit 6).
         DiskFull: the cache has no room (nothing cached is changed).
     """
+    variants = tuple(variants) if variants else default_variants()
     cache = Cache(cache_dir, **({"lock_timeout": lock_timeout} if lock_timeout else {}))
     release = resolve(
         model,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.client.cache import Cache, CacheBusy
-from pipeline.client.fetching import DEFAULT_VARIANTS, FetchResult, _kind_of, resolve
+from pipeline.client.fetching import FetchResult, _kind_of, default_variants, resolve
 from pipeline.client.network import DiskFull
 from pipeline.client.predict import Predictor, UnsupportedLearner
 from pipeline.client.sources import Source
@@ -40,7 +40,9 @@ class LoadedModel:
     fetched: FetchResult
     smoke_passed: int
     fallback_reasons: list[str] = field(default_factory=list)
-    predictor: Predictor | None = None  # None: the fast path did not apply; predict() uses fastai
+    # None: the fast path did not apply; predict() uses fastai. For the onnx variant, the
+    # OnnxClassifier (also `learner`: there is no fastai learner at all).
+    predictor: Any = None
     load_seconds: float = 0.0
 
     @property
@@ -174,12 +176,28 @@ def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predic
     return learn, predictor, passed
 
 
+def _load_onnx_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Any, int]:
+    from pipeline.client.onnx_model import default_threads, load_verified
+
+    clf = load_verified(fetched, threads=default_threads())
+    passed = 0
+    if smoke_test:
+        for q in fetched.manifest.golden_queries:
+            got = clf.predict(q.text).label
+            if got != q.expected:
+                raise ReleaseError(
+                    f"smoke test: {q.text!r} gave {got!r}, the manifest expects {q.expected!r}"
+                )
+            passed += 1
+    return clf, clf, passed
+
+
 def load_model(
     model: str,
     version: str = "latest",
     *,
     sources: Sequence[Source] = (),
-    variants: Sequence[str] = DEFAULT_VARIANTS,
+    variants: Sequence[str] | None = None,
     public_key: Any = None,
     pin: str | None = None,
     cache_dir: Path | None = None,
@@ -195,12 +213,17 @@ def load_model(
     A variant that cannot be had, fails to load (e.g. no quantized engine on this CPU) or fails
     the smoke test is logged with the reason, and the next is tried.
 
+    `variants` defaults to what is installed (`default_variants()`): "onnx" first where
+    onnxruntime is and torch is not, last where both are. The onnx variant needs neither torch
+    nor fastai and unpickles nothing; the environment check applies to the pickle variants only.
+
     Raises:
         EnvironmentMismatch: torch/fastai/numpy here cannot unpickle the model (exit 3).
         IntegrityError: only corrupt or untrusted copies could be found (exit 5).
         ReleaseError: no variant could be fetched, loaded and smoke-tested; lists each reason.
     """
     start = time.perf_counter()
+    variants = tuple(variants) if variants else default_variants()
     cache = Cache(cache_dir, **({"lock_timeout": lock_timeout} if lock_timeout else {}))
     release = resolve(
         model,
@@ -211,11 +234,23 @@ def load_model(
         offline=offline,
         variants=variants,
     )
-    for note in check_environment(release.manifest.environment):
-        log.warning("environment: %s", note)
+    env_error: EnvironmentMismatch | None = None
+    if any(v != "onnx" for v in variants):
+        try:
+            for note in check_environment(release.manifest.environment):
+                log.warning("environment: %s", note)
+        except EnvironmentMismatch as e:
+            if "onnx" not in variants:
+                raise
+            env_error = e  # the pickle variants cannot load here; the onnx one still may
     reasons: list[str] = []
     failures: list[Exception] = []
     for variant in variants:
+        if variant != "onnx" and env_error is not None:
+            failures.append(env_error)
+            reasons.append(f"{variant}: {env_error}")
+            log.warning("%s variant skipped: %s", variant, env_error)
+            continue
         try:
             fetched = release.file(variant)
         except (DiskFull, CacheBusy):
@@ -226,7 +261,10 @@ def load_model(
             log.warning("%s variant not available, falling back: %s", variant, e)
             continue
         try:
-            learn, predictor, passed = _load_and_smoke(fetched, smoke_test)
+            if variant == "onnx":
+                learn, predictor, passed = _load_onnx_and_smoke(fetched, smoke_test)
+            else:
+                learn, predictor, passed = _load_and_smoke(fetched, smoke_test)
         except ReleaseError as e:
             failures.append(e)
             reasons.append(f"{variant}: {e}")

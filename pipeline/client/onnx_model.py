@@ -9,14 +9,19 @@ tokenizer file is JSON.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.client.fetching import FetchResult
 from pipeline.client.tokenizer import TextTokenizer
-from pipeline.errors import InputError
+from pipeline.errors import ArtifactNotFound, InputError, IntegrityError
+from pipeline.manifest import check_file
+
+THREADS_ENV = "RELEASE_ONNX_THREADS"
 
 
 @dataclass(frozen=True)
@@ -119,3 +124,43 @@ class OnnxClassifier:
         probs = self.probabilities(self.tokenizer.ids(text))
         i = int(probs.argmax())
         return Prediction(self.labels[i], i, probs)
+
+    def __call__(self, text: str) -> tuple[str, dict[str, float]]:
+        """`(label, {label: probability})`, the shape of the client's `LoadedModel.predict`."""
+        p = self.predict(text)
+        return p.label, dict(zip(self.labels, (float(x) for x in p.probs), strict=True))
+
+
+def load_verified(fetched: FetchResult, *, threads: int = 1) -> OnnxClassifier:
+    """The onnx variant of a fetched release, its files checked against the manifest again.
+
+    Raises:
+        IntegrityError: the graph or the tokenizer file no longer matches the manifest.
+        ArtifactNotFound: the release lists no tokenizer for the onnx variant.
+        InputError: the files are not an encoder-step graph and tokenizer this client drives.
+    """
+    manifest = fetched.manifest
+    entries = [manifest.variant(fetched.variant), *manifest.companions(fetched.variant)]
+    paths = {p.name: p for p in (fetched.path, *fetched.companions)}
+    tokenizer = next((e for e in entries if e.kind == "tokenizer"), None)
+    if tokenizer is None or tokenizer.name not in paths:
+        raise ArtifactNotFound(
+            f"{manifest.model} {manifest.version}: the onnx variant has no tokenizer file in the "
+            "manifest; it was built by an older fastai-release: rebuild the release"
+        )
+    for entry in entries:
+        path = paths.get(entry.name)
+        problem = "not fetched" if path is None else check_file(path, entry)
+        if problem:  # checked again right before use: blake3 is cheap
+            raise IntegrityError(f"{entry.name}: {problem}; refusing to load the onnx variant")
+    return OnnxClassifier(fetched.path, paths[tokenizer.name], threads=threads)
+
+
+def default_threads() -> int:
+    """onnxruntime threads per session: $RELEASE_ONNX_THREADS, else 1 (one query at a time is
+    fastest on one thread, and a server runs several workers)."""
+    value = os.environ.get(THREADS_ENV, "1")
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise InputError(f"${THREADS_ENV}: expected a whole number, found {value!r}") from None
