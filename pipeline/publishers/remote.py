@@ -110,9 +110,27 @@ def classify_github(exc: BaseException, now: Callable[[], float] = time.time) ->
     return None
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps (huggingface_hub raises RuntimeError("Error while
+    uploading ...") from the real failure)."""
+    out: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in out and len(out) < 8:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
 def classify_hf(exc: BaseException) -> Retry | None:
     """Retry for what the transport flagged (5xx, 429, network) and for network errors that
-    surfaced while a body streamed."""
+    surfaced while a body streamed, also when huggingface_hub wrapped them."""
+    for e in _chain(exc):
+        if (decision := _classify_hf_one(e)) is not None:
+            return decision
+    return None
+
+
+def _classify_hf_one(exc: BaseException) -> Retry | None:
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(exc, HostUnavailable):
@@ -159,6 +177,8 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, HostUnavailable):
         return exc.reason
     status = http_status(exc)
+    if status is None and exc.__cause__ is not None:  # a library's wrapper: say what it wraps
+        return f"{_first_line(exc)} ({describe(exc.__cause__)})"
     if status is not None:
         response = getattr(exc, "response", None)
         server = getattr(exc, "server_message", None) or (

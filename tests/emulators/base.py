@@ -3,8 +3,10 @@
 An emulator is a context manager: `with GitHubEmulator() as gh:` starts it on an ephemeral port
 of 127.0.0.1 and stops it on exit. Routes return a `Reply`; the server writes it. Every request
 is logged (`log`, `count()`, `writes()`) after it is answered, faults are consumed in the order
-they were added, and a test may install `hook(method, path, stage)` to act ("before" a route
-runs, "after" it changed state but before the reply is sent), e.g. to SIGKILL the client.
+they were added (their patterns are searched in the raw path, query included), and a test may
+install `hook(method, path, stage)` to act ("before" a route runs, "after" it changed state but
+before the reply is sent), e.g. to SIGKILL the client; a hook that raises `Aborted` drops the
+connection there (before: the request never reached the route; after: the reply is lost).
 """
 
 from __future__ import annotations
@@ -89,8 +91,8 @@ class Request:
         return value.strip() if kind.lower() in ("token", "bearer") and value.strip() else None
 
     def body(self, limit: int | None = None) -> bytes:
-        """The request body (Content-Length or chunked). With `limit`, read at most that much and
-        raise Aborted after resetting the connection (a fault)."""
+        """The request body (Content-Length or chunked). With `limit`, read at most that much,
+        then reset the connection and raise Aborted (a fault)."""
         if self._body is not None:
             return self._body
         rfile = self.handler.rfile
@@ -103,6 +105,8 @@ class Request:
                 size = int(size_line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     rfile.readline()
+                    if limit is not None:
+                        self.handler.reset()
                     break
                 chunks.append(rfile.read(size))
                 rfile.readline()
@@ -118,7 +122,7 @@ class Request:
                     break
                 chunks.append(chunk)
                 self.received += len(chunk)
-            if limit is not None and limit < length:
+            if limit is not None:  # a short body is cut too: the fault always fires
                 self.handler.reset()
         self._body = b"".join(chunks)
         return self._body
@@ -135,6 +139,7 @@ class Request:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stalls
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -152,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         req = Request(self, self.command)
         status = 0
         try:
-            fault = emu._take_fault(req.method, req.path)
+            fault = emu._take_fault(req.method, req.raw_path)
             if fault is not None and fault.reset_after is not None:
                 req.body(limit=fault.reset_after)
             emu._run_hook(req.method, req.path, "before")
@@ -164,13 +169,16 @@ class _Handler(BaseHTTPRequestHandler):
                 req.body()  # drain what the route did not read, keeping the connection usable
             emu._run_hook(req.method, req.path, "after")
             status = reply.status
+            # Logged before the reply goes out, so a client that has its answer sees it logged.
+            emu._record(Logged(req.method, req.path, status, req.received))
             self._write(reply, head=req.method == "HEAD")
         except Aborted:
             self.close_connection = True
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         finally:
-            emu._record(Logged(req.method, req.path, status, req.received))
+            if status == 0:
+                emu._record(Logged(req.method, req.path, 0, req.received))
 
     def _write(self, reply: Reply, head: bool) -> None:
         self.send_response(reply.status)

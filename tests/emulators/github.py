@@ -10,7 +10,8 @@ Usage:
 
 Public API (small on purpose; clients of the download side rely on it):
     api_url                       `{url}/api/v3`, what GITHUB_API_URL is set to
-    releases(repo), asset_bytes(id), public_url(repo, tag, name), add_repo(repo)
+    releases(repo), asset_bytes(id), public_url(repo, tag, name), add_repo(repo),
+    add_release(repo, tag, draft, assets, unfinished)   seed what an earlier run left
     fail(), reset_connection()    (from tests.emulators.base) N x any status, connection resets
     rate_limit(reset_at, ...)     primary rate limit: 403 + X-RateLimit-Remaining: 0 + Reset
     secondary_rate_limit(...)     403 + Retry-After;  too_many_requests(...): 429 + Retry-After
@@ -104,6 +105,31 @@ class GitHubEmulator(Emulator):
     def add_repo(self, full_name: str) -> None:
         with self.lock:
             self.repos.setdefault(full_name, Repo(full_name))
+
+    def add_release(
+        self,
+        repo: str,
+        tag: str,
+        draft: bool = False,
+        assets: dict[str, bytes] | None = None,
+        unfinished: dict[str, bytes] | None = None,
+    ) -> int:
+        """Seed a release (as an earlier run or a person left it); returns its id. `unfinished`
+        assets are in state "starter", as an upload cut short leaves them."""
+        with self.lock:
+            r = self.repos[repo]
+            rel = Release(next(self._ids), tag, tag, "", draft, False, "main")
+            if not draft:
+                rel.published_at = _now()
+                r.tags.add(tag)
+            for name, data in (assets or {}).items():
+                a = Asset(next(self._ids), name, "", "application/octet-stream", data)
+                rel.assets[a.id] = a
+            for name, data in (unfinished or {}).items():
+                a = Asset(next(self._ids), name, "", "application/octet-stream", data, "starter")
+                rel.assets[a.id] = a
+            r.releases[rel.id] = rel
+            return rel.id
 
     def releases(self, repo: str) -> list[dict]:
         """Every release of `repo` (drafts too) as the API's JSON, oldest first."""

@@ -1,0 +1,75 @@
+"""The Hub model card: metadata the Hub parses (library_name, tags, labels, model-index)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import HubTarget
+from pipeline.publishers import modelcard
+from tests.conftest import make_release_dir
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_card_metadata_and_body(tmp_path: Path) -> None:
+    m = make_release_dir(tmp_path)
+    m = type(m)(
+        **{
+            **m.__dict__,
+            "validation": {
+                "metrics": {
+                    "accuracy_original": 0.939,
+                    "accuracy_quantized": 0.9361,
+                    "agreement": 0.997,
+                },
+                "eval_rows": 343,
+            },
+        }
+    )
+    (tmp_path / "report.json").write_text(
+        json.dumps({"validate": {"baseline": {"name": "tf-idf", "accuracy": 0.93}}})
+    )
+    card = modelcard.render(
+        m,
+        tmp_path,
+        HubTarget("acme/m", tags=("intent",), license="mit"),
+        "acme/m",
+        "v1.0.0",
+        signed=True,
+    )
+    meta = front_matter(card)
+    assert meta["library_name"] == "fastai" and meta["license"] == "mit"
+    assert meta["pipeline_tag"] == "text-classification"
+    assert {"fastai", "text-classification", "intent"} <= set(meta["tags"])
+    assert meta["labels"] == ["a", "b"]
+    results = meta["model-index"][0]["results"]
+    metrics = {x["name"]: x["value"] for r in results for x in r["metrics"]}
+    assert metrics["Accuracy (quantized, export_quantized.pkl)"] == 0.9361
+    assert metrics["Accuracy (original, export.pkl)"] == 0.939
+    assert results[0]["task"]["type"] == "text-classification"
+    assert "343 texts" in results[0]["dataset"]["name"]
+    assert 'hf_hub_download("acme/m", "export_quantized.pkl", revision="v1.0.0")' in card
+    assert "manifest.json.sig" in card and "(tf-idf): 93.0%" in card
+    # deterministic: the same release gives the same bytes (a re-run changes nothing on the Hub)
+    assert card == modelcard.render(
+        m,
+        tmp_path,
+        HubTarget("acme/m", tags=("intent",), license="mit"),
+        "acme/m",
+        "v1.0.0",
+        signed=True,
+    )
+
+
+def test_card_without_metrics_or_report(tmp_path: Path) -> None:
+    m = make_release_dir(tmp_path)
+    card = modelcard.render(m, tmp_path, HubTarget("acme/m"), "acme/m", "v1.0.0", signed=False)
+    meta = front_matter(card)
+    assert "model-index" not in meta and "license" not in meta
+    assert "manifest.json.sig" not in card
