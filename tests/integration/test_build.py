@@ -28,15 +28,6 @@ def release(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> tuple[Path, mf.Manifest]:
-    """One trained tiny release shared by the tests (they copy before they change anything)."""
-    work = tmp_path_factory.mktemp("tiny")
-    shutil.copy(FIXTURES / "tiny.toml", work / "release.toml")
-    manifest = build(cfg.load(work / "release.toml"))
-    return work, manifest
-
-
 def fresh_copy(tiny, tmp_path: Path, extra: str = "") -> Path:
     work, _ = tiny
     dst = tmp_path / "w"

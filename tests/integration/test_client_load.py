@@ -1,0 +1,198 @@
+"""The client loading a real (tiny) fastai release: fast predict, variant fallback, 16 processes."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import manifest as mf
+from pipeline.client import LocalSource, load_model
+from pipeline.publishers.local import LocalStore
+from tests.mirror_server import Fault, MirrorServer
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+EVAL = ROOT / "pipeline" / "data" / "eval.csv"
+
+
+def build_dir(tiny) -> Path:
+    work, m = tiny
+    return work / "artifacts" / "build" / m.version
+
+
+def republish(
+    tiny, tmp: Path, name: str, quantized: bytes | None = None, golden=None
+) -> tuple[Path, mf.Manifest]:
+    """A store with the tiny release, its quantized file or golden queries replaced."""
+    _, m = tiny
+    d = tmp / f"build-{name}"
+    shutil.copytree(build_dir(tiny), d, ignore=shutil.ignore_patterns("*.lock", "train.key"))
+    if quantized is not None:
+        (d / mf.QUANTIZED_FILE).write_bytes(quantized)
+    files = tuple(mf.file_entry(d / f.name, f.variant, f.kind) for f in m.files)
+    new = dataclasses.replace(m, files=files, golden_queries=tuple(golden or m.golden_queries))
+    new.write(d)
+    root = tmp / f"store-{name}"
+    LocalStore(root).publish(d, new)
+    return root, new
+
+
+@pytest.fixture(scope="module")
+def store(tiny, tmp_path_factory) -> tuple[Path, mf.Manifest]:
+    return republish(tiny, tmp_path_factory.mktemp("load"), "plain")
+
+
+def eval_texts(n: int) -> list[str]:
+    with open(EVAL, newline="", encoding="utf-8") as f:
+        return [row["text"] for row in csv.DictReader(f)][:n] + ["", "x", "ORA-01476 " * 40]
+
+
+@pytest.mark.parametrize("variant", ["quantized", "original"])
+def test_fast_predict_equals_learn_predict(tmp_path: Path, store, variant) -> None:
+    root, m = store
+    loaded = load_model(
+        m.model, sources=[LocalSource(root)], variants=[variant], cache_dir=tmp_path / "c"
+    )
+    assert loaded.variant == variant and loaded.predictor is not None
+    assert loaded.smoke_passed == len(m.golden_queries) > 0
+    learn = loaded.learner
+    worst = 0.0
+    with learn.no_bar():
+        for text in eval_texts(30):
+            label, _, probs = learn.predict(text)
+            fast_label, fast_probs = loaded.predict(text)
+            assert fast_label == str(label), text
+            assert list(fast_probs) == list(m.labels)
+            worst = max(
+                worst,
+                max(abs(a - b) for a, b in zip(probs.tolist(), fast_probs.values(), strict=True)),
+            )
+    assert worst <= 1e-5
+
+
+def test_a_quantized_model_that_fails_to_load_falls_back(tiny, tmp_path: Path, caplog) -> None:
+    root, m = republish(tiny, tmp_path, "garbage", quantized=b"\x80\x04not a learner at all")
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        loaded = load_model(m.model, sources=[LocalSource(root)], cache_dir=tmp_path / "c")
+    assert loaded.variant == "original" and loaded.smoke_passed == len(m.golden_queries)
+    assert loaded.fallback_reasons[0].startswith("quantized: failed to load: ")
+    assert "quantized variant failed to load, falling back" in caplog.text
+    assert "loaded tiny-intent 0.0.1, original variant" in caplog.text
+
+
+def test_a_quantized_model_that_fails_the_smoke_test_falls_back(
+    tiny, tmp_path: Path, caplog
+) -> None:
+    """A quantized learner that loads but answers one label for everything (a broken build)."""
+    import torch
+    from fastai.learner import load_learner
+
+    learn = load_learner(build_dir(tiny) / mf.QUANTIZED_FILE)
+    original = load_learner(build_dir(tiny) / mf.ORIGINAL_FILE)
+    labels = list(learn.dls.vocab[-1])
+    head = learn.model[1].layers[-1]
+    bias = torch.full((len(labels),), -50.0)
+    bias[0] = 50.0  # always labels[0]
+    learn.model[1].layers[-1] = torch.nn.Sequential(head, _AddBias(bias))
+    broken = tmp_path / "broken.pkl"
+    learn.export(broken)
+    golden = []
+    with original.no_bar():
+        for text in eval_texts(60):
+            expected = str(original.predict(text)[0])
+            if expected != labels[0]:
+                golden.append(mf.GoldenQuery(text, expected))
+    assert golden, "the original answers labels[0] to everything"
+    root, m = republish(tiny, tmp_path, "smoke", quantized=broken.read_bytes(), golden=golden[:3])
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        loaded = load_model(m.model, sources=[LocalSource(root)], cache_dir=tmp_path / "c")
+    assert loaded.variant == "original"
+    reason = loaded.fallback_reasons[0]
+    assert reason.startswith("quantized: smoke test: ") and f"gave {labels[0]!r}" in reason
+    assert "quantized variant rejected, falling back: smoke test" in caplog.text
+
+
+class _AddBias(__import__("torch").nn.Module):
+    def __init__(self, bias) -> None:  # noqa: ANN001
+        super().__init__()
+        self.register_buffer("bias", bias)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return x * 0 + self.bias
+
+
+# One interpreter imports fastai once and forks 16 processes (as a pre-forking server does), so
+# the test does not pay 16 fastai imports on a 2-core machine; each child is its own process with
+# its own file descriptors and locks, started together by one signal.
+FORKER = """
+import json, os, sys, time, traceback
+from pathlib import Path
+import fastai.learner, fastai.text.all, spacy
+spacy.blank("en")  # what unpickling a fastai text learner imports (0.7 s): once, before forking
+from pipeline.client import MirrorSource, load_model
+url, cache, out, n = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+r, w = os.pipe()
+children = []
+for i in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)  # every child blocks here until the parent closes the pipe
+        try:
+            import torch
+            torch.set_num_threads(1)
+            loaded = load_model("tiny-intent", sources=[MirrorSource(url)], cache_dir=cache,
+                                lock_timeout=120)
+            result = {"variant": loaded.variant, "path": str(loaded.fetched.path),
+                      "hit": loaded.fetched.cache_hit, "smoke": loaded.smoke_passed,
+                      "label": loaded.predict("where is the credit check done?")[0], "pid": os.getpid()}
+            (out / f"{i}.json").write_text(json.dumps(result))
+            os._exit(0)
+        except BaseException:
+            (out / f"{i}.err").write_text(traceback.format_exc())
+            os._exit(1)
+    children.append(pid)
+os.close(r)
+time.sleep(0.2)
+os.close(w)  # go: all children start at once
+failed = sum(os.waitpid(pid, 0)[1] != 0 for pid in children)
+sys.exit(failed)
+"""
+
+
+def test_16_processes_on_an_empty_cache_download_once_and_all_load(tmp_path: Path, store) -> None:
+    root, m = store
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    out.mkdir()
+    q = f"/{m.model}/{m.version}/{mf.QUANTIZED_FILE}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    with MirrorServer(root) as server:
+        server.always(q, Fault.slow(1_000_000))  # ~0.6 s: every process arrives during it
+        proc = subprocess.run(
+            [sys.executable, "-c", FORKER, server.url, str(cache), str(out), "16"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        gets = [h for h in server.requests(q) if h.method == "GET"]
+    errors = "\n".join(p.read_text() for p in out.glob("*.err"))
+    assert proc.returncode == 0, (proc.stderr[-2000:], errors[-3000:])
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    assert len(results) == 16 and len({r["pid"] for r in results}) == 16
+    assert [h.status for h in gets] == [200] and gets[0].range is None  # exactly one download
+    assert server.count(f"/{m.model}/{m.version}/{mf.ORIGINAL_FILE}") == 0
+    assert {r["variant"] for r in results} == {"quantized"}
+    assert {r["path"] for r in results} == {str(cache / m.model / m.version / mf.QUANTIZED_FILE)}
+    assert sum(not r["hit"] for r in results) == 1  # one downloaded, fifteen waited and reused
+    assert all(r["smoke"] == len(m.golden_queries) for r in results)
+    assert len({r["label"] for r in results}) == 1
