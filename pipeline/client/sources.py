@@ -286,11 +286,14 @@ class HfSource:
             )
         except errors.LocalEntryNotFoundError as e:  # raised when the Hub cannot be reached
             raise Unreachable(f"{what}: the Hub cannot be reached: {_first_line(e)}") from None
-        except (
-            errors.RepositoryNotFoundError,
-            errors.RevisionNotFoundError,
-            errors.EntryNotFoundError,
-        ) as e:
+        except errors.RepositoryNotFoundError as e:
+            hint = (
+                ""
+                if self.token or os.environ.get("HF_TOKEN")
+                else " (a private repository needs HF_TOKEN)"
+            )
+            raise ArtifactNotFound(f"{what}: {type(e).__name__}: {_first_line(e)}{hint}") from None
+        except (errors.RevisionNotFoundError, errors.EntryNotFoundError) as e:
             raise ArtifactNotFound(f"{what}: {type(e).__name__}: {_first_line(e)}") from None
         except errors.GatedRepoError as e:
             raise RemoteError(f"{what}: access refused (set HF_TOKEN): {_first_line(e)}") from None

@@ -293,6 +293,9 @@ class GitHubEmulator(Emulator):
             # /{o}/{r}/releases/download/{tag}/{name}: public, no auth
             if len(parts) == 6 and parts[2:4] == ["releases", "download"]:
                 return self._public_download(f"{parts[0]}/{parts[1]}", parts[4], parts[5])
+            # /{o}/{r}/releases/latest/download/{name}: 302 to the latest release's public URL
+            if len(parts) == 6 and parts[2:5] == ["releases", "latest", "download"]:
+                return self._public_latest(f"{parts[0]}/{parts[1]}", parts[5])
             return self._error(404, "Not Found")
         parts = parts[2:]  # strip api/v3
         token = req.token()
@@ -504,6 +507,16 @@ class GitHubEmulator(Emulator):
                         if a.name == name and a.state == "uploaded":
                             return Reply(302, headers={"Location": self._storage_url(a)})
         return Reply(404, b"Not Found", {"Content-Type": "text/plain"})
+
+    def _public_latest(self, full: str, name: str) -> Reply:
+        repo = self.repos.get(full)
+        published = [
+            r for r in (repo.releases.values() if repo else ()) if not r.draft and not r.prerelease
+        ]
+        if not published:
+            return Reply(404, b"Not Found", {"Content-Type": "text/plain"})
+        latest = max(published, key=lambda r: r.published_at or "")
+        return Reply(302, headers={"Location": self.public_url(full, latest.tag_name, name)})
 
 
 def asset_names(release: dict) -> set[str]:
