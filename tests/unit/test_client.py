@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -343,3 +344,20 @@ def test_client_imports_no_torch_fastai_click_or_httpx() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     ).stdout
     assert json.loads(out) == []
+
+
+def test_load_refuses_a_breaking_environment_before_downloading(tmp_path: Path, store) -> None:
+    from pipeline.client import load_model
+
+    root, m = store
+    d = root / "m" / "1.0.0"
+    changed = dataclasses.replace(m, environment={"python": "3.11.7", "torch": "1.13.1"})
+    changed.write(d)
+    with pytest.raises(EnvironmentMismatch, match="pickled with torch 1.13.1"):
+        load_model(
+            "m",
+            sources=[LocalSource(root)],
+            variants=["quantized", "original"],
+            cache_dir=tmp_path / "c",
+        )
+    assert not (tmp_path / "c" / ".blobs").exists()  # no model file was fetched for nothing
