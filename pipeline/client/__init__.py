@@ -5,6 +5,7 @@ from pipeline.client.cache import Cache, CacheBusy, default_cache_dir
 from pipeline.client.fetching import FetchResult, Release, fetch, resolve
 from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment, load_model
 from pipeline.client.network import DiskFull, Http, RetryPolicy, Unreachable
+from pipeline.client.predict import Predictor, predict  # the function shadows the module name
 from pipeline.client.sources import (
     GitHubSource,
     HfSource,
@@ -27,6 +28,7 @@ __all__ = [
     "LoadedModel",
     "LocalSource",
     "MirrorSource",
+    "Predictor",
     "Release",
     "RetryPolicy",
     "Source",
@@ -37,5 +39,6 @@ __all__ = [
     "fetch",
     "load_model",
     "parse_source",
+    "predict",
     "resolve",
 ]

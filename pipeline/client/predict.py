@@ -12,6 +12,7 @@ load time and falls back to `learn.predict` if they ever differ).
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 
@@ -85,3 +86,21 @@ class Predictor:
                 f"the model gives {len(values)} outputs for {len(self.labels)} labels"
             )
         return self.labels[index], dict(zip(self.labels, values, strict=True))
+
+
+_predictors: weakref.WeakKeyDictionary[Any, Predictor] = weakref.WeakKeyDictionary()
+_predictors_lock = threading.Lock()
+
+
+def predict(learn: Any, text: str) -> tuple[str, dict[str, float]]:
+    """`Predictor(learn)(text)`, with the Predictor built once per learner and kept while the
+    learner lives.
+
+    Raises:
+        UnsupportedLearner: the learner is not a single-input text classifier.
+    """
+    with _predictors_lock:
+        predictor = _predictors.get(learn)
+        if predictor is None:
+            predictor = _predictors[learn] = Predictor(learn)
+    return predictor(text)

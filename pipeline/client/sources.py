@@ -260,7 +260,7 @@ class HfSource:
         except ImportError:
             raise ConfigError(
                 f"{self.name}: the HF Hub source needs huggingface_hub, which is not installed: "
-                "pip install huggingface_hub (or use a mirror, github: or a local source)"
+                "pip install 'fastai-release[hf]' (or use a mirror, github: or a local source)"
             ) from None
         return huggingface_hub
 
