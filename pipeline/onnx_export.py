@@ -265,20 +265,14 @@ def export_fp32(stripped: Any, path: Path) -> Path:
     import torch
 
     step = _encoder_step(stripped.model)
-    awd = stripped.model[0].module
     n = len(step.rnns)
     state = []
     for rnn in step.rnns:
         state += [torch.zeros(1, 1, rnn.hidden_size), torch.zeros(1, 1, rnn.hidden_size)]
-    emb = awd.encoder.embedding_dim if hasattr(awd.encoder, "embedding_dim") else awd.emb_sz
-    out_sz = step.rnns[-1].hidden_size
-    state += [
-        torch.full((1, out_sz), float("-inf")),
-        torch.zeros(1, out_sz),
-        torch.zeros(1, 1),
-    ]
-    del emb
-    tokens = torch.tensor([[2, 9, 10, 11]], dtype=torch.long)
+    out_sz = step.rnns[-1].hidden_size  # the last layer's outputs are what is pooled
+    state += [torch.full((1, out_sz), float("-inf")), torch.zeros(1, out_sz), torch.zeros(1, 1)]
+    # any ids inside every vocabulary (xxbos, xxunk); the length axis is declared dynamic
+    tokens = torch.tensor([[2, 0, 0, 0]], dtype=torch.long)
     ins, outs = state_names(n)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

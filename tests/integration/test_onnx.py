@@ -163,6 +163,18 @@ def test_a_server_without_torch_loads_the_onnx_variant_and_unpickles_nothing(
     assert out["labels"] == sorted(m.labels) and out["label"] in m.labels
     assert abs(out["sum"] - 1) < 1e-5
     assert out["loaded"] == []
+    # and from the command line
+    cli = subprocess.run(
+        [sys.executable, "-m", "pipeline", "fetch", "tiny-intent", "--variant", "onnx", "--load"]
+        + ["--source", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cli-cache")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert cli.stdout.strip().endswith(ONNX_FILE) and "onnx variant" in cli.stderr
 
 
 def test_a_token_id_mismatch_fails_the_export_stage(tiny, tmp_path: Path, monkeypatch) -> None:
