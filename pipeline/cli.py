@@ -166,10 +166,10 @@ def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool)
     for r in results:
         click.echo(r.line())
         if dry_run:
-            for step in r.actions:
+            for step in r.actions:  # remote targets: the steps, uploads included
                 click.echo(f"  - {step}")
-            for name in r.uploaded:
-                click.echo(f"  would upload {name}")
+            for name in [] if r.actions else r.uploaded:
+                click.echo(f"  would copy   {name}")
             for name in r.skipped:
                 click.echo(f"  identical    {name}")
             for name in r.refused:
@@ -191,17 +191,23 @@ def verify(state: _State, directory: Path, public_key: str | None) -> None:
 
     m = verify_dir(directory)
     if public_key:
-        from pipeline.client.trust import Trust
+        from pipeline import signing
+        from pipeline.errors import IntegrityError
 
-        trust = Trust.from_options(public_key)
-        sig = directory / SIGNATURE_NAME
-        trust.check(
-            (directory / MANIFEST_NAME).read_bytes(),
-            sig.read_bytes() if sig.is_file() else None,
-            str(directory / MANIFEST_NAME),
+        key_file = Path(public_key)
+        key = signing.load_public_key(
+            key_file.read_bytes() if len(public_key) < 4096 and key_file.is_file() else public_key,
+            f"--public-key {public_key if key_file.is_file() else '(text)'}",
         )
+        sig = directory / SIGNATURE_NAME
+        if not sig.is_file():
+            raise IntegrityError(
+                f"{sig}: missing, and --public-key asks for a signed manifest: refusing an unsigned release"
+            )
+        signing.verify((directory / MANIFEST_NAME).read_bytes(), sig.read_bytes(), key, str(sig))
         click.echo(
-            f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json, {trust.describe()}"
+            f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json, "
+            f"signed by {signing.public_key_b64(key)}"
         )
         return
     click.echo(f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json")

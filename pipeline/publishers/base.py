@@ -25,7 +25,7 @@ class PublishResult:
     verified: bool = False  # publish() already re-read every file and checked its blake3
 
     def line(self) -> str:
-        parts = [f"{self.target}: {self.state}", self.location]
+        parts = [f"{self.target}: {self.state}"] + ([self.location] if self.location else [])
         if self.uploaded:
             parts.append(
                 f"{'would upload' if self.state == 'planned' else 'uploaded'} {len(self.uploaded)}"

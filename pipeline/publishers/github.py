@@ -290,9 +290,10 @@ class GitHubPublisher:
         for extra in drafts[1:]:
             self._call(f"delete duplicate draft {extra.id}", extra.delete_release)
         if release is None:
+            attempts = {"n": 0}
             release = self._call(
                 f"create draft release {tag}",
-                lambda: self._create_draft(tag, title),
+                lambda: self._create_draft(tag, title, attempts),
             )
         elif published is not None:
             release = self._call(
@@ -332,11 +333,12 @@ class GitHubPublisher:
         log.info("%s: release %s published with %d files", self.where, tag, len(files))
         return result
 
-    def _create_draft(self, tag: str, title: str) -> Any:
-        # Re-read first: an earlier attempt may have created it before its reply was lost.
-        published, drafts = self._find_raw(tag)
-        if published is not None or drafts:
-            return published or drafts[0]
+    def _create_draft(self, tag: str, title: str, attempts: dict[str, int]) -> Any:
+        attempts["n"] += 1
+        if attempts["n"] > 1:  # an earlier attempt may have created it before its reply was lost
+            published, drafts = self._find_raw(tag)
+            if published is not None or drafts:
+                return published or drafts[0]
         return self._repo.create_git_release(
             tag, title, "", draft=True, prerelease=self.target.prerelease, make_latest="legacy"
         )

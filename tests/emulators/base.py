@@ -7,6 +7,8 @@ they were added (their patterns are searched in the raw path, query included), a
 install `hook(method, path, stage)` to act ("before" a route runs, "after" it changed state but
 before the reply is sent), e.g. to SIGKILL the client; a hook that raises `Aborted` drops the
 connection there (before: the request never reached the route; after: the reply is lost).
+A route that crashes is answered 500 and its traceback kept in `errors` (fixtures assert it
+stays empty, so an emulator bug cannot pass for a transient failure).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import json
 import re
 import socket
 import struct
+import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,9 +94,11 @@ class Request:
         kind, _, value = auth.partition(" ")
         return value.strip() if kind.lower() in ("token", "bearer") and value.strip() else None
 
-    def body(self, limit: int | None = None) -> bytes:
+    def body(self, limit: int | None = None, partial: bool = False) -> bytes:
         """The request body (Content-Length or chunked). With `limit`, read at most that much,
-        then reset the connection and raise Aborted (a fault)."""
+        then reset the connection and raise Aborted (a fault). A body cut short because the
+        client went away raises Aborted too (no state changes), unless `partial` (the route
+        handles it, as GitHub's upload does)."""
         if self._body is not None:
             return self._body
         rfile = self.handler.rfile
@@ -125,6 +131,8 @@ class Request:
             if limit is not None:  # a short body is cut too: the fault always fires
                 self.handler.reset()
         self._body = b"".join(chunks)
+        if not partial and not self.complete():
+            raise Aborted
         return self._body
 
     def complete(self) -> bool:
@@ -176,6 +184,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
+        except Exception:  # an emulator bug: answer 500 and keep it for the test to fail on
+            emu.errors.append(traceback.format_exc())
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._write(Reply.json({"message": "emulator error"}, 500), head=False)
         finally:
             if status == 0:
                 emu._record(Logged(req.method, req.path, 0, req.received))
@@ -199,6 +212,11 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     emulator: Emulator
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return  # a client that died (the kill tests do that on purpose)
+        super().handle_error(request, client_address)
+
 
 class Emulator:
     """Base class: subclasses implement `route(req) -> Reply`."""
@@ -207,6 +225,7 @@ class Emulator:
 
     def __init__(self) -> None:
         self.log: list[Logged] = []
+        self.errors: list[str] = []  # tracebacks of routes that crashed (answered 500)
         self.faults: list[Fault] = []
         self.hook: Callable[[str, str, str], None] | None = None
         self.lock = threading.RLock()

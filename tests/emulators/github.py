@@ -473,7 +473,7 @@ class GitHubEmulator(Emulator):
         rel.assets[asset.id] = asset  # visible while the body streams in, as on GitHub
         self.lock.release()  # let other requests proceed while a large body arrives
         try:
-            data = req.body()
+            data = req.body(partial=True)
         finally:
             self.lock.acquire()
         asset.data = data

@@ -4,7 +4,10 @@ retry policy that records its waits instead of sleeping."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,6 +101,7 @@ def gh():
         tokens={GH_TOKEN: "alice", "ghp_readonly_0123456789": ("bob", "read")}, repos=[GH_REPO]
     ) as emulator:
         yield emulator
+    assert emulator.errors == []
 
 
 @pytest.fixture
@@ -107,6 +111,7 @@ def hub():
         orgs={"alice": ["acme"]},
     ) as emulator:
         yield emulator
+    assert emulator.errors == []
 
 
 @pytest.fixture
@@ -175,3 +180,35 @@ def assert_hub_release(
         assert files[name] == data, name
     assert files["README.md"].startswith(b"---\nlibrary_name: fastai\n")
     assert len(hub.commits(repo)) == commits and hub.commits(repo)[0] == tags[tag]
+
+
+WORKFLOW = ("publish", "--target", "github", "--target", "huggingface")  # as release.yml runs it
+
+
+def env_for(gh: GitHubEmulator, hub: HubEmulator, **extra: str | None) -> dict[str, str]:
+    """The environment a CI job gives `release publish`, pointed at the emulators (None unsets)."""
+    env = {
+        **os.environ,
+        "GITHUB_TOKEN": GH_TOKEN,
+        "GITHUB_API_URL": gh.api_url,
+        "HF_TOKEN": HF_TOKEN,
+        "HF_ENDPOINT": hub.url,
+    }
+    for k, v in extra.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return env
+
+
+def release(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`release ARGS` in a fresh interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

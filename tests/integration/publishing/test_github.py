@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 
@@ -201,3 +202,14 @@ def test_unknown_repository(gh, settings, policy, tmp_path) -> None:
     make_build(config)
     with pytest.raises(RemoteError, match="repository not found"):
         run(config, settings, policy)
+
+
+def test_upload_progress_is_logged(gh, settings, policy, project, caplog) -> None:
+    config, _ = project
+    make_build(config, big=6 << 20)
+    with caplog.at_level(logging.INFO, "pipeline.publish"):
+        run(config, settings, policy)
+    progress = [r.getMessage() for r in caplog.records if "upload export.pkl:" in r.getMessage()]
+    assert progress[0] == "GitHub alice/models: upload export.pkl: 10% of 6.3 MB"
+    assert progress[-1] == "GitHub alice/models: upload export.pkl: 100% of 6.3 MB"
+    assert len(progress) == 10
