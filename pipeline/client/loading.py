@@ -151,8 +151,9 @@ def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predic
         log.info("fast predict does not apply (%s); predict() uses learn.predict", e)
         predictor = None
     golden = fetched.manifest.golden_queries
-    if predictor is not None and golden:
-        # One comparison with fastai's own path guards the fast path against library changes.
+    if smoke_test and predictor is not None and golden:
+        # Part of the smoke test: one comparison with fastai's own path guards the fast path
+        # against library changes (without the smoke test nothing is predicted at start).
         with learn.no_bar():
             _, _, expected = learn.predict(golden[0].text)
         got = predictor.probabilities(golden[0].text)
@@ -211,7 +212,9 @@ def load_model(
     environment compared with this one, and then each variant in order is fetched, verified
     again, loaded and asked the manifest's golden queries; the first that passes is returned.
     A variant that cannot be had, fails to load (e.g. no quantized engine on this CPU) or fails
-    the smoke test is logged with the reason, and the next is tried.
+    the smoke test is logged with the reason, and the next is tried. `smoke_test=False` predicts
+    nothing at start (the first predictions of a fresh model are slow while torch warms up): the
+    start is then verify + load, and a variant is only rejected when it cannot be had or loaded.
 
     `variants` defaults to what is installed (`default_variants()`): "onnx" first where
     onnxruntime is and torch is not, last where both are. The onnx variant needs neither torch
