@@ -20,6 +20,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class Fault:
     times: int
     reply: Reply | None = None  # answer this instead of running the route
     reset_after: int | None = None  # read this many body bytes, then reset the connection
+    delay: float = 0.0  # answer normally, this many seconds late
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and method == self.method and bool(self.pattern.search(path))
@@ -168,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
             fault = emu._take_fault(req.method, req.raw_path)
             if fault is not None and fault.reset_after is not None:
                 req.body(limit=fault.reset_after)
+            if fault is not None and fault.delay:
+                time.sleep(fault.delay)
             emu._run_hook(req.method, req.path, "before")
             if fault is not None and fault.reply is not None:
                 req.body()
@@ -288,6 +292,11 @@ class Emulator:
         bytes of the request body (the route never runs)."""
         with self.lock:
             self.faults.append(Fault(method, re.compile(pattern), times, reset_after=after_bytes))
+
+    def slow(self, method: str, pattern: str, seconds: float, times: int = 1) -> None:
+        """The next `times` matching requests are answered normally but `seconds` late."""
+        with self.lock:
+            self.faults.append(Fault(method, re.compile(pattern), times, delay=seconds))
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:

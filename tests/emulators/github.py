@@ -12,7 +12,7 @@ Public API (small on purpose; clients of the download side rely on it):
     api_url                       `{url}/api/v3`, what GITHUB_API_URL is set to
     releases(repo), asset_bytes(id), public_url(repo, tag, name), add_repo(repo),
     add_release(repo, tag, draft, assets, unfinished)   seed what an earlier run left
-    fail(), reset_connection()    (from tests.emulators.base) N x any status, connection resets
+    fail(), reset_connection(), slow()   (tests.emulators.base) N x any status, resets, late replies
     rate_limit(reset_at, ...)     primary rate limit: 403 + X-RateLimit-Remaining: 0 + Reset
     secondary_rate_limit(...)     403 + Retry-After;  too_many_requests(...): 429 + Retry-After
     corrupt(name, times)          the next downloads of that asset read back with one byte flipped

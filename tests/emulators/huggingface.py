@@ -11,7 +11,7 @@ tests/conftest.py sets them before anything imports it; pass `endpoint=hub.url` 
 Public API (small on purpose; clients of the download side rely on it):
     url                                 what HF_ENDPOINT is set to
     files(repo, rev), tags(repo), commits(repo), add_repo(repo, files, private)
-    fail(), reset_connection()          (from tests.emulators.base) N x any status, resets
+    fail(), reset_connection(), slow()  (tests.emulators.base) N x any status, resets, late replies
     corrupt(path, times)                the next GET of that file (any repo) has one byte flipped
     log / count() / writes() / hook
 

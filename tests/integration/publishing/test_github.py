@@ -213,3 +213,27 @@ def test_upload_progress_is_logged(gh, settings, policy, project, caplog) -> Non
     assert progress[0] == "GitHub alice/models: upload export.pkl: 10% of 6.3 MB"
     assert progress[-1] == "GitHub alice/models: upload export.pkl: 100% of 6.3 MB"
     assert len(progress) == 10
+
+
+def test_a_timeout_is_retried(gh, settings, policy, project) -> None:
+    config, _ = project
+    policy.timeout = 1  # PyGithub takes whole seconds
+    gh.slow("GET", r"/releases/tags/", seconds=1.5)
+    assert run(config, settings, policy).state == "done"
+    assert policy.waits == [2]
+    assert_github_release(gh, GH_REPO, TAG, local_bytes(config))
+
+
+def test_verify_downloads_the_published_release(gh, settings, policy, project) -> None:
+    from pipeline.publishers.github import GitHubPublisher
+
+    config, manifest = project
+    run(config, settings, policy)
+    publisher = GitHubPublisher(config.publish.github, settings, policy=policy)
+    publisher.verify(manifest)
+    gh.corrupt("report.json")
+    with pytest.raises(IntegrityError, match="report.json: blake3 differs from the manifest"):
+        publisher.verify(manifest)
+    other = dataclasses.replace(manifest, version="9.9.9")
+    with pytest.raises(IntegrityError, match="no published release v9.9.9"):
+        publisher.verify(other)

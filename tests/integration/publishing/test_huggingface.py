@@ -165,3 +165,26 @@ def test_namespace_the_token_cannot_write(hub, settings, policy, tmp_path) -> No
     make_build(config)
     with pytest.raises(RemoteError, match="someone-else is neither the token's user"):
         run(config, settings, policy)
+
+
+def test_a_timeout_is_retried(hub, settings, policy, project) -> None:
+    config, _ = project
+    policy.timeout = 0.5
+    hub.slow("POST", "/preupload/", seconds=1.5)
+    assert run(config, settings, policy).state == "done"
+    assert policy.waits == [2]
+    assert_hub_release(hub, HF_REPO, TAG, local_bytes(config))
+
+
+def test_verify_downloads_the_tagged_release(hub, settings, policy, project) -> None:
+    from pipeline.publishers.huggingface import HubPublisher
+
+    config, manifest = project
+    run(config, settings, policy)
+    publisher = HubPublisher(config.publish.huggingface, settings, policy=policy)
+    publisher.verify(manifest)
+    hub.corrupt("report.json")
+    with pytest.raises(IntegrityError, match=r"does not match the manifest \(report.json\)"):
+        publisher.verify(manifest)
+    with pytest.raises(IntegrityError, match="no tag v9.9.9"):
+        publisher.verify(dataclasses.replace(manifest, version="9.9.9"))
