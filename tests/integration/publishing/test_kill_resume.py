@@ -56,6 +56,9 @@ class Killer:
         self.started = threading.Event()
         self.lock = threading.Lock()
 
+    def point(self) -> str:
+        return f"{'write' if self.writes_only else 'request'} {self.at}"
+
     def __call__(self, method: str, path: str, stage: str) -> None:
         with self.lock:
             if self.where is not None:
@@ -110,8 +113,8 @@ def test_killed_20_times_at_random_points_and_resumed_converges(gh, hub, tmp_pat
     total = len(gh.log) + len(hub.log)
     writes = len(gh.writes()) + len(hub.writes())
 
-    seen: list[tuple[int, str, str]] = []
-    interrupted: list[tuple[int, str, str, int]] = []
+    seen: list[tuple[str, str, str]] = []
+    interrupted: list[tuple[str, str, str, int]] = []
     unkilled = 0
     for i in range(2 * (KILLS + INTERRUPTS)):
         if len(seen) == KILLS and len(interrupted) == INTERRUPTS:
@@ -146,10 +149,10 @@ def test_killed_20_times_at_random_points_and_resumed_converges(gh, hub, tmp_pat
             unkilled += 1
         elif sig == signal.SIGKILL:
             assert rc == -signal.SIGKILL, (i, killer.at, rc)
-            seen.append((killer.at, killer.mode, killer.where))
+            seen.append((killer.point(), killer.mode, killer.where))
         else:
             assert rc != 0, (i, killer.at, log.read_text()[-3000:])
-            interrupted.append((killer.at, killer.mode, killer.where, rc))
+            interrupted.append((killer.point(), killer.mode, killer.where, rc))
         nothing_half_visible(gh, hub, gh_repo, hf_repo, files)
 
         resumed = release(config.path.parent, env, *WORKFLOW)
@@ -164,8 +167,8 @@ def test_killed_20_times_at_random_points_and_resumed_converges(gh, hub, tmp_pat
         "state-changing, "
         f"{unkilled} draw(s) past the end):"
     )
-    for at, mode, where in seen:
-        print(f"  request {at:>3} {mode:<10} {where}")
+    for point, mode, where in seen:
+        print(f"  {point:<11} {mode:<10} {where}")
     print(f"  {on_writes} of the kills on a state-changing request")
-    for at, mode, where, rc in interrupted:
-        print(f"  SIGINT at request {at:>3} {mode:<10} {where} -> exit {rc}")
+    for point, mode, where, rc in interrupted:
+        print(f"  SIGINT at {point:<11} {mode:<10} {where} -> exit {rc}")
