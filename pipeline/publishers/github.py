@@ -38,6 +38,10 @@ NOTES_LIMIT = 120_000  # GitHub refuses release bodies over 125,000 characters
 PROGRESS_MIN = 4 << 20  # log upload progress for files at least this big
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
 class _ProgressReader:
     """A file wrapper that logs upload progress every 10% (requests reads it in blocks)."""
 
@@ -279,7 +283,7 @@ class GitHubPublisher:
         for a in different:
             act(f"delete {a.name} (differs from the build; --replace)")
         for f in upload:
-            act(f"upload {f.name} ({f.size / 1e6:.2f} MB)")
+            act(f"upload {f.name} ({_size(f.size)})")
         if upload:
             act(f"download the {len(upload)} uploaded file(s) again and check each blake3")
         act(f"publish release {tag} with report.md as its notes")
@@ -365,7 +369,7 @@ class GitHubPublisher:
                 asset = release.upload_asset_from_memory(
                     _ProgressReader(fh, f.size, label), f.size, f.name, content_type
                 )
-            log.info("%s: uploaded %s (%.2f MB)", self.where, f.name, f.size / 1e6)
+            log.info("%s: uploaded %s (%s)", self.where, f.name, _size(f.size))
             return asset
 
         return self._call(f"upload {f.name}", upload)
