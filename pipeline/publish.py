@@ -167,10 +167,18 @@ def publish(
     if dry_run:
         manifest = current_build(config)
         if manifest is None:
-            raise ReleaseError(
-                f"{build_dir}: no finished build for the current inputs; a real publish would build first "
-                "(run `release build`, then `release publish --dry-run` to see the plan)"
-            )
+            # Nothing to compare file by file yet: say what a real publish would do, change nothing.
+            log.info("%s: no finished build for the current inputs; a real publish builds first", build_dir)
+            return [
+                PublishResult(
+                    p.name,
+                    "planned",
+                    f"{config.model.name} {config.model.version}",
+                    message="would build first, then publish the build (`release build`, then "
+                    "`release publish --dry-run`, shows the file-by-file plan)",
+                )
+                for p in publishers
+            ]
     else:
         manifest = ensure_build(config)
 
