@@ -62,7 +62,7 @@ class Trust:
             return f"signed by {signing.public_key_b64(self.public_key)}"
         if self.pin:
             return f"pinned blake3 {self.pin[:16]}…"
-        return "unchecked (no public key or pin configured)"
+        return "not checked: no public key or pin configured"
 
     def check(self, manifest_bytes: bytes, signature: bytes | None, where: str) -> None:
         """Refuse a manifest that is unsigned, badly signed or not the pinned one.
