@@ -30,7 +30,7 @@ def build_dir(tiny) -> Path:
 
 
 def republish(
-    tiny, tmp: Path, name: str, quantized: bytes | None = None, golden=None
+    tiny, tmp: Path, name: str, quantized: bytes | None = None, golden=None, environment=None
 ) -> tuple[Path, mf.Manifest]:
     """A store with the tiny release, its quantized file or golden queries replaced."""
     _, m = tiny
@@ -39,7 +39,12 @@ def republish(
     if quantized is not None:
         (d / mf.QUANTIZED_FILE).write_bytes(quantized)
     files = tuple(mf.file_entry(d / f.name, f.variant, f.kind) for f in m.files)
-    new = dataclasses.replace(m, files=files, golden_queries=tuple(golden or m.golden_queries))
+    new = dataclasses.replace(
+        m,
+        files=files,
+        golden_queries=tuple(golden or m.golden_queries),
+        environment=environment or m.environment,
+    )
     new.write(d)
     root = tmp / f"store-{name}"
     LocalStore(root).publish(d, new)
@@ -87,6 +92,17 @@ def test_a_quantized_model_that_fails_to_load_falls_back(tiny, tmp_path: Path, c
     assert loaded.fallback_reasons[0].startswith("quantized: failed to load: ")
     assert "quantized variant failed to load, falling back" in caplog.text
     assert "loaded tiny-intent 0.0.1, original variant" in caplog.text
+
+
+def test_a_quantized_engine_this_cpu_lacks_falls_back_before_unpickling(
+    tiny, tmp_path: Path
+) -> None:
+    _, m = tiny
+    env = {**m.environment, "quantized_engine": "no-such-engine"}
+    root, m = republish(tiny, tmp_path, "engine", environment=env)
+    loaded = load_model(m.model, sources=[LocalSource(root)], cache_dir=tmp_path / "c")
+    assert loaded.variant == "original"
+    assert "needs the 'no-such-engine' quantized engine" in loaded.fallback_reasons[0]
 
 
 def test_a_quantized_model_that_fails_the_smoke_test_falls_back(
