@@ -445,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown rows: {', '.join(sorted(unknown))}")
     (ROOT / "artifacts").mkdir(exist_ok=True)
     c = cfg.load(args.config)
-    results: dict[str, Any] = {"machine": machine(), "config": str(args.config), "rows": {}}
+    shown = args.config.resolve()
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    results: dict[str, Any] = {"machine": machine(), "config": str(shown), "rows": {}}
     if "build" in rows:
         log.info("row 8: release build --force (this takes minutes)")
         results["rows"]["build"] = row_build(args.config)

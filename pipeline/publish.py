@@ -216,7 +216,7 @@ def _run(
             errors.append(e)
             r = PublishResult(p.name, "failed", "", message=str(e).splitlines()[0])
         results.append(r)
-        log.info("%s", r.line())
+        log.debug("%s", r.line())  # the CLI prints each result; the log would say it twice
     if not errors:
         return results
     states = "\n".join(f"  {r.line()}" for r in results)
