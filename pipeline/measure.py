@@ -12,10 +12,8 @@ from typing import Any
 
 # Runs in a fresh interpreter that imports only fastai (never `pipeline`): it proves the file
 # loads with plain fastai and measures what a server pays to load it.
-_LOAD_PROBE = r"""
-import json, resource, sys, time, warnings
-warnings.simplefilter("ignore")
-
+# Shared by the probes below (pasted where they say "# RSS_MB"): RSS of the probe itself.
+_RSS_MB = r"""
 def rss_mb(field):
     # VmHWM/VmRSS belong to this process's own memory map. ru_maxrss would not do: Linux carries
     # it over from the parent across fork+exec, so a child of a big build reports the build's peak.
@@ -27,6 +25,13 @@ def rss_mb(field):
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+_LOAD_PROBE = r"""
+import json, resource, sys, time, warnings
+warnings.simplefilter("ignore")
+
+# RSS_MB
 
 import torch
 torch.set_num_threads(int(sys.argv[2]))
@@ -50,7 +55,7 @@ print(json.dumps({
     "imported_pipeline": any(m == "pipeline" or m.startswith("pipeline.") for m in sys.modules),
     "label": label,
 }))
-"""
+""".replace("# RSS_MB\n", _RSS_MB)
 
 
 def fresh_process_load(path: Path, threads: int, text: str, timeout: float = 600) -> dict[str, Any]:
@@ -79,15 +84,7 @@ def fresh_process_load(path: Path, threads: int, text: str, timeout: float = 600
 _ONNX_PROBE = r"""
 import json, resource, sys, time
 
-def rss_mb(field):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# RSS_MB
 
 t0 = time.perf_counter()
 from pipeline.client.onnx_model import OnnxClassifier
@@ -109,7 +106,7 @@ print(json.dumps({
     "imported_fastai": "fastai" in sys.modules,
     "label": label,
 }))
-"""
+""".replace("# RSS_MB\n", _RSS_MB)
 
 
 def fresh_process_load_onnx(
