@@ -1,10 +1,13 @@
-"""Atomic file writes: a unique temp file in the destination directory, then os.replace."""
+"""Atomic writes: a file via a unique temp file and os.replace, a directory via a staging
+directory and rename."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -37,3 +40,37 @@ def write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically."""
     with atomic_writer(path, "wb") as f:
         f.write(data)
+
+
+STAGING_PREFIX = ".staging-"
+
+
+def remove_stale_staging(parent: Path) -> None:
+    """Delete staging directories that a killed process left in `parent` (caller holds the lock)."""
+    for stale in Path(parent).glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """Yield a new hidden directory beside `target` to fill; when the block ends without error it
+    becomes `target` in one rename (an existing `target` is moved aside first, then deleted), so a
+    reader sees the old directory or the new one, never half of either. On error nothing changes.
+    """
+    target = Path(target)
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = parent / f"{STAGING_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        if target.is_dir():
+            old = parent / f"{STAGING_PREFIX}old-{target.name}-{uuid.uuid4().hex[:8]}"
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

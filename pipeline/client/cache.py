@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import atomic
 from pipeline.client.network import DiskFull, RemoteError
 from pipeline.errors import IntegrityError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, check_file
@@ -266,30 +267,18 @@ class Cache:
             return path
         model_dir = self.root / model
         model_dir.mkdir(parents=True, exist_ok=True)
-        for stale in model_dir.glob(".staging-*"):  # left by a killed process (we hold the lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        staging = model_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
-        try:
+        atomic.remove_stale_staging(model_dir)  # left by a killed process (we hold the lock)
+        if current is not None:  # the same version with another manifest (republished)
+            log.warning(
+                "%s %s: the cached manifest differs from the source's; replacing the cached version",
+                model,
+                version,
+            )
+        with atomic.staged_dir(target) as staging:
             (staging / MANIFEST_NAME).write_bytes(manifest_bytes)
             if signature is not None:
                 (staging / SIGNATURE_NAME).write_bytes(signature)
             _link_or_copy(blob, staging / entry.name)
-            if current is not None:  # the same version with another manifest (republished)
-                log.warning(
-                    "%s %s: the cached manifest differs from the source's; replacing the cached version",
-                    model,
-                    version,
-                )
-                old = model_dir / f".staging-old-{version}-{uuid.uuid4().hex[:8]}"
-                target.rename(old)
-                staging.rename(target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                staging.rename(target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
         return target / entry.name
 
     # -- maintenance -------------------------------------------------------------------------

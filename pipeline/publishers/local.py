@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import uuid
 from pathlib import Path
 
 from filelock import FileLock
@@ -93,8 +92,7 @@ class LocalStore:
             return result
         model_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(model_dir / ".publish.lock", timeout=600):
-            for stale in model_dir.glob(".staging-*"):  # left by a publish that was killed
-                shutil.rmtree(stale, ignore_errors=True)
+            atomic.remove_stale_staging(model_dir)  # left by a publish that was killed
             if target.is_dir():
                 same, different = self._compare(release_dir, target, names)
                 if not different:
@@ -108,9 +106,8 @@ class LocalStore:
                         f"({', '.join(different)} differ{'s' if len(different) == 1 else ''}); versions are immutable: "
                         "bump [model] version in release.toml, or pass --force to replace it"
                     )
-            staging = model_dir / f".staging-{manifest.version}-{uuid.uuid4().hex[:8]}"
-            staging.mkdir()
-            try:
+            # A forced replacement swaps the whole version directory (see atomic.staged_dir).
+            with atomic.staged_dir(target) as staging:
                 for name in names:
                     shutil.copyfile(release_dir / name, staging / name)
                 verify_dir(staging, manifest)
@@ -118,16 +115,6 @@ class LocalStore:
                     raise IntegrityError(
                         f"{staging / MANIFEST_NAME}: copy differs from {release_dir / MANIFEST_NAME}"
                     )
-                if target.is_dir():  # forced replacement: swap, then delete the old one
-                    old = model_dir / f".staging-replaced-{manifest.version}-{uuid.uuid4().hex[:8]}"
-                    target.rename(old)
-                    staging.rename(target)
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    staging.rename(target)
-            finally:
-                if staging.exists():
-                    shutil.rmtree(staging, ignore_errors=True)
             result.uploaded = names
             self._update_latest(manifest)
         return result
