@@ -160,40 +160,34 @@ class Validate:
             "onnx": sum(p.stat().st_size for p in onnx_paths),
         }
 
+        def versus_original(name: str, suffix: str, cmp: dict[str, float]) -> dict[str, float]:
+            """One variant's numbers against the original ("" suffix keeps the quantized keys)."""
+            return {
+                f"accuracy_{name}": variants[name]["accuracy"],
+                f"accuracy_drop_points{suffix}": 100
+                * (variants["original"]["accuracy"] - variants[name]["accuracy"]),
+                f"agreement{suffix}": cmp["agreement"],
+                f"mean_prob_diff{suffix}": cmp["mean_prob_diff"],
+                f"max_prob_diff{suffix}": cmp["max_prob_diff"],
+                f"size_{name}_bytes": sizes[name],
+                f"size_ratio{suffix}": sizes["original"] / sizes[name],
+                f"p50_ms_{name}": latency[name]["p50_ms"],
+                f"p95_ms_{name}": latency[name]["p95_ms"],
+                f"speedup_p50{suffix}": latency["original"]["p50_ms"] / latency[name]["p50_ms"],
+                f"load_seconds_{name}": loads[name]["load_seconds"],
+                f"peak_rss_mb_{name}": loads[name]["peak_rss_mb"],
+            }
+
         summary = {
             "accuracy_original": variants["original"]["accuracy"],
-            "accuracy_quantized": variants["quantized"]["accuracy"],
-            "accuracy_drop_points": 100
-            * (variants["original"]["accuracy"] - variants["quantized"]["accuracy"]),
-            "agreement": agreement["agreement"],
-            "mean_prob_diff": agreement["mean_prob_diff"],
-            "max_prob_diff": agreement["max_prob_diff"],
             "size_original_bytes": sizes["original"],
-            "size_quantized_bytes": sizes["quantized"],
-            "size_ratio": sizes["original"] / sizes["quantized"],
             "p50_ms_original": latency["original"]["p50_ms"],
-            "p50_ms_quantized": latency["quantized"]["p50_ms"],
             "p95_ms_original": latency["original"]["p95_ms"],
-            "p95_ms_quantized": latency["quantized"]["p95_ms"],
-            "speedup_p50": latency["original"]["p50_ms"] / latency["quantized"]["p50_ms"],
             "load_seconds_original": loads["original"]["load_seconds"],
-            "load_seconds_quantized": loads["quantized"]["load_seconds"],
             "peak_rss_mb_original": loads["original"]["peak_rss_mb"],
-            "peak_rss_mb_quantized": loads["quantized"]["peak_rss_mb"],
             "baseline_accuracy": baseline["accuracy"] if baseline else None,
-            "accuracy_onnx": variants["onnx"]["accuracy"],
-            "accuracy_drop_points_onnx": 100
-            * (variants["original"]["accuracy"] - variants["onnx"]["accuracy"]),
-            "agreement_onnx": agreement_onnx["agreement"],
-            "mean_prob_diff_onnx": agreement_onnx["mean_prob_diff"],
-            "max_prob_diff_onnx": agreement_onnx["max_prob_diff"],
-            "size_onnx_bytes": sizes["onnx"],
-            "size_ratio_onnx": sizes["original"] / sizes["onnx"],
-            "p50_ms_onnx": latency["onnx"]["p50_ms"],
-            "p95_ms_onnx": latency["onnx"]["p95_ms"],
-            "speedup_p50_onnx": latency["original"]["p50_ms"] / latency["onnx"]["p50_ms"],
-            "load_seconds_onnx": loads["onnx"]["load_seconds"],
-            "peak_rss_mb_onnx": loads["onnx"]["peak_rss_mb"],
+            **versus_original("quantized", "", agreement),
+            **versus_original("onnx", "_onnx", agreement_onnx),
         }
         if "quantized_client" in latency:
             summary["p50_ms_quantized_client"] = latency["quantized_client"]["p50_ms"]
