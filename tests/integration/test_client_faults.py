@@ -278,14 +278,20 @@ def killed_then_resumed(cache: Path, m: mf.Manifest, server: MirrorServer) -> No
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, server.url, str(cache)], env=env, stdout=subprocess.PIPE
     )
+    part = Cache(cache).part(m.variant("original").blake3)
     try:
         assert halfway.wait(timeout=60), "the download never got going"
+        # The server having sent 1 MB says nothing of what the client has written yet: wait for
+        # the client's own .part file to hold it before killing.
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size >= 1_000_000):
+            assert time.monotonic() < deadline, "the client never wrote 1 MB of the download"
+            time.sleep(0.02)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
     finally:
         if child.poll() is None:
             child.kill()
-    part = Cache(cache).part(m.variant("original").blake3)
     kept = part.stat().st_size
     assert 1_000_000 <= kept < m.variant("original").size
     server.clear()
