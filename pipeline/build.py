@@ -23,7 +23,12 @@ def build_key(config: ReleaseConfig) -> str:
     d = asdict(config)
     for k in ("path", "publish", "build"):
         d.pop(k)
-    files = [config.data.train_csv, config.data.eval_csv, config.train.export_pkl]
+    files = [
+        config.data.train_csv,
+        config.data.eval_csv,
+        config.data.challenge_csv,
+        config.train.export_pkl,
+    ]
     d["file_digests"] = [blake3_file(p) if p else None for p in files]
     d["libraries"] = library_versions()
     return blake3_bytes(json.dumps(d, sort_keys=True, default=str).encode())

@@ -42,6 +42,7 @@ class DataConfig:
     eval_csv: Path
     text_column: str
     label_column: str
+    challenge_csv: Path | None = None  # queries phrased unlike the training data (optional)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class TrainConfig:
     n_layers: int
     lm_epochs: int
     lm_lr: float
+    wd: float
+    label_smoothing: float
+    threads: int
     pretrained: bool
     pretrained_weights: Path | None
     pretrained_vocab: Path | None
@@ -84,6 +88,8 @@ class ValidateConfig:
     min_agreement: float
     min_accuracy: float
     max_p95_ms: float
+    min_challenge_accuracy: float = 0.0
+    max_challenge_baseline_gap: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "eval_csv": Field("path", required=True),
         "text_column": Field("str", "text"),
         "label_column": Field("str", "label"),
+        "challenge_csv": Field("path", None),
     },
     "train": {
         "export_pkl": Field("path", None),
@@ -246,6 +253,9 @@ SPEC: dict[str, dict[str, Field]] = {
         "n_layers": Field("int", 3, check=_range(1, 16)),
         "lm_epochs": Field("int", 0, check=_range(0, 10_000)),
         "lm_lr": Field("float", 2e-3, check=_range(1e-7, 10)),
+        "wd": Field("float", 0.01, check=_range(0, 10)),
+        "label_smoothing": Field("float", 0.0, check=_range(0, 0.5)),
+        "threads": Field("int", 0, check=_range(0, 1024)),
         "pretrained": Field("bool", False),
         "pretrained_weights": Field("path", None),
         "pretrained_vocab": Field("path", None),
@@ -265,6 +275,8 @@ SPEC: dict[str, dict[str, Field]] = {
         "min_agreement": Field("float", 0.99, check=_range(0, 1)),
         "min_accuracy": Field("float", 0.90, check=_range(0, 1)),
         "max_p95_ms": Field("float", 50.0, check=_range(0.001)),
+        "min_challenge_accuracy": Field("float", 0.0, check=_range(0, 1)),
+        "max_challenge_baseline_gap": Field("float", 100.0, check=_range(-100, 100)),
     },
     "build": {
         "dir": Field("path", "artifacts/build"),
@@ -442,10 +454,17 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
             "nothing",
         )
     eval_csv = path_of("data", "eval_csv", True, "CSV file")
+    challenge_csv = path_of("data", "challenge_csv", True, "CSV file")
     weights = path_of("train", "pretrained_weights", True, "weights file (.pth)")
     vocab = path_of("train", "pretrained_vocab", True, "vocabulary file (.pkl)")
     if (weights is None) != (vocab is None):
         problem("train.pretrained_weights/pretrained_vocab", "both set or both unset", "only one")
+    elif weights is not None and not t["pretrained"]:
+        problem(
+            "train.pretrained",
+            "true when train.pretrained_weights and pretrained_vocab are set (or remove them)",
+            "false",
+        )
     shapes = {"github": '"owner/name"', "huggingface": '"org/name"'}
     for target in values["publish"]["targets"] or []:
         if target in shapes and values[f"publish.{target}"]["repo"] is None:
@@ -474,6 +493,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
             eval_csv=eval_csv,
             text_column=d["text_column"],
             label_column=d["label_column"],
+            challenge_csv=challenge_csv,
         ),
         train=TrainConfig(
             **{
@@ -493,7 +513,10 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
             local_root=resolve_path(values["publish.local"]["root"], root),
             github=GitHubTarget(**values["publish.github"]),
             huggingface=HubTarget(
-                **{**values["publish.huggingface"], "tags": tuple(values["publish.huggingface"]["tags"])}
+                **{
+                    **values["publish.huggingface"],
+                    "tags": tuple(values["publish.huggingface"]["tags"]),
+                }
             ),
         ),
     )

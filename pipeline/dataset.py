@@ -111,3 +111,29 @@ def check_eval_against_train(train: LabelledTexts, eval_: LabelledTexts) -> None
             f"{eval_.path}: {len(shared)} text(s) also in {train.path}, e.g. {shared[0]!r}; "
             "an eval set must be unseen text or its accuracy means nothing"
         )
+
+
+def check_challenge(
+    challenge: LabelledTexts, train: LabelledTexts | None, eval_: LabelledTexts
+) -> None:
+    """A challenge set must use known labels and share no text with the train or eval set.
+
+    Raises:
+        InputError: a challenge label never occurs in train, or a challenge text (compared
+            case-insensitively) also occurs in the train or eval CSV.
+    """
+    if train is not None:
+        unknown = sorted(set(challenge.labels) - set(train.labels))
+        if unknown:
+            raise InputError(
+                f"{challenge.path}: label{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                f"never occur in {train.path} (its labels: {', '.join(train.classes)}); the model cannot predict them"
+            )
+    for other in (x for x in (train, eval_) if x is not None):
+        seen = {t.casefold() for t in other.texts}
+        shared = [t for t in challenge.texts if t.casefold() in seen]
+        if shared:
+            raise InputError(
+                f"{challenge.path}: {len(shared)} text(s) also in {other.path}, e.g. {shared[0]!r}; "
+                "a challenge set must be text the model never saw, or its accuracy means nothing"
+            )

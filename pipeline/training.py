@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,27 +55,38 @@ def _progress_callback(total_epochs: int, what: str) -> Any:
     return EpochLog()
 
 
-def _fit(learn: Any, epochs: int, lr: float, what: str, interactive: bool) -> None:
+def _fit(learn: Any, epochs: int, lr: float, wd: float, what: str, interactive: bool) -> None:
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
     from fastcore.basics import noop
 
+    # The Recorder's wall-clock column would end up in the exported pickle (and make two
+    # identical trainings differ byte for byte); EpochLog times the epochs for the log instead.
+    learn.recorder.add_time = False
     cbs = [] if interactive else [_progress_callback(epochs, what)]
     if interactive:
-        learn.fit_one_cycle(epochs, lr, cbs=cbs)
+        learn.fit_one_cycle(epochs, lr, wd=wd, cbs=cbs)
         return
     logger = learn.logger
     learn.logger = noop  # Recorder would print raw lists; EpochLog logs readable lines instead
     try:
         with learn.no_bar():
-            learn.fit_one_cycle(epochs, lr, cbs=cbs)
+            learn.fit_one_cycle(epochs, lr, wd=wd, cbs=cbs)
     finally:
         learn.logger = logger
+
+
+WT103_SHAPE = (400, 1152, 3)  # emb_sz, n_hid, n_layers of fastai's WT103 AWD_LSTM
 
 
 def _pretrained_files(config: ReleaseConfig) -> tuple[Path, Path]:
     t = config.train
     if t.pretrained_weights and t.pretrained_vocab:
         return t.pretrained_weights, t.pretrained_vocab
+    if (t.emb_sz, t.n_hid, t.n_layers) != WT103_SHAPE:
+        raise InputError(
+            "train.pretrained: the WT103 weights need emb_sz=400, n_hid=1152, n_layers=3; "
+            f"found {t.emb_sz}, {t.n_hid}, {t.n_layers}"
+        )
     from fastai.data.external import URLs, untar_data
 
     try:
@@ -82,11 +94,45 @@ def _pretrained_files(config: ReleaseConfig) -> tuple[Path, Path]:
         return next(path.glob("*.pth")), next(path.glob("*.pkl"))
     except Exception as e:  # no network, proxy, disk: all mean the same to the user
         raise InputError(
-            f"train.pretrained: the WT103 weights could not be downloaded ({type(e).__name__}: {e}); {WT103_HINT}"
+            f"train.pretrained: the WT103 weights could not be downloaded from {URLs.WT103_FWD} "
+            f"({type(e).__name__}: {e}); {WT103_HINT}"
         ) from e
 
 
-def _load_pretrained(learn: Any, files: tuple[Path, Path], model: Any) -> None:
+def pretrained_shape(weights: Path) -> tuple[int, int, int]:
+    """(emb_sz, n_hid, n_layers) of an AWD_LSTM language model's saved weights (fastai's `.pth`).
+
+    Raises:
+        InputError: the file is not a state dict of a fastai AWD_LSTM language model.
+    """
+    import torch
+
+    try:
+        wgts = torch.load(weights, map_location="cpu", weights_only=True)
+        wgts = wgts.get("model", wgts)
+        emb = wgts["0.encoder.weight"]
+        layers = sorted(
+            int(k.split(".")[2])
+            for k in wgts
+            if k.startswith("0.rnns.") and k.endswith("weight_hh_l0_raw")
+        )
+        n_hid = wgts["0.rnns.0.weight_hh_l0_raw"].shape[1] if len(layers) > 1 else emb.shape[1]
+        return int(emb.shape[1]), int(n_hid), len(layers)
+    except Exception as e:
+        raise InputError(
+            f"train.pretrained_weights: {weights} is not the state dict of a fastai AWD_LSTM language "
+            f"model ({type(e).__name__}: {e}); {WT103_HINT}"
+        ) from e
+
+
+def _load_pretrained(learn: Any, files: tuple[Path, Path], model: Any, t: Any) -> None:
+    found = pretrained_shape(files[0])
+    if found != (t.emb_sz, t.n_hid, t.n_layers):
+        raise InputError(
+            f"train.pretrained_weights: {files[0]} holds an AWD_LSTM with emb_sz={found[0]}, "
+            f"n_hid={found[1]}, n_layers={found[2]}; the config asks for {t.emb_sz}, {t.n_hid}, "
+            f"{t.n_layers}: set train.emb_sz, n_hid and n_layers to the weights' shape"
+        )
     try:
         learn.load_pretrained(*files, model=model)
     except Exception as e:
@@ -94,16 +140,32 @@ def _load_pretrained(learn: Any, files: tuple[Path, Path], model: Any) -> None:
             f"train.pretrained_weights: {files[0]} / {files[1]} are not WT103-style AWD_LSTM weights and "
             f"vocabulary ({type(e).__name__}: {e}); {WT103_HINT}"
         ) from e
+    learn.unfreeze()  # fastai freezes the encoder after loading; the whole model is fine-tuned
 
 
 def train_classifier(
-    config: ReleaseConfig, train: LabelledTexts, work_dir: Path, *, interactive: bool = False
+    config: ReleaseConfig,
+    train: LabelledTexts,
+    work_dir: Path,
+    *,
+    interactive: bool = False,
+    unlabeled: Sequence[str] = (),
 ) -> Any:
-    """Train a text classifier from labelled texts and return the fastai Learner."""
+    """Train a text classifier from labelled texts and return the fastai Learner.
+
+    With `train.lm_epochs > 0` a language model is first fine-tuned (ULMFiT) on the training texts
+    plus `unlabeled` (in-domain text without labels), and the classifier starts from its encoder.
+    Deterministic: the same config, data, library versions and `train.threads` give the same
+    weights, whatever PYTHONHASHSEED (tests/integration/test_reproducible.py).
+
+    Raises:
+        InputError: pretrained weights that cannot be had or do not fit the configured network.
+    """
     import pandas as pd
     import torch
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import ColReader, RandomSplitter
+    from fastai.losses import LabelSmoothingCrossEntropyFlat
     from fastai.metrics import accuracy
     from fastai.text.data import TextBlock
     from fastai.text.learner import language_model_learner, text_classifier_learner
@@ -111,11 +173,8 @@ def train_classifier(
     from fastai.torch_core import set_seed
 
     t = config.train
-    if t.pretrained and (t.emb_sz, t.n_hid, t.n_layers) != (400, 1152, 3):
-        raise InputError(
-            f"train.pretrained: the WT103 weights need emb_sz=400, n_hid=1152, n_layers=3; found {t.emb_sz}, {t.n_hid}, {t.n_layers}"
-        )
-    torch.set_num_threads(os.cpu_count() or 1)
+    pretrained = _pretrained_files(config) if t.pretrained else None
+    torch.set_num_threads(t.threads or os.cpu_count() or 1)
     set_seed(t.seed, reproducible=True)
     df = pd.DataFrame({"text": list(train.texts), "label": list(train.labels)})
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -123,15 +182,15 @@ def train_classifier(
     tok = {"min_freq": t.min_freq, "max_vocab": t.max_vocab, "n_workers": 0}
     vocab = None
     encoder_name = None
-    pretrained = _pretrained_files(config) if t.pretrained else None
 
     if t.lm_epochs > 0:
+        lm_df = pd.DataFrame({"text": list(train.texts) + list(unlabeled)})
         lm_block = DataBlock(
             blocks=TextBlock.from_df("text", is_lm=True, seq_len=t.seq_len, **tok),
             get_x=ColReader("text"),
             splitter=RandomSplitter(t.valid_pct, seed=t.seed),
         )
-        dls_lm = lm_block.dataloaders(df, bs=t.batch_size, seq_len=t.seq_len, num_workers=0)
+        dls_lm = lm_block.dataloaders(lm_df, bs=t.batch_size, seq_len=t.seq_len, num_workers=0)
         lm = language_model_learner(
             dls_lm,
             AWD_LSTM,
@@ -142,9 +201,9 @@ def train_classifier(
             metrics=[accuracy],
         )
         if pretrained:
-            _load_pretrained(lm, pretrained, lm.model)
-        log.info("language model: %d texts, vocab %d", len(df), len(dls_lm.vocab))
-        _fit(lm, t.lm_epochs, t.lm_lr, "language model", interactive)
+            _load_pretrained(lm, pretrained, lm.model, t)
+        log.info("language model: %d texts, vocab %d", len(lm_df), len(dls_lm.vocab))
+        _fit(lm, t.lm_epochs, t.lm_lr, t.wd, "language model", interactive)
         encoder_name = "lm_encoder"
         lm.save_encoder(encoder_name)
         vocab = dls_lm.vocab
@@ -160,6 +219,11 @@ def train_classifier(
         splitter=RandomSplitter(t.valid_pct, seed=t.seed),
     )
     dls = block.dataloaders(df, bs=t.batch_size, seq_len=t.seq_len, num_workers=0)
+    extra = (
+        {"loss_func": LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing)}
+        if t.label_smoothing
+        else {}
+    )
     learn = text_classifier_learner(
         dls,
         AWD_LSTM,
@@ -169,19 +233,24 @@ def train_classifier(
         seq_len=t.seq_len,
         metrics=[accuracy],
         path=work_dir,
+        **extra,
     )
     if encoder_name:
         learn.load_encoder(encoder_name)
+        learn.unfreeze()  # load_encoder freezes it: fine-tune the whole classifier
     elif pretrained:
-        _load_pretrained(learn, pretrained, learn.model[0])
+        _load_pretrained(learn, pretrained, learn.model[0], t)
     log.info(
-        "classifier: %d train / %d valid texts, vocab %d, %d classes",
+        "classifier: %d train / %d valid texts, vocab %d, %d classes, %.1fM parameters, %d threads",
         len(dls.train_ds),
         len(dls.valid_ds),
         len(dls.vocab[0]),
         len(dls.vocab[1]),
+        sum(p.numel() for p in learn.model.parameters()) / 1e6,
+        torch.get_num_threads(),
     )
-    _fit(learn, t.epochs, t.lr, "classifier", interactive)
+    _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive)
+    learn.path = Path(".")  # fastai's default: the exported pickle names no build directory
     return learn
 
 

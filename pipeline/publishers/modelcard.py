@@ -28,6 +28,38 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _accuracy_by_set(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """Accuracy per held-out set (eval, and challenge when the build had one) and variant."""
+    has_challenge = isinstance(metrics.get("challenge_accuracy_quantized"), int | float)
+    sets = [("eval set", "accuracy_{}", "baseline_accuracy")]
+    if has_challenge:
+        sets.append(("challenge set", "challenge_accuracy_{}", "challenge_baseline_accuracy"))
+    lines = [
+        "",
+        "Accuracy per held-out set"
+        + (
+            " (the challenge set's queries are written unlike the training data: other "
+            "phrasings, noun phrases, typos):"
+            if has_challenge
+            else ":"
+        ),
+        "",
+        "| | " + " | ".join(name for name, _, _ in sets) + " |",
+        "|---" * (len(sets) + 1) + "|",
+    ]
+    for variant in ("original", "quantized", "onnx"):
+        cells = [metrics.get(key.format(variant)) for _, key, _ in sets]
+        if any(isinstance(c, int | float) for c in cells):
+            lines.append(f"| {variant} | " + " | ".join(_pct(c) for c in cells) + " |")
+    cells = [metrics.get(key) for _, _, key in sets]
+    if cells[0] is None:  # older manifests: the eval baseline only in report.json
+        cells[0] = baseline.get("accuracy")
+    if baseline.get("accuracy") is not None or any(isinstance(c, int | float) for c in cells):
+        name = baseline.get("name", "baseline")
+        lines.append(f"| baseline: {name} | " + " | ".join(_pct(c) for c in cells) + " |")
+    return lines
+
+
 def render(
     manifest: Manifest,
     release_dir: Path,
@@ -44,20 +76,35 @@ def render(
     dataset_name = f"{manifest.model} held-out eval set" + (
         f" ({eval_rows} texts)" if eval_rows else ""
     )
+    challenge_name = f"{manifest.model} challenge set" + (
+        f" ({metrics['challenge_rows']} texts phrased unlike the training data)"
+        if metrics.get("challenge_rows")
+        else ""
+    )
     results = []
-    for key, name in (
-        ("accuracy_quantized", "Accuracy (quantized, export_quantized.pkl)"),
-        ("accuracy_original", "Accuracy (original, export.pkl)"),
-        ("agreement", "Top-1 agreement quantized vs original"),
+    for key, name, dataset in (
+        ("accuracy_quantized", "Accuracy (quantized, export_quantized.pkl)", "eval"),
+        ("accuracy_original", "Accuracy (original, export.pkl)", "eval"),
+        ("agreement", "Top-1 agreement quantized vs original", "eval"),
+        (
+            "challenge_accuracy_quantized",
+            "Challenge-set accuracy (quantized, export_quantized.pkl)",
+            "challenge",
+        ),
+        (
+            "challenge_accuracy_original",
+            "Challenge-set accuracy (original, export.pkl)",
+            "challenge",
+        ),
     ):
         if isinstance(metrics.get(key), int | float):
             results.append(
                 EvalResult(
                     task_type="text-classification",
                     task_name="Text Classification",
-                    dataset_type=f"{manifest.model}-eval",
-                    dataset_name=dataset_name,
-                    metric_type="accuracy" if key.startswith("accuracy") else "agreement",
+                    dataset_type=f"{manifest.model}-{dataset}",
+                    dataset_name=dataset_name if dataset == "eval" else challenge_name,
+                    metric_type="agreement" if key == "agreement" else "accuracy",
                     metric_name=name,
                     metric_value=round(float(metrics[key]), 4),
                 )
@@ -121,11 +168,7 @@ def render(
             )
         if isinstance(metrics.get("agreement"), int | float):
             lines += ["", f"Top-1 agreement between the variants: {_pct(metrics['agreement'])}."]
-        if baseline.get("accuracy") is not None:
-            lines += [
-                "",
-                f"Baseline on the same data ({baseline.get('name', 'baseline')}): {_pct(baseline['accuracy'])}.",
-            ]
+        lines += _accuracy_by_set(metrics, baseline)
         lines += ["", "Every number comes from this release's `report.md` / `report.json`."]
     lines += [
         "",

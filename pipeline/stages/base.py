@@ -28,6 +28,7 @@ class BuildContext:
     build_key: str = ""  # fingerprint of everything that decides the build (see pipeline.build)
     train_data: Any = None  # LabelledTexts | None (None when loading an export.pkl without a CSV)
     eval_data: Any = None  # LabelledTexts
+    challenge_data: Any = None  # LabelledTexts | None: [data] challenge_csv, when configured
     engine: str = ""  # the quantized engine in use
     results: dict[str, Any] = field(default_factory=dict)  # every measured number, by stage
     stage_seconds: dict[str, float] = field(default_factory=dict)

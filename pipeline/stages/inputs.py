@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.dataset import check_eval_against_train, read_labelled_csv
+from pipeline.dataset import check_challenge, check_eval_against_train, read_labelled_csv
 from pipeline.stages.base import BuildContext
 
 log = logging.getLogger("pipeline.build")
@@ -30,3 +30,9 @@ class CheckInputs:
             )
         else:
             log.info("eval: %d rows, %d labels", len(ctx.eval_data), len(ctx.eval_data.classes))
+        if d.challenge_csv is not None:
+            ctx.challenge_data = read_labelled_csv(
+                d.challenge_csv, d.text_column, d.label_column, min_classes=1
+            )
+            check_challenge(ctx.challenge_data, ctx.train_data, ctx.eval_data)
+            log.info("challenge: %d rows", len(ctx.challenge_data))

@@ -46,6 +46,8 @@ class ExportOnnx:
         sets = {"eval": list(ctx.eval_data.texts)}
         if ctx.train_data is not None:
             sets["train"] = list(ctx.train_data.texts)
+        if ctx.challenge_data is not None:
+            sets["challenge"] = list(ctx.challenge_data.texts)
         parity, differences = {}, []
         for name, texts in sets.items():
             diffs = token_parity(learn, tokenizer, texts)

@@ -12,8 +12,14 @@ log = logging.getLogger("pipeline.build")
 
 
 def export_learner(learn, path) -> None:  # noqa: ANN001
-    """fastai's export without re-creating an optimizer afterwards, written atomically."""
+    """fastai's export without re-creating an optimizer afterwards, written atomically.
+
+    Pickled with `pipeline.stable_pickle`, so the same learner gives the same bytes in every
+    process (sets in sorted order); the file loads with plain `load_learner`.
+    """
     import torch
+
+    from pipeline import stable_pickle
 
     dls, opt = learn.dls, learn.opt
     learn.dls, learn.opt = dls.new_empty(), None
@@ -21,7 +27,7 @@ def export_learner(learn, path) -> None:  # noqa: ANN001
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.save(learn, tmp, pickle_protocol=2)
+            torch.save(learn, tmp, pickle_module=stable_pickle, pickle_protocol=2)
         tmp.replace(path)
     finally:
         learn.dls, learn.opt = dls, opt

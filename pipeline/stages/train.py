@@ -13,6 +13,7 @@ from pipeline.checksums import blake3_bytes, blake3_file
 from pipeline.environment import library_versions
 from pipeline.errors import InputError
 from pipeline.stages.base import BuildContext
+from pipeline.stages.quantize import export_learner
 from pipeline.training import labels_of, load_exported, train_classifier
 
 log = logging.getLogger("pipeline.build")
@@ -63,15 +64,14 @@ class TrainOrLoad:
             learn = train_classifier(
                 c, ctx.train_data, ctx.build_dir / "work", interactive=sys.stderr.isatty()
             )
-            tmp = ctx.build_dir / f".{ctx.original_path.name}.export"
-            learn.export(tmp)  # absolute path: fastai's `learn.path / fname` keeps it
-            tmp.replace(ctx.original_path)
+            export_learner(learn, ctx.original_path)
             shutil.rmtree(ctx.build_dir / "work", ignore_errors=True)
-        unknown = sorted(set(ctx.eval_data.labels) - set(labels_of(learn)))
-        if unknown:
-            raise InputError(
-                f"{c.data.eval_csv}: labels {', '.join(unknown)} are not among the model's classes "
-                f"({', '.join(labels_of(learn))})"
-            )
+        for data in (x for x in (ctx.eval_data, ctx.challenge_data) if x is not None):
+            unknown = sorted(set(data.labels) - set(labels_of(learn)))
+            if unknown:
+                raise InputError(
+                    f"{data.path}: labels {', '.join(unknown)} are not among the model's classes "
+                    f"({', '.join(labels_of(learn))})"
+                )
         ctx.learner = learn
         atomic.write_text(ctx.build_dir / KEY_FILE, ctx.train_key + "\n")

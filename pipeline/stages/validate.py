@@ -60,6 +60,26 @@ def gates_for(v: ValidateConfig) -> list[Gate]:
         Gate("onnx top-1 agreement", "agreement_onnx", ">=", v.min_agreement),
         Gate("onnx accuracy", "accuracy_onnx", ">=", v.min_accuracy),
         Gate("onnx predict p95", "p95_ms_onnx", "<=", v.max_p95_ms, " ms"),
+        # [data] challenge_csv: queries phrased unlike the training data
+        Gate(
+            "challenge-set accuracy (quantized)",
+            "challenge_accuracy_quantized",
+            ">=",
+            v.min_challenge_accuracy,
+        ),
+        Gate(
+            "challenge-set accuracy (onnx)",
+            "challenge_accuracy_onnx",
+            ">=",
+            v.min_challenge_accuracy,
+        ),
+        Gate(
+            "challenge set: baseline ahead of quantized by",
+            "challenge_baseline_gap_points",
+            "<=",
+            v.max_challenge_baseline_gap,
+            " points",
+        ),
     ]
 
 
@@ -157,6 +177,29 @@ def baseline_accuracy(
     return {"name": BASELINE_NAME, "accuracy": ev.accuracy(pred, truth)}
 
 
+def challenge_accuracy(ctx: BuildContext, onnx: Any = None) -> dict[str, Any] | None:
+    """Every variant and the baseline on the challenge set; None when none is configured."""
+    data = ctx.challenge_data
+    if data is None:
+        return None
+    texts, truth = list(data.texts), list(data.labels)
+    classes = [str(x) for x in ctx.original_learner().dls.vocab[1]]
+    log.info("accuracy on %d challenge texts ...", len(texts))
+    preds = predict_variants(ctx, texts, onnx)
+    variants = {
+        name: {k: x[k] for k in ("accuracy", "per_class_accuracy", "predictions")}
+        for name, x in accuracy_by_variant(preds, truth, classes).items()
+    }
+    return {
+        "path": str(data.path),
+        "rows": len(texts),
+        "texts": texts,
+        "labels": truth,
+        "variants": variants,
+        "baseline": baseline_accuracy(ctx, texts, truth),
+    }
+
+
 def latencies(ctx: BuildContext, texts: list[str], onnx: Any = None) -> dict[str, dict[str, Any]]:
     """`learn.predict` (and client predict()) latency at batch 1, variants interleaved."""
     c = ctx.config.validate
@@ -227,6 +270,7 @@ def summarize(
     latency: dict[str, Any],
     loads: dict[str, dict[str, Any]],
     baseline: dict[str, Any] | None,
+    challenge: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The flat numbers the gates, the manifest and the report's headline read."""
 
@@ -268,6 +312,16 @@ def summarize(
         )
     elif "quantized_client" in latency:
         summary["p50_ms_quantized_client"] = latency["quantized_client"]["p50_ms"]
+    if challenge is not None:
+        summary["challenge_rows"] = challenge["rows"]
+        for name, x in challenge["variants"].items():
+            summary[f"challenge_accuracy_{name}"] = x["accuracy"]
+        if challenge["baseline"]:
+            base = challenge["baseline"]["accuracy"]
+            summary["challenge_baseline_accuracy"] = base
+            summary["challenge_baseline_gap_points"] = 100 * (
+                base - challenge["variants"]["quantized"]["accuracy"]
+            )
     return summary
 
 
@@ -294,6 +348,19 @@ def _log_summary(s: dict[str, Any]) -> None:
             if "onnx_vs_quantized_client_p50" in s
             else "",
         )
+    if "challenge_accuracy_quantized" in s:
+        log.info(
+            "challenge set (%d texts): original %.1f%%, quantized %.1f%%%s%s",
+            s["challenge_rows"],
+            100 * s["challenge_accuracy_original"],
+            100 * s["challenge_accuracy_quantized"],
+            f", onnx {100 * s['challenge_accuracy_onnx']:.1f}%"
+            if "challenge_accuracy_onnx" in s
+            else "",
+            f", baseline {100 * s['challenge_baseline_accuracy']:.1f}%"
+            if "challenge_baseline_accuracy" in s
+            else "",
+        )
 
 
 class Validate:
@@ -312,10 +379,11 @@ class Validate:
         variants = accuracy_by_variant(preds, truth, classes)
         comparisons = agreements(preds)
         baseline = baseline_accuracy(ctx, texts, truth)
+        challenge = challenge_accuracy(ctx, onnx)
         latency = latencies(ctx, texts, onnx)
         loads = load_measurements(ctx, texts[0], onnx is not None)
         sizes = file_sizes(ctx, onnx is not None)
-        summary = summarize(variants, comparisons, sizes, latency, loads, baseline)
+        summary = summarize(variants, comparisons, sizes, latency, loads, baseline, challenge)
         gate_results = gates(ctx.config.validate, summary)
         ctx.gates_passed = all(g["passed"] for g in gate_results)
         ctx.results["validate"] = {
@@ -327,6 +395,7 @@ class Validate:
             "agreement": comparisons["quantized"],
             **({"agreement_onnx": comparisons["onnx"]} if "onnx" in comparisons else {}),
             "baseline": baseline,
+            **({"challenge": challenge} if challenge else {}),
             "latency": latency,
             "load": loads,
             "sizes": sizes,

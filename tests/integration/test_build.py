@@ -222,13 +222,10 @@ def test_pretrained_with_unusable_local_weights_is_a_clear_error(tmp_path: Path)
     weights = '[train]\npretrained = true\npretrained_weights = "lstm_fwd.pth"\npretrained_vocab = "itos_wt103.pkl"\n'
     (tmp_path / "release.toml").write_text(base.replace("[train]\n", weights))
     with pytest.raises(
-        InputError,
-        match="the WT103 weights need emb_sz=400, n_hid=1152, n_layers=3; found 16, 24, 2",
+        InputError, match="lstm_fwd.pth is not the state dict of a fastai AWD_LSTM language model"
     ):
         build(cfg.load(tmp_path / "release.toml"))
-    full = weights + "emb_sz = 400\nn_hid = 1152\nn_layers = 3\n"
-    text = base.replace("[train]\n", full).replace("emb_sz = 16\nn_hid = 24\nn_layers = 2\n", "")
-    (tmp_path / "release.toml").write_text(text)
     proc = release("build", cwd=tmp_path)
     assert proc.returncode == 3, proc.stderr[-2000:]
-    assert "are not WT103-style AWD_LSTM weights" in proc.stderr and "Traceback" not in proc.stderr
+    assert "is not the state dict of a fastai AWD_LSTM" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import resolve_path
-from pipeline.dataset import check_eval_against_train, read_labelled_csv
+from pipeline.dataset import check_challenge, check_eval_against_train, read_labelled_csv
 from pipeline.errors import InputError
 
 INTENTS = {
@@ -38,6 +38,41 @@ def test_bundled_demo_dataset_meets_its_contract() -> None:
     assert min(Counter(eval_.labels).values()) >= 30
     check_eval_against_train(train, eval_)  # no shared text, no unknown label
     assert len(set(train.texts)) == len(train.texts)
+
+
+def test_bundled_challenge_set_is_unseen_text_of_every_intent() -> None:
+    """pipeline/data/challenge.csv: 30+ queries per intent, no text shared with train or eval.
+
+    The dev set the demo's settings were chosen on (benchmarks/data/dev.csv) is disjoint from all
+    three, so choosing on it leaks nothing into the challenge numbers.
+    """
+    root = Path(__file__).resolve().parents[2]
+    train = read(resolve_path("bundled:train.csv", Path(".")))
+    eval_ = read(resolve_path("bundled:eval.csv", Path(".")))
+    challenge = read(resolve_path("bundled:challenge.csv", Path(".")))
+    dev = read(root / "benchmarks" / "data" / "dev.csv")
+    assert len(challenge) >= 210 and set(challenge.classes) == INTENTS
+    assert min(Counter(challenge.labels).values()) >= 30
+    check_challenge(challenge, train, eval_)
+    check_challenge(dev, train, eval_)
+    check_challenge(dev, challenge, eval_)
+    assert len({t.casefold() for t in challenge.texts}) == len(challenge)
+
+
+def test_challenge_set_sharing_text_or_with_unknown_labels_is_refused(tmp_path: Path) -> None:
+    def one(body: str, name: str):
+        return read_labelled_csv(csv(tmp_path, body, name), "text", "label", min_classes=1)
+
+    train = read(csv(tmp_path, "text,label\nhello there,a\nbye now,b\n", "t.csv"))
+    eval_ = one("text,label\ngood morning,a\n", "e.csv")
+    check_challenge(one("text,label\nhey you,b\n", "c.csv"), train, eval_)
+    for body, message in (
+        ("text,label\nHELLO THERE,a\n", r"1 text\(s\) also in .*t\.csv, e\.g\. 'HELLO THERE'"),
+        ("text,label\nGood Morning,b\n", r"1 text\(s\) also in .*e\.csv"),
+        ("text,label\nnew words,zzz\n", "label 'zzz' never occur in"),
+    ):
+        with pytest.raises(InputError, match=message):
+            check_challenge(one(body, "c.csv"), train, eval_)
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,8 @@ def test_card_metadata_and_body(tmp_path: Path) -> None:
     assert results[0]["task"]["type"] == "text-classification"
     assert "343 texts" in results[0]["dataset"]["name"]
     assert 'hf_hub_download("acme/m", "export_quantized.pkl", revision="v1.0.0")' in card
-    assert "manifest.json.sig" in card and "(tf-idf): 93.0%" in card
+    assert "manifest.json.sig" in card and "| baseline: tf-idf | 93.0% |" in card
+    assert "| quantized | 93.6% |" in card and "challenge" not in card
     # deterministic: the same release gives the same bytes (a re-run changes nothing on the Hub)
     assert card == modelcard.render(
         m,
@@ -65,6 +66,34 @@ def test_card_metadata_and_body(tmp_path: Path) -> None:
         "v1.0.0",
         signed=True,
     )
+
+
+def test_card_shows_accuracy_per_set_with_a_challenge_set(tmp_path: Path) -> None:
+    m = make_release_dir(tmp_path)
+    metrics = {
+        "accuracy_original": 0.94,
+        "accuracy_quantized": 0.935,
+        "accuracy_onnx": 0.93,
+        "baseline_accuracy": 0.939,
+        "challenge_rows": 245,
+        "challenge_accuracy_original": 0.92,
+        "challenge_accuracy_quantized": 0.918,
+        "challenge_accuracy_onnx": 0.914,
+        "challenge_baseline_accuracy": 0.9,
+    }
+    m = type(m)(**{**m.__dict__, "validation": {"metrics": metrics, "eval_rows": 343}})
+    (tmp_path / "report.json").write_text(
+        json.dumps({"validate": {"baseline": {"name": "tf-idf", "accuracy": 0.939}}})
+    )
+    card = modelcard.render(m, tmp_path, HubTarget("acme/m"), "acme/m", "v1.0.0", signed=False)
+    assert "| | eval set | challenge set |" in card
+    assert "| quantized | 93.5% | 91.8% |" in card and "| onnx | 93.0% | 91.4% |" in card
+    assert "| baseline: tf-idf | 93.9% | 90.0% |" in card
+    results = front_matter(card)["model-index"][0]["results"]
+    challenge = [r for r in results if r["dataset"]["type"] == "m-challenge"]
+    assert "245 texts" in challenge[0]["dataset"]["name"]
+    values = {x["name"]: x["value"] for r in challenge for x in r["metrics"]}
+    assert values["Challenge-set accuracy (quantized, export_quantized.pkl)"] == 0.918
 
 
 def test_card_without_metrics_or_report(tmp_path: Path) -> None:

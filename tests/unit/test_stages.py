@@ -80,6 +80,9 @@ PASSING = {
     "agreement_onnx": 0.997,
     "accuracy_onnx": 0.93,
     "p95_ms_onnx": 12.0,
+    "challenge_accuracy_quantized": 0.92,
+    "challenge_accuracy_onnx": 0.92,
+    "challenge_baseline_gap_points": -1.2,
 }
 
 
@@ -96,6 +99,9 @@ BAD = {
     "agreement_onnx": 0.98,
     "accuracy_onnx": 0.89,
     "p95_ms_onnx": 50.1,
+    "challenge_accuracy_quantized": 0.89,
+    "challenge_accuracy_onnx": 0.89,
+    "challenge_baseline_gap_points": 0.5,
 }
 
 
@@ -128,3 +134,12 @@ def test_gates_of_a_variant_not_built_are_left_out(ctx) -> None:
 def test_gate_boundaries_are_inclusive() -> None:
     assert Gate("x", "k", ">=", 5.0).passes(5.0)
     assert Gate("x", "k", "<=", 1.0).passes(1.0)
+
+
+def test_challenge_gates_are_left_out_without_a_challenge_set(ctx) -> None:
+    summary = {k: v for k, v in PASSING.items() if not k.startswith("challenge_")}
+    keys = {g["key"] for g in gates(ctx.config.validate, summary)}
+    assert keys == set(summary)
+    assert {"challenge_accuracy_quantized", "challenge_baseline_gap_points"} <= {
+        g["key"] for g in gates(ctx.config.validate, PASSING)
+    }

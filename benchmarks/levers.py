@@ -1,0 +1,133 @@
+"""Train one model variant of a config and score it: the experiments behind the README's levers table.
+
+    python -m benchmarks.levers --name small --set emb_sz=200 --set n_hid=400 [--config release.toml]
+        [--train-csv FILE] [--sets eval,dev] [--latency]
+
+Trains through `pipeline.training.train_classifier` exactly as `release build` does (same config
+keys, `--set KEY=VALUE` overriding `[train]`), then strips and quantizes the learner the build's
+way and scores the original, the quantized variant and the TF-IDF baseline on each named set:
+`eval` (the config's eval CSV), `dev` (benchmarks/data/dev.csv: outside-style queries used to pick
+the demo's settings) and, only for the final report, `challenge` (pipeline/data/challenge.csv,
+never used to choose anything). `--latency` also times `learn.predict` of both variants
+interleaved at 1 thread and reports the size ratio of the two exported pickles, to see whether the
+quantization gates hold for a given network size. One JSON line per run is appended to
+benchmarks/levers.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline import config as cfg
+from pipeline.dataset import read_labelled_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+SETS = {
+    "dev": ROOT / "benchmarks" / "data" / "dev.csv",
+    "challenge": ROOT / "pipeline" / "data" / "challenge.csv",
+}
+log = logging.getLogger("benchmarks.levers")
+
+
+def _override(train: cfg.TrainConfig, assignments: list[str]) -> cfg.TrainConfig:
+    changes: dict[str, Any] = {}
+    for a in assignments:
+        key, _, raw = a.partition("=")
+        current = getattr(train, key)
+        if isinstance(current, bool):
+            changes[key] = raw.lower() in ("1", "true", "yes")
+        elif isinstance(current, int):
+            changes[key] = int(raw)
+        elif isinstance(current, float):
+            changes[key] = float(raw)
+        else:
+            changes[key] = raw
+    return dataclasses.replace(train, **changes)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "release.toml")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--set", dest="sets_", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--train-csv", type=Path)
+    ap.add_argument("--sets", default="eval,dev")
+    ap.add_argument("--latency", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "levers.jsonl")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from pipeline.evaluation import accuracy, predict_all, tfidf_baseline
+    from pipeline.quantization import quantize, strip
+    from pipeline.training import train_classifier
+
+    c = cfg.load(args.config)
+    c = dataclasses.replace(c, train=_override(c.train, args.sets_))
+    d = c.data
+    train_csv = args.train_csv or d.train_csv
+    train = read_labelled_csv(train_csv, d.text_column, d.label_column)
+    sets = {}
+    for name in args.sets.split(","):
+        path = d.eval_csv if name == "eval" else SETS[name]
+        sets[name] = read_labelled_csv(path, "text", "label", min_classes=1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        learn = train_classifier(c, train, Path(tmp) / "work")
+        train_s = time.perf_counter() - t0
+        params = sum(p.numel() for p in learn.model.parameters())
+        quantized = quantize(strip(learn), tuple(c.quantize.modules))
+        result: dict[str, Any] = {
+            "name": args.name,
+            "train": {k: str(v) for k, v in dataclasses.asdict(c.train).items()},
+            "train_csv": str(
+                train_csv.relative_to(ROOT) if train_csv.is_relative_to(ROOT) else train_csv
+            ),
+            "train_rows": len(train),
+            "train_seconds": round(train_s, 1),
+            "params": params,
+            "vocab": len(learn.dls.vocab[0]),
+            "accuracy": {},
+        }
+        for name, data in sets.items():
+            texts, truth = list(data.texts), list(data.labels)
+            result["accuracy"][name] = {
+                "original": accuracy(predict_all(learn, texts).labels, truth),
+                "quantized": accuracy(predict_all(quantized, texts).labels, truth),
+                "baseline": accuracy(
+                    tfidf_baseline(list(train.texts), list(train.labels), texts, c.train.seed),
+                    truth,
+                ),
+            }
+        if args.latency:
+            from pipeline.measure import interleaved_latency
+            from pipeline.stages.quantize import export_learner
+
+            paths = {"original": Path(tmp) / "o.pkl", "quantized": Path(tmp) / "q.pkl"}
+            export_learner(learn, paths["original"])
+            export_learner(quantized, paths["quantized"])
+            texts = list(sets[next(iter(sets))].texts)[:60]
+            ms = interleaved_latency(
+                {"original": learn, "quantized": quantized}, texts, threads=1, warmup=5
+            )
+            p50 = {k: statistics.median(v) for k, v in ms.items()}
+            sizes = {k: p.stat().st_size for k, p in paths.items()}
+            result["latency_p50_ms"] = p50
+            result["speedup"] = p50["original"] / p50["quantized"]
+            result["size_bytes"] = sizes
+            result["size_ratio"] = sizes["original"] / sizes["quantized"]
+    with args.out.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(result) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Training is reproducible: the same config and data give the same weights and the same pickles.
+
+Each training runs in its own interpreter with a different PYTHONHASHSEED (string hashing, and
+with it set and dict-of-set order, differs between the two), the way two `release build` runs on
+one machine would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+TRAIN_AND_HASH = """
+import json, sys
+from pathlib import Path
+from pipeline import config
+from pipeline.checksums import blake3_bytes, blake3_file
+from pipeline.dataset import read_labelled_csv
+from pipeline.quantization import quantize, strip
+from pipeline.stages.quantize import export_learner
+from pipeline.training import train_classifier
+
+c = config.load(Path(sys.argv[1]))
+out = Path(sys.argv[2])
+train = read_labelled_csv(c.data.train_csv, c.data.text_column, c.data.label_column)
+learn = train_classifier(c, train, out / "work")
+weights = b"".join(
+    k.encode() + v.detach().contiguous().numpy().tobytes() for k, v in learn.model.state_dict().items()
+)
+export_learner(learn, out / "export.pkl")
+export_learner(quantize(strip(learn), c.quantize.modules), out / "export_quantized.pkl")
+print(json.dumps({
+    "weights": blake3_bytes(weights),
+    "vocab": blake3_bytes("\\n".join(learn.dls.vocab[0]).encode()),
+    "export.pkl": blake3_file(out / "export.pkl"),
+    "export_quantized.pkl": blake3_file(out / "export_quantized.pkl"),
+}))
+"""
+
+
+def train_in_fresh_process(config: Path, out: Path, hash_seed: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAIN_AND_HASH, str(config), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_two_trainings_give_identical_weights_and_pickles(tmp_path: Path) -> None:
+    config = tmp_path / "release.toml"
+    config.write_text((FIXTURES / "tiny.toml").read_text())
+    first = train_in_fresh_process(config, tmp_path / "a", "1")
+    second = train_in_fresh_process(config, tmp_path / "b", "2")
+    assert first["weights"] == second["weights"]
+    assert first["vocab"] == second["vocab"]
+    # whole pickles, byte for byte: no build path, no wall-clock time inside
+    assert first["export.pkl"] == second["export.pkl"]
+    assert first["export_quantized.pkl"] == second["export_quantized.pkl"]
