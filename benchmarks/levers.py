@@ -2,6 +2,7 @@
 
     python -m benchmarks.levers --name small --set emb_sz=200 --set n_hid=400 [--config release.toml]
         [--train-csv FILE] [--sets eval,dev] [--latency]
+    python -m benchmarks.levers --name demo --from-build artifacts/build/1.0.0 --sets eval,dev,challenge
 
 Trains through `pipeline.training.train_classifier` exactly as `release build` does (same config
 keys, `--set KEY=VALUE` overriding `[train]`), then strips and quantizes the learner the build's
@@ -10,8 +11,9 @@ way and scores the original, the quantized variant and the TF-IDF baseline on ea
 the demo's settings) and, only for the final report, `challenge` (pipeline/data/challenge.csv,
 never used to choose anything). `--latency` also times `learn.predict` of both variants
 interleaved at 1 thread and reports the size ratio of the two exported pickles, to see whether the
-quantization gates hold for a given network size. One JSON line per run is appended to
-benchmarks/levers.jsonl.
+quantization gates hold for a given network size. `--from-build DIR` scores a finished build's
+`export.pkl`, `export_quantized.pkl` and onnx variant instead of training. One JSON line per run is
+appended to benchmarks/levers.jsonl.
 """
 
 from __future__ import annotations
@@ -53,6 +55,32 @@ def _override(train: cfg.TrainConfig, assignments: list[str]) -> cfg.TrainConfig
     return dataclasses.replace(train, **changes)
 
 
+def score_build(args: argparse.Namespace, c: Any, train: Any, sets: dict[str, Any]) -> None:
+    from pipeline.client.onnx_model import OnnxClassifier
+    from pipeline.evaluation import accuracy, predict_all, tfidf_baseline
+    from pipeline.manifest import ONNX_FILE, ORIGINAL_FILE, QUANTIZED_FILE, TOKENIZER_FILE
+    from pipeline.training import load_exported
+
+    d = args.from_build
+    learners = {
+        "original": load_exported(d / ORIGINAL_FILE),
+        "quantized": load_exported(d / QUANTIZED_FILE),
+    }
+    onnx = OnnxClassifier(d / ONNX_FILE, d / TOKENIZER_FILE, threads=1)
+    result: dict[str, Any] = {"name": args.name, "build": str(d), "accuracy": {}}
+    for name, data in sets.items():
+        texts, truth = list(data.texts), list(data.labels)
+        scores = {k: accuracy(predict_all(v, texts).labels, truth) for k, v in learners.items()}
+        scores["onnx"] = accuracy([onnx.predict(t).label for t in texts], truth)
+        scores["baseline"] = accuracy(
+            tfidf_baseline(list(train.texts), list(train.labels), texts, c.train.seed), truth
+        )
+        result["accuracy"][name] = scores
+    with args.out.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(result) + "\n")
+    print(json.dumps(result, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--config", type=Path, default=ROOT / "release.toml")
@@ -61,6 +89,7 @@ def main() -> None:
     ap.add_argument("--train-csv", type=Path)
     ap.add_argument("--sets", default="eval,dev")
     ap.add_argument("--latency", action="store_true")
+    ap.add_argument("--from-build", type=Path, metavar="DIR")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "levers.jsonl")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -79,6 +108,9 @@ def main() -> None:
         path = d.eval_csv if name == "eval" else SETS[name]
         sets[name] = read_labelled_csv(path, "text", "label", min_classes=1)
 
+    if args.from_build:
+        score_build(args, c, train, sets)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         learn = train_classifier(c, train, Path(tmp) / "work")

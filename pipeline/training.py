@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +126,8 @@ def pretrained_shape(weights: Path) -> tuple[int, int, int]:
 
 def _load_pretrained(learn: Any, files: tuple[Path, Path], model: Any, t: Any) -> None:
     found = pretrained_shape(files[0])
-    if found != (t.emb_sz, t.n_hid, t.n_layers):
+    # one layer: fastai sizes it emb_sz -> emb_sz and never uses n_hid
+    if found != (t.emb_sz, t.n_hid if t.n_layers > 1 else found[1], t.n_layers):
         raise InputError(
             f"train.pretrained_weights: {files[0]} holds an AWD_LSTM with emb_sz={found[0]}, "
             f"n_hid={found[1]}, n_layers={found[2]}; the config asks for {t.emb_sz}, {t.n_hid}, "
@@ -149,12 +149,11 @@ def train_classifier(
     work_dir: Path,
     *,
     interactive: bool = False,
-    unlabeled: Sequence[str] = (),
 ) -> Any:
     """Train a text classifier from labelled texts and return the fastai Learner.
 
     With `train.lm_epochs > 0` a language model is first fine-tuned (ULMFiT) on the training texts
-    plus `unlabeled` (in-domain text without labels), and the classifier starts from its encoder.
+    and the classifier starts from its encoder.
     Deterministic: the same config, data, library versions and `train.threads` give the same
     weights, whatever PYTHONHASHSEED (tests/integration/test_reproducible.py).
 
@@ -184,7 +183,7 @@ def train_classifier(
     encoder_name = None
 
     if t.lm_epochs > 0:
-        lm_df = pd.DataFrame({"text": list(train.texts) + list(unlabeled)})
+        lm_df = df[["text"]]
         lm_block = DataBlock(
             blocks=TextBlock.from_df("text", is_lm=True, seq_len=t.seq_len, **tok),
             get_x=ColReader("text"),

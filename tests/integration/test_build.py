@@ -58,7 +58,7 @@ def test_build_writes_a_complete_verified_release(tiny) -> None:
     assert {"python", "torch", "fastai", "fastcore", "quantized_engine"} <= set(m.environment)
     assert 1 <= len(m.golden_queries) <= 7
     assert m.validation["passed"] is True
-    assert len(m.validation["thresholds"]) == 12
+    assert len(m.validation["thresholds"]) == 15
     report = json.loads((d / "report.json").read_text())
     s = report["validate"]["summary"]
     assert s == m.validation["metrics"]
@@ -72,6 +72,21 @@ def test_build_writes_a_complete_verified_release(tiny) -> None:
         and f"{100 * s['accuracy_original']:.1f}%" in md
         and f"{s['size_ratio']:.2f}x" in md
     )
+    # the challenge set: every variant and the baseline, in the summary, report.json and report.md
+    ch = report["validate"]["challenge"]
+    assert (
+        ch["rows"] == s["challenge_rows"] == 245
+        and len(ch["variants"]["onnx"]["predictions"]) == 245
+    )
+    for name in ("original", "quantized", "onnx"):
+        assert s[f"challenge_accuracy_{name}"] == ch["variants"][name]["accuracy"]
+    assert s["challenge_baseline_accuracy"] == ch["baseline"]["accuracy"] > 0.5
+    assert s["challenge_baseline_gap_points"] == pytest.approx(
+        100 * (s["challenge_baseline_accuracy"] - s["challenge_accuracy_quantized"])
+    )
+    assert "| model | eval set | challenge set |" in md
+    assert f"| quantized (`export_quantized.pkl`) | {100 * s['accuracy_quantized']:.1f}% | " in md
+    assert "challenge-set accuracy (quantized)" in md
     for png in ("latency.png", "confusion_original.png"):
         assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # golden queries are answered correctly by both variants
