@@ -27,7 +27,8 @@ def export_learner(learn, path) -> None:  # noqa: ANN001
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.save(learn, tmp, pickle_module=stable_pickle, pickle_protocol=2)
+            with stable_pickle.spacy_stop_words_in_order(learn):
+                torch.save(learn, tmp, pickle_module=stable_pickle, pickle_protocol=2)
         tmp.replace(path)
     finally:
         learn.dls, learn.opt = dls, opt
