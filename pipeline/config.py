@@ -82,8 +82,15 @@ class ValidateConfig:
     min_speedup: float
     max_accuracy_drop: float
     min_agreement: float
-    min_accuracy: float
+    min_accuracy: float | None  # unset: no absolute accuracy gate (the baselines judge the model)
     max_p95_ms: float
+    beat_majority: bool = True
+    max_baseline_deficit: float = 5.0
+
+
+@dataclass(frozen=True)
+class OnnxConfig:
+    enabled: str | bool  # "auto": build it when the learner is supported, else skip with the reason
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,7 @@ class ReleaseConfig:
     validate: ValidateConfig
     build: BuildConfig
     publish: PublishConfig
+    onnx: OnnxConfig = OnnxConfig("auto")
 
     @property
     def build_dir(self) -> Path:
@@ -154,7 +162,7 @@ Check = Callable[[Any], str | None]
 
 @dataclass(frozen=True)
 class Field:
-    type: str  # "str" | "int" | "float" | "bool" | "path" | "str_list"
+    type: str  # "str" | "int" | "float" | "bool" | "auto_bool" | "path" | "str_list"
     default: Any = None  # None with required=True means no default
     required: bool = False
     check: Check | None = None
@@ -263,8 +271,13 @@ SPEC: dict[str, dict[str, Field]] = {
         "min_speedup": Field("float", 4.0, check=_range(0)),
         "max_accuracy_drop": Field("float", 1.0, check=_range(0, 100)),
         "min_agreement": Field("float", 0.99, check=_range(0, 1)),
-        "min_accuracy": Field("float", 0.90, check=_range(0, 1)),
+        "min_accuracy": Field("float", None, check=_range(0, 1)),
         "max_p95_ms": Field("float", 50.0, check=_range(0.001)),
+        "beat_majority": Field("bool", True),
+        "max_baseline_deficit": Field("float", 5.0, check=_range(0, 100)),
+    },
+    "onnx": {
+        "enabled": Field("auto_bool", "auto"),
     },
     "build": {
         "dir": Field("path", "artifacts/build"),
@@ -296,6 +309,7 @@ _TYPE_NAMES = {
     "int": "an integer",
     "float": "a number",
     "bool": "true or false",
+    "auto_bool": '"auto", true or false',
     "path": "a path string",
     "str_list": "a list of strings",
 }
@@ -310,6 +324,8 @@ def _type_ok(kind: str, v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
     if kind == "bool":
         return isinstance(v, bool)
+    if kind == "auto_bool":
+        return isinstance(v, bool) or v == "auto"
     if kind == "str_list":
         return isinstance(v, list) and all(isinstance(x, str) for x in v)
     raise AssertionError(kind)
@@ -488,12 +504,16 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
         quantize=QuantizeConfig(modules=tuple(q["modules"]), engine=q["engine"]),
         validate=ValidateConfig(**v),
         build=BuildConfig(dir=resolve_path(values["build"]["dir"], root)),
+        onnx=OnnxConfig(enabled=values["onnx"]["enabled"]),
         publish=PublishConfig(
             targets=tuple(p["targets"]),
             local_root=resolve_path(values["publish.local"]["root"], root),
             github=GitHubTarget(**values["publish.github"]),
             huggingface=HubTarget(
-                **{**values["publish.huggingface"], "tags": tuple(values["publish.huggingface"]["tags"])}
+                **{
+                    **values["publish.huggingface"],
+                    "tags": tuple(values["publish.huggingface"]["tags"]),
+                }
             ),
         ),
     )

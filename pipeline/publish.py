@@ -168,7 +168,10 @@ def publish(
         manifest = current_build(config)
         if manifest is None:
             # Nothing to compare file by file yet: say what a real publish would do, change nothing.
-            log.info("%s: no finished build for the current inputs; a real publish builds first", build_dir)
+            log.info(
+                "%s: no finished build for the current inputs; a real publish builds first",
+                build_dir,
+            )
             return [
                 PublishResult(
                     p.name,
