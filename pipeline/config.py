@@ -22,6 +22,8 @@ BUNDLED_PREFIX = "bundled:"
 QUANTIZABLE_MODULES = ("lstm", "linear", "embedding")
 QUANTIZED_ENGINES = ("auto", "x86", "fbgemm", "qnnpack", "onednn")
 PUBLISH_TARGETS = ("local", "github", "huggingface")
+# `release init` writes remote repos as "CHANGE-ME/<model>": `publish` refuses them until set.
+PLACEHOLDER_OWNER = "CHANGE-ME"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+([.-]?[A-Za-z0-9.]+)?$")
 _GITHUB_REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
@@ -110,6 +112,11 @@ class GitHubTarget:
 
     def tag(self, model: str, version: str) -> str:
         return self.tag_pattern.format(model=model, version=version)
+
+
+def is_placeholder(repo: str | None) -> bool:
+    """True for a repo name `release init` left for the user to fill in."""
+    return bool(repo) and repo.split("/", 1)[0] == PLACEHOLDER_OWNER
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline import atomic, signing
 from pipeline.build import build, current_build
-from pipeline.config import ReleaseConfig
+from pipeline.config import ReleaseConfig, is_placeholder
 from pipeline.errors import (
     ConfigError,
     PartialPublishError,
@@ -60,6 +60,11 @@ def publishers_for(
             raise ConfigError(
                 f'{config.path.name}: publish.{t}.repo: expected "{shape}" (needed by --target {t}), '
                 f'found nothing; add [publish.{t}] repo = "{shape}"'
+            )
+        if is_placeholder(target_cfg.repo):
+            raise ConfigError(
+                f"{config.path.name}: publish.{t}.repo: {target_cfg.repo!r} is the placeholder "
+                f"`release init` wrote; set it to your {shape} before publishing to {t}"
             )
         try:
             if t == "github":
