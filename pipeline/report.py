@@ -63,7 +63,7 @@ def _not_evaluated(meta: dict[str, Any], v: dict[str, Any]) -> list[str]:
     out = []
     if not v.get("baseline"):
         out.append(
-            "- within reach of the TF-IDF baseline: not evaluated, no `data.train_csv` to train "
+            "- points behind the TF-IDF baseline: not evaluated, no `data.train_csv` to train "
             "the baseline on (set it to the learner's training CSV to get this gate)"
         )
     skipped = meta.get("stages_skipped", {}).get("exporting onnx")

@@ -71,7 +71,7 @@ def gates_for(v: ValidateConfig) -> list[Gate]:
     """Every gate [validate] defines, whether or not this build can measure it."""
     out = [
         Gate(
-            "beats the majority-class baseline",
+            "lead over the majority-class baseline",
             "lead_over_majority_points",
             ">",
             0.0,
@@ -80,7 +80,7 @@ def gates_for(v: ValidateConfig) -> list[Gate]:
             "the labels, add rows for the rare classes, train longer (train.epochs)",
         ),
         Gate(
-            "within reach of the TF-IDF baseline",
+            "points behind the TF-IDF baseline",
             "baseline_deficit_points",
             "<=",
             v.max_baseline_deficit,

@@ -132,6 +132,15 @@ def test_each_learner_is_released_or_refused_before_long_work(zoo_dir, tmp_path,
         assert cmp["agreement"] >= 0.9, (variant, cmp)
 
 
+def test_min_freq_is_the_users_choice(zoo_dir) -> None:
+    from pipeline.training import load_exported
+
+    def vocab(name: str) -> int:
+        return len(load_exported(zoo_dir / slug(name) / "export.pkl").dls.vocab[0])
+
+    assert vocab("DataBlock, min_freq 1") > vocab("DataBlock, 1 layer") + 20  # min_freq 3
+
+
 def test_onnx_required_refuses_an_unsupported_learner_before_quantizing(zoo_dir, tmp_path) -> None:
     name = "SentencePiece tokenizer"
     config = cfg.load(config_for(zoo_dir, name, tmp_path, "[onnx]\nenabled = true\n"))
