@@ -85,7 +85,7 @@ class ValidateConfig:
     max_accuracy_drop: float
     min_agreement: float
     min_accuracy: float | None  # unset: no absolute accuracy gate (the baselines judge the model)
-    max_p95_ms: float
+    max_p95_ms: float | None  # unset: no absolute latency gate (it depends on the machine)
     beat_majority: bool = True
     max_baseline_deficit: float = 5.0
 
@@ -279,7 +279,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "max_accuracy_drop": Field("float", 1.0, check=_range(0, 100)),
         "min_agreement": Field("float", 0.99, check=_range(0, 1)),
         "min_accuracy": Field("float", None, check=_range(0, 1)),
-        "max_p95_ms": Field("float", 50.0, check=_range(0.001)),
+        "max_p95_ms": Field("float", None, check=_range(0.001)),
         "beat_majority": Field("bool", True),
         "max_baseline_deficit": Field("float", 5.0, check=_range(0, 100)),
     },

@@ -191,6 +191,8 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def _model_name(stem: str) -> str:
+    for suffix in ("-train", "_train", ".train"):
+        stem = stem.removesuffix(suffix)
     name = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).strip(".-_") or "model"
     return name[:96]
 
@@ -357,6 +359,7 @@ def _render(s: Starter, base: Path, model: str, export_pkl: Path | None, vocab_n
         "# logistic-regression baseline trained on the same rows by at most 5 points.",
         "# max_baseline_deficit = 5.0",
         "# min_accuracy = 0.90   # an absolute bar, if your use needs one (off by default)",
+        "# max_p95_ms = 50.0     # a latency bar, measured on the build machine (off by default)",
         "",
         "[onnx]",
         '# "auto" builds the pickle-free onnx variant when the learner is supported and otherwise',
