@@ -97,6 +97,71 @@ def cli(ctx: click.Context, config: str, verbose: int, quiet: bool, debug: bool)
 
 @cli.command()
 @click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Your labelled CSV (all rows; an eval CSV is carved from it unless --eval-csv).",
+)
+@click.option(
+    "--eval-csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A held-out labelled CSV (required with --export-pkl).",
+)
+@click.option(
+    "--export-pkl",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A learner you trained (learn.export()) to release instead of training one.",
+)
+@click.option("--name", help="The model name (default: from the file name).")
+@click.option("--text-column", help="The text column (default: detected).")
+@click.option("--label-column", help="The label column (default: detected).")
+@click.option(
+    "--eval-fraction",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Share of each class carved into the eval CSV.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing config and carved CSVs.")
+@click.pass_obj
+def init(
+    state: _State,
+    csv_path: Path | None,
+    eval_csv: Path | None,
+    export_pkl: Path | None,
+    name: str | None,
+    text_column: str | None,
+    label_column: str | None,
+    eval_fraction: float,
+    force: bool,
+) -> None:
+    """Write a commented starter config (--config, default release.toml) for your own data.
+
+    Detects the text and label columns, counts rows and classes, carves a stratified eval CSV
+    (no text shared with train) when there is none, and leaves the GitHub/HF repos as
+    placeholders that `publish` refuses until you set them.
+    """
+    from pipeline.starter import init_config, summary_lines
+
+    s = init_config(
+        state.config_path,
+        csv_path=csv_path,
+        eval_csv=eval_csv,
+        export_pkl=export_pkl,
+        name=name,
+        text_column=text_column,
+        label_column=label_column,
+        eval_fraction=eval_fraction,
+        force=force,
+    )
+    for line in summary_lines(s):
+        log.info("%s", line)
+    log.info("wrote %s; next: release --config %s build", s.config_path, s.config_path)
+    click.echo(str(s.config_path))
+
+
+@cli.command()
+@click.option(
     "--force",
     is_flag=True,
     show_envvar=True,
@@ -123,6 +188,9 @@ def build(state: _State, force: bool) -> None:
         s["size_ratio"],
         s["speedup_p50"],
     )
+    skipped = manifest.validation.get("variants_skipped", {})
+    for variant, why in skipped.items():
+        log.info("no %s variant: %s", variant, why)
 
 
 @cli.command()

@@ -22,6 +22,8 @@ BUNDLED_PREFIX = "bundled:"
 QUANTIZABLE_MODULES = ("lstm", "linear", "embedding")
 QUANTIZED_ENGINES = ("auto", "x86", "fbgemm", "qnnpack", "onednn")
 PUBLISH_TARGETS = ("local", "github", "huggingface")
+# `release init` writes remote repos as "CHANGE-ME/<model>": `publish` refuses them until set.
+PLACEHOLDER_OWNER = "CHANGE-ME"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+([.-]?[A-Za-z0-9.]+)?$")
 _GITHUB_REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
@@ -86,10 +88,17 @@ class ValidateConfig:
     min_speedup: float
     max_accuracy_drop: float
     min_agreement: float
-    min_accuracy: float
-    max_p95_ms: float
-    min_challenge_accuracy: float = 0.0
-    max_challenge_baseline_gap: float = 100.0
+    min_accuracy: float | None  # unset: no absolute accuracy gate (the baselines judge the model)
+    max_p95_ms: float | None  # unset: no absolute latency gate (it depends on the machine)
+    beat_majority: bool = True
+    max_baseline_deficit: float = 5.0
+    min_challenge_accuracy: float | None = None  # gates on [data] challenge_csv, when set
+    max_challenge_baseline_deficit: float | None = None
+
+
+@dataclass(frozen=True)
+class OnnxConfig:
+    enabled: str | bool  # "auto": build it when the learner is supported, else skip with the reason
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,11 @@ class GitHubTarget:
 
     def tag(self, model: str, version: str) -> str:
         return self.tag_pattern.format(model=model, version=version)
+
+
+def is_placeholder(repo: str | None) -> bool:
+    """True for a repo name `release init` left for the user to fill in."""
+    return bool(repo) and repo.split("/", 1)[0] == PLACEHOLDER_OWNER
 
 
 @dataclass(frozen=True)
@@ -146,6 +160,7 @@ class ReleaseConfig:
     validate: ValidateConfig
     build: BuildConfig
     publish: PublishConfig
+    onnx: OnnxConfig = OnnxConfig("auto")
 
     @property
     def build_dir(self) -> Path:
@@ -160,7 +175,7 @@ Check = Callable[[Any], str | None]
 
 @dataclass(frozen=True)
 class Field:
-    type: str  # "str" | "int" | "float" | "bool" | "path" | "str_list"
+    type: str  # "str" | "int" | "float" | "bool" | "auto_bool" | "path" | "str_list"
     default: Any = None  # None with required=True means no default
     required: bool = False
     check: Check | None = None
@@ -273,10 +288,15 @@ SPEC: dict[str, dict[str, Field]] = {
         "min_speedup": Field("float", 4.0, check=_range(0)),
         "max_accuracy_drop": Field("float", 1.0, check=_range(0, 100)),
         "min_agreement": Field("float", 0.99, check=_range(0, 1)),
-        "min_accuracy": Field("float", 0.90, check=_range(0, 1)),
-        "max_p95_ms": Field("float", 50.0, check=_range(0.001)),
-        "min_challenge_accuracy": Field("float", 0.0, check=_range(0, 1)),
-        "max_challenge_baseline_gap": Field("float", 100.0, check=_range(-100, 100)),
+        "min_accuracy": Field("float", None, check=_range(0, 1)),
+        "max_p95_ms": Field("float", None, check=_range(0.001)),
+        "beat_majority": Field("bool", True),
+        "max_baseline_deficit": Field("float", 5.0, check=_range(0, 100)),
+        "min_challenge_accuracy": Field("float", None, check=_range(0, 1)),
+        "max_challenge_baseline_deficit": Field("float", None, check=_range(-100, 100)),
+    },
+    "onnx": {
+        "enabled": Field("auto_bool", "auto"),
     },
     "build": {
         "dir": Field("path", "artifacts/build"),
@@ -308,6 +328,7 @@ _TYPE_NAMES = {
     "int": "an integer",
     "float": "a number",
     "bool": "true or false",
+    "auto_bool": '"auto", true or false',
     "path": "a path string",
     "str_list": "a list of strings",
 }
@@ -322,6 +343,8 @@ def _type_ok(kind: str, v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
     if kind == "bool":
         return isinstance(v, bool)
+    if kind == "auto_bool":
+        return isinstance(v, bool) or v == "auto"
     if kind == "str_list":
         return isinstance(v, list) and all(isinstance(x, str) for x in v)
     raise AssertionError(kind)
@@ -508,6 +531,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
         quantize=QuantizeConfig(modules=tuple(q["modules"]), engine=q["engine"]),
         validate=ValidateConfig(**v),
         build=BuildConfig(dir=resolve_path(values["build"]["dir"], root)),
+        onnx=OnnxConfig(enabled=values["onnx"]["enabled"]),
         publish=PublishConfig(
             targets=tuple(p["targets"]),
             local_root=resolve_path(values["publish.local"]["root"], root),

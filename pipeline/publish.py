@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline import atomic, signing
 from pipeline.build import build, current_build
-from pipeline.config import ReleaseConfig
+from pipeline.config import ReleaseConfig, is_placeholder
 from pipeline.errors import (
     ConfigError,
     PartialPublishError,
@@ -60,6 +60,11 @@ def publishers_for(
             raise ConfigError(
                 f'{config.path.name}: publish.{t}.repo: expected "{shape}" (needed by --target {t}), '
                 f'found nothing; add [publish.{t}] repo = "{shape}"'
+            )
+        if is_placeholder(target_cfg.repo):
+            raise ConfigError(
+                f"{config.path.name}: publish.{t}.repo: {target_cfg.repo!r} is the placeholder "
+                f"`release init` wrote; set it to your {shape} before publishing to {t}"
             )
         try:
             if t == "github":
@@ -168,7 +173,10 @@ def publish(
         manifest = current_build(config)
         if manifest is None:
             # Nothing to compare file by file yet: say what a real publish would do, change nothing.
-            log.info("%s: no finished build for the current inputs; a real publish builds first", build_dir)
+            log.info(
+                "%s: no finished build for the current inputs; a real publish builds first",
+                build_dir,
+            )
             return [
                 PublishResult(
                     p.name,

@@ -95,7 +95,34 @@ def accuracy_table(v: dict[str, Any]) -> list[str]:
         if ch:
             cells.append(_pct(s.get("challenge_baseline_accuracy")))
         lines.append(f"| baseline: {v['baseline']['name']} | " + " | ".join(cells) + " |")
+    if v.get("majority_baseline"):
+        m = v["majority_baseline"]
+        cells = [_pct(m["accuracy"])] + (["n/a"] if ch else [])
+        lines.append(
+            f"| baseline: always `{m['label']}` (the majority class) | " + " | ".join(cells) + " |"
+        )
     return lines
+
+
+def gate_advice(gates: list[dict[str, Any]]) -> str:
+    """What a user can do about each failed gate, one Markdown bullet each ("" when none failed)."""
+    return "\n".join(
+        f"- **{g['name']}**: {g['advice']}" for g in gates if not g["passed"] and g.get("advice")
+    )
+
+
+def _not_evaluated(meta: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    """Gates and variants this build could not evaluate, each with its reason."""
+    out = []
+    if not v.get("baseline"):
+        out.append(
+            "- points behind the TF-IDF baseline: not evaluated, no `data.train_csv` to train "
+            "the baseline on (set it to the learner's training CSV to get this gate)"
+        )
+    skipped = meta.get("stages_skipped", {}).get("exporting onnx")
+    if skipped:
+        out.append(f"- onnx variant: not built, {skipped}")
+    return out
 
 
 def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
@@ -121,6 +148,8 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         "",
         gates_table(gates),
         "",
+        *(["What you can do:", "", gate_advice(gates), ""] if failed else []),
+        *(["Not evaluated:", "", *_not_evaluated(meta, v), ""] if _not_evaluated(meta, v) else []),
         *accuracy_table(v),
     ]
     out += [

@@ -58,7 +58,7 @@ def test_build_writes_a_complete_verified_release(tiny) -> None:
     assert {"python", "torch", "fastai", "fastcore", "quantized_engine"} <= set(m.environment)
     assert 1 <= len(m.golden_queries) <= 7
     assert m.validation["passed"] is True
-    assert len(m.validation["thresholds"]) == 15
+    assert len(m.validation["thresholds"]) == 16
     report = json.loads((d / "report.json").read_text())
     s = report["validate"]["summary"]
     assert s == m.validation["metrics"]
@@ -81,7 +81,7 @@ def test_build_writes_a_complete_verified_release(tiny) -> None:
     for name in ("original", "quantized", "onnx"):
         assert s[f"challenge_accuracy_{name}"] == ch["variants"][name]["accuracy"]
     assert s["challenge_baseline_accuracy"] == ch["baseline"]["accuracy"] > 0.5
-    assert s["challenge_baseline_gap_points"] == pytest.approx(
+    assert s["challenge_baseline_deficit_points"] == pytest.approx(
         100 * (s["challenge_baseline_accuracy"] - s["challenge_accuracy_quantized"])
     )
     assert "| model | eval set | challenge set |" in md
@@ -151,7 +151,10 @@ def test_rebuild_skips_training_and_a_failed_gate_stops_the_release(
         build(cfg.load(work / "release.toml"))
     assert "training: skipped, inputs unchanged" in caplog.text
     # the onnx variant is held to the same accuracy threshold
-    assert "2 of 12 gates failed" in str(e.value) and "quantized accuracy" in e.value.table
+    assert "2 of 16 gates failed" in str(e.value) and "quantized accuracy" in e.value.table
+    assert "What you can do:" in e.value.table and "more (and more varied) training rows" in str(
+        e.value
+    )
     assert "| onnx accuracy |" in e.value.table
     d = work / "artifacts" / "build" / "0.0.1"
     assert not (d / mf.MANIFEST_NAME).exists()  # nothing publishable

@@ -82,7 +82,7 @@ PASSING = {
     "p95_ms_onnx": 12.0,
     "challenge_accuracy_quantized": 0.92,
     "challenge_accuracy_onnx": 0.92,
-    "challenge_baseline_gap_points": -1.2,
+    "challenge_baseline_deficit_points": -1.2,
 }
 
 
@@ -101,7 +101,7 @@ BAD = {
     "p95_ms_onnx": 50.1,
     "challenge_accuracy_quantized": 0.89,
     "challenge_accuracy_onnx": 0.89,
-    "challenge_baseline_gap_points": 0.5,
+    "challenge_baseline_deficit_points": 0.5,
 }
 
 
@@ -140,6 +140,6 @@ def test_challenge_gates_are_left_out_without_a_challenge_set(ctx) -> None:
     summary = {k: v for k, v in PASSING.items() if not k.startswith("challenge_")}
     keys = {g["key"] for g in gates(ctx.config.validate, summary)}
     assert keys == set(summary)
-    assert {"challenge_accuracy_quantized", "challenge_baseline_gap_points"} <= {
+    assert {"challenge_accuracy_quantized", "challenge_baseline_deficit_points"} <= {
         g["key"] for g in gates(ctx.config.validate, PASSING)
     }
