@@ -148,7 +148,8 @@ def build(state: _State, force: bool) -> None:
     "force",
     is_flag=True,
     show_envvar=True,
-    help="Replace a published version whose files differ (GitHub assets, the HF tag, the local copy).",
+    help="Replace a published version whose files differ (every target: the local copy, GitHub "
+    "assets, the HF tag, the S3 objects); --replace is the same flag.",
 )
 @click.pass_obj
 def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
@@ -159,21 +160,13 @@ def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool)
     command again finishes the job without duplicates.
     """
     from pipeline.publish import publish as run_publish
+    from pipeline.publishers.base import describe_plan
     from pipeline.publishers.settings import PublishSettings
 
     settings = PublishSettings.from_env()  # the only place the tokens are read
     results = run_publish(state.config(), targets, dry_run=dry_run, force=force, settings=settings)
     for r in results:
-        click.echo(r.line())
-        if dry_run:
-            for step in r.actions:  # remote targets: the steps, uploads included
-                click.echo(f"  - {step}")
-            for name in [] if r.actions else r.uploaded:
-                click.echo(f"  would copy   {name}")
-            for name in r.skipped:
-                click.echo(f"  identical    {name}")
-            for name in r.refused:
-                click.echo(f"  would refuse {name} (differs from the published file)")
+        click.echo("\n".join(describe_plan(r)) if dry_run else r.line())
 
 
 @cli.command()

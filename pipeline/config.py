@@ -114,6 +114,8 @@ class HubTarget:
     tag_pattern: str = "v{version}"
     tags: tuple[str, ...] = ()
     license: str = ""
+    # `from_pretrained_fastai` downloads the whole snapshot: the original stays off the Hub
+    variants: tuple[str, ...] = ("quantized", "onnx")
 
     def tag(self, model: str, version: str) -> str:
         return self.tag_pattern.format(model=model, version=version)
@@ -208,6 +210,13 @@ def _tag_pattern(v: str) -> str | None:
     return None
 
 
+def _hub_variants(v: list[str]) -> str | None:
+    allowed = ("quantized", "original", "onnx")
+    if "quantized" not in v or any(x not in allowed for x in v) or len(set(v)) != len(v):
+        return 'a list of "quantized" (required: model.pkl is the quantized learner), "original", "onnx"'
+    return None
+
+
 def _name_pattern(v: str) -> str | None:
     try:
         v.format(version="1.0.0", model="m")
@@ -288,6 +297,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "tag_pattern": Field("str", "v{version}", check=_tag_pattern),
         "tags": Field("str_list", []),
         "license": Field("str", ""),
+        "variants": Field("str_list", ["quantized", "onnx"], check=_hub_variants),
     },
 }
 
@@ -493,7 +503,11 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
             local_root=resolve_path(values["publish.local"]["root"], root),
             github=GitHubTarget(**values["publish.github"]),
             huggingface=HubTarget(
-                **{**values["publish.huggingface"], "tags": tuple(values["publish.huggingface"]["tags"])}
+                **{
+                    **values["publish.huggingface"],
+                    "tags": tuple(values["publish.huggingface"]["tags"]),
+                    "variants": tuple(values["publish.huggingface"]["variants"]),
+                }
             ),
         ),
     )

@@ -168,7 +168,10 @@ def publish(
         manifest = current_build(config)
         if manifest is None:
             # Nothing to compare file by file yet: say what a real publish would do, change nothing.
-            log.info("%s: no finished build for the current inputs; a real publish builds first", build_dir)
+            log.info(
+                "%s: no finished build for the current inputs; a real publish builds first",
+                build_dir,
+            )
             return [
                 PublishResult(
                     p.name,
@@ -209,9 +212,13 @@ def _run(
     errors: list[ReleaseError] = []
     for p in publishers:
         try:
-            r = p.publish(release_dir, manifest, dry_run=dry_run, force=force)
-            if not dry_run and not r.verified:
-                p.verify(manifest)
+            plan = p.plan(release_dir, manifest, force=force)
+            if dry_run:
+                r = PublishResult.from_plan(plan)
+            else:
+                r = p.apply(plan)
+                if not r.verified:
+                    p.verify(manifest)
         except ReleaseError as e:
             errors.append(e)
             r = PublishResult(p.name, "failed", "", message=str(e).splitlines()[0])

@@ -81,7 +81,12 @@ def make_build(
         version=config.model.version,
         labels=("billing", "shipping"),
         files=entries,
-        environment={"python": "3.11.7", "torch": "2.13.0", "fastai": "2.8.12"},
+        environment={
+            "python": "3.11.7",
+            "torch": "2.13.0",
+            "fastai": "2.8.12",
+            "fastcore": "1.8.0",
+        },
         created="2026-01-01T00:00:00Z",
         build_key=build_key(config),
         validation={
@@ -167,11 +172,25 @@ def assert_github_release(
     return rel
 
 
+def hub_view(release: dict[str, bytes]) -> dict[str, bytes]:
+    """What the Hub repo must hold of a release's files (default [publish.huggingface]
+    variants): no original export.pkl; model.pkl (the quantized learner's bytes) and the
+    pyproject.toml from_pretrained_fastai reads, made from the manifest's environment."""
+    from pipeline.publishers.huggingface import pyproject_toml
+
+    out = {k: v for k, v in release.items() if k != mf.ORIGINAL_FILE}
+    out["model.pkl"] = release[mf.QUANTIZED_FILE]
+    out["pyproject.toml"] = pyproject_toml(mf.Manifest.from_json(release[mf.MANIFEST_NAME]))
+    return out
+
+
 def assert_hub_release(
-    hub: HubEmulator, repo: str, tag: str, expected: dict[str, bytes], commits: int = 2
+    hub: HubEmulator, repo: str, tag: str, release: dict[str, bytes], commits: int = 2
 ) -> None:
-    """The tag names a commit holding exactly `expected` plus README.md and .gitattributes, and
-    main has `commits` commits (the repository's initial one + one per release commit)."""
+    """The tag names a commit holding exactly the Hub's view of `release` (hub_view) plus
+    README.md and .gitattributes, and main has `commits` commits (the repository's initial one
+    + one per release commit)."""
+    expected = hub_view(release)
     tags = hub.tags(repo)
     assert list(tags) == [tag]
     files = hub.files(repo, tag)
