@@ -56,6 +56,7 @@ class Logged:
     path: str
     status: int  # 0 = the connection was dropped without a reply
     received: int  # request body bytes read
+    sent: int = 0  # response body bytes the reply carries
 
 
 @dataclass
@@ -182,7 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
             emu._run_hook(req.method, req.path, "after")
             status = reply.status
             # Logged before the reply goes out, so a client that has its answer sees it logged.
-            emu._record(Logged(req.method, req.path, status, req.received))
+            sent = 0 if req.method == "HEAD" else len(reply.body)
+            emu._record(Logged(req.method, req.path, status, req.received, sent))
             self._write(reply, head=req.method == "HEAD")
         except Aborted:
             self.close_connection = True
