@@ -31,7 +31,7 @@ from pipeline.publishers.settings import PublishSettings
 from pipeline.retry import RetryPolicy
 
 log = logging.getLogger("pipeline.publish")
-TARGETS = ("local", "github", "huggingface")
+TARGETS = ("local", "github", "huggingface", "s3")
 
 
 def publishers_for(
@@ -54,15 +54,22 @@ def publishers_for(
             continue
         if t not in TARGETS:
             raise UsageError(f"--target {t}: unknown target (available: {', '.join(TARGETS)})")
-        shape = "owner/name" if t == "github" else "org/name"
+        shape = {"github": "owner/name", "huggingface": "org/name", "s3": "bucket-name"}[t]
+        key = "bucket" if t == "s3" else "repo"
         target_cfg = getattr(config.publish, t)
         if target_cfg.repo is None:
             raise ConfigError(
-                f'{config.path.name}: publish.{t}.repo: expected "{shape}" (needed by --target {t}), '
-                f'found nothing; add [publish.{t}] repo = "{shape}"'
+                f'{config.path.name}: publish.{t}.{key}: expected "{shape}" (needed by --target {t}), '
+                f'found nothing; add [publish.{t}] {key} = "{shape}"'
             )
         try:
-            if t == "github":
+            if t == "s3":
+                import boto3  # noqa: F401  (the target needs it: say so before anything runs)
+
+                from pipeline.publishers.s3 import S3Publisher
+
+                out.append(S3Publisher(target_cfg, settings, policy=policy))
+            elif t == "github":
                 from pipeline.publishers.github import GitHubPublisher
 
                 out.append(GitHubPublisher(target_cfg, settings, policy=policy))
@@ -71,9 +78,10 @@ def publishers_for(
 
                 out.append(HubPublisher(target_cfg, settings, policy=policy))
         except ImportError as e:
+            extra = "s3" if t == "s3" else "publish"
             raise ConfigError(
-                f"--target {t} needs the publish extra ({e.name} is not installed): "
-                "pip install 'fastai-release[publish]'"
+                f"--target {t} needs the {extra} extra ({e.name} is not installed): "
+                f"pip install 'fastai-release[{extra}]'"
             ) from e
     return out
 
