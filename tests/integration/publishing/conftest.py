@@ -20,6 +20,7 @@ from pipeline.retry import RetryPolicy
 from tests.conftest import FIXTURES
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.huggingface import HubEmulator
+from tests.emulators.s3 import S3Emulator
 
 GH_TOKEN = "ghp_emulatorTOKEN0123456789"
 HF_TOKEN = "hf_emulatorTOKEN0123456789"
@@ -199,6 +200,39 @@ def assert_hub_release(
         assert files[name] == data, name
     assert files["README.md"].startswith(b"---\nlibrary_name: fastai\n")
     assert len(hub.commits(repo)) == commits and hub.commits(repo)[0] == tags[tag]
+
+
+BUCKET = "releases"
+
+
+def s3_toml(url: str, bucket: str = BUCKET, prefix: str = "team/models") -> str:
+    return f"""
+[publish]
+targets = ["s3"]
+
+[publish.s3]
+bucket = "{bucket}"
+prefix = "{prefix}"
+endpoint_url = "{url}"
+region = "us-east-1"
+"""
+
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIAEMULATOR0000",
+    "AWS_SECRET_ACCESS_KEY": "emulatorSECRETkey0123456789",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    for k, v in AWS_ENV.items():
+        monkeypatch.setenv(k, v)
+    with S3Emulator() as emulator:
+        emulator.create_bucket(BUCKET)
+        yield emulator
+    assert emulator.errors == []
 
 
 WORKFLOW = ("publish", "--target", "github", "--target", "huggingface")  # as release.yml runs it

@@ -17,42 +17,18 @@ from pipeline.errors import IntegrityError, ReleaseError, RemoteError, VersionEx
 from pipeline.publish import publish
 from pipeline.publishers.s3 import IMMUTABLE, LATEST_CACHE, S3Publisher
 from tests.emulators.s3 import S3Emulator
-from tests.integration.publishing.conftest import local_bytes, make_build, write_project
+from tests.integration.publishing.conftest import (
+    AWS_ENV,
+    BUCKET,
+    local_bytes,
+    make_build,
+    s3_toml,
+    write_project,
+)
 
-BUCKET = "releases"
 PREFIX = "team/models"
 BASE = f"{PREFIX}/tiny-intent/0.0.1/"
 PART = r"partNumber="
-
-
-def s3_toml(url: str, bucket: str = BUCKET, prefix: str = PREFIX) -> str:
-    return f"""
-[publish]
-targets = ["s3"]
-
-[publish.s3]
-bucket = "{bucket}"
-prefix = "{prefix}"
-endpoint_url = "{url}"
-region = "us-east-1"
-"""
-
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIAEMULATOR0000",
-    "AWS_SECRET_ACCESS_KEY": "emulatorSECRETkey0123456789",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    for k, v in AWS_ENV.items():
-        monkeypatch.setenv(k, v)
-    with S3Emulator() as emulator:
-        emulator.create_bucket(BUCKET)
-        yield emulator
-    assert emulator.errors == []
 
 
 @pytest.fixture
