@@ -216,6 +216,7 @@ spacy.blank("en")
 from pipeline.client import MirrorSource, load_model, parse_source
 url, cache, n, model = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 separate = len(sys.argv) > 5 and sys.argv[5] == "1"  # one cache per process: N servers
+pin = sys.argv[6] if len(sys.argv) > 6 else None  # the manifest's blake3: a remote pickle's trust
 r, w = os.pipe()
 res_r, res_w = os.pipe()
 kids = []
@@ -227,7 +228,7 @@ for i in range(n):
         t = time.perf_counter()
         source = parse_source(url)  # made in the child: no connection pool crosses a fork
         loaded = load_model(model, sources=[source], cache_dir=f"{cache}/{i}" if separate else cache,
-                            lock_timeout=600, variants=["quantized"])
+                            lock_timeout=600, variants=["quantized"], pin=pin)
         line = json.dumps({"s": time.perf_counter() - t, "hit": loaded.fetched.cache_hit}) + "\\n"
         os.write(res_w, line.encode())
         os._exit(0)
@@ -253,6 +254,7 @@ def fleet(build_dir: Path, processes: int = 16) -> dict[str, Any]:
     server behind the tests' proxy, the release put there by `S3Publisher`, read with the
     `s3://` source): N processes on one cache (a pre-forking server), then N processes with a
     cache each (N servers starting together); the servers count the model file's downloads."""
+    from pipeline.checksums import blake3_file
     from pipeline.config import S3Target
     from pipeline.publishers.s3 import S3Publisher
     from tests.emulators.s3 import S3Emulator
@@ -291,6 +293,7 @@ def fleet(build_dir: Path, processes: int = 16) -> dict[str, Any]:
                         str(processes),
                         m.model,
                         "1" if separate else "0",
+                        blake3_file(Path(build_dir) / "manifest.json"),
                         OMP_NUM_THREADS="1",
                         AWS_ENDPOINT_URL_S3=s3.url,
                         **aws,
@@ -301,12 +304,16 @@ def fleet(build_dir: Path, processes: int = 16) -> dict[str, Any]:
                         if spec.startswith("http")
                         else s3.count("GET", f"/releases/fleet{key}$")
                     )
+                    requests = (
+                        sum(server.counts.values()) if spec.startswith("http") else len(s3.log)
+                    )
                     each = sorted(x["s"] for x in out["each"])
                     rows.append(
                         {
                             "source": kind,
                             "caches": processes if separate else 1,
                             "downloads": downloads,
+                            "requests": requests,
                             "total": out["total"],
                             "median": statistics.median(each),
                             "max": max(each),
@@ -317,10 +324,10 @@ def fleet(build_dir: Path, processes: int = 16) -> dict[str, Any]:
         f"{q.name} ({q.size / 1e6:.1f} MB) of {m.model} {m.version}; {processes} processes forked "
         f"after importing fastai, one thread each. S3 publish of the release: {published:.1f} s.",
         "",
-        "| source | caches | downloads of the model file | all loaded after | per process (median, max) | failed |",
-        "|---|---|---|---|---|---|",
+        "| source | caches | downloads of the model file | requests in all | all loaded after | per process (median, max) | failed |",
+        "|---|---|---|---|---|---|---|",
     ] + [
-        f"| {r['source']} | {r['caches']} | {r['downloads']} | {r['total']:.1f} s | "
+        f"| {r['source']} | {r['caches']} | {r['downloads']} | {r['requests']} | {r['total']:.1f} s | "
         f"{r['median']:.2f} s, {r['max']:.2f} s | {r['failed']} |"
         for r in rows
     ]

@@ -364,6 +364,7 @@ class HubPublisher(PlanApply):
             tag,
             signed=any(f.name == SIGNATURE_NAME for f in files),
             hub_names=[f.name for f in files],
+            manifest_blake3=next(f.blake3 for f in files if f.name == MANIFEST_NAME),
         ).encode()
         expected = {f.name: f.blake3 for f in files}
         plan = Plan(

@@ -46,6 +46,7 @@ def render(
     tag: str,
     signed: bool,
     hub_names: list[str] | None = None,
+    manifest_blake3: str | None = None,
 ) -> str:
     """README.md for the Hub repo of this release (deterministic: same inputs, same bytes).
 
@@ -169,7 +170,7 @@ def render(
                 f"Baseline on the same data ({baseline.get('name', 'baseline')}): {_pct(baseline['accuracy'])}.",
             ]
         lines += ["", "Every number comes from this release's `report.md` / `report.json`."]
-    lines += how_to_use(manifest, repo_id, tag, names, signed)
+    lines += how_to_use(manifest, repo_id, tag, names, signed, manifest_blake3)
     if signed:
         lines += [
             f"`{SIGNATURE_NAME}` signs the exact bytes of `{MANIFEST_NAME}` (Ed25519). Check a download with",
@@ -180,7 +181,12 @@ def render(
 
 
 def how_to_use(
-    manifest: Manifest, repo_id: str, tag: str, names: set[str], signed: bool
+    manifest: Manifest,
+    repo_id: str,
+    tag: str,
+    names: set[str],
+    signed: bool,
+    manifest_blake3: str | None = None,
 ) -> list[str]:
     """The "How to use" section: three ways to load this release, each a runnable snippet (the
     tests run every ```python block of it against a Hub emulator)."""
@@ -207,24 +213,26 @@ def how_to_use(
         "",
         "**2. Verified, with fastai-release** (`pip install 'fastai-release[hf]'` plus torch and",
         "fastai). It downloads only the variant it loads, checks its size and blake3 against",
-        f"`{MANIFEST_NAME}` before unpickling"
-        + (
-            f" (with `public_key=` the manifest must carry a valid `{SIGNATURE_NAME}`)"
-            if signed
-            else ""
-        )
-        + ", caches it, and asks the manifest's golden queries once at load.",
+        f"`{MANIFEST_NAME}` before unpickling, and the manifest itself against the pin below (the",
+        f"blake3 of this release's `{MANIFEST_NAME}`)"
+        + (f" or, with `public_key=`, its `{SIGNATURE_NAME}`" if signed else "")
+        + "; it caches the files and asks the manifest's golden queries once at load.",
         "",
         "```python",
         "from pipeline.client import load_model, parse_source",
         "",
-        f'loaded = load_model("{manifest.model}", "{manifest.version}", sources=[parse_source("hf:{repo_id}")])',
+        f'loaded = load_model("{manifest.model}", "{manifest.version}", sources=[parse_source("hf:{repo_id}")],',
+        f'                    pin="{manifest_blake3}")'
+        if manifest_blake3
+        else "                    )",
         f"label, probs = loaded.predict({query!r})",
         "print(label, loaded.variant)",
         "```",
         "",
         "or on the command line: `release fetch "
-        f"{manifest.model} --version {manifest.version} --source hf:{repo_id} --load`.",
+        f"{manifest.model} --version {manifest.version} --source hf:{repo_id}"
+        + (f" --pin {manifest_blake3}" if manifest_blake3 else "")
+        + " --load`.",
     ]
     if ONNX_FILE in names:
         lines += [

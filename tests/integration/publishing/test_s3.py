@@ -11,6 +11,7 @@ import pytest
 
 from pipeline import config as cfg
 from pipeline import manifest as mf
+from pipeline.checksums import blake3_file
 from pipeline.client import MirrorSource, fetch, parse_source
 from pipeline.client.s3 import S3Source
 from pipeline.errors import IntegrityError, ReleaseError, RemoteError, VersionExistsError
@@ -183,15 +184,17 @@ def test_the_client_reads_the_bucket_as_a_public_mirror_and_as_s3(s3, policy, pr
     config, manifest = project
     run(config, policy)
     quantized = manifest.variant("quantized")
+    pin = blake3_file(config.build_dir / mf.MANIFEST_NAME)  # remote pickles: an authenticated manifest
     mirror = MirrorSource(s3.public_url(BUCKET, PREFIX))
     with pytest.raises(ReleaseError, match="HTTP 403"):  # private: anonymous reads refused
-        fetch("tiny-intent", sources=[mirror], cache_dir=tmp_path / "c0")
+        fetch("tiny-intent", sources=[mirror], cache_dir=tmp_path / "c0", pin=pin)
     s3.make_public(BUCKET)
     s3.clear_log()
     via_mirror = fetch(
         "tiny-intent",
         sources=[MirrorSource(s3.public_url(BUCKET, PREFIX))],
         cache_dir=tmp_path / "c1",
+        pin=pin,
     )
     assert mf.check_file(via_mirror.path, quantized) is None
     assert via_mirror.source == f"mirror:{s3.public_url(BUCKET, PREFIX)}"
@@ -200,7 +203,7 @@ def test_the_client_reads_the_bucket_as_a_public_mirror_and_as_s3(s3, policy, pr
     source = parse_source(f"s3://{BUCKET}/{PREFIX}")
     assert isinstance(source, S3Source) and source.name == f"s3://{BUCKET}/{PREFIX}"
     source.endpoint_url = s3.url  # as AWS_ENDPOINT_URL_S3 would set it for boto3
-    via_s3 = fetch("tiny-intent", "0.0.1", sources=[source], cache_dir=tmp_path / "c2")
+    via_s3 = fetch("tiny-intent", "0.0.1", sources=[source], cache_dir=tmp_path / "c2", pin=pin)
     assert mf.check_file(via_s3.path, quantized) is None and via_s3.source == source.name
     assert s3.count("GET", r"/export_quantized\.pkl$") == 2
 
