@@ -201,7 +201,8 @@ def build(state: _State, force: bool) -> None:
     multiple=True,
     show_envvar=True,
     help="Where to publish (repeatable); default: [publish] targets in the config. "
-    "Available: local, github, huggingface. Tokens: GITHUB_TOKEN (or GH_TOKEN), HF_TOKEN; "
+    "Available: local, github, huggingface, s3. Tokens: GITHUB_TOKEN (or GH_TOKEN), HF_TOKEN, "
+    "S3 credentials from boto3's chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, a role); "
     "endpoints: GITHUB_API_URL, HF_ENDPOINT; RELEASE_SIGNING_KEY signs manifest.json.",
 )
 @click.option(
@@ -216,7 +217,8 @@ def build(state: _State, force: bool) -> None:
     "force",
     is_flag=True,
     show_envvar=True,
-    help="Replace a published version whose files differ (GitHub assets, the HF tag, the local copy).",
+    help="Replace a published version whose files differ (every target: the local copy, GitHub "
+    "assets, the HF tag, the S3 objects); --replace is the same flag.",
 )
 @click.pass_obj
 def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
@@ -227,21 +229,13 @@ def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool)
     command again finishes the job without duplicates.
     """
     from pipeline.publish import publish as run_publish
+    from pipeline.publishers.base import describe_plan
     from pipeline.publishers.settings import PublishSettings
 
     settings = PublishSettings.from_env()  # the only place the tokens are read
     results = run_publish(state.config(), targets, dry_run=dry_run, force=force, settings=settings)
     for r in results:
-        click.echo(r.line())
-        if dry_run:
-            for step in r.actions:  # remote targets: the steps, uploads included
-                click.echo(f"  - {step}")
-            for name in [] if r.actions else r.uploaded:
-                click.echo(f"  would copy   {name}")
-            for name in r.skipped:
-                click.echo(f"  identical    {name}")
-            for name in r.refused:
-                click.echo(f"  would refuse {name} (differs from the published file)")
+        click.echo("\n".join(describe_plan(r)) if dry_run else r.line())
 
 
 @cli.command()
@@ -364,7 +358,8 @@ def info(state: _State, directory: Path, as_json: bool) -> None:
     multiple=True,
     show_envvar=True,
     help="Where to fetch from, tried in order (repeatable): hf:ORG/NAME, github:OWNER/REPO, "
-    "an http(s):// mirror URL, or a local release-store directory. "
+    "an http(s):// mirror URL, s3://BUCKET/PREFIX (boto3: the [s3] extra), or a local "
+    "release-store directory. "
     "Default: [publish.local] root of the config.",
 )
 @click.option(
@@ -473,6 +468,62 @@ def fetch(
         )
         return
     click.echo(str(run_fetch(model, version, **options).path))
+
+
+@cli.command("list")
+@click.argument("model")
+@click.option(
+    "--source",
+    "-s",
+    "sources",
+    multiple=True,
+    show_envvar=True,
+    help="A source to list (repeatable): hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror, "
+    "s3://BUCKET/PREFIX, or a directory. Default: [publish.local] root of the config.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_versions(state: _State, model: str, sources: tuple[str, ...], as_json: bool) -> None:
+    """The versions of MODEL each source offers, which one `latest` names, which are signed.
+
+    A static mirror cannot list: it is asked for `latest` and probed for the versions the other
+    sources name. Exit 6 when no source answered.
+    """
+    from pipeline.client import parse_source
+    from pipeline.client.listing import list_sources
+    from pipeline.errors import RemoteError, UsageError
+
+    if not sources:
+        if not state.config_path.is_file():
+            raise UsageError(
+                f"list: no --source given and no {state.config_path} to take [publish.local] root from"
+            )
+        sources = (str(state.config().publish.local_root),)
+    try:
+        parsed = [parse_source(s) for s in sources]
+    except ValueError as e:
+        raise UsageError(f"--source {e}") from e
+    listings = list_sources(parsed, model)
+    if as_json:
+        click.echo(
+            json.dumps({"model": model, "sources": [x.to_dict() for x in listings]}, indent=2)
+        )
+    else:
+        for x in listings:
+            if x.error:
+                click.echo(f"{x.source}: unavailable: {x.error}")
+                continue
+            head = f"{x.source}: latest {x.latest or '(none)'}"
+            if not x.listed:
+                head += " (cannot list: probed for the versions the other sources name)"
+            click.echo(head)
+            for v in x.ordered():
+                signed = {True: "signed", False: "unsigned", None: "?"}[x.versions[v]]
+                click.echo(f"  {v:<16} {signed:<9}{'<- latest' if v == x.latest else ''}".rstrip())
+            if not x.versions:
+                click.echo(f"  no version of {model}")
+    if all(x.error for x in listings):
+        raise RemoteError(f"list {model}: no source answered")
 
 
 @cli.group()

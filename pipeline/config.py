@@ -21,13 +21,15 @@ SCHEMA_VERSION = 1
 BUNDLED_PREFIX = "bundled:"
 QUANTIZABLE_MODULES = ("lstm", "linear", "embedding")
 QUANTIZED_ENGINES = ("auto", "x86", "fbgemm", "qnnpack", "onednn")
-PUBLISH_TARGETS = ("local", "github", "huggingface")
+PUBLISH_TARGETS = ("local", "github", "huggingface", "s3")
 # `release init` writes remote repos as "CHANGE-ME/<model>": `publish` refuses them until set.
 PLACEHOLDER_OWNER = "CHANGE-ME"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+([.-]?[A-Za-z0-9.]+)?$")
 _GITHUB_REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_S3_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+/-]{0,127}$")
 
 
@@ -134,9 +136,26 @@ class HubTarget:
     tag_pattern: str = "v{version}"
     tags: tuple[str, ...] = ()
     license: str = ""
+    # `from_pretrained_fastai` downloads the whole snapshot: the original stays off the Hub
+    variants: tuple[str, ...] = ("quantized", "onnx")
 
     def tag(self, model: str, version: str) -> str:
         return self.tag_pattern.format(model=model, version=version)
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """[publish.s3]: a bucket (AWS S3 or any S3-compatible store) holding the release-store
+    layout under `prefix`. Credentials come from boto3's standard chain, never from here."""
+
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None  # R2, MinIO, B2, GCS...; default: AWS (or $AWS_ENDPOINT_URL)
+    region: str | None = None
+
+    @property
+    def repo(self) -> str | None:  # what publishers_for checks: the target's required key
+        return self.bucket
 
 
 @dataclass(frozen=True)
@@ -145,6 +164,7 @@ class PublishConfig:
     local_root: Path
     github: GitHubTarget = GitHubTarget()
     huggingface: HubTarget = HubTarget()
+    s3: S3Target = S3Target()
 
 
 @dataclass(frozen=True)
@@ -227,6 +247,24 @@ def _tag_pattern(v: str) -> str | None:
     if not _TAG.match(tag) or ".." in tag or tag.endswith((".lock", "/", ".")):
         return expected
     return None
+
+
+def _hub_variants(v: list[str]) -> str | None:
+    allowed = ("quantized", "original", "onnx")
+    if "quantized" not in v or any(x not in allowed for x in v) or len(set(v)) != len(v):
+        return 'a list of "quantized" (required: model.pkl is the quantized learner), "original", "onnx"'
+    return None
+
+
+def _s3_prefix(v: str) -> str | None:
+    parts = v.strip("/").split("/")
+    if not _S3_PREFIX.match(v) or (v.strip("/") and any(p in ("", ".", "..") for p in parts)):
+        return 'a key prefix like "releases" or "team/models" (no empty, "." or ".." parts)'
+    return None
+
+
+def _http_url(v: str) -> str | None:
+    return None if re.match(r"^https?://[^/\s]+(/\S*)?$", v) else "an http(s):// URL"
 
 
 def _name_pattern(v: str) -> str | None:
@@ -320,6 +358,15 @@ SPEC: dict[str, dict[str, Field]] = {
         "tag_pattern": Field("str", "v{version}", check=_tag_pattern),
         "tags": Field("str_list", []),
         "license": Field("str", ""),
+        "variants": Field("str_list", ["quantized", "onnx"], check=_hub_variants),
+    },
+    "publish.s3": {
+        "bucket": Field(
+            "str", None, check=_pattern(_BUCKET, "an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+        ),
+        "prefix": Field("str", "", check=_s3_prefix),
+        "endpoint_url": Field("str", None, check=_http_url),
+        "region": Field("str", None),
     },
 }
 
@@ -488,11 +535,12 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
             "true when train.pretrained_weights and pretrained_vocab are set (or remove them)",
             "false",
         )
-    shapes = {"github": '"owner/name"', "huggingface": '"org/name"'}
+    shapes = {"github": '"owner/name"', "huggingface": '"org/name"', "s3": "a bucket name"}
     for target in values["publish"]["targets"] or []:
-        if target in shapes and values[f"publish.{target}"]["repo"] is None:
+        key = "bucket" if target == "s3" else "repo"
+        if target in shapes and values[f"publish.{target}"][key] is None:
             problem(
-                f"publish.{target}.repo",
+                f"publish.{target}.{key}",
                 f"{shapes[target]} (publish.targets includes {target})",
                 "nothing",
             )
@@ -540,7 +588,9 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
                 **{
                     **values["publish.huggingface"],
                     "tags": tuple(values["publish.huggingface"]["tags"]),
+                    "variants": tuple(values["publish.huggingface"]["variants"]),
                 }
             ),
+            s3=S3Target(**values["publish.s3"]),
         ),
     )
