@@ -58,7 +58,8 @@ def test_build_writes_a_complete_verified_release(tiny) -> None:
     assert {"python", "torch", "fastai", "fastcore", "quantized_engine"} <= set(m.environment)
     assert 1 <= len(m.golden_queries) <= 7
     assert m.validation["passed"] is True
-    assert len(m.validation["thresholds"]) == 12
+    # 12 of the variants + the TF-IDF baseline (tiny.toml turns the majority-class gate off)
+    assert len(m.validation["thresholds"]) == 13 and "baseline_deficit_points" in m.validation["thresholds"]
     report = json.loads((d / "report.json").read_text())
     s = report["validate"]["summary"]
     assert s == m.validation["metrics"]
