@@ -3,6 +3,7 @@ model is actually loaded (httpx and huggingface_hub only when a source first nee
 
 from pipeline.client.cache import Cache, CacheBusy, default_cache_dir
 from pipeline.client.fetching import FetchResult, Release, fetch, resolve
+from pipeline.client.limits import InputLimits, InputTooLarge
 from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment, load_model
 from pipeline.client.network import DiskFull, Http, RetryPolicy, Unreachable
 from pipeline.client.predict import Predictor, predict  # the function shadows the module name
@@ -25,6 +26,8 @@ __all__ = [
     "GitHubSource",
     "HfSource",
     "Http",
+    "InputLimits",
+    "InputTooLarge",
     "LoadedModel",
     "LocalSource",
     "MirrorSource",

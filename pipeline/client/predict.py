@@ -7,13 +7,34 @@ first one that accepts a string, as `test_dl` picks them), the DataLoader's own 
 transforms, one forward pass under `torch.inference_mode`, the loss function's activation and
 decoding. The results are identical to `learn.predict` (the client checks one golden query at
 load time and falls back to `learn.predict` if they ever differ).
+
+Tokenization: fastai's Tokenizer runs spaCy, whose suffix search is quadratic in a run without
+whitespace (a 1,000-character run of `)]` costs it about a second). The predictor therefore
+tokenizes with the client's linear port (`pipeline.client.tokenizer`), built from the learner's
+own rules, spaCy patterns and vocabulary, after checking at construction that it gives fastai's
+ids on a set of probe texts; where it does not apply, fastai's transforms are used. Every text is
+checked against `InputLimits` first, on either path.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from typing import Any
+
+from pipeline.client.limits import InputLimits
+
+log = logging.getLogger("pipeline.client")
+
+# Texts that reach the branches of spaCy's algorithm and fastai's rules: the port must give
+# fastai's ids on every one of them before the predictor uses it.
+PROBES = (
+    "where is the credit check done when an order is released?",
+    "Hello WORLD!! it's (e.g.) http://example.com/a?b=1, x@y.com :) a.m. 10km",
+    "don't can't 'cause o'clock ''quoted'' “curly” naïve 日本語 😀 <br /> &amp; #tag a/b",
+    "the the the the  word  aaaa ERP SQL API's xxbos xxmaj \n\t end...",
+)
 
 
 class UnsupportedLearner(Exception):
@@ -31,7 +52,7 @@ class Predictor:
             single text input with categorical labels.
     """
 
-    def __init__(self, learn: Any):
+    def __init__(self, learn: Any, *, limits: InputLimits | None = None):
         import torch
 
         self._torch = torch
@@ -47,6 +68,8 @@ class Predictor:
         encode = tl._new([], split_idx=1)  # what test_set() builds for learn.predict
         encode.tfms.fs = encode.tfms.fs[start:]
         self._encode = encode.tfms
+        self.limits = InputLimits() if limits is None else limits
+        self._port = self._linear_port(learn)
         self._dl = dls.valid
         self._model = learn.model
         loss = learn.loss_func
@@ -59,10 +82,61 @@ class Predictor:
             raise UnsupportedLearner(f"expected class labels, found {self.labels!r}")
         self._lock = threading.Lock()
 
+    def _linear_port(self, learn: Any) -> Any:
+        """The client's tokenizer when it reproduces this learner's Tokenizer + Numericalize on
+        the probes, else None (fastai's transforms are used)."""
+        from fastai.text.core import Tokenizer
+        from fastai.text.data import Numericalize
+
+        from pipeline.client.tokenizer import TextTokenizer
+        from pipeline.errors import InputError
+        from pipeline.onnx_export import tokenizer_spec
+
+        fs = list(self._encode.fs)
+        kinds = [type(f) for f in fs]
+        if Tokenizer not in kinds or Numericalize not in kinds:
+            return None
+        i, j = kinds.index(Tokenizer), kinds.index(Numericalize)
+        if (i, j) != (0, 1) or len(fs) != 2:  # exactly Tokenizer then Numericalize
+            return None
+        try:
+            port = TextTokenizer(
+                tokenizer_spec(learn), "the learner's tokenizer", limits=InputLimits.unlimited()
+            )
+        except (InputError, KeyError, TypeError, ValueError) as e:
+            log.info("the linear tokenizer does not apply (%s); fastai's tokenizes", e)
+            return None
+        tok, num = fs[i], fs[j]
+        for text in PROBES:
+            want = [int(x) for x in num(tok(text))]
+            if port.ids(text) != want:
+                log.warning(
+                    "the linear tokenizer differs from fastai's on %r; fastai's tokenizes", text
+                )
+                return None
+        return port
+
+    def encode(self, text: str) -> Any:
+        """The model input for `text`: fastai's TensorText of token ids.
+
+        Raises:
+            InputTooLarge: `text` is over `self.limits` (nothing is tokenized).
+        """
+        self.limits.check(text)
+        if self._port is None:
+            return self._encode(text)
+        from fastai.text.data import TensorText
+
+        return TensorText(self._torch.tensor(self._port.ids(text), dtype=self._torch.long))
+
     def probabilities(self, text: str) -> Any:
-        """The activation of the model's output for `text` (a 1-D tensor, one per label)."""
+        """The activation of the model's output for `text` (a 1-D tensor, one per label).
+
+        Raises:
+            InputTooLarge: `text` is over `self.limits`.
+        """
         torch = self._torch
-        x = self._encode(text)
+        x = self.encode(text)
         batch = self._dl.after_batch(self._dl.create_batch(self._dl.before_batch([(x,)])))
         xb = batch[0]
         if isinstance(xb, torch.Tensor):
