@@ -5,7 +5,14 @@ from pipeline.client.cache import Cache, CacheBusy, default_cache_dir
 from pipeline.client.fetching import FetchResult, Release, fetch, resolve
 from pipeline.client.limits import InputLimits, InputTooLarge
 from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment, load_model
-from pipeline.client.network import DiskFull, Http, RetryPolicy, Unreachable
+from pipeline.client.network import (
+    BadResponse,
+    CacheError,
+    DiskFull,
+    Http,
+    RetryPolicy,
+    Unreachable,
+)
 from pipeline.client.predict import Predictor, predict  # the function shadows the module name
 from pipeline.client.sources import (
     GitHubSource,
@@ -18,8 +25,10 @@ from pipeline.client.sources import (
 from pipeline.client.trust import Trust
 
 __all__ = [
+    "BadResponse",
     "Cache",
     "CacheBusy",
+    "CacheError",
     "DiskFull",
     "EnvironmentMismatch",
     "FetchResult",

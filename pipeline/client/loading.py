@@ -15,7 +15,7 @@ from typing import Any
 from pipeline.client.cache import Cache, CacheBusy
 from pipeline.client.fetching import FetchResult, _kind_of, default_variants, resolve
 from pipeline.client.limits import InputLimits
-from pipeline.client.network import DiskFull
+from pipeline.client.network import CacheError
 from pipeline.client.predict import Predictor, UnsupportedLearner
 from pipeline.client.sources import Source
 from pipeline.client.trust import Trust
@@ -271,7 +271,7 @@ def load_model(
             continue
         try:
             fetched = release.file(variant)
-        except (DiskFull, CacheBusy):
+        except (CacheError, CacheBusy):
             raise
         except ReleaseError as e:
             failures.append(e)

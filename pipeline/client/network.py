@@ -36,6 +36,7 @@ from pipeline.retry import Retry, RetryPolicy, classify_status, parse_retry_afte
 
 __all__ = [
     "BadResponse",
+    "CacheError",
     "DiskFull",
     "Http",
     "Progress",
@@ -61,10 +62,15 @@ class BadResponse(RemoteError):
     not decode, a malformed message."""
 
 
-class DiskFull(ReleaseError, OSError):
-    """The cache directory has no room for a file. Nothing already cached is touched."""
+class CacheError(ReleaseError, OSError):
+    """The cache directory cannot be used: not writable, gone, another file system error (the
+    message names the path and the operation). Nothing already cached is changed."""
 
     exit_code = 3
+
+
+class DiskFull(CacheError):
+    """The cache directory has no room for a file. Nothing already cached is touched."""
 
 
 class _Attempt(Exception):
