@@ -28,7 +28,13 @@ from pipeline.client.cache import Cache, CacheBusy
 from pipeline.client.network import CacheError, Unreachable
 from pipeline.client.sources import Source
 from pipeline.client.trust import Trust
-from pipeline.errors import ArtifactNotFound, InputError, IntegrityError, ReleaseError
+from pipeline.errors import (
+    ArtifactNotFound,
+    InputError,
+    IntegrityError,
+    ReleaseError,
+    RemoteError,
+)
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest
 
 log = logging.getLogger("pipeline.client")
@@ -93,6 +99,9 @@ def _kind_of(failures: Sequence[Exception]) -> type[ReleaseError]:
         return Unreachable
     if any(isinstance(e, ArtifactNotFound) for e in failures):
         return ArtifactNotFound
+    for kind in (RemoteError, InputError):  # e.g. a redirect loop; a malformed manifest
+        if failures and all(isinstance(e, kind) for e in failures):
+            return kind
     return ReleaseError
 
 
