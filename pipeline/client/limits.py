@@ -1,13 +1,14 @@
 """Bounds on what a server is asked to classify, checked before a text reaches a tokenizer.
 
-A prediction costs time in proportion to the text's tokens (the model reads every chunk of 72),
-and spaCy's tokenizer, which the pickle variants run, costs time in proportion to the square of
-the longest run without whitespace (its suffix search scans the whole run once per affix it
-strips). Both are bounded here, on the text as given, before anything else runs: a text over
-either limit is refused with `InputTooLarge`, a `ValueError`, in time independent of its length
-for the first check and linear for the second. Both limits are configurable
-(`InputLimits(max_chars=..., max_run=...)`, `load_model(input_limits=...)`, or the environment
-through `InputLimits.from_env()`); `None` switches a limit off.
+A prediction costs time in proportion to the text's tokens (the model reads every chunk of 72,
+carrying its state, even where fastai pools only the last ones), and a regex tokenizer costs time
+that grows with the longest run without whitespace (spaCy's, which fastai runs, with its square).
+Three limits bound that, checked before the model runs: characters (checked first, in constant
+time), the longest run without whitespace (linear, before tokenization), and tokens (after the
+client's linear tokenizer, before the model). A text over a limit is refused with
+`InputTooLarge`, a `ValueError`, naming the limit, the value found and how to raise it. All three
+are configurable (`InputLimits(...)`, `load_model(input_limits=...)`, or the environment through
+`InputLimits.from_env()`); `None` switches a limit off.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from pipeline.errors import InputError
 
 MAX_CHARS_ENV = "RELEASE_MAX_INPUT_CHARS"
 MAX_RUN_ENV = "RELEASE_MAX_INPUT_RUN"
+MAX_TOKENS_ENV = "RELEASE_MAX_INPUT_TOKENS"
 DEFAULT_MAX_CHARS = 10_000
 DEFAULT_MAX_RUN = 1_000
+DEFAULT_MAX_TOKENS = 4_096
 
 
 class InputTooLarge(InputError):
@@ -39,13 +42,15 @@ class InputLimits:
     Attributes:
         max_chars: characters in the text (None: no limit).
         max_run: characters in its longest run without whitespace, e.g. one URL (None: no limit).
+        max_tokens: tokens the model is asked to read, xxbos included (None: no limit).
     """
 
     max_chars: int | None = DEFAULT_MAX_CHARS
     max_run: int | None = DEFAULT_MAX_RUN
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
 
     def __post_init__(self) -> None:
-        for name in ("max_chars", "max_run"):
+        for name in ("max_chars", "max_run", "max_tokens"):
             value = getattr(self, name)
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or value < 1
@@ -57,12 +62,12 @@ class InputLimits:
     @classmethod
     def unlimited(cls) -> InputLimits:
         """No limit at all: for trusted texts (the build's parity check over its own data)."""
-        return cls(None, None)
+        return cls(None, None, None)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> InputLimits:
-        """The defaults, or `$RELEASE_MAX_INPUT_CHARS` / `$RELEASE_MAX_INPUT_RUN` when set
-        (a whole number, or `none` for no limit).
+        """The defaults, or `$RELEASE_MAX_INPUT_CHARS` / `$RELEASE_MAX_INPUT_RUN` /
+        `$RELEASE_MAX_INPUT_TOKENS` when set (a whole number, or `none` for no limit).
 
         Raises:
             InputError: a value that is neither.
@@ -72,6 +77,7 @@ class InputLimits:
         for name, var, default in (
             ("max_chars", MAX_CHARS_ENV, DEFAULT_MAX_CHARS),
             ("max_run", MAX_RUN_ENV, DEFAULT_MAX_RUN),
+            ("max_tokens", MAX_TOKENS_ENV, DEFAULT_MAX_TOKENS),
         ):
             raw = env.get(var, "").strip()
             if not raw:
@@ -118,3 +124,18 @@ class InputLimits:
                     setting="max_run",
                 )
         return text
+
+    def check_tokens(self, n: int) -> None:
+        """Refuse a text of `n` tokens when that is over `max_tokens`.
+
+        Raises:
+            InputTooLarge: names the count and the limit.
+        """
+        if self.max_tokens is not None and n > self.max_tokens:
+            raise InputTooLarge(
+                f"input text: {n} tokens, more than the limit of {self.max_tokens}; send a "
+                f"shorter text, or raise the limit (InputLimits(max_tokens=...), ${MAX_TOKENS_ENV})",
+                limit=self.max_tokens,
+                found=n,
+                setting="max_tokens",
+            )

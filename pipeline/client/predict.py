@@ -124,10 +124,13 @@ class Predictor:
         """
         self.limits.check(text)
         if self._port is None:
-            return self._encode(text)
-        from fastai.text.data import TensorText
+            x = self._encode(text)
+        else:
+            from fastai.text.data import TensorText
 
-        return TensorText(self._torch.tensor(self._port.ids(text), dtype=self._torch.long))
+            x = TensorText(self._torch.tensor(self._port.ids(text), dtype=self._torch.long))
+        self.limits.check_tokens(len(x))
+        return x
 
     def probabilities(self, text: str) -> Any:
         """The activation of the model's output for `text` (a 1-D tensor, one per label).

@@ -705,9 +705,15 @@ class TextTokenizer:
         return toks
 
     def ids(self, text: str) -> list[int]:
-        """The token ids fastai's Tokenizer + Numericalize give `text` (unknown -> xxunk)."""
+        """The token ids fastai's Tokenizer + Numericalize give `text` (unknown -> xxunk).
+
+        Raises:
+            InputTooLarge: `text`, or its tokens, are over `self.limits`.
+        """
         o2i, unk = self._o2i, self.unknown_id
-        return [o2i.get(t, unk) for t in self.tokens(text)]
+        toks = self.tokens(text)
+        self.limits.check_tokens(len(toks))
+        return [o2i.get(t, unk) for t in toks]
 
     def ids_many(self, texts: Iterable[str]) -> list[list[int]]:
         return [self.ids(t) for t in texts]

@@ -223,7 +223,10 @@ def test_all_sources_down_without_and_with_a_cache(tmp_path: Path, store, server
     # with a cached version a start succeeds, offline, and says so
     cache = tmp_path / "c"
     fetch("m", sources=[mirror(server)], cache_dir=cache)
-    dead = [MirrorSource(u, http=Http(RetryPolicy.for_downloads(max_attempts=2, base_delay=0.01))) for u in down]
+    dead = [
+        MirrorSource(u, http=Http(RetryPolicy.for_downloads(max_attempts=2, base_delay=0.01)))
+        for u in down
+    ]
     with caplog.at_level(logging.INFO, logger="pipeline"):
         r = fetch("m", sources=dead, cache_dir=cache)
     assert r.offline and r.cache_hit and r.manifest.version == "1.0.0"

@@ -82,6 +82,18 @@ def test_a_broken_answer_is_typed_and_the_next_source_is_used(
         fetch("m", sources=[mirror(hostile)], cache_dir=tmp_path / "c2")
 
 
+def test_the_http_errors_are_typed(hostile) -> None:
+    http = Http(RetryPolicy.for_downloads(max_attempts=1), progress=False)
+    for fault, message in (
+        (Fault.redirect_loop(), "too many redirects"),
+        (Fault.bad_encoding(), "does not decode"),
+    ):
+        hostile.clear()
+        hostile.always(MANIFEST, fault)
+        with pytest.raises(BadResponse, match=message):
+            http.get_bytes(hostile.url + MANIFEST, what="m")
+
+
 @pytest.mark.parametrize(
     "changes, field",
     [

@@ -177,3 +177,32 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("12") == 12.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_a_rate_limited_403_is_retried_like_the_publishers_do() -> None:
+    # one reading of HTTP failures (pipeline.retry.classify_status) for publishers and client
+    reset = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1000030"}
+    http, clock, seen = http_with(
+        [httpx.Response(403, headers=reset), httpx.Response(200, content=b"ok")]
+    )
+    http.policy.wall = lambda: 1_000_000.0
+    assert http.get_bytes(URL, what="m") == b"ok"
+    assert clock.waits == [31.0] and len(seen) == 2
+    http, _, seen = http_with([httpx.Response(501)])
+    with pytest.raises(RemoteError, match="HTTP 501"):
+        http.get_bytes(URL, what="m")
+    assert len(seen) == 1  # Not Implemented will say the same on every attempt
+
+
+def test_credentials_leave_the_url_for_the_authorization_header() -> None:
+    from pipeline.client.network import split_credentials
+
+    assert split_credentials("https://u%40x:p%3Aw@host:8443/a?b=1") == (
+        "https://host:8443/a?b=1",
+        ("u@x", "p:w"),
+    )
+    assert split_credentials("http://host/a") == ("http://host/a", None)
+    http, _, seen = http_with([httpx.Response(200, content=b"ok")])
+    http.get_bytes("http://user:tok3n@mirror.test/m/latest", what="m")
+    assert seen[0].url == "http://mirror.test/m/latest"
+    assert seen[0].headers["Authorization"] == "Basic dXNlcjp0b2szbg=="
