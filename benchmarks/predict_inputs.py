@@ -1,0 +1,187 @@
+"""Hostile and large inputs against both predict paths, and the tokenizers' growth with input size.
+
+    python -m benchmarks.predict_inputs [--build-dir artifacts/build/1.0.0] [--no-spacy]
+
+- inputs: each text (1 MB of prose, 8 kB of `)]`, 64 kB of `a:`, long unicode runs, many URLs,
+  emoji, and the worst texts the default limits let through) through the client's `predict()`
+  on the quantized pickle (fastai model, the client's linear tokenizer) and on the onnx variant,
+  with the default `InputLimits`: the time until it is answered or refused, and which. One torch
+  and one onnxruntime thread; each the best of 3.
+- growth: the tokenizer alone, limits off, on n and 4n characters of each hostile pattern
+  (4x more time is linear, 16x quadratic), with spaCy's own tokenizer beside it (`--no-spacy`
+  leaves it out: it takes minutes on the larger sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.client.limits import InputLimits, InputTooLarge
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = [
+    "where",
+    "is",
+    "the",
+    "credit",
+    "check",
+    "done",
+    "when",
+    "an",
+    "order",
+    "is",
+    "released",
+    "?",
+    "the",
+    "sales",
+    "order",
+    "API",
+    "returns",
+    "a",
+    "500",
+    "error",
+    ",",
+    "see",
+    "http://erp.example.com/orders?id=42",
+    "and",
+    "(",
+    "e.g.",
+    ")",
+    "the",
+    "customer's",
+    "invoice",
+    ".",
+]
+
+
+def prose(n: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    out, size = [], 0
+    while size < n:
+        w = rng.choice(WORDS)
+        out.append(w)
+        size += len(w) + 1
+    return " ".join(out)[:n]
+
+
+def runs(unit: str, run: int, total: int) -> str:
+    """Runs of `run` characters of `unit`, each made different, up to `total` characters."""
+    pieces, i = [], 0
+    while sum(len(p) + 1 for p in pieces) + run < total:
+        pieces.append(chr(0x4E00 + i) + (unit * run)[: run - 1])
+        i += 1
+    return " ".join(pieces)
+
+
+def inputs(limits: InputLimits) -> dict[str, str]:
+    r = limits.max_run or 1000
+    c = limits.max_chars or 10_000
+    return {
+        "1 MB of prose": prose(1_000_000),
+        "8 kB of `)]`": ")]" * 4000,
+        "64 kB of `a:`": "a:" * 32_000,
+        "64 kB unicode run (日本語)": "日本語のテキスト" * 8000,
+        "2,000 URLs (64 kB)": " ".join(f"http://h{i}.example.com/p?q={i}" for i in range(2000)),
+        "16 k emoji": "😀🎉" * 8000,
+        f"prose at the limit ({c:,} chars)": prose(c),
+        f"`)]` runs of {r:,} up to {c:,} chars": runs(")]", r, c),
+        f"`a:` runs of {r:,} up to {c:,} chars": runs("a:", r, c),
+        f"emoji runs of {r:,} up to {c:,} chars": runs("😀🎉", r, c),
+        f"`'s` runs of {r:,} up to {c:,} chars": runs("'s", r, c),
+    }
+
+
+def timed(fn: Any, text: str, repeats: int = 3) -> tuple[float, str]:
+    best, outcome = float("inf"), ""
+    for _ in range(repeats):
+        start = time.perf_counter()
+        try:
+            label = fn(text)[0]
+            outcome = f"answered ({label})"
+        except InputTooLarge as e:
+            outcome = f"refused ({e.setting}: {e.found:,} > {e.limit:,})"
+        best = min(best, time.perf_counter() - start)
+    return best, outcome
+
+
+def predict_rows(build_dir: Path) -> list[str]:
+    import torch
+    from fastai.learner import load_learner
+
+    from pipeline.client.onnx_model import OnnxClassifier
+    from pipeline.client.predict import Predictor
+    from pipeline.manifest import ONNX_FILE, QUANTIZED_FILE, TOKENIZER_FILE
+
+    torch.set_num_threads(1)
+    limits = InputLimits()
+    learn = load_learner(build_dir / QUANTIZED_FILE)
+    pickle_path = Predictor(learn, limits=limits)
+    assert pickle_path._port is not None, "the linear tokenizer does not apply to this learner"
+    onnx_path = OnnxClassifier(build_dir / ONNX_FILE, build_dir / TOKENIZER_FILE)
+    onnx_path.tokenizer.limits = limits
+    rows = [
+        f"Default limits: {limits.max_chars:,} characters, runs of {limits.max_run:,}, "
+        f"{limits.max_tokens:,} tokens.",
+        "",
+        "| input | chars | quantized pickle `predict()` | onnx `predict()` |",
+        "|---|---|---|---|",
+    ]
+    for name, text in inputs(limits).items():
+        cells = []
+        for fn in (pickle_path, onnx_path):
+            seconds, outcome = timed(fn, text)
+            cells.append(f"{seconds * 1000:,.1f} ms, {outcome}")
+        rows.append(f"| {name} | {len(text):,} | {cells[0]} | {cells[1]} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def growth_rows(build_dir: Path, with_spacy: bool) -> list[str]:
+    from pipeline.client.tokenizer import TextTokenizer
+    from pipeline.manifest import TOKENIZER_FILE
+
+    port = TextTokenizer.from_file(build_dir / TOKENIZER_FILE, limits=InputLimits.unlimited())
+    nlp = None
+    if with_spacy:
+        import spacy
+
+        nlp = spacy.blank("en")
+    rows = [
+        "| pattern | n | this client n / 4n | ratio | spaCy n / 4n | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for unit, n in ((")]", 4000), ("a:", 16_000), ("'s", 4000), ("😀🎉", 4000), ("([", 4000)):
+        cells = []
+        for tokenize in (port.tokens, nlp.tokenizer if nlp else None):
+            if tokenize is None:
+                cells += ["-", "-"]
+                continue
+            t = []
+            for size in (n, 4 * n):
+                text = (unit * size)[:size]
+                start = time.perf_counter()
+                tokenize(text)
+                t.append(time.perf_counter() - start)
+            cells += [f"{t[0] * 1000:,.0f} / {t[1] * 1000:,.0f} ms", f"{t[1] / t[0]:.1f}x"]
+        rows.append(f"| `{unit}` | {n:,} | {' | '.join(cells)} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build-dir", type=Path, default=ROOT / "artifacts" / "build" / "1.0.0")
+    parser.add_argument("--no-spacy", action="store_true", help="leave spaCy's column out")
+    args = parser.parse_args(argv)
+    rows = predict_rows(args.build_dir)
+    rows += ["", *growth_rows(args.build_dir, not args.no_spacy)]
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
