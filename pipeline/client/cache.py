@@ -48,7 +48,7 @@ from pathlib import Path
 
 from pipeline import atomic
 from pipeline.client.network import CacheError, DiskFull, RemoteError
-from pipeline.errors import IntegrityError, ReleaseError
+from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, check_file
 
 log = logging.getLogger("pipeline.client")
@@ -302,9 +302,14 @@ class Cache:
                     download(part)
                 except ReleaseError:
                     raise
-                except OSError:  # a source writing the part file (local, HF)
-                    with os_errors(f"{where}/{entry.name}: writing the download", part):
-                        raise
+                except OSError as e:  # a source copying into the part file (local, HF)
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        with os_errors(f"{where}/{entry.name}: writing the download", part):
+                            raise
+                    if isinstance(e, FileNotFoundError) and not part.parent.is_dir():
+                        raise CacheError(f"{where}/{entry.name}: {part.parent} vanished") from e
+                    kind = ArtifactNotFound if isinstance(e, FileNotFoundError) else RemoteError
+                    raise kind(f"{where}/{entry.name}: the source's copy failed: {e}") from e
                 problem = check_file(part, entry)
                 if problem is None:
                     with os_errors(f"{where}/{entry.name}: storing the verified file", blob):
