@@ -409,8 +409,17 @@ class Cache:
     def usage(self) -> dict[str, int]:
         """Bytes in blobs (every cached file, counted once) and in partial downloads."""
 
+        def size(p: Path) -> int:
+            try:
+                return p.stat().st_size if p.is_file() else 0
+            except OSError:  # removed meanwhile (a finished download, a prune)
+                return 0
+
         def total(d: Path) -> int:
-            return sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) if d.is_dir() else 0
+            try:
+                return sum(size(p) for p in d.rglob("*"))
+            except OSError:
+                return 0
 
         return {"blobs": total(self.root / ".blobs"), "partial": total(self.root / ".partial")}
 
