@@ -88,7 +88,7 @@ def inputs(limits: InputLimits) -> dict[str, str]:
         "64 kB unicode run (日本語)": "日本語のテキスト" * 8000,
         "2,000 URLs (64 kB)": " ".join(f"http://h{i}.example.com/p?q={i}" for i in range(2000)),
         "16 k emoji": "😀🎉" * 8000,
-        f"prose at the limit ({c:,} chars)": prose(c),
+        f"prose at the character limit ({c:,} chars)": prose(c),
         f"`)]` runs of {r:,} up to {c:,} chars": runs(")]", r, c),
         f"`a:` runs of {r:,} up to {c:,} chars": runs("a:", r, c),
         f"emoji runs of {r:,} up to {c:,} chars": runs("😀🎉", r, c),
@@ -131,7 +131,18 @@ def predict_rows(build_dir: Path) -> list[str]:
         "| input | chars | quantized pickle `predict()` | onnx `predict()` |",
         "|---|---|---|---|",
     ]
-    for name, text in inputs(limits).items():
+    cases = inputs(limits)
+    n_tokens = limits.max_tokens or 1024
+    words = prose(20 * n_tokens).split(" ")
+    lo, hi = 1, len(words)  # the longest prose the token limit lets through
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(onnx_path.tokenizer.tokens(" ".join(words[:mid]))) <= n_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    cases[f"prose at the token limit ({n_tokens:,} tokens)"] = " ".join(words[:lo])
+    for name, text in cases.items():
         cells = []
         for fn in (pickle_path, onnx_path):
             seconds, outcome = timed(fn, text)
