@@ -115,6 +115,7 @@ def predict_rows(build_dir: Path) -> list[str]:
 
     from pipeline.client.onnx_model import OnnxClassifier
     from pipeline.client.predict import Predictor
+    from pipeline.client.tokenizer import TextTokenizer
     from pipeline.manifest import ONNX_FILE, QUANTIZED_FILE, TOKENIZER_FILE
 
     torch.set_num_threads(1)
@@ -134,10 +135,11 @@ def predict_rows(build_dir: Path) -> list[str]:
     cases = inputs(limits)
     n_tokens = limits.max_tokens or 1024
     words = prose(20 * n_tokens).split(" ")
+    counter = TextTokenizer(onnx_path.tokenizer.spec, limits=InputLimits.unlimited())
     lo, hi = 1, len(words)  # the longest prose the token limit lets through
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if len(onnx_path.tokenizer.tokens(" ".join(words[:mid]))) <= n_tokens:
+        if len(counter.tokens(" ".join(words[:mid]))) <= n_tokens:
             lo = mid
         else:
             hi = mid - 1
