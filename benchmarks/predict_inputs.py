@@ -184,9 +184,12 @@ def growth_rows(build_dir: Path, with_spacy: bool) -> list[str]:
             t = []
             for size in (sizes[who], 4 * sizes[who]):
                 text = (unit * size)[:size]
-                start = time.process_time()
-                tokenize(text)
-                t.append(time.process_time() - start)
+                best = float("inf")
+                for _ in range(3 if who == "client" else 1):  # spaCy's runs take seconds
+                    start = time.process_time()
+                    tokenize(text)
+                    best = min(best, time.process_time() - start)
+                t.append(best)
             cells += [f"{t[0] * 1000:,.0f} / {t[1] * 1000:,.0f} ms", f"{t[1] / t[0]:.1f}x"]
         rows.append(f"| `{unit}` | {' | '.join(cells)} |")
         print(rows[-1], file=sys.stderr, flush=True)

@@ -65,10 +65,10 @@ def test_over_the_limits_is_refused_at_once(loaded) -> None:
     many = " ".join(")]" * 40 for _ in range(100))  # 8,099 characters, 8,001 tokens
     cases = ((prose, "max_chars"), ("word " + ")]" * 600, "max_run"), (many, "max_tokens"))
     for text, setting in cases:
-        start = time.perf_counter()
+        start = time.process_time()
         with pytest.raises(InputTooLarge) as e:
             loaded.predict(text)
-        assert time.perf_counter() - start < 0.5
+        assert time.process_time() - start < 0.5
         assert e.value.setting == setting and isinstance(e.value, ValueError)
         assert "raise the limit" in str(e.value)
 
@@ -80,9 +80,9 @@ def test_adversarial_texts_within_the_limits_are_answered_quickly(loaded) -> Non
         runs = [chr(0x4E00 + i) + (unit * 500)[:999] for i in range(5)]
         text = " ".join(runs)
         assert len(text) <= 10_000
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: what an idle core takes (CI machines are shared)
         label, probs = loaded.predict(text)
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         assert label in probs and elapsed < 1.0, (name, elapsed)
 
 
