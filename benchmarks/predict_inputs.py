@@ -127,7 +127,7 @@ def predict_rows(build_dir: Path) -> list[str]:
     limits = InputLimits()
     learn = load_learner(build_dir / QUANTIZED_FILE)
     pickle_path = Predictor(learn, limits=limits)
-    assert pickle_path._port is not None, "the linear tokenizer does not apply to this learner"
+    assert pickle_path.port is not None, "the linear tokenizer does not apply to this learner"
     onnx_path = OnnxClassifier(build_dir / ONNX_FILE, build_dir / TOKENIZER_FILE)
     onnx_path.tokenizer.limits = limits
     rows = [

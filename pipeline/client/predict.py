@@ -69,7 +69,9 @@ class Predictor:
         encode.tfms.fs = encode.tfms.fs[start:]
         self._encode = encode.tfms
         self.limits = InputLimits() if limits is None else limits
-        self._port = self._linear_port(learn)
+        self._learn = learn
+        self._port_state: tuple[Any] | None = None  # (port or None,) once built, on first use
+        self._port_lock = threading.Lock()
         self._dl = dls.valid
         self._model = learn.model
         loss = learn.loss_func
@@ -81,6 +83,16 @@ class Predictor:
         if len(self.labels) < 2:
             raise UnsupportedLearner(f"expected class labels, found {self.labels!r}")
         self._lock = threading.Lock()
+
+    @property
+    def port(self) -> Any:
+        """The linear tokenizer this predictor uses, or None (fastai's transforms are used).
+        Built on first use (about 60-120 ms of CPU for the demo model), not at load."""
+        if self._port_state is None:
+            with self._port_lock:
+                if self._port_state is None:
+                    self._port_state = (self._linear_port(self._learn),)
+        return self._port_state[0]
 
     def _linear_port(self, learn: Any) -> Any:
         """The client's tokenizer when it reproduces this learner's Tokenizer + Numericalize on
@@ -94,21 +106,29 @@ class Predictor:
 
         fs = list(self._encode.fs)
         kinds = [type(f) for f in fs]
-        if Tokenizer not in kinds or Numericalize not in kinds:
+        if kinds != [Tokenizer, Numericalize]:  # exactly these two, in this order
             return None
-        i, j = kinds.index(Tokenizer), kinds.index(Numericalize)
-        if (i, j) != (0, 1) or len(fs) != 2:  # exactly Tokenizer then Numericalize
-            return None
+        tok, num = fs
+        o2i = num.o2i
+        unk = o2i.default_factory() if getattr(o2i, "default_factory", None) else 0
+        # fastai's Numericalize looks words up in a defaultdict, which adds every unknown word
+        # it is asked (mapped to xxunk): a learner that has predicted holds them. They change
+        # no id; export the vocabulary without them, and look up without adding any.
+        known = {str(t) for t in num.vocab}
+        extra = [t for t in o2i if t not in known]
         try:
-            port = TextTokenizer(
-                tokenizer_spec(learn), "the learner's tokenizer", limits=InputLimits.unlimited()
-            )
+            if extra and all(o2i[t] == unk for t in extra):
+                num.o2i = type(o2i)(o2i.default_factory, {t: o2i[t] for t in o2i if t in known})
+            try:
+                spec = tokenizer_spec(learn)
+            finally:
+                num.o2i = o2i
+            port = TextTokenizer(spec, "the learner's tokenizer", limits=InputLimits.unlimited())
         except (InputError, KeyError, TypeError, ValueError) as e:
             log.info("the linear tokenizer does not apply (%s); fastai's tokenizes", e)
             return None
-        tok, num = fs[i], fs[j]
         for text in PROBES:
-            want = [int(x) for x in num(tok(text))]
+            want = [int(o2i.get(t, unk)) for t in tok(text)]
             if port.ids(text) != want:
                 log.warning(
                     "the linear tokenizer differs from fastai's on %r; fastai's tokenizes", text
@@ -123,12 +143,13 @@ class Predictor:
             InputTooLarge: `text` is over `self.limits` (nothing is tokenized).
         """
         self.limits.check(text)
-        if self._port is None:
+        port = self.port
+        if port is None:
             x = self._encode(text)
         else:
             from fastai.text.data import TensorText
 
-            x = TensorText(self._torch.tensor(self._port.ids(text), dtype=self._torch.long))
+            x = TensorText(self._torch.tensor(port.ids(text), dtype=self._torch.long))
         self.limits.check_tokens(len(x))
         return x
 

@@ -94,7 +94,7 @@ def test_the_pickle_path_tokenizes_with_the_linear_port_and_gets_fastais_ids(
         m.model, sources=[LocalSource(root)], variants=["quantized"], cache_dir=tmp_path / "c"
     )
     predictor = loaded.predictor
-    assert predictor is not None and predictor._port is not None
+    assert predictor is not None and predictor.port is not None
     tok, num = predictor._encode.fs  # fastai's Tokenizer and Numericalize, as learn.predict runs
     for name, text in ADVERSARIAL.items():
         want = [int(x) for x in num(tok(text))]
