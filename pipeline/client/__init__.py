@@ -3,8 +3,16 @@ model is actually loaded (httpx and huggingface_hub only when a source first nee
 
 from pipeline.client.cache import Cache, CacheBusy, default_cache_dir
 from pipeline.client.fetching import FetchResult, Release, fetch, resolve
+from pipeline.client.limits import InputLimits, InputTooLarge
 from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment, load_model
-from pipeline.client.network import DiskFull, Http, RetryPolicy, Unreachable
+from pipeline.client.network import (
+    BadResponse,
+    CacheError,
+    DiskFull,
+    Http,
+    RetryPolicy,
+    Unreachable,
+)
 from pipeline.client.predict import Predictor, predict  # the function shadows the module name
 from pipeline.client.sources import (
     GitHubSource,
@@ -17,14 +25,18 @@ from pipeline.client.sources import (
 from pipeline.client.trust import Trust
 
 __all__ = [
+    "BadResponse",
     "Cache",
     "CacheBusy",
+    "CacheError",
     "DiskFull",
     "EnvironmentMismatch",
     "FetchResult",
     "GitHubSource",
     "HfSource",
     "Http",
+    "InputLimits",
+    "InputTooLarge",
     "LoadedModel",
     "LocalSource",
     "MirrorSource",

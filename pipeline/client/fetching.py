@@ -25,16 +25,22 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.client.cache import Cache, CacheBusy
-from pipeline.client.network import DiskFull, Unreachable
+from pipeline.client.network import CacheError, Unreachable
 from pipeline.client.sources import Source
 from pipeline.client.trust import Trust
-from pipeline.errors import ArtifactNotFound, InputError, IntegrityError, ReleaseError
+from pipeline.errors import (
+    ArtifactNotFound,
+    InputError,
+    IntegrityError,
+    ReleaseError,
+    RemoteError,
+)
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest
 
 log = logging.getLogger("pipeline.client")
 DEFAULT_VARIANTS = ("quantized", "original")
 OFFLINE_ENV = "RELEASE_OFFLINE"
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # fullmatch: `$` would accept "1.0.0\n"
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ def offline_from_env(offline: bool | None) -> bool:
 
 
 def _check_name(kind: str, value: str) -> str:
-    if not _SAFE.match(value) or value in (".", ".."):
+    if not isinstance(value, str) or not _SAFE.fullmatch(value) or value in (".", ".."):
         raise InputError(f"{kind}: expected letters, digits, '.', '_', '+' or '-', found {value!r}")
     return value
 
@@ -93,6 +99,9 @@ def _kind_of(failures: Sequence[Exception]) -> type[ReleaseError]:
         return Unreachable
     if any(isinstance(e, ArtifactNotFound) for e in failures):
         return ArtifactNotFound
+    for kind in (RemoteError, InputError):  # e.g. a redirect loop; a malformed manifest
+        if failures and all(isinstance(e, kind) for e in failures):
+            return kind
     return ReleaseError
 
 
@@ -143,6 +152,10 @@ class Release:
 
     def _ensure(self, entry: FileEntry, variant: str) -> tuple[Path, str, bool]:
         """One file in the cache, verified: (path, where it came from, whether it was cached)."""
+        with self.cache.in_use():  # `cache prune` waits until the file is installed
+            return self._ensure_in_use(entry, variant)
+
+    def _ensure_in_use(self, entry: FileEntry, variant: str) -> tuple[Path, str, bool]:
         cached = self.cache.installed(self.model, self.version, entry)
         if cached is not None:
             return cached, "cache", True
@@ -165,7 +178,7 @@ class Release:
                 path = self.cache.install(
                     self.model, self.version, self.manifest_bytes, self.signature, entry, blob
                 )
-            except (DiskFull, CacheBusy):
+            except (CacheError, CacheBusy):
                 raise
             except ReleaseError as e:
                 failures.append(e)
@@ -335,7 +348,7 @@ def resolve(
             resolved, manifest_bytes, signature, manifest = _from_source(
                 source, model, version, trust
             )
-        except (DiskFull, CacheBusy):
+        except (CacheError, CacheBusy):
             raise
         except ReleaseError as e:
             failures.append(e)
@@ -418,7 +431,7 @@ def fetch(
     for variant in variants:
         try:
             result = release.file(variant)
-        except (DiskFull, CacheBusy):
+        except (CacheError, CacheBusy):
             raise
         except ReleaseError as e:
             failures.append(e)

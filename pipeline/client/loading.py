@@ -14,7 +14,8 @@ from typing import Any
 
 from pipeline.client.cache import Cache, CacheBusy
 from pipeline.client.fetching import FetchResult, _kind_of, default_variants, resolve
-from pipeline.client.network import DiskFull
+from pipeline.client.limits import InputLimits
+from pipeline.client.network import CacheError
 from pipeline.client.predict import Predictor, UnsupportedLearner
 from pipeline.client.sources import Source
 from pipeline.client.trust import Trust
@@ -44,6 +45,7 @@ class LoadedModel:
     # OnnxClassifier (also `learner`: there is no fastai learner at all).
     predictor: Any = None
     load_seconds: float = 0.0
+    limits: InputLimits = field(default_factory=InputLimits)  # what predict() accepts
 
     @property
     def variant(self) -> str:
@@ -55,7 +57,12 @@ class LoadedModel:
 
     def predict(self, text: str) -> tuple[str, dict[str, float]]:
         """The label and every label's probability for `text`: `learn.predict` without its
-        per-call DataLoader, with the same results (to 1e-5)."""
+        per-call DataLoader, with the same results (to 1e-5).
+
+        Raises:
+            InputTooLarge: `text` is over `self.limits` (a ValueError; nothing was tokenized).
+        """
+        self.limits.check(text)
         if self.predictor is not None:
             return self.predictor(text)
         with self.learner.no_bar():
@@ -132,7 +139,9 @@ def _use_quantized_engine(engine: str | None) -> None:
         torch.backends.quantized.engine = engine
 
 
-def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predictor | None, int]:
+def _load_and_smoke(
+    fetched: FetchResult, smoke_test: bool, limits: InputLimits
+) -> tuple[Any, Predictor | None, int]:
     entry = fetched.manifest.variant(fetched.variant)
     problem = check_file(fetched.path, entry)  # again, right before unpickling (blake3 is cheap)
     if problem:
@@ -146,7 +155,7 @@ def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predic
         learn = load_learner(fetched.path)
     predictor: Predictor | None
     try:
-        predictor = Predictor(learn)
+        predictor = Predictor(learn, limits=limits)
     except UnsupportedLearner as e:
         log.info("fast predict does not apply (%s); predict() uses learn.predict", e)
         predictor = None
@@ -166,7 +175,7 @@ def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predic
             predictor = None
     passed = 0
     if smoke_test:
-        model = LoadedModel(learn, fetched, 0, predictor=predictor)
+        model = LoadedModel(learn, fetched, 0, predictor=predictor, limits=limits)
         for q in golden:
             got_label = model.predict(q.text)[0]
             if got_label != q.expected:
@@ -177,10 +186,13 @@ def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predic
     return learn, predictor, passed
 
 
-def _load_onnx_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Any, int]:
+def _load_onnx_and_smoke(
+    fetched: FetchResult, smoke_test: bool, limits: InputLimits
+) -> tuple[Any, Any, int]:
     from pipeline.client.onnx_model import default_threads, load_verified
 
     clf = load_verified(fetched, threads=default_threads())
+    clf.tokenizer.limits = limits
     passed = 0
     if smoke_test:
         for q in fetched.manifest.golden_queries:
@@ -205,6 +217,7 @@ def load_model(
     offline: bool | None = None,
     smoke_test: bool = True,
     lock_timeout: float | None = None,
+    input_limits: InputLimits | None = None,
 ) -> LoadedModel:
     """Fetch, verify, load and smoke-test a model: what a server calls on start.
 
@@ -215,6 +228,7 @@ def load_model(
     the smoke test is logged with the reason, and the next is tried. `smoke_test=False` predicts
     nothing at start (the first predictions of a fresh model are slow while torch warms up): the
     start is then verify + load, and a variant is only rejected when it cannot be had or loaded.
+    `input_limits` bounds what `predict()` accepts (default `InputLimits.from_env()`).
 
     `variants` defaults to what is installed (`default_variants()`): "onnx" first where
     onnxruntime is and torch is not, last where both are. The onnx variant needs neither torch
@@ -226,6 +240,7 @@ def load_model(
         ReleaseError: no variant could be fetched, loaded and smoke-tested; lists each reason.
     """
     start = time.perf_counter()
+    limits = InputLimits.from_env() if input_limits is None else input_limits
     variants = tuple(variants) if variants else default_variants()
     cache = Cache(cache_dir, **({"lock_timeout": lock_timeout} if lock_timeout else {}))
     release = resolve(
@@ -256,7 +271,7 @@ def load_model(
             continue
         try:
             fetched = release.file(variant)
-        except (DiskFull, CacheBusy):
+        except (CacheError, CacheBusy):
             raise
         except ReleaseError as e:
             failures.append(e)
@@ -265,9 +280,9 @@ def load_model(
             continue
         try:
             if variant == "onnx":
-                learn, predictor, passed = _load_onnx_and_smoke(fetched, smoke_test)
+                learn, predictor, passed = _load_onnx_and_smoke(fetched, smoke_test, limits)
             else:
-                learn, predictor, passed = _load_and_smoke(fetched, smoke_test)
+                learn, predictor, passed = _load_and_smoke(fetched, smoke_test, limits)
         except ReleaseError as e:
             failures.append(e)
             reasons.append(f"{variant}: {e}")
@@ -294,7 +309,7 @@ def load_model(
             len(release.manifest.golden_queries) if smoke_test else 0,
             elapsed,
         )
-        return LoadedModel(learn, fetched, passed, reasons, predictor, elapsed)
+        return LoadedModel(learn, fetched, passed, reasons, predictor, elapsed, limits)
     raise _kind_of(failures)(
         f"{model} {release.version}: no variant could be loaded:\n"
         + "\n".join(f"  - {r}" for r in reasons)

@@ -47,7 +47,7 @@ class Trust:
             key = signing.load_public_key(text, what)
         if pin is not None:
             pin = pin.strip().lower()
-            if not _HEX64.match(pin):
+            if not _HEX64.fullmatch(pin):
                 raise ConfigError(
                     f"manifest pin: expected the 64 hex digits of blake3(manifest.json), found {pin!r}"
                 )

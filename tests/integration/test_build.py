@@ -215,7 +215,7 @@ def test_publish_fetch_and_load_end_to_end(tiny, tmp_path: Path) -> None:
     work = fresh_copy(tiny, tmp_path)
     dry = release("publish", "--dry-run", cwd=work)
     assert dry.returncode == 0, dry.stderr[-2000:]
-    assert "local: planned" in dry.stdout and "would copy   export_quantized.pkl" in dry.stdout
+    assert "local: planned" in dry.stdout and "  upload     export_quantized.pkl (" in dry.stdout
     assert not (work / "artifacts" / "releases").exists()
     first = release("publish", cwd=work)
     assert first.returncode == 0, first.stderr[-2000:]
