@@ -2,8 +2,9 @@
 model is actually loaded (httpx and huggingface_hub only when a source first needs them)."""
 
 from pipeline.client.cache import Cache, CacheBusy, default_cache_dir
-from pipeline.client.fetching import FetchResult, Release, fetch, resolve
-from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment, load_model
+from pipeline.client.client import Client, fetch, load_model
+from pipeline.client.fetching import FetchResult, Release, resolve
+from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment
 from pipeline.client.network import DiskFull, Http, RetryPolicy, Unreachable
 from pipeline.client.predict import Predictor, predict  # the function shadows the module name
 from pipeline.client.sources import (
@@ -14,11 +15,12 @@ from pipeline.client.sources import (
     Source,
     parse_source,
 )
-from pipeline.client.trust import Trust
+from pipeline.client.trust import Trust, Untrusted
 
 __all__ = [
     "Cache",
     "CacheBusy",
+    "Client",
     "DiskFull",
     "EnvironmentMismatch",
     "FetchResult",
@@ -34,6 +36,7 @@ __all__ = [
     "Source",
     "Trust",
     "Unreachable",
+    "Untrusted",
     "check_environment",
     "default_cache_dir",
     "fetch",
