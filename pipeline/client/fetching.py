@@ -108,8 +108,9 @@ def _check_name(kind: str, value: str) -> str:
 
 def _kind_of(failures: Sequence[Exception]) -> type[ReleaseError]:
     """The error that sums up a list of failures: integrity wins, then not-found."""
-    if any(isinstance(e, IntegrityError) for e in failures):
-        return IntegrityError
+    integrity = [e for e in failures if isinstance(e, IntegrityError)]
+    if integrity:
+        return Untrusted if all(isinstance(e, Untrusted) for e in integrity) else IntegrityError
     if failures and all(isinstance(e, Unreachable) for e in failures):
         return Unreachable
     if any(isinstance(e, ArtifactNotFound) for e in failures):

@@ -101,7 +101,9 @@ def render(
         f"| `{MANIFEST_NAME}` | every file's size and blake3, the environment, metrics, golden queries | | |",
     ]
     if signed:
-        lines.append(f"| `{SIGNATURE_NAME}` | Ed25519 signature of `{MANIFEST_NAME}` | | |")
+        lines.append(
+            f"| `{SIGNATURE_NAME}` | OpenSSF Model Signing bundle: the signature of every file's sha256 | | |"
+        )
     if metrics:
         lines += [
             "",
@@ -150,8 +152,10 @@ def render(
     ]
     if signed:
         lines += [
-            f"`{SIGNATURE_NAME}` signs the exact bytes of `{MANIFEST_NAME}` (Ed25519). Check a download with",
-            "`release verify DIR --public-key KEY` (fastai-release) using the public key you pinned.",
+            f"`{SIGNATURE_NAME}` is an OpenSSF Model Signing bundle over every file, `{MANIFEST_NAME}`",
+            "included. Check a download with `release verify DIR --public-key KEY` (or",
+            "`--certificate-chain`, `--identity`), or with model-signing itself:",
+            f"`model_signing verify key DIR --signature DIR/{SIGNATURE_NAME} --public_key KEY`.",
             "",
         ]
     return "\n".join(lines)

@@ -55,7 +55,7 @@ def test_card_metadata_and_body(tmp_path: Path) -> None:
     assert results[0]["task"]["type"] == "text-classification"
     assert "343 texts" in results[0]["dataset"]["name"]
     assert 'hf_hub_download("acme/m", "export_quantized.pkl", revision="v1.0.0")' in card
-    assert "manifest.json.sig" in card and "(tf-idf): 93.0%" in card
+    assert "model_signing verify key" in card and "(tf-idf): 93.0%" in card
     # deterministic: the same release gives the same bytes (a re-run changes nothing on the Hub)
     assert card == modelcard.render(
         m,
@@ -72,4 +72,4 @@ def test_card_without_metrics_or_report(tmp_path: Path) -> None:
     card = modelcard.render(m, tmp_path, HubTarget("acme/m"), "acme/m", "v1.0.0", signed=False)
     meta = front_matter(card)
     assert "model-index" not in meta and "license" not in meta
-    assert "manifest.json.sig" not in card
+    assert "model.sig" not in card
