@@ -9,6 +9,7 @@ counts every request, and applies faults per URL path, each consumed by one requ
     server.fail(path, Fault.hang(5))             # no answer for 5 s (the client's timeout fires)
     server.always(path, Fault.corrupt())         # every answer has one byte flipped
     server.always(path, Fault.slow(200_000))     # at most 200 kB/s
+    server.always(path, Fault.body(b"..."))      # a hostile mirror: serve these bytes instead
 
 `on_body(path, sent)` is called after each chunk of a body, from the server's thread (tests use
 it to kill a client mid-download or fill a disk). Start it with `with MirrorServer(root) as s:`.
@@ -38,6 +39,7 @@ class Fault:
     after: int = 0
     seconds: float = 0.0
     rate: int = 0
+    data: bytes | None = None
 
     @classmethod
     def status(cls, code: int, retry_after: str | None = None) -> Fault:
@@ -62,6 +64,11 @@ class Fault:
     @classmethod
     def slow(cls, rate: int) -> Fault:
         return cls("slow", rate=rate)
+
+    @classmethod
+    def body(cls, data: bytes) -> Fault:
+        """Serve `data` for this path (whether or not the file exists): a hostile mirror."""
+        return cls("body", data=data)
 
     @classmethod
     def ignore_range(cls) -> Fault:
@@ -184,11 +191,14 @@ class MirrorServer:
                     self._reply(f.status_code, b"failure injected\n", headers)
                     return
                 file = (server.root / path.lstrip("/")).resolve()
-                if server.root.resolve() not in file.parents or not file.is_file():
+                if "body" in kinds:
+                    data = kinds["body"].data or b""
+                elif server.root.resolve() not in file.parents or not file.is_file():
                     server._record(Hit(self.command, path, rng, 404))
                     self._reply(404, b"not found\n")
                     return
-                data = file.read_bytes()
+                else:
+                    data = file.read_bytes()
                 start, status = 0, 200
                 m = re.fullmatch(r"bytes=(\d+)-", rng or "")
                 if m and "ignore_range" not in kinds:

@@ -57,8 +57,6 @@ def make_pki(name: str = "release signer", *, may_sign: bool = True) -> Pki:
     pem = serialization.Encoding.PEM
     return Pki(
         ca.public_bytes(pem),
-        key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
         cert.public_bytes(pem),
     )
