@@ -18,7 +18,10 @@ Three ways to sign, one format:
 A server verifies the bundle's signature against its trust root (a public key, a certificate
 chain, or a Sigstore identity and issuer), then checks `manifest.json` against the bundle's
 digest of it, and every file it fetches against `manifest.json`: it needs none of the other
-files. model-signing is imported only when a signature is made or checked.
+files. Key and certificate bundles are checked here the way model-signing checks them, with
+`cryptography` (and pyOpenSSL for the chain), because importing model-signing costs about a
+second per server start; Sigstore bundles with model-signing's own verifier. model-signing itself
+is imported only to sign, and to check a Sigstore bundle.
 """
 
 from __future__ import annotations
@@ -378,11 +381,11 @@ class TrustRoot:
             IntegrityError: a malformed bundle, a bad signature, another key, a certificate
                 outside the chain, another identity or issuer, or digests of another kind.
         """
+        verifier = self._sigstore_verifier(where) if self.kind == "sigstore" else None
         try:
-            if self.kind == "sigstore":
+            if verifier is not None:
                 from model_signing._signing import sign_sigstore
 
-                verifier = sign_sigstore.Verifier(identity=self.identity, oidc_issuer=self.issuer)
                 signed = verifier.verify(sign_sigstore.Signature.read(_Blob(bundle)))  # type: ignore[arg-type]
                 pairs = [
                     (str(rd.identifier), rd.digest.algorithm, rd.digest.digest_hex)
@@ -405,6 +408,31 @@ class TrustRoot:
                 )
             digests[name] = digest
         return digests
+
+    def _sigstore_verifier(self, where: str) -> Any:
+        """model-signing's Sigstore verifier for this identity (it loads Sigstore's trust root).
+
+        Raises:
+            ConfigError: model-signing is not installed.
+            RemoteError: Sigstore's trust root (TUF) cannot be loaded: not a signature problem.
+        """
+        from pipeline.errors import RemoteError
+
+        try:
+            from model_signing._signing import sign_sigstore
+        except ImportError as e:
+            raise ConfigError(
+                f"{where}: checking a Sigstore signature needs model-signing ({e.name} is not "
+                "installed): pip install 'fastai-release[sigstore]'"
+            ) from None
+        try:
+            return sign_sigstore.Verifier(identity=self.identity, oidc_issuer=self.issuer)
+        except Exception as e:
+            raise RemoteError(
+                f"{where}: Sigstore's trust root could not be loaded ({type(e).__name__}: "
+                f"{_first_line(e)}); keyless verification needs tuf-repo-cdn.sigstore.dev, or a "
+                "trust root cached by an earlier run"
+            ) from None
 
 
 _BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -489,7 +517,13 @@ def _verify_certificates(material: dict[str, Any], chain_pem: bytes) -> Any:
     not-before time and may sign (model-signing's sign_certificate.Verifier)."""
     from cryptography import x509
     from cryptography.x509 import oid
-    from OpenSSL import crypto
+
+    try:
+        from OpenSSL import crypto
+    except ImportError:
+        raise ConfigError(
+            "checking a certificate chain needs pyOpenSSL: pip install 'fastai-release[pki]'"
+        ) from None
 
     store = crypto.X509Store()
     for cert in x509.load_pem_x509_certificates(chain_pem):
