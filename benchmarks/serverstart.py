@@ -103,8 +103,13 @@ def _python(
     and the JSON it printed last."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONWARNINGS": "ignore", **env_extra}
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600
+    proc = subprocess.run(  # cwd: `python -c` puts the working directory first on sys.path
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tree,
     )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
