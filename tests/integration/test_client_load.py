@@ -23,7 +23,6 @@ from pipeline.client import (
     Http,
     LocalSource,
     MirrorSource,
-    RetryPolicy,
     Untrusted,
     load_model,
 )
@@ -254,8 +253,7 @@ def test_a_hostile_mirror_cannot_make_a_server_unpickle(tmp_path: Path, store, c
     with MirrorServer(root) as server:
         server.always(f"{base}/manifest.json", Fault.body(hostile(root, m, evil)))
         server.always(f"{base}/{mf.QUANTIZED_FILE}", Fault.body(evil))
-        http = Http(RetryPolicy(attempts=2, backoff=0.01), progress=False)
-        source = MirrorSource(server.url, http=http)
+        source = MirrorSource(server.url, http=Http(progress=False))
         client = Client([source], cache_dir=tmp_path / "c")
         with pytest.raises(Untrusted, match="--public-key"):
             client.load_model(m.model, variants=["quantized", "original"])
