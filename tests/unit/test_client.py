@@ -342,10 +342,11 @@ def test_parse_source_forms(monkeypatch) -> None:
         parse_source("github:acme")
 
 
-def test_client_imports_no_torch_fastai_click_or_httpx() -> None:
+def test_client_imports_no_torch_fastai_click_httpx_or_model_signing() -> None:
     code = (
         "import sys, json, pipeline.client; print(json.dumps([m for m in "
-        "('torch', 'fastai', 'click', 'httpx', 'huggingface_hub') if m in sys.modules]))"
+        "('torch', 'fastai', 'click', 'httpx', 'huggingface_hub', 'model_signing', 'OpenSSL',"
+        " 'sigstore') if m in sys.modules]))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
@@ -369,3 +370,27 @@ def test_load_refuses_a_breaking_environment_before_downloading(tmp_path: Path, 
             cache_dir=tmp_path / "c",
         )
     assert not (tmp_path / "c" / ".blobs").exists()  # no model file was fetched for nothing
+
+
+def test_a_signed_fetch_checks_the_key_without_importing_model_signing(tmp_path: Path) -> None:
+    """model-signing's import alone costs a second or two per start: key and certificate bundles
+    are checked with cryptography (and pyOpenSSL), the same checks."""
+    root = tmp_path / "store"
+    publish(root, tmp_path, "1.0.0", signed=True)
+    key = tmp_path / "release.pub"
+    key.write_text(KEY.public_pem)
+    code = (
+        "import sys, json\n"
+        "from pipeline.client import Client\n"
+        "r = Client([sys.argv[1]], public_key=sys.argv[2], cache_dir=sys.argv[3]).fetch('m')\n"
+        "print(json.dumps([r.authenticated, 'model_signing' in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root), str(key), str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    authenticated, imported = json.loads(out.strip().splitlines()[-1])
+    assert authenticated.startswith("signed by key") and imported is False
