@@ -21,6 +21,7 @@ from pipeline.client.fetching import (
     Release,
     default_variants,
     fetch_release,
+    offline_from_env,
     resolve,
 )
 from pipeline.client.network import Http
@@ -73,7 +74,7 @@ class Client:
         trust: a ready `Trust` instead of the options above.
         cache_dir: default `$RELEASE_CACHE_DIR`, else the platform cache dir.
         http: the HTTP client (timeouts, retries) for mirror and GitHub sources.
-        offline: use only the cache.
+        offline: use only the cache; None reads $RELEASE_OFFLINE (once, here).
         variants: default order of variants (default: by what is installed).
         lock_timeout: seconds to wait for another process downloading the same file.
 
@@ -96,7 +97,7 @@ class Client:
         trust: Trust | None = None,
         cache_dir: Path | str | None = None,
         http: Http | None = None,
-        offline: bool = False,
+        offline: bool | None = None,
         variants: Sequence[str] | None = None,
         lock_timeout: float | None = None,
     ):
@@ -118,7 +119,7 @@ class Client:
             None if cache_dir is None else Path(cache_dir),
             **({"lock_timeout": lock_timeout} if lock_timeout else {}),
         )
-        self.offline = offline
+        self.offline = offline_from_env(offline)  # None: $RELEASE_OFFLINE, read now, once
         self.variants = tuple(variants) if variants else None
 
     @classmethod
@@ -174,7 +175,7 @@ class Client:
             sources=self.sources,
             trust=self.trust,
             cache=self.cache,
-            offline=self.offline or None,
+            offline=self.offline,
             variants=self._variants(variants),
         )
 
