@@ -1,5 +1,7 @@
-"""What servers import to fetch and load a release. Imports neither click, torch nor fastai until a
-model is actually loaded (httpx and huggingface_hub only when a source first needs them)."""
+"""What servers import to fetch and load a release: `Client` (sources, trust, cache, HTTP,
+offline), or the one-call `fetch()` / `load_model()`. Imports neither click, torch nor fastai until
+a model is actually loaded (httpx and huggingface_hub only when a source first needs them,
+model-signing only to check a keyless signature)."""
 
 from pipeline.client.cache import Cache, CacheBusy, default_cache_dir
 from pipeline.client.client import Client, fetch, load_model
