@@ -31,7 +31,17 @@ from pipeline.manifest import ORIGINAL_FILE, QUANTIZED_FILE
 
 log = logging.getLogger("benchmarks")
 ROOT = Path(__file__).resolve().parent.parent
-ALL_ROWS = ("build", "size", "latency", "accuracy", "checksum", "start", "concurrent", "scale")
+ALL_ROWS = (
+    "build",
+    "size",
+    "latency",
+    "accuracy",
+    "checksum",
+    "start",
+    "concurrent",
+    "fleet",
+    "scale",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -326,6 +336,12 @@ def row_concurrent(build_dir: Path, processes: int) -> dict[str, Any]:
     return serverstart.concurrent(build_dir, processes)
 
 
+def row_fleet(build_dir: Path, processes: int) -> dict[str, Any]:
+    from benchmarks import serverstart
+
+    return serverstart.fleet(build_dir, processes)
+
+
 # --- output ------------------------------------------------------------------------------------
 
 
@@ -395,6 +411,12 @@ def render(results: dict[str, Any], command: str) -> str:
         lines += (
             ["## 6. Processes cold-starting at once on one cache", ""]
             + r["concurrent"]["table"]
+            + [""]
+        )
+    if "fleet" in r:
+        lines += (
+            ["## 6b. A fleet cold-starting at once: HTTP mirror and S3 side by side", ""]
+            + r["fleet"]["table"]
             + [""]
         )
     if "scale" in r:
@@ -483,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     if "concurrent" in rows:
         log.info("row 6: %d processes at once", args.processes)
         results["rows"]["concurrent"] = row_concurrent(c.build_dir, args.processes)
+    if "fleet" in rows:
+        log.info("row 6b: %d processes at once, HTTP mirror and S3", args.processes)
+        results["rows"]["fleet"] = row_fleet(c.build_dir, args.processes)
     if "scale" in rows:
         log.info("row 7: 60,000-token vocabulary")
         results["rows"]["scale"] = row_scale(args.config, 60_000, texts, args.rounds)

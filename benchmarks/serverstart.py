@@ -1,6 +1,6 @@
 """Server start with the client, against the bare minimum, on a local HTTP server.
 
-    python -m benchmarks.serverstart [--build-dir artifacts/build/1.0.0] [--rows start,concurrent,predict]
+    python -m benchmarks.serverstart [--build-dir artifacts/build/1.0.0] [--rows start,concurrent,fleet,predict]
     python -m benchmarks.serverstart --rows warm [--compare-with /path/to/older/checkout]
 
 - start: a cold start (empty cache) of `load_model` against `curl` of the same bytes plus a
@@ -10,6 +10,8 @@
   of the call alone (libraries already imported) are reported.
 - concurrent: N processes forked from one interpreter that imported fastai (as a pre-forking
   server does) start `load_model` at once on one empty cache; the server counts the downloads.
+- fleet: the concurrent cold start against an HTTP mirror and an S3 bucket (moto behind a
+  proxy, `s3://` source) side by side, on one cache and on a cache per process.
 - predict: the client's `predict()` against `learn.predict` on the quantized model, interleaved,
   one thread; p50/p95 and the largest probability difference.
 - warm: warm starts only, side by side: a bare `load_learner` of the cached file, this tree's
@@ -17,7 +19,7 @@
   `public_key=`, and, with `--compare-with`, another checkout's `load_model` of the same cache
   (e.g. the code before signatures) in the same fresh-process, interleaved way.
 
-Used by `python -m benchmarks.run` (rows "start" and "concurrent").
+Used by `python -m benchmarks.run` (rows "start", "concurrent" and "fleet").
 """
 
 from __future__ import annotations
@@ -322,8 +324,10 @@ from pathlib import Path
 import warnings; warnings.simplefilter("ignore")
 import fastai.learner, fastai.text.all, spacy
 spacy.blank("en")
-from pipeline.client import MirrorSource, load_model
-url, cache, n, model, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+from pipeline.client import MirrorSource, load_model, parse_source
+url, cache, n, model = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+separate = len(sys.argv) > 5 and sys.argv[5] == "1"  # one cache per process: N servers
+pin = sys.argv[6] if len(sys.argv) > 6 else None  # the manifest's blake3: a remote pickle's trust
 r, w = os.pipe()
 res_r, res_w = os.pipe()
 kids = []
@@ -333,8 +337,9 @@ for i in range(n):
         os.close(w)
         os.read(r, 1)
         t = time.perf_counter()
-        loaded = load_model(model, sources=[MirrorSource(url)], cache_dir=cache, lock_timeout=600,
-                            variants=["quantized"], public_key=key)
+        source = parse_source(url)  # made in the child: no connection pool crosses a fork
+        loaded = load_model(model, sources=[source], cache_dir=f"{cache}/{i}" if separate else cache,
+                            lock_timeout=600, variants=["quantized"], pin=pin)
         line = json.dumps({"s": time.perf_counter() - t, "hit": loaded.fetched.cache_hit}) + "\\n"
         os.write(res_w, line.encode())
         os._exit(0)
@@ -355,8 +360,95 @@ print(json.dumps({"total": total, "failed": sum(s != 0 for s in statuses),
 """
 
 
+def fleet(build_dir: Path, processes: int = 16) -> dict[str, Any]:
+    """The concurrent cold start against an HTTP mirror and an S3 bucket side by side (moto's
+    server behind the tests' proxy, the release put there by `S3Publisher`, read with the
+    `s3://` source): N processes on one cache (a pre-forking server), then N processes with a
+    cache each (N servers starting together); the servers count the model file's downloads."""
+    from pipeline.checksums import blake3_file
+    from pipeline.config import S3Target
+    from pipeline.publishers.s3 import S3Publisher
+    from tests.emulators.s3 import S3Emulator
+
+    aws = {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    os.environ.update(aws)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp_s:
+        tmp = Path(tmp_s)
+        store, m = mirror_of(Path(build_dir), tmp / "store")
+        q = m.variant("quantized")
+        with StaticServer(store) as server, S3Emulator() as s3:
+            s3.create_bucket("releases")
+            t0 = time.perf_counter()
+            S3Publisher(S3Target("releases", "fleet", s3.url, "us-east-1")).publish(
+                Path(build_dir), m
+            )
+            published = time.perf_counter() - t0
+            for separate in (False, True):
+                for kind, spec in (
+                    ("HTTP mirror", server.url),
+                    ("S3 (s3:// source)", "s3://releases/fleet"),
+                ):
+                    server.counts.clear()
+                    s3.clear_log()
+                    cache = tmp / f"cache-{kind[:2]}-{int(separate)}"
+                    _, out = _python(
+                        FORKER,
+                        spec,
+                        str(cache),
+                        str(processes),
+                        m.model,
+                        "1" if separate else "0",
+                        blake3_file(Path(build_dir) / "manifest.json"),
+                        OMP_NUM_THREADS="1",
+                        AWS_ENDPOINT_URL_S3=s3.url,
+                        **aws,
+                    )
+                    key = f"/{m.model}/{m.version}/{q.name}"
+                    downloads = (
+                        server.counts.get(key, 0)
+                        if spec.startswith("http")
+                        else s3.count("GET", f"/releases/fleet{key}$")
+                    )
+                    requests = (
+                        sum(server.counts.values()) if spec.startswith("http") else len(s3.log)
+                    )
+                    each = sorted(x["s"] for x in out["each"])
+                    rows.append(
+                        {
+                            "source": kind,
+                            "caches": processes if separate else 1,
+                            "downloads": downloads,
+                            "requests": requests,
+                            "total": out["total"],
+                            "median": statistics.median(each),
+                            "max": max(each),
+                            "failed": out["failed"],
+                        }
+                    )
+    table = [
+        f"{q.name} ({q.size / 1e6:.1f} MB) of {m.model} {m.version}; {processes} processes forked "
+        f"after importing fastai, one thread each. S3 publish of the release: {published:.1f} s.",
+        "",
+        "| source | caches | downloads of the model file | requests in all | all loaded after | per process (median, max) | failed |",
+        "|---|---|---|---|---|---|---|",
+    ] + [
+        f"| {r['source']} | {r['caches']} | {r['downloads']} | {r['requests']} | {r['total']:.1f} s | "
+        f"{r['median']:.2f} s, {r['max']:.2f} s | {r['failed']} |"
+        for r in rows
+    ]
+    return {"processes": processes, "rows": rows, "published_s": published, "table": table}
+
+
 def concurrent(build_dir: Path, processes: int = 16) -> dict[str, Any]:
     """N processes load one release at once on one empty cache (see the module docstring)."""
+    from pipeline.checksums import blake3_file
+
     with tempfile.TemporaryDirectory(prefix="bench-conc-") as tmp_s:
         tmp = Path(tmp_s)
         store, m = mirror_of(Path(build_dir), tmp / "store")
@@ -369,7 +461,8 @@ def concurrent(build_dir: Path, processes: int = 16) -> dict[str, Any]:
                 str(tmp / "cache"),
                 str(processes),
                 m.model,
-                str(store / "release.pub"),
+                "0",  # one cache for all
+                blake3_file(store / m.model / m.version / "manifest.json"),  # trust: a pin
                 OMP_NUM_THREADS="1",
             )
             downloads = server.counts.get(f"/{m.model}/{m.version}/{q.name}", 0)
@@ -461,6 +554,11 @@ def main(argv: list[str] | None = None) -> int:
     if "concurrent" in rows:
         out["concurrent"] = concurrent(args.build_dir, args.processes)
         print("\n".join(["## Concurrent cold starts", "", *out["concurrent"]["table"], ""]))
+    if "fleet" in rows:
+        out["fleet"] = fleet(args.build_dir, args.processes)
+        print(
+            "\n".join(["## Fleet cold start: HTTP mirror and S3", "", *out["fleet"]["table"], ""])
+        )
     if "predict" in rows:
         out["predict"] = predict_row(args.build_dir, args.threads)
         print("\n".join(["## predict()", "", *out["predict"]["table"], ""]), flush=True)

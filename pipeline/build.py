@@ -38,6 +38,21 @@ def current_build(config: ReleaseConfig) -> Manifest | None:
     return manifest if manifest.build_key == build_key(config) else None
 
 
+def already_released(config: ReleaseConfig) -> str | None:
+    """A warning when this version is already in the local store (versions are immutable)."""
+    from pipeline.publishers.local import LocalStore
+
+    store = LocalStore(config.publish.local_root)
+    target = store.version_dir(config.model.name, config.model.version)
+    if not (target / MANIFEST_NAME).is_file():
+        return None
+    return (
+        f"{config.model.name} {config.model.version} is already published in the local store "
+        f"({target}); unless this build reproduces its files exactly, `release publish` will "
+        f"refuse it: bump [model] version in {config.path.name} to release a new model"
+    )
+
+
 def build(
     config: ReleaseConfig, *, force: bool = False, timings: dict[str, float] | None = None
 ) -> Manifest:
@@ -66,6 +81,8 @@ def build(
             config=config, build_dir=build_dir, force=force, build_key=build_key(config)
         )
         log.info("building %s %s in %s", config.model.name, config.model.version, build_dir)
+        if warning := already_released(config):
+            log.warning("warning: %s", warning)
         try:
             run_stages(stages_for(config), ctx)
         finally:

@@ -97,6 +97,71 @@ def cli(ctx: click.Context, config: str, verbose: int, quiet: bool, debug: bool)
 
 @cli.command()
 @click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Your labelled CSV (all rows; an eval CSV is carved from it unless --eval-csv).",
+)
+@click.option(
+    "--eval-csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A held-out labelled CSV (required with --export-pkl).",
+)
+@click.option(
+    "--export-pkl",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A learner you trained (learn.export()) to release instead of training one.",
+)
+@click.option("--name", help="The model name (default: from the file name).")
+@click.option("--text-column", help="The text column (default: detected).")
+@click.option("--label-column", help="The label column (default: detected).")
+@click.option(
+    "--eval-fraction",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Share of each class carved into the eval CSV.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing config and carved CSVs.")
+@click.pass_obj
+def init(
+    state: _State,
+    csv_path: Path | None,
+    eval_csv: Path | None,
+    export_pkl: Path | None,
+    name: str | None,
+    text_column: str | None,
+    label_column: str | None,
+    eval_fraction: float,
+    force: bool,
+) -> None:
+    """Write a commented starter config (--config, default release.toml) for your own data.
+
+    Detects the text and label columns, counts rows and classes, carves a stratified eval CSV
+    (no text shared with train) when there is none, and leaves the GitHub/HF repos as
+    placeholders that `publish` refuses until you set them.
+    """
+    from pipeline.starter import init_config, summary_lines
+
+    s = init_config(
+        state.config_path,
+        csv_path=csv_path,
+        eval_csv=eval_csv,
+        export_pkl=export_pkl,
+        name=name,
+        text_column=text_column,
+        label_column=label_column,
+        eval_fraction=eval_fraction,
+        force=force,
+    )
+    for line in summary_lines(s):
+        log.info("%s", line)
+    log.info("wrote %s; next: release --config %s build", s.config_path, s.config_path)
+    click.echo(str(s.config_path))
+
+
+@cli.command()
+@click.option(
     "--force",
     is_flag=True,
     show_envvar=True,
@@ -123,6 +188,9 @@ def build(state: _State, force: bool) -> None:
         s["size_ratio"],
         s["speedup_p50"],
     )
+    skipped = manifest.validation.get("variants_skipped", {})
+    for variant, why in skipped.items():
+        log.info("no %s variant: %s", variant, why)
 
 
 @cli.command()
@@ -133,7 +201,8 @@ def build(state: _State, force: bool) -> None:
     multiple=True,
     show_envvar=True,
     help="Where to publish (repeatable); default: [publish] targets in the config. "
-    "Available: local, github, huggingface. Tokens: GITHUB_TOKEN (or GH_TOKEN), HF_TOKEN; "
+    "Available: local, github, huggingface, s3. Tokens: GITHUB_TOKEN (or GH_TOKEN), HF_TOKEN, "
+    "S3 credentials from boto3's chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, a role); "
     "endpoints: GITHUB_API_URL, HF_ENDPOINT; signing: RELEASE_SIGNING (key, certificate, "
     "sigstore), RELEASE_SIGNING_KEY, RELEASE_SIGNING_CERTIFICATE.",
 )
@@ -149,7 +218,8 @@ def build(state: _State, force: bool) -> None:
     "force",
     is_flag=True,
     show_envvar=True,
-    help="Replace a published version whose files differ (GitHub assets, the HF tag, the local copy).",
+    help="Replace a published version whose files differ (every target: the local copy, GitHub "
+    "assets, the HF tag, the S3 objects); --replace is the same flag.",
 )
 @click.pass_obj
 def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
@@ -160,21 +230,13 @@ def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool)
     command again finishes the job without duplicates.
     """
     from pipeline.publish import publish as run_publish
+    from pipeline.publishers.base import describe_plan
     from pipeline.publishers.settings import PublishSettings
 
     settings = PublishSettings.from_env()  # the only place the tokens are read
     results = run_publish(state.config(), targets, dry_run=dry_run, force=force, settings=settings)
     for r in results:
-        click.echo(r.line())
-        if dry_run:
-            for step in r.actions:  # remote targets: the steps, uploads included
-                click.echo(f"  - {step}")
-            for name in [] if r.actions else r.uploaded:
-                click.echo(f"  would copy   {name}")
-            for name in r.skipped:
-                click.echo(f"  identical    {name}")
-            for name in r.refused:
-                click.echo(f"  would refuse {name} (differs from the published file)")
+        click.echo("\n".join(describe_plan(r)) if dry_run else r.line())
 
 
 def _trust_root_options(f):  # noqa: ANN001, ANN202
@@ -342,7 +404,8 @@ def info(state: _State, directory: Path, as_json: bool) -> None:
     multiple=True,
     show_envvar=True,
     help="Where to fetch from, tried in order (repeatable): hf:ORG/NAME, github:OWNER/REPO, "
-    "an http(s):// mirror URL, or a local release-store directory. "
+    "an http(s):// mirror URL, s3://BUCKET/PREFIX (boto3: the [s3] extra), or a local "
+    "release-store directory. "
     "Default: [publish.local] root of the config.",
 )
 @click.option(
@@ -486,6 +549,62 @@ def fetch(
         )
         return
     click.echo(str(client.fetch(model, version).path))
+
+
+@cli.command("list")
+@click.argument("model")
+@click.option(
+    "--source",
+    "-s",
+    "sources",
+    multiple=True,
+    show_envvar=True,
+    help="A source to list (repeatable): hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror, "
+    "s3://BUCKET/PREFIX, or a directory. Default: [publish.local] root of the config.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_versions(state: _State, model: str, sources: tuple[str, ...], as_json: bool) -> None:
+    """The versions of MODEL each source offers, which one `latest` names, which are signed.
+
+    A static mirror cannot list: it is asked for `latest` and probed for the versions the other
+    sources name. Exit 6 when no source answered.
+    """
+    from pipeline.client import parse_source
+    from pipeline.client.listing import list_sources
+    from pipeline.errors import RemoteError, UsageError
+
+    if not sources:
+        if not state.config_path.is_file():
+            raise UsageError(
+                f"list: no --source given and no {state.config_path} to take [publish.local] root from"
+            )
+        sources = (str(state.config().publish.local_root),)
+    try:
+        parsed = [parse_source(s) for s in sources]
+    except ValueError as e:
+        raise UsageError(f"--source {e}") from e
+    listings = list_sources(parsed, model)
+    if as_json:
+        click.echo(
+            json.dumps({"model": model, "sources": [x.to_dict() for x in listings]}, indent=2)
+        )
+    else:
+        for x in listings:
+            if x.error:
+                click.echo(f"{x.source}: unavailable: {x.error}")
+                continue
+            head = f"{x.source}: latest {x.latest or '(none)'}"
+            if not x.listed:
+                head += " (cannot list: probed for the versions the other sources name)"
+            click.echo(head)
+            for v in x.ordered():
+                signed = {True: "signed", False: "unsigned", None: "?"}[x.versions[v]]
+                click.echo(f"  {v:<16} {signed:<9}{'<- latest' if v == x.latest else ''}".rstrip())
+            if not x.versions:
+                click.echo(f"  no version of {model}")
+    if all(x.error for x in listings):
+        raise RemoteError(f"list {model}: no source answered")
 
 
 @cli.group()

@@ -21,11 +21,15 @@ SCHEMA_VERSION = 1
 BUNDLED_PREFIX = "bundled:"
 QUANTIZABLE_MODULES = ("lstm", "linear", "embedding")
 QUANTIZED_ENGINES = ("auto", "x86", "fbgemm", "qnnpack", "onednn")
-PUBLISH_TARGETS = ("local", "github", "huggingface")
+PUBLISH_TARGETS = ("local", "github", "huggingface", "s3")
+# `release init` writes remote repos as "CHANGE-ME/<model>": `publish` refuses them until set.
+PLACEHOLDER_OWNER = "CHANGE-ME"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+([.-]?[A-Za-z0-9.]+)?$")
 _GITHUB_REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_S3_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+/-]{0,127}$")
 
 
@@ -82,8 +86,15 @@ class ValidateConfig:
     min_speedup: float
     max_accuracy_drop: float
     min_agreement: float
-    min_accuracy: float
-    max_p95_ms: float
+    min_accuracy: float | None  # unset: no absolute accuracy gate (the baselines judge the model)
+    max_p95_ms: float | None  # unset: no absolute latency gate (it depends on the machine)
+    beat_majority: bool = True
+    max_baseline_deficit: float = 5.0
+
+
+@dataclass(frozen=True)
+class OnnxConfig:
+    enabled: str | bool  # "auto": build it when the learner is supported, else skip with the reason
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,11 @@ class GitHubTarget:
         return self.tag_pattern.format(model=model, version=version)
 
 
+def is_placeholder(repo: str | None) -> bool:
+    """True for a repo name `release init` left for the user to fill in."""
+    return bool(repo) and repo.split("/", 1)[0] == PLACEHOLDER_OWNER
+
+
 @dataclass(frozen=True)
 class HubTarget:
     """[publish.huggingface]: a Hugging Face Hub model repository."""
@@ -114,9 +130,26 @@ class HubTarget:
     tag_pattern: str = "v{version}"
     tags: tuple[str, ...] = ()
     license: str = ""
+    # `from_pretrained_fastai` downloads the whole snapshot: the original stays off the Hub
+    variants: tuple[str, ...] = ("quantized", "onnx")
 
     def tag(self, model: str, version: str) -> str:
         return self.tag_pattern.format(model=model, version=version)
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """[publish.s3]: a bucket (AWS S3 or any S3-compatible store) holding the release-store
+    layout under `prefix`. Credentials come from boto3's standard chain, never from here."""
+
+    bucket: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None  # R2, MinIO, B2, GCS...; default: AWS (or $AWS_ENDPOINT_URL)
+    region: str | None = None
+
+    @property
+    def repo(self) -> str | None:  # what publishers_for checks: the target's required key
+        return self.bucket
 
 
 @dataclass(frozen=True)
@@ -125,6 +158,7 @@ class PublishConfig:
     local_root: Path
     github: GitHubTarget = GitHubTarget()
     huggingface: HubTarget = HubTarget()
+    s3: S3Target = S3Target()
 
 
 @dataclass(frozen=True)
@@ -140,6 +174,7 @@ class ReleaseConfig:
     validate: ValidateConfig
     build: BuildConfig
     publish: PublishConfig
+    onnx: OnnxConfig = OnnxConfig("auto")
 
     @property
     def build_dir(self) -> Path:
@@ -154,7 +189,7 @@ Check = Callable[[Any], str | None]
 
 @dataclass(frozen=True)
 class Field:
-    type: str  # "str" | "int" | "float" | "bool" | "path" | "str_list"
+    type: str  # "str" | "int" | "float" | "bool" | "auto_bool" | "path" | "str_list"
     default: Any = None  # None with required=True means no default
     required: bool = False
     check: Check | None = None
@@ -206,6 +241,24 @@ def _tag_pattern(v: str) -> str | None:
     if not _TAG.match(tag) or ".." in tag or tag.endswith((".lock", "/", ".")):
         return expected
     return None
+
+
+def _hub_variants(v: list[str]) -> str | None:
+    allowed = ("quantized", "original", "onnx")
+    if "quantized" not in v or any(x not in allowed for x in v) or len(set(v)) != len(v):
+        return 'a list of "quantized" (required: model.pkl is the quantized learner), "original", "onnx"'
+    return None
+
+
+def _s3_prefix(v: str) -> str | None:
+    parts = v.strip("/").split("/")
+    if not _S3_PREFIX.match(v) or (v.strip("/") and any(p in ("", ".", "..") for p in parts)):
+        return 'a key prefix like "releases" or "team/models" (no empty, "." or ".." parts)'
+    return None
+
+
+def _http_url(v: str) -> str | None:
+    return None if re.match(r"^https?://[^/\s]+(/\S*)?$", v) else "an http(s):// URL"
 
 
 def _name_pattern(v: str) -> str | None:
@@ -263,8 +316,13 @@ SPEC: dict[str, dict[str, Field]] = {
         "min_speedup": Field("float", 4.0, check=_range(0)),
         "max_accuracy_drop": Field("float", 1.0, check=_range(0, 100)),
         "min_agreement": Field("float", 0.99, check=_range(0, 1)),
-        "min_accuracy": Field("float", 0.90, check=_range(0, 1)),
-        "max_p95_ms": Field("float", 50.0, check=_range(0.001)),
+        "min_accuracy": Field("float", None, check=_range(0, 1)),
+        "max_p95_ms": Field("float", None, check=_range(0.001)),
+        "beat_majority": Field("bool", True),
+        "max_baseline_deficit": Field("float", 5.0, check=_range(0, 100)),
+    },
+    "onnx": {
+        "enabled": Field("auto_bool", "auto"),
     },
     "build": {
         "dir": Field("path", "artifacts/build"),
@@ -288,6 +346,15 @@ SPEC: dict[str, dict[str, Field]] = {
         "tag_pattern": Field("str", "v{version}", check=_tag_pattern),
         "tags": Field("str_list", []),
         "license": Field("str", ""),
+        "variants": Field("str_list", ["quantized", "onnx"], check=_hub_variants),
+    },
+    "publish.s3": {
+        "bucket": Field(
+            "str", None, check=_pattern(_BUCKET, "an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+        ),
+        "prefix": Field("str", "", check=_s3_prefix),
+        "endpoint_url": Field("str", None, check=_http_url),
+        "region": Field("str", None),
     },
 }
 
@@ -296,6 +363,7 @@ _TYPE_NAMES = {
     "int": "an integer",
     "float": "a number",
     "bool": "true or false",
+    "auto_bool": '"auto", true or false',
     "path": "a path string",
     "str_list": "a list of strings",
 }
@@ -310,6 +378,8 @@ def _type_ok(kind: str, v: Any) -> bool:
         return isinstance(v, int | float) and not isinstance(v, bool)
     if kind == "bool":
         return isinstance(v, bool)
+    if kind == "auto_bool":
+        return isinstance(v, bool) or v == "auto"
     if kind == "str_list":
         return isinstance(v, list) and all(isinstance(x, str) for x in v)
     raise AssertionError(kind)
@@ -446,11 +516,12 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
     vocab = path_of("train", "pretrained_vocab", True, "vocabulary file (.pkl)")
     if (weights is None) != (vocab is None):
         problem("train.pretrained_weights/pretrained_vocab", "both set or both unset", "only one")
-    shapes = {"github": '"owner/name"', "huggingface": '"org/name"'}
+    shapes = {"github": '"owner/name"', "huggingface": '"org/name"', "s3": "a bucket name"}
     for target in values["publish"]["targets"] or []:
-        if target in shapes and values[f"publish.{target}"]["repo"] is None:
+        key = "bucket" if target == "s3" else "repo"
+        if target in shapes and values[f"publish.{target}"][key] is None:
             problem(
-                f"publish.{target}.repo",
+                f"publish.{target}.{key}",
                 f"{shapes[target]} (publish.targets includes {target})",
                 "nothing",
             )
@@ -488,12 +559,18 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
         quantize=QuantizeConfig(modules=tuple(q["modules"]), engine=q["engine"]),
         validate=ValidateConfig(**v),
         build=BuildConfig(dir=resolve_path(values["build"]["dir"], root)),
+        onnx=OnnxConfig(enabled=values["onnx"]["enabled"]),
         publish=PublishConfig(
             targets=tuple(p["targets"]),
             local_root=resolve_path(values["publish.local"]["root"], root),
             github=GitHubTarget(**values["publish.github"]),
             huggingface=HubTarget(
-                **{**values["publish.huggingface"], "tags": tuple(values["publish.huggingface"]["tags"])}
+                **{
+                    **values["publish.huggingface"],
+                    "tags": tuple(values["publish.huggingface"]["tags"]),
+                    "variants": tuple(values["publish.huggingface"]["variants"]),
+                }
             ),
+            s3=S3Target(**values["publish.s3"]),
         ),
     )

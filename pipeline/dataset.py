@@ -31,7 +31,12 @@ class LabelledTexts:
 
 
 def read_labelled_csv(
-    path: Path, text_column: str, label_column: str, *, min_classes: int = 2
+    path: Path,
+    text_column: str,
+    label_column: str,
+    *,
+    min_classes: int = 2,
+    config_name: str = "release.toml",
 ) -> LabelledTexts:
     """Read a CSV with a text and a label column.
 
@@ -62,7 +67,7 @@ def read_labelled_csv(
         if missing:
             raise InputError(
                 f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
-                f"found columns {', '.join(map(repr, header))}; set data.text_column / data.label_column in release.toml"
+                f"found columns {', '.join(map(repr, header))}; set data.text_column / data.label_column in {config_name}"
             )
         texts: list[str] = []
         labels: list[str] = []

@@ -132,16 +132,21 @@ def tokenizer_spec(learn: Any) -> dict[str, Any]:
     """
     tok, num = _tokenizer_transforms(learn)
     vocab = [str(x) for x in num.vocab]
-    o2i = dict(num.o2i)
+    unknown = num.o2i.default_factory() if getattr(num.o2i, "default_factory", None) else 0
+    # o2i is a defaultdict: every word looked up that is not in the vocabulary (one
+    # `learn.predict` does it) became a key mapping to the unknown id. Those are lookups.
+    known = set(vocab)
+    o2i = {k: i for k, i in num.o2i.items() if k in known or i != unknown}
     # Numericalize maps 'xxfake' padding entries to unknown when it built the vocab itself, and
     # to their index when it was given one (ULMFiT): record which, then check the whole mapping.
     unmapped = sorted({t for t in vocab if t not in o2i})
     derived = {t: i for i, t in enumerate(vocab) if t not in unmapped}
     if derived != o2i:
+        odd = sorted(k for k in set(o2i) ^ set(derived) if not str(k).startswith("xxfake"))[:3]
         raise InputError(
-            "the learner's Numericalize.o2i is not its vocabulary's index; cannot export it"
+            "the learner's vocabulary lookup (Numericalize.o2i) does not match its vocabulary "
+            f"(e.g. {odd or 'the ids differ'}), so its token ids cannot be written down"
         )
-    unknown = num.o2i.default_factory() if getattr(num.o2i, "default_factory", None) else 0
     enc = learn.model[0]
     return {
         "format": FORMAT,
@@ -157,6 +162,31 @@ def tokenizer_spec(learn: Any) -> dict[str, Any]:
         "chunking": {"bptt": int(enc.bptt), "max_len": enc.max_len},
         "labels": [str(x) for x in learn.dls.vocab[1]],
     }
+
+
+def unsupported_reason(learn: Any) -> str | None:
+    """Why the onnx variant cannot reproduce this learner (one sentence), or None when it can.
+
+    Checks what the export needs: fastai's SpacyTokenizer with fastai's own rules, a vocabulary
+    the client can index, and fastai's PoolingLinearClassifier head over plain LSTM layers.
+    """
+    from fastai.text.models.core import PoolingLinearClassifier
+
+    try:
+        tokenizer_spec(learn)
+    except InputError as e:
+        return str(e)
+    head = learn.model[1]
+    if not isinstance(head, PoolingLinearClassifier):
+        return (
+            f"the classifier head is {type(head).__name__}; the onnx graph reproduces fastai's "
+            "PoolingLinearClassifier only"
+        )
+    for rnn in learn.model[0].module.rnns:
+        inner = getattr(rnn, "module", rnn)
+        if getattr(inner, "bidirectional", False):
+            return "the AWD_LSTM is bidirectional; the onnx graph carries one direction only"
+    return None
 
 
 def reference_ids(learn: Any, texts: Sequence[str]) -> list[list[int]]:

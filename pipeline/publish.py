@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline import atomic, signing
 from pipeline.build import build, current_build
-from pipeline.config import ReleaseConfig
+from pipeline.config import ReleaseConfig, is_placeholder
 from pipeline.errors import (
     ConfigError,
     PartialPublishError,
@@ -31,7 +31,7 @@ from pipeline.publishers.settings import PublishSettings
 from pipeline.retry import RetryPolicy
 
 log = logging.getLogger("pipeline.publish")
-TARGETS = ("local", "github", "huggingface")
+TARGETS = ("local", "github", "huggingface", "s3")
 
 
 def publishers_for(
@@ -54,15 +54,27 @@ def publishers_for(
             continue
         if t not in TARGETS:
             raise UsageError(f"--target {t}: unknown target (available: {', '.join(TARGETS)})")
-        shape = "owner/name" if t == "github" else "org/name"
+        shape = {"github": "owner/name", "huggingface": "org/name", "s3": "bucket-name"}[t]
+        key = "bucket" if t == "s3" else "repo"
         target_cfg = getattr(config.publish, t)
         if target_cfg.repo is None:
             raise ConfigError(
-                f'{config.path.name}: publish.{t}.repo: expected "{shape}" (needed by --target {t}), '
-                f'found nothing; add [publish.{t}] repo = "{shape}"'
+                f'{config.path.name}: publish.{t}.{key}: expected "{shape}" (needed by --target {t}), '
+                f'found nothing; add [publish.{t}] {key} = "{shape}"'
+            )
+        if is_placeholder(target_cfg.repo):
+            raise ConfigError(
+                f"{config.path.name}: publish.{t}.repo: {target_cfg.repo!r} is the placeholder "
+                f"`release init` wrote; set it to your {shape} before publishing to {t}"
             )
         try:
-            if t == "github":
+            if t == "s3":
+                import boto3  # noqa: F401  (the target needs it: say so before anything runs)
+
+                from pipeline.publishers.s3 import S3Publisher
+
+                out.append(S3Publisher(target_cfg, settings, policy=policy))
+            elif t == "github":
                 from pipeline.publishers.github import GitHubPublisher
 
                 out.append(GitHubPublisher(target_cfg, settings, policy=policy))
@@ -71,9 +83,10 @@ def publishers_for(
 
                 out.append(HubPublisher(target_cfg, settings, policy=policy))
         except ImportError as e:
+            extra = "s3" if t == "s3" else "publish"
             raise ConfigError(
-                f"--target {t} needs the publish extra ({e.name} is not installed): "
-                "pip install 'fastai-release[publish]'"
+                f"--target {t} needs the {extra} extra ({e.name} is not installed): "
+                f"pip install 'fastai-release[{extra}]'"
             ) from e
     return out
 
@@ -248,9 +261,13 @@ def _run(
     errors: list[ReleaseError] = []
     for p in publishers:
         try:
-            r = p.publish(release_dir, manifest, dry_run=dry_run, force=force)
-            if not dry_run and not r.verified:
-                p.verify(manifest)
+            plan = p.plan(release_dir, manifest, force=force)
+            if dry_run:
+                r = PublishResult.from_plan(plan)
+            else:
+                r = p.apply(plan)
+                if not r.verified:
+                    p.verify(manifest)
         except ReleaseError as e:
             errors.append(e)
             r = PublishResult(p.name, "failed", "", message=str(e).splitlines()[0])

@@ -51,6 +51,27 @@ def gates_table(gates: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def gate_advice(gates: list[dict[str, Any]]) -> str:
+    """What a user can do about each failed gate, one Markdown bullet each ("" when none failed)."""
+    return "\n".join(
+        f"- **{g['name']}**: {g['advice']}" for g in gates if not g["passed"] and g.get("advice")
+    )
+
+
+def _not_evaluated(meta: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    """Gates and variants this build could not evaluate, each with its reason."""
+    out = []
+    if not v.get("baseline"):
+        out.append(
+            "- points behind the TF-IDF baseline: not evaluated, no `data.train_csv` to train "
+            "the baseline on (set it to the learner's training CSV to get this gate)"
+        )
+    skipped = meta.get("stages_skipped", {}).get("exporting onnx")
+    if skipped:
+        out.append(f"- onnx variant: not built, {skipped}")
+    return out
+
+
 def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
     v = results["validate"]
     s = v["summary"]
@@ -74,6 +95,8 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         "",
         gates_table(gates),
         "",
+        *(["What you can do:", "", gate_advice(gates), ""] if failed else []),
+        *(["Not evaluated:", "", *_not_evaluated(meta, v), ""] if _not_evaluated(meta, v) else []),
         f"## Accuracy on the eval set ({v['eval_set']['rows']} texts, {len(classes)} classes, never seen in training)",
         "",
         "| model | accuracy |",
@@ -85,6 +108,11 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         out.append(f"| onnx (`model_int8.onnx`, no torch) | {_pct(s['accuracy_onnx'])} |")
     if v.get("baseline"):
         out.append(f"| baseline: {v['baseline']['name']} | {_pct(v['baseline']['accuracy'])} |")
+    if v.get("majority_baseline"):
+        m = v["majority_baseline"]
+        out.append(
+            f"| baseline: always `{m['label']}` (the majority class) | {_pct(m['accuracy'])} |"
+        )
     out += [
         "",
         f"Top-1 agreement between the variants: {_pct(s['agreement'])}; probability difference mean "

@@ -214,9 +214,34 @@ def load_exported(path: Path) -> Any:
 
     enc = getattr(learn.model, "__getitem__", None) and learn.model[0]
     if not isinstance(enc, SentenceEncoder) or not isinstance(enc.module, AWD_LSTM):
-        raise InputError(
-            f"{path}: expected a text classifier built on AWD_LSTM (text_classifier_learner), found model {type(learn.model).__name__}"
+        found = (
+            type(enc.module).__name__
+            if isinstance(enc, SentenceEncoder)
+            else type(learn.model).__name__
         )
+        raise InputError(
+            f"{path}: the model is {found}, not an AWD_LSTM text classifier; fastai-release "
+            "quantizes and exports AWD_LSTM only: train it with "
+            "text_classifier_learner(dls, AWD_LSTM, ...)"
+        )
+    if _is_multi_label(learn):
+        raise InputError(
+            f"{path}: a multi-label learner (MultiCategoryBlock, one or more labels per text) is "
+            "not supported: the eval CSV, the gates and the client answer one label per text; "
+            "train it with CategoryBlock (one label per row)"
+        )
+    return learn
+
+
+def _is_multi_label(learn: Any) -> bool:
+    from fastai.data.transforms import MultiCategorize
+
+    tfms = getattr(getattr(learn.dls, "tfms", None), "__getitem__", None)
+    labels = learn.dls.tfms[1] if tfms and len(learn.dls.tfms) > 1 else []
+    fs = getattr(labels, "fs", labels)
+    return (
+        any(isinstance(t, MultiCategorize) for t in fs) or "BCE" in type(learn.loss_func).__name__
+    )
     return learn
 
 

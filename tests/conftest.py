@@ -37,6 +37,15 @@ for _secret in (
     "RELEASE_SOURCES",
 ):
     os.environ.pop(_secret, None)
+# boto3: no real AWS credentials, profiles or endpoints, and no instance-metadata lookup (a
+# request to 169.254.169.254); tests that use S3 set fake credentials and the emulator's URL.
+for _aws in [k for k in os.environ if k.startswith("AWS_")]:
+    os.environ.pop(_aws, None)
+os.environ.update(
+    AWS_CONFIG_FILE=os.devnull,
+    AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    AWS_EC2_METADATA_DISABLED="true",
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

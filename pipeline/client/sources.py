@@ -361,8 +361,9 @@ def _version_in_manifest(body: bytes, where: str) -> str:
 def parse_source(spec: str, *, http: Http | None = None) -> Source:
     """A source from its command-line form.
 
-    `hf:ORG/NAME`, `github:OWNER/REPO`, an `http(s)://` base URL of a static mirror, or a local
-    release-store directory. GitHub reads `GITHUB_TOKEN` (or `GH_TOKEN`) for private repositories
+    `hf:ORG/NAME`, `github:OWNER/REPO`, an `http(s)://` base URL of a static mirror,
+    `s3://BUCKET/PREFIX` (a private bucket, pipeline.client.s3), or a local release-store
+    directory. GitHub reads `GITHUB_TOKEN` (or `GH_TOKEN`) for private repositories
     and `GITHUB_SERVER_URL` / `GITHUB_API_URL` for GitHub Enterprise; the HF Hub reads
     `HF_ENDPOINT` and `HF_TOKEN`.
 
@@ -381,8 +382,12 @@ def parse_source(spec: str, *, http: Http | None = None) -> Source:
         )
     if spec.startswith(("http://", "https://")):
         return MirrorSource(spec, http=http)
+    if spec.startswith("s3://"):  # a private bucket; boto3 from the [s3] extra, imported on use
+        from pipeline.client.s3 import S3Source
+
+        return S3Source.from_url(spec)
     if "://" in spec:
         raise ValueError(
-            f"{spec}: not a source; expected hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror URL or a directory"
+            f"{spec}: not a source; expected hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror URL, s3://BUCKET/PREFIX or a directory"
         )
     return LocalSource(Path(spec).expanduser())

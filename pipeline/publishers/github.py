@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
 from pipeline.checksums import Blake3Stream
 from pipeline.config import GitHubTarget
-from pipeline.errors import ConfigError, IntegrityError, RemoteError, VersionExistsError
+from pipeline.errors import ConfigError, IntegrityError, RemoteError
 from pipeline.manifest import MANIFEST_NAME, Manifest, verify_dir
-from pipeline.publishers.base import LocalFile, PublishResult, local_files
+from pipeline.publishers.base import (
+    LocalFile,
+    Plan,
+    PlanApply,
+    PublishResult,
+    local_files,
+    version_exists,
+)
 from pipeline.publishers.remote import Redactor, classify_github
 from pipeline.publishers.settings import PublishSettings
 from pipeline.retry import RetryPolicy
@@ -67,7 +75,22 @@ class _ProgressReader:
             yield chunk
 
 
-class GitHubPublisher:
+@dataclass
+class _GitHubState:
+    """What a plan read from GitHub, for apply."""
+
+    tag: str
+    title: str
+    files: list[LocalFile]
+    published: Any
+    drafts: list[Any]
+    release: Any
+    unfinished: list[Any]
+    different: list[Any]
+    upload: list[LocalFile]
+
+
+class GitHubPublisher(PlanApply):
     """Publishes a release directory as a GitHub release (see the module docstring)."""
 
     name = "github"
@@ -224,15 +247,11 @@ class GitHubPublisher:
 
     # --- publish ------------------------------------------------------------------------------
 
-    def publish(
-        self, release_dir: Path, manifest: Manifest, *, dry_run: bool = False, force: bool = False
-    ) -> PublishResult:
-        """Publish (or plan) this release on GitHub. Idempotent; see the module docstring.
+    def plan(self, release_dir: Path, manifest: Manifest, *, force: bool = False) -> Plan:
+        """What GitHub holds of this release and what publishing would do (reads only).
 
         Raises:
-            IntegrityError: the build does not match its manifest, or a re-download does not
-                match what was uploaded (that asset is deleted; run again).
-            VersionExistsError: the release (or its draft) holds other files and `force` is off.
+            IntegrityError: the build does not match its manifest.
             RemoteError: GitHub failed or refused, after retries.
         """
         release_dir = Path(release_dir)
@@ -242,56 +261,75 @@ class GitHubPublisher:
         files = local_files(release_dir, manifest)
         tag = self.target.tag(manifest.model, manifest.version)
         title = self.target.release_name.format(model=manifest.model, version=manifest.version)
-        result = PublishResult(
-            self.name, "planned" if dry_run else "done", f"{self.repo_name} release {tag}"
+        plan = Plan(
+            self.name,
+            f"{self.repo_name} release {tag}",
+            release_dir,
+            manifest,
+            force=force,
+            sizes={f.name: f.size for f in files},
         )
         published, drafts = self._find(tag)
         release = published or (drafts[0] if drafts else None)
-        act = result.actions.append
-
+        act = plan.steps.append
         if release is None:
             act(f"create draft release {tag} ({title!r})")
             identical, unfinished, different, upload = [], [], [], list(files)
         else:
-            assets = self._assets(release)
-            identical, unfinished, different, upload = self._compare(assets, files)
-        result.skipped = identical
+            identical, unfinished, different, upload = self._compare(self._assets(release), files)
+        plan.skipped = identical
+        plan.published = published is not None
+        plan.state = _GitHubState(
+            tag, title, files, published, drafts, release, unfinished, different, upload
+        )
         for extra in drafts[1:]:
             act(f"delete duplicate draft release {extra.id} (left by an interrupted run)")
         if published is not None and not upload and not different:
-            result.state = "planned" if dry_run else "skipped"
-            result.verified = not dry_run
-            result.message = "identical release already published"
-            return result
-        if different and not force:
-            result.refused = sorted(a.name for a in different)
-            what = "published release" if published is not None else "draft release"
-            message = (
-                f"{self.where}: {what} {tag} holds other files "
-                f"({', '.join(result.refused)} differ{'s' if len(result.refused) == 1 else ''} from the build); "
-                "versions are immutable: bump [model] version in release.toml, or pass --replace to replace them"
-            )
-            if dry_run:
-                result.message = message.split(": ", 1)[1]
-                result.uploaded = [f.name for f in upload if f.name not in result.refused]
-                return result
-            raise VersionExistsError(message)
+            plan.noop = True
+            plan.message = "identical release already published"
+            return plan
+        if different and published is not None:
+            plan.refused = sorted(a.name for a in different)
+            if not force:
+                plan.upload = [f.name for f in upload if f.name not in plan.refused]
+                return plan
         if published is not None:
             act(f"turn published release {tag} back into a draft while its files are replaced")
         for a in unfinished:
             act(f"delete unfinished upload {a.name}")
         for a in different:
-            act(f"delete {a.name} (differs from the build; --replace)")
-        for f in upload:
-            act(f"upload {f.name} ({_size(f.size)})")
+            act(
+                f"delete {a.name} (differs from the build; --force)"
+                if published is not None
+                else f"delete {a.name} from the draft (an interrupted upload of other files)"
+            )
         if upload:
-            act(f"download the {len(upload)} uploaded file(s) again and check each blake3")
+            act(
+                f"upload {len(upload)} file(s) to the draft, then download each again and check its blake3"
+            )
         act(f"publish release {tag} with report.md as its notes")
-        result.uploaded = [f.name for f in upload]
-        if dry_run:
-            return result
+        plan.upload = [f.name for f in upload]
+        return plan
 
-        for extra in drafts[1:]:
+    def apply(self, plan: Plan) -> PublishResult:
+        """Carry out a plan: draft, upload, read back, publish. Idempotent (module docstring).
+
+        Raises:
+            IntegrityError: a re-download does not match what was uploaded (that asset is
+                deleted; run again).
+            VersionExistsError: the published release holds other files and the plan is not
+                forced.
+            RemoteError: GitHub failed or refused, after retries.
+        """
+        st: _GitHubState = plan.state
+        result = PublishResult.applying(plan)
+        if plan.noop:
+            result.verified = True
+            return result
+        if plan.blocked:
+            raise version_exists(plan)
+        tag, title, release = st.tag, st.title, st.release
+        for extra in st.drafts[1:]:
             self._call(f"delete duplicate draft {extra.id}", extra.delete_release)
         if release is None:
             attempts = {"n": 0}
@@ -299,20 +337,21 @@ class GitHubPublisher:
                 f"create draft release {tag}",
                 lambda: self._create_draft(tag, title, attempts),
             )
-        elif published is not None:
+        elif st.published is not None:
+            published = st.published
             release = self._call(
                 f"unpublish release {tag}",
-                lambda: release.update_release(
-                    name=release.name or title,
-                    message=release.body or "",
+                lambda: published.update_release(
+                    name=published.name or title,
+                    message=published.body or "",
                     draft=True,
-                    prerelease=release.prerelease,
+                    prerelease=published.prerelease,
                 ),
             )
-        for a in [*unfinished, *different]:
+        for a in [*st.unfinished, *st.different]:
             self._call(f"delete asset {a.name}", a.delete_asset)
-        uploaded = {f.name: self._upload(release, f) for f in upload}
-        for f in upload:
+        uploaded = {f.name: self._upload(release, f) for f in st.upload}
+        for f in st.upload:
             got = self._digest(uploaded[f.name])
             if got != f.blake3:
                 self._call(f"delete asset {f.name}", uploaded[f.name].delete_asset)
@@ -321,7 +360,7 @@ class GitHubPublisher:
                     f"{f.blake3[:16]}…; deleted that asset and left release {tag} a draft: "
                     "run the same command again to upload it again"
                 )
-        notes = self._notes(release_dir, tag, files)
+        notes = self._notes(plan.release_dir, tag, st.files)
         self._call(
             f"publish release {tag}",
             lambda: release.update_release(
@@ -333,8 +372,9 @@ class GitHubPublisher:
                 make_latest="legacy" if not self.target.prerelease else "false",
             ),
         )
+        result.uploaded = [f.name for f in st.upload]
         result.verified = True
-        log.info("%s: release %s published with %d files", self.where, tag, len(files))
+        log.info("%s: release %s published with %d files", self.where, tag, len(st.files))
         return result
 
     def _create_draft(self, tag: str, title: str, attempts: dict[str, int]) -> Any:

@@ -1,5 +1,14 @@
 """The Hugging Face Hub: one commit with every file and the model card, verified, then tagged.
 
+The repo is laid out as huggingface_hub's own `push_to_hub_fastai` would lay it out, so the
+snippet the Hub shows for `library_name: fastai` (`from_pretrained_fastai("org/name")`) works:
+`model.pkl` (the quantized learner: the same LFS object as `export_quantized.pkl`, uploaded and
+stored once) and `pyproject.toml` (the python, fastai and fastcore versions that wrote it), beside
+the release's own files for our client. `from_pretrained_fastai` downloads the whole snapshot,
+so only the variants in `[publish.huggingface] variants` go to the Hub (default quantized + onnx:
+the 6x larger original stays on the other targets), and `main` holds only the newest release
+(older ones are at their tags).
+
 1. Create the model repo if it does not exist (private as configured).
 2. If the tag (`v<version>`) exists: download every file at the tag and compare blake3.
    Identical -> nothing to do. Different, missing or extra files -> refused unless `force`.
@@ -23,16 +32,23 @@ import hashlib
 import logging
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from pipeline import checksums
 from pipeline.config import HubTarget
-from pipeline.errors import ConfigError, IntegrityError, RemoteError, VersionExistsError
-from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, verify_dir
+from pipeline.errors import ConfigError, IntegrityError, RemoteError
+from pipeline.manifest import MANIFEST_NAME, QUANTIZED_FILE, SIGNATURE_NAME, Manifest, verify_dir
 from pipeline.publishers import modelcard
-from pipeline.publishers.base import LocalFile, PublishResult, local_files
+from pipeline.publishers.base import (
+    Plan,
+    PlanApply,
+    PublishResult,
+    local_files,
+    version_exists,
+)
 from pipeline.publishers.remote import (
     RETRY_STATUS,
     HostUnavailable,
@@ -45,7 +61,63 @@ from pipeline.retry import RetryPolicy
 
 log = logging.getLogger("pipeline.publish")
 CARD = "README.md"
-HUB_FILES = (CARD, ".gitattributes")  # in the repo but not in the manifest
+MODEL_PKL = "model.pkl"  # what from_pretrained_fastai loads: the quantized learner
+PYPROJECT = "pyproject.toml"  # what from_pretrained_fastai reads the fastai/fastcore versions from
+HUB_FILES = (CARD, ".gitattributes")  # in the repo, not compared as part of the release
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of the Hub repo: a release file, or one of the Hub-only files (model.pkl,
+    pyproject.toml), from a path or from bytes."""
+
+    name: str
+    content: Path | bytes
+    size: int
+    blake3: str
+
+
+def pyproject_toml(manifest: Manifest) -> bytes:
+    """pyproject.toml exactly as push_to_hub_fastai writes it, with the versions that wrote the
+    release's pickles (from_pretrained_fastai checks fastai and fastcore against its minimums)."""
+    env = manifest.environment
+    pins = [f'"{k}={env[k]}"' for k in ("python", "fastai", "fastcore") if env.get(k)]
+    return (
+        "[build-system]\n"
+        f'requires = ["setuptools>=40.8.0", "wheel", {", ".join(pins)}]\n'
+        'build-backend = "setuptools.build_meta:__legacy__"\n'
+    ).encode()
+
+
+def hub_files(release_dir: Path, manifest: Manifest, variants: tuple[str, ...]) -> list[HubFile]:
+    """What the Hub repo holds for this release, card aside: the release files of `variants`
+    (and every file that belongs to no variant), the manifest and signature, model.pkl and
+    pyproject.toml."""
+    out = [
+        HubFile(f.name, f.path, f.size, f.blake3)
+        for f in local_files(release_dir, manifest)
+        if f.name in (MANIFEST_NAME, SIGNATURE_NAME)
+        or manifest.file(f.name).variant in (None, *variants)
+    ]
+    quantized = next((f for f in out if f.name == QUANTIZED_FILE), None)
+    if quantized is not None:
+        out.append(HubFile(MODEL_PKL, quantized.content, quantized.size, quantized.blake3))
+        pyproject = pyproject_toml(manifest)
+        out.append(HubFile(PYPROJECT, pyproject, len(pyproject), checksums.blake3_bytes(pyproject)))
+    return out
+
+
+@dataclass
+class _HubState:
+    """What a plan read from the Hub, for apply."""
+
+    tag: str
+    files: list[HubFile]
+    card: bytes
+    expected: dict[str, str]
+    exists: bool
+    tagged: str | None
+    stale: list[str]
 
 
 def _client_factory(timeout: float) -> Any:
@@ -102,21 +174,25 @@ def _hub_session(timeout: float) -> Iterator[None]:
         set_client_factory(previous)
 
 
-def _git_sha1(path: Path) -> str:
+def _git_sha1(content: Path | bytes) -> str:
+    if isinstance(content, bytes):
+        return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
     h = hashlib.sha1()
-    h.update(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
+    h.update(b"blob %d\0" % content.stat().st_size)
+    with open(content, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
+def _sha256(content: Path | bytes) -> str:
+    if isinstance(content, bytes):
+        return hashlib.sha256(content).hexdigest()
+    with open(content, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-class HubPublisher:
+class HubPublisher(PlanApply):
     """Publishes a release directory to a Hugging Face Hub model repo (see the module docstring)."""
 
     name = "huggingface"
@@ -225,10 +301,14 @@ class HubPublisher:
 
         return self._call(f"download {path} at {revision[:12]}", get)
 
-    def _compare_at(
+    def _compare_at(self, revision: str, expected: dict[str, str]) -> tuple[list[str], list[str]]:
+        """(identical names, different/missing/extra names) of the files at `revision`."""
+        with tempfile.TemporaryDirectory(prefix="release-hf-verify-") as tmp:
+            return self._compare_in(revision, expected, Path(tmp))
+
+    def _compare_in(
         self, revision: str, expected: dict[str, str], cache: Path
     ) -> tuple[list[str], list[str]]:
-        """(identical names, different/missing/extra names) of the files at `revision`."""
         there = set(
             self._call(
                 f"list files at {revision[:12]}",
@@ -261,24 +341,20 @@ class HubPublisher:
                 out[it.path] = (it.blob_id, lfs.sha256 if lfs else None)
         return out
 
-    # --- publish ------------------------------------------------------------------------------
+    # --- plan and apply -----------------------------------------------------------------------
 
-    def publish(
-        self, release_dir: Path, manifest: Manifest, *, dry_run: bool = False, force: bool = False
-    ) -> PublishResult:
-        """Publish (or plan) this release on the Hub. Idempotent; see the module docstring.
+    def plan(self, release_dir: Path, manifest: Manifest, *, force: bool = False) -> Plan:
+        """What the Hub holds of this release and what publishing would do (reads only).
 
         Raises:
-            IntegrityError: the build does not match its manifest, or a download from the Hub
-                does not match the build.
-            VersionExistsError: the tag exists with other files and `force` is off.
+            IntegrityError: the build does not match its manifest.
             RemoteError: the Hub failed or refused, after retries.
         """
         release_dir = Path(release_dir)
         verify_dir(release_dir, manifest)
         if not self._checked:
             self.check()
-        files = local_files(release_dir, manifest)
+        files = hub_files(release_dir, manifest, self.target.variants)
         tag = self.target.tag(manifest.model, manifest.version)
         card = modelcard.render(
             manifest,
@@ -287,68 +363,53 @@ class HubPublisher:
             self.repo_id,
             tag,
             signed=any(f.name == SIGNATURE_NAME for f in files),
+            hub_names=[f.name for f in files],
+            manifest_blake3=next(f.blake3 for f in files if f.name == MANIFEST_NAME),
         ).encode()
         expected = {f.name: f.blake3 for f in files}
-        result = PublishResult(self.name, "planned" if dry_run else "done", f"{self.repo_id}@{tag}")
-        with (
-            _hub_session(self.policy.timeout),
-            tempfile.TemporaryDirectory(prefix="release-hf-verify-") as tmp,
-        ):
-            cache = Path(tmp)
-            return self._publish(
-                release_dir, manifest, files, card, expected, tag, result, cache, dry_run, force
-            )
+        plan = Plan(
+            self.name,
+            f"{self.repo_id}@{tag}",
+            release_dir,
+            manifest,
+            force=force,
+            sizes={f.name: f.size for f in files},
+        )
+        with _hub_session(self.policy.timeout):
+            self._plan(plan, files, card, expected, tag)
+        return plan
 
-    def _publish(
-        self,
-        release_dir: Path,
-        manifest: Manifest,
-        files: list[LocalFile],
-        card: bytes,
-        expected: dict[str, str],
-        tag: str,
-        result: PublishResult,
-        cache: Path,
-        dry_run: bool,
-        force: bool,
-    ) -> PublishResult:
-        act = result.actions.append
+    def _plan(
+        self, plan: Plan, files: list[HubFile], card: bytes, expected: dict[str, str], tag: str
+    ) -> None:
+        act = plan.steps.append
         exists = self._call("read the repository", lambda: self.api.repo_exists(self.repo_id))
         tagged = self._tag_target(tag) if exists else None
+        plan.state = _HubState(tag, files, card, expected, exists, tagged, [])
         if tagged is not None:
-            same, differ = self._compare_at(tagged, expected, cache)
-            result.skipped = same
+            plan.published = True
+            same, differ = self._compare_at(tagged, expected)
+            plan.skipped = same
             if not differ:
-                result.state = "planned" if dry_run else "skipped"
-                result.verified = not dry_run
-                result.message = f"identical release already tagged {tag}"
-                return result
-            if not force:
-                result.refused = differ
-                message = (
-                    f"{self.where}: tag {tag} holds other files ({', '.join(differ)} "
-                    f"differ{'s' if len(differ) == 1 else ''} from the build); versions are immutable: "
-                    "bump [model] version in release.toml, or pass --force to move the tag"
-                )
-                if dry_run:
-                    result.message = message.split(": ", 1)[1]
-                    return result
-                raise VersionExistsError(message)
+                plan.noop = True
+                plan.message = f"identical release already tagged {tag}"
+                return
+            plan.refused = differ
+            if not plan.force:
+                return
 
         main = self._main_state() if exists else {}
         upload, unchanged = [], []
         for f in files:
             blob, lfs = main.get(f.name, (None, None))
-            same = (lfs is not None and lfs == _sha256(f.path)) or (
-                lfs is None and blob == _git_sha1(f.path)
+            same = (lfs is not None and lfs == _sha256(f.content)) or (
+                lfs is None and blob == _git_sha1(f.content)
             )
             (unchanged if same else upload).append(f.name)
         card_blob, card_lfs = main.get(CARD, (None, None))
-        card_same = (
-            card_lfs is None
-            and card_blob == hashlib.sha1(b"blob %d\0" % len(card) + card).hexdigest()
-        )
+        card_same = card_lfs is None and card_blob == _git_sha1(card)
         stale = sorted(set(main) - set(expected) - set(HUB_FILES))
+        plan.state.stale = stale
         if not exists:
             act(
                 f"create model repo {self.repo_id} ({'private' if self.target.private else 'public'})"
@@ -367,49 +428,79 @@ class HubPublisher:
             )
         else:
             act("commit to main: nothing to change (every file is already there)")
+        if MODEL_PKL in upload:
+            act(f"{MODEL_PKL} is {QUANTIZED_FILE}'s LFS object: its bytes are uploaded once")
         act(f"download the {len(files) + 1} files at the commit and check each blake3")
         if tagged is not None:
             act(f"move tag {tag} from {tagged[:12]} to the new commit (--force)")
         else:
             act(f"tag the commit {tag}")
-        result.uploaded = upload
-        result.skipped = unchanged
-        if dry_run:
-            return result
+        plan.upload = upload
+        plan.skipped = unchanged
 
-        if not exists:
-            self._call(
-                "create the repository",
-                lambda: self.api.create_repo(
-                    self.repo_id, private=self.target.private, exist_ok=True
-                ),
+    def apply(self, plan: Plan) -> PublishResult:
+        """Carry out a plan: one commit, read back, tag. Idempotent (module docstring).
+
+        Raises:
+            IntegrityError: a download from the Hub does not match the build.
+            VersionExistsError: the tag holds other files and the plan is not forced.
+            RemoteError: the Hub failed or refused, after retries.
+        """
+        st: _HubState = plan.state
+        result = PublishResult.applying(plan)
+        if plan.noop:
+            result.verified = True
+            return result
+        if plan.blocked:
+            raise version_exists(plan)
+        with _hub_session(self.policy.timeout):
+            if not st.exists:
+                self._call(
+                    "create the repository",
+                    lambda: self.api.create_repo(
+                        self.repo_id, private=self.target.private, exist_ok=True
+                    ),
+                )
+            oid = self._call(
+                "commit the release",
+                lambda: self._commit(plan.manifest, st.files, st.card, st.stale),
             )
-        oid = self._call(
-            "commit the release",
-            lambda: self._commit(manifest, files, card, stale),
-        )
-        expected_all = {**expected, CARD: checksums.blake3_bytes(card)}
-        same, differ = self._compare_at(oid, expected_all, cache)
-        if differ:
-            raise IntegrityError(
-                f"{self.where}: commit {oid[:12]} does not hold the build's files "
-                f"({', '.join(differ)} differ on download); tag {tag} not created: run the same command again"
-            )
-        if tagged is not None and tagged != oid:
-            self._call("delete the old tag", lambda: self._delete_tag(tag))
-        self._call("tag the release", lambda: self._tag(tag, oid))
+            expected_all = {**st.expected, CARD: checksums.blake3_bytes(st.card)}
+            _, differ = self._compare_at(oid, expected_all)
+            if differ:
+                raise IntegrityError(
+                    f"{self.where}: commit {oid[:12]} does not hold the build's files "
+                    f"({', '.join(differ)} differ on download); tag {st.tag} not created: run the same command again"
+                )
+            if st.tagged is not None and st.tagged != oid:
+                self._call("delete the old tag", lambda: self._delete_tag(st.tag))
+            self._call("tag the release", lambda: self._tag(st.tag, oid))
+        result.uploaded = list(plan.upload)
         result.verified = True
-        log.info("%s: %s tagged %s (commit %s)", self.where, manifest.version, tag, oid[:12])
+        log.info(
+            "%s: %s tagged %s (commit %s)", self.where, plan.manifest.version, st.tag, oid[:12]
+        )
         return result
 
     def _commit(
-        self, manifest: Manifest, files: list[LocalFile], card: bytes, stale: list[str]
+        self, manifest: Manifest, files: list[HubFile], card: bytes, stale: list[str]
     ) -> str:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         # Fresh operations on every attempt: huggingface_hub refuses to reuse committed ones.
-        ops: list[Any] = [CommitOperationAdd(f.name, str(f.path)) for f in files]
-        ops.append(CommitOperationAdd(CARD, card))
+        def add(name: str, content: Path | bytes) -> Any:
+            return CommitOperationAdd(name, content if isinstance(content, bytes) else str(content))
+
+        ops: list[Any] = [add(f.name, f.content) for f in files]
+        ops.append(add(CARD, card))
+        # Identical bytes under two names (model.pkl, export_quantized.pkl): upload each content
+        # once first; the commit then finds the other name's object already stored (the LFS
+        # batch answers it without an upload action) and only names it.
+        first: dict[str, Any] = {}
+        for f, op in zip(files, ops, strict=False):
+            first.setdefault(f.blake3, op)
+        if len(first) < len(files):
+            self.api.preupload_lfs_files(self.repo_id, additions=list(first.values()))
         ops += [CommitOperationDelete(p) for p in stale]
         info = self.api.create_commit(
             self.repo_id,
@@ -453,13 +544,20 @@ class HubPublisher:
             RemoteError: the Hub failed, after retries.
         """
         tag = self.target.tag(manifest.model, manifest.version)
-        with _hub_session(self.policy.timeout), tempfile.TemporaryDirectory() as tmp:
+        with _hub_session(self.policy.timeout):
             oid = self._tag_target(tag)
             if oid is None:
                 raise IntegrityError(f"{self.where}: no tag {tag}")
-            expected = {f.name: f.blake3 for f in manifest.files}
-            _, differ = self._compare_at(tag, expected, Path(tmp))
-            differ = [d for d in differ if d not in (MANIFEST_NAME, SIGNATURE_NAME)]
+            expected = {
+                f.name: f.blake3
+                for f in manifest.files
+                if f.variant in (None, *self.target.variants)
+            }
+            quantized = next((f for f in manifest.files if f.name == QUANTIZED_FILE), None)
+            if quantized is not None:
+                expected[MODEL_PKL] = quantized.blake3
+            _, differ = self._compare_at(tag, expected)
+            differ = [d for d in differ if d not in (MANIFEST_NAME, SIGNATURE_NAME, PYPROJECT)]
             if differ:
                 raise IntegrityError(
                     f"{self.where}: tag {tag} does not match the manifest ({', '.join(differ)})"

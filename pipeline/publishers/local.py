@@ -16,9 +16,9 @@ from packaging.version import InvalidVersion, Version
 
 from pipeline import atomic
 from pipeline.checksums import blake3_file
-from pipeline.errors import IntegrityError, VersionExistsError
+from pipeline.errors import IntegrityError
 from pipeline.manifest import MANIFEST_NAME, Manifest, verify_dir
-from pipeline.publishers.base import PublishResult, release_files
+from pipeline.publishers.base import Plan, PlanApply, PublishResult, release_files, version_exists
 
 log = logging.getLogger("pipeline.publish")
 LATEST = "latest"
@@ -31,7 +31,7 @@ def _version_key(v: str) -> tuple[int, Version | str]:
         return (0, v)
 
 
-class LocalStore:
+class LocalStore(PlanApply):
     """A release store in a local directory."""
 
     name = "local"
@@ -63,49 +63,73 @@ class LocalStore:
         extra = sorted({p.name for p in target.iterdir() if p.is_file()} - set(names))
         return same, different + extra
 
-    def publish(
-        self, release_dir: Path, manifest: Manifest, *, dry_run: bool = False, force: bool = False
-    ) -> PublishResult:
-        """Copy a verified release into the store (see module docstring).
+    def plan(self, release_dir: Path, manifest: Manifest, *, force: bool = False) -> Plan:
+        """What the store holds of this version and what publishing would copy (read-only).
 
         Raises:
             IntegrityError: the release directory does not match its manifest.
-            VersionExistsError: this version is published with other files and `force` is off.
         """
         release_dir = Path(release_dir)
         verify_dir(release_dir, manifest)
         names = release_files(release_dir, manifest)
         target = self.version_dir(manifest.model, manifest.version)
-        result = PublishResult(self.name, "planned" if dry_run else "done", str(target))
+        plan = Plan(
+            self.name,
+            str(target),
+            release_dir,
+            manifest,
+            force=force,
+            sizes={n: (release_dir / n).stat().st_size for n in names},
+        )
+        latest = self.latest(manifest.model)
+        moves = latest is None or _version_key(manifest.version) > _version_key(latest)
+        if target.is_dir():
+            plan.published = True
+            same, different = self._compare(release_dir, target, names)
+            plan.skipped = same
+            if not different:
+                plan.noop = True
+                plan.message = "identical version already published"
+                if moves:
+                    plan.steps.append(f"point {manifest.model}/latest at {manifest.version}")
+                return plan
+            plan.refused = different
+            if not force:
+                return plan
+            plan.upload = [n for n in names if n not in same]
+            plan.steps.append(
+                f"replace {target} with the build's {len(names)} files (--force; staged, verified, "
+                "swapped in whole)"
+            )
+        else:
+            plan.upload = names
+            plan.steps.append(f"copy {len(names)} files into {target} (staged, verified, renamed)")
+        if moves:
+            plan.steps.append(f"point {manifest.model}/latest at {manifest.version}")
+        return plan
+
+    def apply(self, plan: Plan) -> PublishResult:
+        """Carry out a plan under the store's lock, comparing again what it holds by then.
+
+        Raises:
+            IntegrityError: the copy does not match the manifest.
+            VersionExistsError: this version is published with other files and the plan is not
+                forced.
+        """
+        manifest, release_dir = plan.manifest, plan.release_dir
         model_dir = self.root / manifest.model
-        if dry_run:
-            if target.is_dir():
-                same, different = self._compare(release_dir, target, names)
-                result.skipped = same
-                if different and not force:
-                    result.refused = different
-                    result.message = "version exists with other files (--force replaces)"
-                else:
-                    result.uploaded = different
-            else:
-                result.uploaded = names
-            return result
         model_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(model_dir / ".publish.lock", timeout=600):
             atomic.remove_stale_staging(model_dir)  # left by a publish that was killed
-            if target.is_dir():
-                same, different = self._compare(release_dir, target, names)
-                if not different:
-                    result.state, result.skipped = "skipped", same
-                    result.message = "identical version already published"
-                    self._update_latest(manifest)
-                    return result
-                if not force:
-                    raise VersionExistsError(
-                        f"{target}: version {manifest.version} is already published with other content "
-                        f"({', '.join(different)} differ{'s' if len(different) == 1 else ''}); versions are immutable: "
-                        "bump [model] version in release.toml, or pass --force to replace it"
-                    )
+            plan = self.plan(release_dir, manifest, force=plan.force)  # as of now, locked
+            result = PublishResult.applying(plan)
+            if plan.noop:
+                self._update_latest(manifest)
+                return result
+            if plan.blocked:
+                raise version_exists(plan)
+            names = release_files(release_dir, manifest)
+            target = self.version_dir(manifest.model, manifest.version)
             # A forced replacement swaps the whole version directory (see atomic.staged_dir).
             with atomic.staged_dir(target) as staging:
                 for name in names:
@@ -115,7 +139,7 @@ class LocalStore:
                     raise IntegrityError(
                         f"{staging / MANIFEST_NAME}: copy differs from {release_dir / MANIFEST_NAME}"
                     )
-            result.uploaded = names
+            result.uploaded, result.skipped = names, []
             self._update_latest(manifest)
         return result
 

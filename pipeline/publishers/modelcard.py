@@ -2,7 +2,9 @@
 
 The YAML metadata is built with huggingface_hub's own `ModelCardData`/`EvalResult`, so it is what
 the Hub parses: `library_name: fastai`, tags, the labels, and the eval metrics in `model-index`
-form. The body says what each file is, how to load it, and how to check it.
+form, and the manifest's golden queries as the widget's examples. The body says what each file
+is and, under "How to use", the three ways to load it: the Hub's own `from_pretrained_fastai`,
+fastai-release's verified `load_model` / `release fetch`, and the onnx variant without torch.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import HubTarget
-from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+from pipeline.manifest import (
+    MANIFEST_NAME,
+    ONNX_FILE,
+    ORIGINAL_FILE,
+    QUANTIZED_FILE,
+    SIGNATURE_NAME,
+    TOKENIZER_FILE,
+    Manifest,
+)
 
 BASE_TAGS = ("fastai", "text-classification", "awd-lstm", "ulmfit", "quantized", "int8")
 
@@ -35,8 +45,14 @@ def render(
     repo_id: str,
     tag: str,
     signed: bool,
+    hub_names: list[str] | None = None,
+    manifest_blake3: str | None = None,
 ) -> str:
-    """README.md for the Hub repo of this release (deterministic: same inputs, same bytes)."""
+    """README.md for the Hub repo of this release (deterministic: same inputs, same bytes).
+
+    `hub_names` are the files the repo holds (default: every release file); the table lists
+    those, and says where the others are.
+    """
     from huggingface_hub import EvalResult, ModelCardData
 
     metrics = manifest.validation.get("metrics") or {}
@@ -71,12 +87,13 @@ def render(
         model_name=manifest.model,
         eval_results=results or None,
         labels=list(manifest.labels),
+        widget=[{"text": q.text, "example_title": q.expected} for q in manifest.golden_queries]
+        or None,
     )
     yaml = data.to_yaml().strip()
 
     report = _report(release_dir)
     baseline = (report.get("validate") or {}).get("baseline") or {}
-    env = manifest.environment
     lines = [
         "---",
         yaml,
@@ -93,9 +110,27 @@ def render(
         "| file | what | size | blake3 |",
         "|---|---|---|---|",
     ]
+    names = set(hub_names) if hub_names is not None else {f.name for f in manifest.files}
+    what = {
+        QUANTIZED_FILE: "the INT8 learner (`load_learner`)",
+        ORIGINAL_FILE: "the learner as trained",
+        ONNX_FILE: "the INT8 onnx graph (onnxruntime, no torch)",
+        TOKENIZER_FILE: "the onnx graph's tokenizer, vocabulary and labels (plain JSON)",
+    }
+    quantized = next((f for f in manifest.files if f.name == QUANTIZED_FILE), None)
     for f in manifest.files:
+        if f.name in names:
+            lines.append(
+                f"| `{f.name}` | {what.get(f.name, f.variant or f.kind)} | {f.size / 1e6:.2f} MB | `{f.blake3[:16]}…` |"
+            )
+    if quantized is not None and "model.pkl" in names:
         lines.append(
-            f"| `{f.name}` | {f.variant or f.kind} | {f.size / 1e6:.2f} MB | `{f.blake3[:16]}…` |"
+            f"| `model.pkl` | `{QUANTIZED_FILE}` under the name `from_pretrained_fastai` loads "
+            f"(the same LFS object, stored once) | {quantized.size / 1e6:.2f} MB | `{quantized.blake3[:16]}…` |"
+        )
+    if "pyproject.toml" in names:
+        lines.append(
+            "| `pyproject.toml` | the python, fastai and fastcore versions `from_pretrained_fastai` checks | | |"
         )
     lines += [
         f"| `{MANIFEST_NAME}` | every file's size and blake3, the environment, metrics, golden queries | | |",
@@ -104,6 +139,14 @@ def render(
         lines.append(
             f"| `{SIGNATURE_NAME}` | OpenSSF Model Signing bundle: the signature of every file's sha256 | | |"
         )
+    elsewhere = [f.name for f in manifest.files if f.name not in names]
+    if elsewhere:
+        lines += [
+            "",
+            f"Not in this repo (listed in `{MANIFEST_NAME}`, published to the release's other "
+            f"targets): {', '.join(f'`{n}`' for n in elsewhere)}; `from_pretrained_fastai` "
+            "downloads every file of a revision, so only what a user loads is here.",
+        ]
     if metrics:
         lines += [
             "",
@@ -129,27 +172,7 @@ def render(
                 f"Baseline on the same data ({baseline.get('name', 'baseline')}): {_pct(baseline['accuracy'])}.",
             ]
         lines += ["", "Every number comes from this release's `report.md` / `report.json`."]
-    lines += [
-        "",
-        "## Use",
-        "",
-        "Verify before you unpickle: a pickle runs code when loaded.",
-        "",
-        "```python",
-        "from huggingface_hub import hf_hub_download",
-        "from fastai.learner import load_learner",
-        "",
-        f'path = hf_hub_download("{repo_id}", "export_quantized.pkl", revision="{tag}")',
-        "# check its blake3 against manifest.json first (fastai-release's client does this for you)",
-        "learn = load_learner(path)",
-        'print(learn.predict("your text"))',
-        "```",
-        "",
-        "Written by "
-        + ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "fastai") if k in env)
-        + "; load with the same torch and fastai versions.",
-        "",
-    ]
+    lines += how_to_use(manifest, repo_id, tag, names, signed, manifest_blake3)
     if signed:
         lines += [
             f"`{SIGNATURE_NAME}` is an OpenSSF Model Signing bundle over every file, `{MANIFEST_NAME}`",
@@ -159,3 +182,83 @@ def render(
             "",
         ]
     return "\n".join(lines)
+
+
+def how_to_use(
+    manifest: Manifest,
+    repo_id: str,
+    tag: str,
+    names: set[str],
+    signed: bool,
+    manifest_blake3: str | None = None,
+) -> list[str]:
+    """The "How to use" section: three ways to load this release, each a runnable snippet (the
+    tests run every ```python block of it against a Hub emulator)."""
+    env = manifest.environment
+    query = manifest.golden_queries[0].text if manifest.golden_queries else "your text"
+    written = ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "fastai") if k in env)
+    lines = [
+        "",
+        "## How to use",
+        "",
+        "A pickle runs code when it is loaded: load only files you trust. Written by "
+        f"{written}; the pickles load with the same torch and fastai major.minor versions.",
+        "",
+        "**1. The Hub's own fastai loader** (`pip install huggingface_hub fastai toml`). It",
+        "downloads every file of the revision and loads `model.pkl` (the quantized learner); it",
+        "checks the fastai and fastcore versions in `pyproject.toml`, not the bytes.",
+        "",
+        "```python",
+        "from huggingface_hub import from_pretrained_fastai",
+        "",
+        f'learn = from_pretrained_fastai("{repo_id}", revision="{tag}")',
+        f"print(learn.predict({query!r}))",
+        "```",
+        "",
+        "**2. Verified, with fastai-release** (`pip install 'fastai-release[hf]'` plus torch and",
+        "fastai). It downloads only the variant it loads, checks its size and blake3 against",
+        f"`{MANIFEST_NAME}` before unpickling, and the manifest itself against the pin below (the",
+        f"blake3 of this release's `{MANIFEST_NAME}`)"
+        + (f" or, with `public_key=`, its `{SIGNATURE_NAME}`" if signed else "")
+        + "; it caches the files and asks the manifest's golden queries once at load.",
+        "",
+        "```python",
+        "from pipeline.client import load_model, parse_source",
+        "",
+        f'loaded = load_model("{manifest.model}", "{manifest.version}", sources=[parse_source("hf:{repo_id}")],',
+        f'                    pin="{manifest_blake3}")'
+        if manifest_blake3
+        else "                    )",
+        f"label, probs = loaded.predict({query!r})",
+        "print(label, loaded.variant)",
+        "```",
+        "",
+        "or on the command line: `release fetch "
+        f"{manifest.model} --version {manifest.version} --source hf:{repo_id}"
+        + (f" --pin {manifest_blake3}" if manifest_blake3 else "")
+        + " --load`.",
+    ]
+    if ONNX_FILE in names:
+        lines += [
+            "",
+            f"**3. Without torch or fastai: the onnx variant** (`{ONNX_FILE}` + `{TOKENIZER_FILE}`;",
+            "`pip install 'fastai-release[onnx,hf]'`, about 200 MB). The graph is data, not a",
+            "pickle; the tokenizer reproduces fastai's exactly.",
+            "",
+            "```python",
+            "from pipeline.client import load_model, parse_source",
+            "",
+            f'loaded = load_model("{manifest.model}", "{manifest.version}", sources=[parse_source("hf:{repo_id}")],',
+            '                    variants=("onnx",))',
+            f"label, probs = loaded.predict({query!r})",
+            "print(label, loaded.variant)",
+            "```",
+        ]
+    if manifest.golden_queries:
+        lines += [
+            "",
+            "The widget's examples are the release's golden queries: each must give its label",
+            "(the client checks that at load).",
+        ]
+    lines.append("")
+    return lines

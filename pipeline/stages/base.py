@@ -33,6 +33,17 @@ class BuildContext:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # stage name -> reason
     gates_passed: bool | None = None
+    onnx_checked: bool = False
+    onnx_unsupported: str | None = None  # why the onnx export cannot reproduce the learner
+
+    def onnx_unsupported_reason(self) -> str | None:
+        """Why this learner has no onnx variant (None: it can have one); computed once."""
+        if not self.onnx_checked:
+            from pipeline.onnx_export import unsupported_reason
+
+            self.onnx_unsupported = unsupported_reason(self.original_learner())
+            self.onnx_checked = True
+        return self.onnx_unsupported
 
     def original_learner(self) -> Any:
         """The original learner, loaded from the build directory when training was skipped."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.errors import GateFailed
-from pipeline.report import gates_table
+from pipeline.report import gate_advice, gates_table
 from pipeline.stages.base import BuildContext
 
 
@@ -20,5 +20,5 @@ class CheckGates:
             raise GateFailed(
                 f"{len(failed)} of {len(gates)} gates failed; the build is not releasable "
                 f"(report: {ctx.build_dir / 'report.md'}; thresholds: [validate] in {ctx.config.path.name})",
-                gates_table(gates),
+                gates_table(gates) + "\n\nWhat you can do:\n" + gate_advice(gates),
             )

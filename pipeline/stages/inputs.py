@@ -18,9 +18,14 @@ class CheckInputs:
 
     def run(self, ctx: BuildContext) -> None:
         d = ctx.config.data
-        ctx.eval_data = read_labelled_csv(d.eval_csv, d.text_column, d.label_column, min_classes=1)
+        where = ctx.config.path.name
+        ctx.eval_data = read_labelled_csv(
+            d.eval_csv, d.text_column, d.label_column, min_classes=1, config_name=where
+        )
         if d.train_csv is not None:
-            ctx.train_data = read_labelled_csv(d.train_csv, d.text_column, d.label_column)
+            ctx.train_data = read_labelled_csv(
+                d.train_csv, d.text_column, d.label_column, config_name=where
+            )
             check_eval_against_train(ctx.train_data, ctx.eval_data)
             log.info(
                 "train: %d rows, %d labels; eval: %d rows",

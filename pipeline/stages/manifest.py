@@ -7,6 +7,7 @@ from typing import Any
 
 from pipeline import manifest as mf
 from pipeline.stages.base import BuildContext
+from pipeline.stages.onnx import ExportOnnx
 from pipeline.stages.report import build_meta
 
 log = logging.getLogger("pipeline.build")
@@ -53,8 +54,14 @@ class WriteManifest:
         entries = [
             mf.file_entry(ctx.original_path, "original"),
             mf.file_entry(ctx.quantized_path, "quantized"),
-            mf.file_entry(d / mf.ONNX_FILE, "onnx"),
-            mf.file_entry(d / mf.TOKENIZER_FILE, "onnx", kind="tokenizer"),
+            *(
+                [
+                    mf.file_entry(d / mf.ONNX_FILE, "onnx"),
+                    mf.file_entry(d / mf.TOKENIZER_FILE, "onnx", kind="tokenizer"),
+                ]
+                if "onnx" in ctx.results["validate"]["variants"]
+                else []
+            ),
             mf.file_entry(d / "report.md", kind="report"),
             mf.file_entry(d / "report.json", kind="report"),
             *(mf.file_entry(p, kind="plot") for p in sorted(d.glob("*.png"))),
@@ -78,6 +85,11 @@ class WriteManifest:
                     g["key"]: {"op": g["op"], "value": g["threshold"]} for g in v["gates"]
                 },
                 "eval_rows": v["eval_set"]["rows"],
+                **(
+                    {"variants_skipped": {"onnx": ctx.skipped[ExportOnnx.name]}}
+                    if ExportOnnx.name in ctx.skipped
+                    else {}
+                ),
             },
             golden_queries=tuple(golden_queries(ctx, ctx.config.validate.golden_queries)),
             tool=meta["tool"],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline import atomic
 from pipeline.client.tokenizer import TextTokenizer
-from pipeline.errors import GateFailed
+from pipeline.errors import GateFailed, InputError
 from pipeline.manifest import ONNX_FILE, TOKENIZER_FILE
 from pipeline.onnx_export import OPSET, export_fp32, quantize_int8, token_parity, tokenizer_spec
 from pipeline.stages.base import BuildContext
@@ -33,13 +33,37 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def required_but_unsupported(ctx: BuildContext, reason: str) -> InputError:
+    """The error for `[onnx] enabled = true` and a learner the export cannot reproduce."""
+    return InputError(
+        f"{reason}; {ctx.config.path.name}: onnx.enabled = true requires the onnx variant: set "
+        'it to "auto" to release the pickle variants without it, or train with fastai\'s default '
+        "tokenizer (SpacyTokenizer, default rules)"
+    )
+
+
 class ExportOnnx:
     name = "exporting onnx"
 
     def skip_reason(self, ctx: BuildContext) -> str | None:
-        return None
+        enabled = ctx.config.onnx.enabled
+        reason = None
+        if enabled is False:
+            reason = f"onnx.enabled = false in {ctx.config.path.name}"
+        elif enabled == "auto" and (why := ctx.onnx_unsupported_reason()):
+            reason = (
+                f"this learner is not supported by the onnx export: {why}; the pickle variants "
+                f'are released without it (onnx.enabled = "auto" in {ctx.config.path.name})'
+            )
+        if reason:
+            # an earlier build's onnx files would otherwise be validated and published with this one
+            for name in (ONNX_FILE, TOKENIZER_FILE):
+                (ctx.build_dir / name).unlink(missing_ok=True)
+        return reason
 
     def run(self, ctx: BuildContext) -> None:
+        if why := ctx.onnx_unsupported_reason():
+            raise required_but_unsupported(ctx, why)
         learn = ctx.original_learner()
         spec = tokenizer_spec(learn)
         tokenizer = TextTokenizer(spec, TOKENIZER_FILE)

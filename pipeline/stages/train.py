@@ -56,6 +56,11 @@ class TrainOrLoad:
         if c.train.export_pkl is not None:
             log.info("loading %s", c.train.export_pkl)
             learn = load_exported(c.train.export_pkl)
+            ctx.learner = learn
+            if c.onnx.enabled is True and (why := ctx.onnx_unsupported_reason()):
+                from pipeline.stages.onnx import required_but_unsupported
+
+                raise required_but_unsupported(ctx, why)  # before any long work
             tmp = ctx.build_dir / f".{ctx.original_path.name}.copy"
             shutil.copyfile(c.train.export_pkl, tmp)
             tmp.replace(ctx.original_path)

@@ -105,7 +105,7 @@ def test_fetch_prints_verified_path(tmp_path: Path, release_dir) -> None:
 
 
 def test_fetch_unsupported_source_is_usage_error(tmp_path: Path) -> None:
-    r = run("fetch", "m", "--source", "s3://bucket/x", "--cache-dir", str(tmp_path))
+    r = run("fetch", "m", "--source", "ftp://bucket/x", "--cache-dir", str(tmp_path))
     assert r.exit_code == 2 and "not a source" in r.output
 
 

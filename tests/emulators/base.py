@@ -56,6 +56,8 @@ class Logged:
     path: str
     status: int  # 0 = the connection was dropped without a reply
     received: int  # request body bytes read
+    sent: int = 0  # response body bytes the reply carries
+    raw_path: str = ""  # the path as sent, query included
 
 
 @dataclass
@@ -182,7 +184,8 @@ class _Handler(BaseHTTPRequestHandler):
             emu._run_hook(req.method, req.path, "after")
             status = reply.status
             # Logged before the reply goes out, so a client that has its answer sees it logged.
-            emu._record(Logged(req.method, req.path, status, req.received))
+            sent = 0 if req.method == "HEAD" else len(reply.body)
+            emu._record(Logged(req.method, req.path, status, req.received, sent, req.raw_path))
             self._write(reply, head=req.method == "HEAD")
         except Aborted:
             self.close_connection = True
@@ -195,7 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write(Reply.json({"message": "emulator error"}, 500), head=False)
         finally:
             if status == 0:
-                emu._record(Logged(req.method, req.path, 0, req.received))
+                emu._record(Logged(req.method, req.path, 0, req.received, 0, req.raw_path))
 
     def _write(self, reply: Reply, head: bool) -> None:
         self.send_response(reply.status)
@@ -314,14 +317,18 @@ class Emulator:
         with self.lock:
             self.log.append(entry)
 
-    def count(self, method: str | None = None, pattern: str | None = None) -> int:
-        """How many logged requests match `method` and the path regex `pattern`."""
+    def count(
+        self, method: str | None = None, pattern: str | None = None, *, query: bool = False
+    ) -> int:
+        """How many logged requests match `method` and the path regex `pattern` (searched in
+        the path with its query string when `query`)."""
         rx = re.compile(pattern) if pattern else None
         with self.lock:
             return sum(
                 1
                 for e in self.log
-                if (method is None or e.method == method) and (rx is None or rx.search(e.path))
+                if (method is None or e.method == method)
+                and (rx is None or rx.search(e.raw_path if query else e.path))
             )
 
     def writes(self) -> list[Logged]:

@@ -299,11 +299,12 @@ class GitHubEmulator(Emulator):
             return self._error(404, "Not Found")
         parts = parts[2:]  # strip api/v3
         token = req.token()
-        if token is None:
+        if token is None and (m not in ("GET", "HEAD") or parts == ["user"]):
             return self._error(401, "Requires authentication")
-        if token not in self.tokens:
+        if token is not None and token not in self.tokens:
             return self._error(401, "Bad credentials")
-        login, scope = self.tokens[token]
+        # anonymous reads of a public repository, as on github.com (no drafts)
+        login, scope = self.tokens[token] if token is not None else ("", "read")
         if parts == ["user"] and m == "GET":
             return Reply.json({"login": login, "id": 1, "type": "User"})
         if len(parts) < 3 or parts[0] != "repos":

@@ -11,6 +11,7 @@ tests/conftest.py sets them before anything imports it; pass `endpoint=hub.url` 
 Public API (small on purpose; clients of the download side rely on it):
     url                                 what HF_ENDPOINT is set to
     files(repo, rev), tags(repo), commits(repo), add_repo(repo, files, private)
+    stored_bytes(), batches             LFS storage used; the oids each LFS batch asked about
     fail(), reset_connection(), slow()  (tests.emulators.base) N x any status, resets, late replies
     corrupt(path, times)                the next GET of that file (any repo) has one byte flipped
     log / count() / writes() / hook
@@ -103,6 +104,7 @@ class HubEmulator(Emulator):
         self.orgs = orgs or {"alice": ["acme"]}
         self.repos: dict[str, HubRepo] = {}
         self.lfs: dict[str, bytes] = {}
+        self.batches: list[list[str]] = []  # the oids of every LFS batch request, in order
         self._counter = itertools.count(1)
         self._corrupt: dict[str, int] = {}
 
@@ -141,6 +143,11 @@ class HubEmulator(Emulator):
                 out.append(oid)
                 oid = r.commits[oid].parent
             return out
+
+    def stored_bytes(self) -> int:
+        """Bytes in LFS storage (content-addressed: one object per distinct content)."""
+        with self.lock:
+            return sum(len(d) for d in self.lfs.values())
 
     def corrupt(self, path: str, times: int = 1) -> None:
         with self.lock:
@@ -425,6 +432,7 @@ class HubEmulator(Emulator):
             return self._err(403, "You don't have write access to this repository")
         data = req.json() or {}
         objects = []
+        self.batches.append([o["oid"] for o in data.get("objects", [])])
         for o in data.get("objects", []):
             entry = {"oid": o["oid"], "size": o["size"], "authenticated": True}
             stored = self.lfs.get(o["oid"])

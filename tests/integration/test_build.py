@@ -136,7 +136,10 @@ def test_rebuild_skips_training_and_a_failed_gate_stops_the_release(
         build(cfg.load(work / "release.toml"))
     assert "training: skipped, inputs unchanged" in caplog.text
     # the onnx variant is held to the same accuracy threshold
-    assert "2 of 12 gates failed" in str(e.value) and "quantized accuracy" in e.value.table
+    assert "2 of 13 gates failed" in str(e.value) and "quantized accuracy" in e.value.table
+    assert "What you can do:" in e.value.table and "more (and more varied) training rows" in str(
+        e.value
+    )
     assert "| onnx accuracy |" in e.value.table
     d = work / "artifacts" / "build" / "0.0.1"
     assert not (d / mf.MANIFEST_NAME).exists()  # nothing publishable

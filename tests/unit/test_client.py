@@ -336,8 +336,10 @@ def test_parse_source_forms(monkeypatch) -> None:
     assert isinstance(hf, HfSource) and hf.endpoint == "http://127.0.0.1:9"
     assert isinstance(parse_source("https://cdn.example/releases/"), MirrorSource)
     assert isinstance(parse_source("/srv/releases"), LocalSource)
+    s3 = parse_source("s3://bucket/team/models")  # boto3 is imported only when it is used
+    assert (s3.name, s3.bucket, s3.prefix) == ("s3://bucket/team/models", "bucket", "team/models")
     with pytest.raises(ValueError, match="not a source"):
-        parse_source("s3://bucket/x")
+        parse_source("ftp://bucket/x")
     with pytest.raises(ValueError, match="OWNER/REPO"):
         parse_source("github:acme")
 
@@ -345,8 +347,8 @@ def test_parse_source_forms(monkeypatch) -> None:
 def test_client_imports_no_torch_fastai_click_httpx_or_model_signing() -> None:
     code = (
         "import sys, json, pipeline.client; print(json.dumps([m for m in "
-        "('torch', 'fastai', 'click', 'httpx', 'huggingface_hub', 'model_signing', 'OpenSSL',"
-        " 'sigstore') if m in sys.modules]))"
+        "('torch', 'fastai', 'click', 'httpx', 'huggingface_hub', 'boto3', 'model_signing',"
+        " 'OpenSSL', 'sigstore') if m in sys.modules]))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(

@@ -127,3 +127,17 @@ def test_export_pkl_makes_train_csv_optional(tmp_path: Path) -> None:
     assert c.data.train_csv is None and c.train.export_pkl == tmp_path.resolve() / "export.pkl"
     with pytest.raises(ConfigError, match="data.train_csv: expected a CSV path"):
         config.load(write(tmp_path, MINIMAL.replace('train_csv = "bundled:train.csv"\n', "")))
+
+
+def test_onnx_enabled_and_the_user_gates(tmp_path: Path) -> None:
+    c = config.load(write(tmp_path, MINIMAL))
+    assert c.onnx.enabled == "auto" and c.validate.min_accuracy is None
+    assert c.validate.beat_majority is True and c.validate.max_baseline_deficit == 5.0
+    for value, want in (("true", True), ("false", False), ('"auto"', "auto")):
+        c = config.load(write(tmp_path, MINIMAL + f"\n[onnx]\nenabled = {value}\n"))
+        assert c.onnx.enabled == want
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, MINIMAL + '\n[onnx]\nenabled = "yes"\n'))
+    assert e.value.problems == [
+        "release.toml: onnx.enabled: expected \"auto\", true or false, found str 'yes'"
+    ]

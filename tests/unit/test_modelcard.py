@@ -54,7 +54,10 @@ def test_card_metadata_and_body(tmp_path: Path) -> None:
     assert metrics["Accuracy (original, export.pkl)"] == 0.939
     assert results[0]["task"]["type"] == "text-classification"
     assert "343 texts" in results[0]["dataset"]["name"]
-    assert 'hf_hub_download("acme/m", "export_quantized.pkl", revision="v1.0.0")' in card
+    assert meta["widget"] == [{"text": "hello", "example_title": "a"}]  # the golden queries
+    assert "## How to use" in card
+    assert 'from_pretrained_fastai("acme/m", revision="v1.0.0")' in card
+    assert 'sources=[parse_source("hf:acme/m")]' in card
     assert "model_signing verify key" in card and "(tf-idf): 93.0%" in card
     # deterministic: the same release gives the same bytes (a re-run changes nothing on the Hub)
     assert card == modelcard.render(
@@ -73,3 +76,18 @@ def test_card_without_metrics_or_report(tmp_path: Path) -> None:
     meta = front_matter(card)
     assert "model-index" not in meta and "license" not in meta
     assert "model.sig" not in card
+
+
+def test_card_lists_only_the_files_in_the_repo_and_says_where_the_others_are(
+    tmp_path: Path,
+) -> None:
+    m = make_release_dir(tmp_path)
+    names = ["export_quantized.pkl", "report.md", "model.pkl", "pyproject.toml", "manifest.json"]
+    card = modelcard.render(
+        m, tmp_path, HubTarget("acme/m"), "acme/m", "v1.0.0", signed=False, hub_names=names
+    )
+    table = card.split("## Files")[1].split("##")[0]
+    assert "| `model.pkl` |" in table and "stored once" in table
+    assert "| `export.pkl` |" not in table
+    assert "Not in this repo" in table and "`export.pkl`" in table
+    assert "**3. Without torch" not in card  # no onnx file in this release

@@ -52,7 +52,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
             tmp_path,
             """
 [publish]
-targets = ["local", "github", "huggingface", "s3"]
+targets = ["local", "github", "huggingface", "ftp"]
 [publish.github]
 repo = "mymodel"
 tag_pattern = "release"
@@ -92,10 +92,11 @@ private = 1
 
 def test_a_target_in_the_list_needs_its_repo(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
-        load(tmp_path, '[publish]\ntargets = ["github", "huggingface"]\n')
+        load(tmp_path, '[publish]\ntargets = ["github", "huggingface", "s3"]\n')
     assert e.value.problems == [
         'release.toml: publish.github.repo: expected "owner/name" (publish.targets includes github), found nothing',
         'release.toml: publish.huggingface.repo: expected "org/name" (publish.targets includes huggingface), found nothing',
+        "release.toml: publish.s3.bucket: expected a bucket name (publish.targets includes s3), found nothing",
     ]
 
 
@@ -106,7 +107,9 @@ def test_target_on_the_command_line_needs_its_repo_and_must_exist(tmp_path: Path
         match=r'publish.github.repo: expected "owner/name" \(needed by --target github\)',
     ):
         publishers_for(c, ("github",), PublishSettings())
-    with pytest.raises(UsageError, match="--target s3: unknown target"):
+    with pytest.raises(UsageError, match="--target ftp: unknown target"):
+        publishers_for(c, ("ftp",), PublishSettings())
+    with pytest.raises(ConfigError, match=r'publish.s3.bucket: expected "bucket-name"'):
         publishers_for(c, ("s3",), PublishSettings())
     ps = publishers_for(
         load(tmp_path, '[publish.github]\nrepo = "a/b"\n'),

@@ -20,6 +20,7 @@ from pipeline.retry import RetryPolicy
 from tests.conftest import FIXTURES
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.huggingface import HubEmulator
+from tests.emulators.s3 import S3Emulator
 
 GH_TOKEN = "ghp_emulatorTOKEN0123456789"
 HF_TOKEN = "hf_emulatorTOKEN0123456789"
@@ -81,7 +82,12 @@ def make_build(
         version=config.model.version,
         labels=("billing", "shipping"),
         files=entries,
-        environment={"python": "3.11.7", "torch": "2.13.0", "fastai": "2.8.12"},
+        environment={
+            "python": "3.11.7",
+            "torch": "2.13.0",
+            "fastai": "2.8.12",
+            "fastcore": "1.8.0",
+        },
         created="2026-01-01T00:00:00Z",
         build_key=build_key(config),
         validation={
@@ -167,11 +173,25 @@ def assert_github_release(
     return rel
 
 
+def hub_view(release: dict[str, bytes]) -> dict[str, bytes]:
+    """What the Hub repo must hold of a release's files (default [publish.huggingface]
+    variants): no original export.pkl; model.pkl (the quantized learner's bytes) and the
+    pyproject.toml from_pretrained_fastai reads, made from the manifest's environment."""
+    from pipeline.publishers.huggingface import pyproject_toml
+
+    out = {k: v for k, v in release.items() if k != mf.ORIGINAL_FILE}
+    out["model.pkl"] = release[mf.QUANTIZED_FILE]
+    out["pyproject.toml"] = pyproject_toml(mf.Manifest.from_json(release[mf.MANIFEST_NAME]))
+    return out
+
+
 def assert_hub_release(
-    hub: HubEmulator, repo: str, tag: str, expected: dict[str, bytes], commits: int = 2
+    hub: HubEmulator, repo: str, tag: str, release: dict[str, bytes], commits: int = 2
 ) -> None:
-    """The tag names a commit holding exactly `expected` plus README.md and .gitattributes, and
-    main has `commits` commits (the repository's initial one + one per release commit)."""
+    """The tag names a commit holding exactly the Hub's view of `release` (hub_view) plus
+    README.md and .gitattributes, and main has `commits` commits (the repository's initial one
+    + one per release commit)."""
+    expected = hub_view(release)
     tags = hub.tags(repo)
     assert list(tags) == [tag]
     files = hub.files(repo, tag)
@@ -180,6 +200,39 @@ def assert_hub_release(
         assert files[name] == data, name
     assert files["README.md"].startswith(b"---\nlibrary_name: fastai\n")
     assert len(hub.commits(repo)) == commits and hub.commits(repo)[0] == tags[tag]
+
+
+BUCKET = "releases"
+
+
+def s3_toml(url: str, bucket: str = BUCKET, prefix: str = "team/models") -> str:
+    return f"""
+[publish]
+targets = ["s3"]
+
+[publish.s3]
+bucket = "{bucket}"
+prefix = "{prefix}"
+endpoint_url = "{url}"
+region = "us-east-1"
+"""
+
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIAEMULATOR0000",
+    "AWS_SECRET_ACCESS_KEY": "emulatorSECRETkey0123456789",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    for k, v in AWS_ENV.items():
+        monkeypatch.setenv(k, v)
+    with S3Emulator() as emulator:
+        emulator.create_bucket(BUCKET)
+        yield emulator
+    assert emulator.errors == []
 
 
 WORKFLOW = ("publish", "--target", "github", "--target", "huggingface")  # as release.yml runs it

@@ -115,7 +115,8 @@ def test_different_files_under_a_published_version_are_refused_then_replaced(
     gh.clear_log()
     with pytest.raises(VersionExistsError) as e:
         run(config, settings, policy)
-    assert e.value.exit_code == 3 and "--replace" in str(e.value) and "export.pkl" in str(e.value)
+    assert e.value.exit_code == 3 and "pass --force to replace" in str(e.value)
+    assert "export.pkl" in str(e.value)
     assert gh.writes() == []
     assert_github_release(gh, GH_REPO, TAG, first)  # untouched
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 import yaml
@@ -29,19 +30,27 @@ def test_first_publish_then_identical_republish_uploads_nothing(
 ) -> None:
     config, _ = project
     r = run(config, settings, policy)
-    assert r.state == "done" and r.verified and len(r.uploaded) == 6
+    assert r.state == "done" and r.verified and len(r.uploaded) == 7
     assert_hub_release(hub, HF_REPO, TAG, local_bytes(config))
+    # model.pkl is export_quantized.pkl's bytes: one object, uploaded once, stored once
+    files = hub.files(HF_REPO, TAG)
+    assert files["model.pkl"] == files["export_quantized.pkl"]
+    oid = hashlib.sha256(files["model.pkl"]).hexdigest()
+    assert hub.count("PUT", f"^/_lfs/{oid}$") == 1
+    assert [b.count(oid) for b in hub.batches] == [1, 1]  # the alias's batch: no upload action
+    lfs_names = ["export_quantized.pkl", "latency.png"]  # the distinct LFS contents
+    assert hub.stored_bytes() == sum(len(files[n]) for n in lfs_names)
     assert hub.repos[HF_REPO].private is True
     card = hub.files(HF_REPO, TAG)["README.md"].decode()
     meta = yaml.safe_load(card.split("---\n")[1])
     assert meta["library_name"] == "fastai" and meta["labels"] == ["billing", "shipping"]
     assert "intent" in meta["tags"] and meta["model-index"][0]["name"] == "tiny-intent"
-    assert hub.count("POST", "/commit/main") == 1 and hub.count("PUT", LFS_PUT) == 3
+    assert hub.count("POST", "/commit/main") == 1 and hub.count("PUT", LFS_PUT) == 2
     assert hub.count("POST", "/tag/") == 1
 
     hub.clear_log()
     r = run(config, settings, policy)
-    assert r.state == "skipped" and len(r.skipped) == 6
+    assert r.state == "skipped" and len(r.skipped) == 7
     assert hub.writes() == []  # no create, preupload, upload, commit or tag
 
 
@@ -51,8 +60,9 @@ def test_dry_run_sends_nothing_that_changes_state(hub, settings, policy, project
     assert r.state == "planned"
     assert r.actions == [
         "create model repo acme/tiny-intent (private)",
-        "commit to main: upload 6 file(s) + README.md (model card)",
-        "download the 7 files at the commit and check each blake3",
+        "commit to main: upload 7 file(s) + README.md (model card)",
+        "model.pkl is export_quantized.pkl's LFS object: its bytes are uploaded once",
+        "download the 8 files at the commit and check each blake3",
         "tag the commit v0.0.1",
     ]
     assert hub.writes() == [] and hub.repos == {}
@@ -94,10 +104,10 @@ def test_verify_failure_leaves_no_tag_and_the_rerun_finishes(
     hub, settings, policy, project
 ) -> None:
     config, _ = project
-    hub.corrupt("export.pkl", times=1)
+    hub.corrupt("model.pkl", times=1)
     with pytest.raises(IntegrityError) as e:
         run(config, settings, policy)
-    assert e.value.exit_code == 5 and "export.pkl differ on download" in str(e.value)
+    assert e.value.exit_code == 5 and "(model.pkl differ on download)" in str(e.value)
     assert hub.tags(HF_REPO) == {}  # nobody pins an unverified commit
     assert run(config, settings, policy).state == "done"
     assert_hub_release(hub, HF_REPO, TAG, local_bytes(config))
@@ -111,7 +121,9 @@ def test_a_tag_with_other_files_is_refused_then_forced(hub, settings, policy, pr
     hub.clear_log()
     with pytest.raises(VersionExistsError) as e:
         run(config, settings, policy)
-    assert "tag v0.0.1 holds other files" in str(e.value) and "latency.png" in str(e.value)
+    message = str(e.value)
+    assert "acme/tiny-intent@v0.0.1: version 0.0.1 of tiny-intent is already published" in message
+    assert "latency.png" in message
     assert hub.writes() == []
     assert_hub_release(hub, HF_REPO, TAG, first)
     plan = run(config, settings, policy, dry_run=True)
@@ -130,11 +142,11 @@ def test_retries_wait_exactly_what_the_host_asks(hub, settings, policy, project)
     hub.reset_connection("PUT", LFS_PUT, after_bytes=1024)
     r = run(config, settings, policy)
     assert r.state == "done"
-    # preupload 429: Retry-After 5. The three LFS PUTs run in parallel, so the 503 and the reset
+    # preupload 429: Retry-After 5. The two LFS PUTs run in parallel, so the 503 and the reset
     # mid-upload hit the same attempt: backoff after attempt 2 = 4. huggingface_hub's own
     # backoff never ran (it would have slept 1 s and retried inside the attempt).
     assert policy.waits == [5, 4]
-    assert hub.count("PUT", LFS_PUT) == 5  # 3, then the 2 that failed, once each
+    assert hub.count("PUT", LFS_PUT) == 4  # 2, then the 2 that failed, once each
     assert len([e for e in hub.log if e.method == "PUT" and e.status == 0]) == 1
     assert_hub_release(hub, HF_REPO, TAG, local_bytes(config))
 

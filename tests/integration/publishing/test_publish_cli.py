@@ -144,12 +144,14 @@ def test_dry_run_on_the_demo_config_plans_all_three_targets(gh, hub, tmp_path) -
         "local: planned",
         "github: planned · fastai-release/erp-intent release v1.0.0 · would upload 7",
         "  - create draft release v1.0.0 ('erp-intent 1.0.0')",
-        "  - upload model.sig",
-        "huggingface: planned · fastai-release/erp-intent@v1.0.0 · would upload 7",
+        "  - upload 7 file(s) to the draft, then download each again and check its blake3",
+        "  upload     model.sig",
+        "huggingface: planned · fastai-release/erp-intent@v1.0.0 · would upload 8",
         "  - create model repo fastai-release/erp-intent (public)",
         "  - tag the commit v1.0.0",
-        "  - commit to main: upload 7 file(s) + README.md (model card)",
-        "  would copy   export_quantized.pkl",
+        "  - commit to main: upload 8 file(s) + README.md (model card)",
+        "  upload     model.pkl (131.1 kB)",
+        "  upload     export_quantized.pkl (131.1 kB)",
     ):
         assert line in out, out
     assert gh.writes() == [] and hub.writes() == []

@@ -1,0 +1,485 @@
+"""S3-compatible object storage (AWS S3, Cloudflare R2, MinIO, Backblaze B2, GCS interop): the
+release-store layout under a prefix, `<prefix>/<model>/<version>/<file>` and
+`<prefix>/<model>/latest`, so the bucket (or a CDN in front of it) is also a static mirror.
+
+1. Plan (reads only): list the version's keys, HEAD each (size and the `blake3` metadata written
+   with it), read `latest`. A version is published once its `manifest.json` is there. Identical
+   objects are skipped; a published version whose manifest differs is refused unless `force`;
+   objects of an unpublished version (a killed run's leftovers) are overwritten or deleted, and
+   its unfinished multipart uploads aborted.
+2. Apply: upload the missing files (multipart above 8 MiB, SHA-256 checksums on every part and
+   request, `blake3` metadata, `Cache-Control: public, max-age=31536000, immutable`), read every
+   one back and check its blake3, then the signature and `manifest.json` (which publishes the
+   version), read back too, and `latest` last (`Cache-Control: public, max-age=60`), never moved
+   to an older version.
+
+Every object write is atomic in S3 (an object, or a completed multipart upload, appears whole),
+so a run killed anywhere leaves objects that the next run's plan recognises by size and blake3.
+Credentials come from boto3's standard chain (environment, shared files, SSO, instance role);
+release.toml holds none. Requests go through our one RetryPolicy (botocore's retries are off).
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.checksums import Blake3Stream
+from pipeline.config import S3Target
+from pipeline.errors import ConfigError, IntegrityError, RemoteError
+from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, verify_dir
+from pipeline.publishers.base import (
+    LocalFile,
+    Plan,
+    PlanApply,
+    PublishResult,
+    local_files,
+    version_exists,
+)
+from pipeline.publishers.remote import RETRY_STATUS, _chain, host_wait
+from pipeline.publishers.settings import PublishSettings
+from pipeline.retry import Retry, RetryPolicy
+
+log = logging.getLogger("pipeline.publish")
+LATEST = "latest"
+IMMUTABLE = "public, max-age=31536000, immutable"  # a version's files never change
+LATEST_CACHE = "public, max-age=60"  # a CDN picks up a new release within a minute
+MULTIPART = 8 << 20
+CHUNK = 1 << 20
+_RETRY_CODES = frozenset(
+    {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling"}
+)
+
+
+def classify_s3(exc: BaseException) -> Retry | None:
+    """Retry 5xx, 429, SlowDown/RequestTimeout and network errors (also when boto3's transfer
+    manager wrapped them)."""
+    from botocore import exceptions as bx
+
+    for e in _chain(exc):
+        if isinstance(e, bx.ClientError):
+            meta = e.response.get("ResponseMetadata") or {}
+            status = meta.get("HTTPStatusCode")
+            code = (e.response.get("Error") or {}).get("Code", "")
+            if status in RETRY_STATUS or code in _RETRY_CODES:
+                return Retry(f"HTTP {status} {code}".strip(), host_wait(meta.get("HTTPHeaders")))
+            return None
+        if isinstance(
+            e,
+            bx.ConnectionError
+            | bx.HTTPClientError
+            | bx.ResponseStreamingError
+            | bx.IncompleteReadError
+            | ConnectionError
+            | TimeoutError,
+        ):
+            return Retry(f"connection failed ({type(e).__name__})")
+    return None
+
+
+def describe_s3(exc: BaseException) -> str:
+    """One line about a boto3/botocore error."""
+    from botocore import exceptions as bx
+
+    for e in _chain(exc):
+        if isinstance(e, bx.ClientError):
+            err = e.response.get("Error") or {}
+            status = (e.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            return f"HTTP {status} {err.get('Code', '')}: {err.get('Message', '')}".strip(": ")
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+
+
+def s3_client(target: S3Target, timeout: float) -> Any:
+    """A boto3 S3 client for the target: the standard credential chain, our timeouts, no
+    botocore retries (our policy decides), path-style addressing for custom endpoints."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=target.endpoint_url,
+        region_name=target.region,
+        config=Config(
+            retries={"total_max_attempts": 1},
+            connect_timeout=min(timeout, 10.0),
+            read_timeout=timeout,
+            s3={"addressing_style": "path" if target.endpoint_url else "auto"},
+        ),
+    )
+
+
+@dataclass
+class _S3State:
+    """What a plan read from the bucket, for apply."""
+
+    files: list[LocalFile]
+    upload: list[LocalFile]
+    delete: list[str]
+    unfinished: list[tuple[str, str]]  # (key, upload id) of multipart uploads never completed
+    unpublish: bool  # delete manifest.json first (a forced replacement of a published version)
+    move_latest: bool
+    objects: dict[str, int] = field(default_factory=dict)
+
+
+class S3Publisher(PlanApply):
+    """Publishes a release directory into an S3 bucket (see the module docstring)."""
+
+    name = "s3"
+
+    def __init__(
+        self,
+        target: S3Target,
+        settings: PublishSettings | None = None,
+        *,
+        policy: RetryPolicy | None = None,
+        client: Any = None,
+    ):
+        if not target.bucket:
+            raise ConfigError("publish.s3.bucket: expected a bucket name, found nothing")
+        self.target = target
+        self.bucket = target.bucket
+        self.prefix = target.prefix.strip("/")
+        self.policy = policy or RetryPolicy()
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = s3_client(self.target, self.policy.timeout)
+        return self._client
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def key(self, *parts: str) -> str:
+        return "/".join([self.prefix, *parts] if self.prefix else parts)
+
+    def _call(self, operation: str, fn: Any) -> Any:
+        return self.policy.run(
+            fn, what=f"{self.where}: {operation}", classify=classify_s3, describe=describe_s3
+        )
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Credentials found by boto3's chain, the bucket reachable with them.
+
+        Raises:
+            ConfigError: boto3 is not installed.
+            RemoteError: no credentials, or the bucket is missing or refuses them.
+        """
+        try:
+            import boto3
+        except ImportError:
+            raise ConfigError(
+                "--target s3 needs boto3, which is not installed: pip install 'fastai-release[s3]'"
+            ) from None
+        from botocore.exceptions import ClientError
+
+        if boto3.session.Session().get_credentials() is None:
+            raise RemoteError(
+                f"{self.where}: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or AWS_PROFILE, or run where an instance/task role applies); boto3's standard "
+                "chain is used, release.toml never holds them"
+            )
+
+        def head() -> None:
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as e:
+                status = (e.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+                if status == 404:
+                    raise RemoteError(
+                        f"{self.where}: no bucket {self.bucket!r} at "
+                        f"{self.target.endpoint_url or 'AWS'}; create it, or fix [publish.s3] bucket"
+                    ) from None
+                if status == 403:
+                    raise RemoteError(
+                        f"{self.where}: access to bucket {self.bucket!r} denied for these "
+                        "credentials; they need s3:ListBucket, s3:GetObject, s3:PutObject, "
+                        "s3:DeleteObject and s3:AbortMultipartUpload on it"
+                    ) from None
+                raise
+
+        self._call("read the bucket", head)
+
+    # --- remote state -------------------------------------------------------------------------
+
+    def _list(self, prefix: str) -> dict[str, int]:
+        """{key: size} of every object under `prefix`."""
+
+        def run() -> dict[str, int]:
+            out: dict[str, int] = {}
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            ):
+                out.update({o["Key"]: o["Size"] for o in page.get("Contents") or []})
+            return out
+
+        return self._call(f"list {prefix}", run)
+
+    def _blake3_meta(self, key: str) -> str | None:
+        head = self._call(
+            f"read {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key)
+        )
+        return (head.get("Metadata") or {}).get("blake3")
+
+    def _digest(self, key: str) -> str:
+        """blake3 of an object as a GET returns it (streamed)."""
+
+        def run() -> str:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            h = Blake3Stream()
+            for chunk in body.iter_chunks(CHUNK):
+                h.update(chunk)
+            return h.hexdigest()
+
+        return self._call(f"download {key}", run)
+
+    def latest(self, model: str) -> str | None:
+        """The version `<prefix>/<model>/latest` names, or None."""
+        from botocore.exceptions import ClientError
+
+        key = self.key(model, LATEST)
+
+        def run() -> str | None:
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except ClientError as e:
+                if (e.response.get("Error") or {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            return body.decode("utf-8", "replace").strip() or None
+
+        return self._call(f"read {key}", run)
+
+    def _unfinished(self, prefix: str) -> list[tuple[str, str]]:
+        def run() -> list[tuple[str, str]]:
+            page = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+            return [(u["Key"], u["UploadId"]) for u in page.get("Uploads") or []]
+
+        return self._call(f"list unfinished uploads under {prefix}", run)
+
+    # --- plan and apply -----------------------------------------------------------------------
+
+    def plan(self, release_dir: Path, manifest: Manifest, *, force: bool = False) -> Plan:
+        """What the bucket holds of this version and what publishing would do (reads only).
+
+        Raises:
+            IntegrityError: the build does not match its manifest.
+            RemoteError: the bucket failed or refused, after retries.
+        """
+        from pipeline.publishers.local import _version_key
+
+        release_dir = Path(release_dir)
+        verify_dir(release_dir, manifest)
+        files = local_files(release_dir, manifest)
+        base = self.key(manifest.model, manifest.version) + "/"
+        plan = Plan(
+            self.name,
+            f"s3://{self.bucket}/{base}",
+            release_dir,
+            manifest,
+            force=force,
+            sizes={f.name: f.size for f in files},
+        )
+        objects = {k[len(base) :]: size for k, size in self._list(base).items()}
+        same, differ = [], []
+        for f in files:
+            if objects.get(f.name) == f.size and self._blake3_meta(base + f.name) == f.blake3:
+                same.append(f.name)
+            else:
+                differ.append(f.name)
+        extra = sorted(set(objects) - {f.name for f in files})
+        unfinished = self._unfinished(base)
+        plan.published = MANIFEST_NAME in objects
+        plan.skipped = same
+        current = self.latest(manifest.model)
+        move_latest = current is None or _version_key(manifest.version) > _version_key(current)
+        # A published manifest that is this build's own: missing or damaged files are repaired.
+        conflict = plan.published and MANIFEST_NAME in differ
+        if conflict:
+            plan.refused = sorted(differ + extra)
+            if not force:
+                return plan
+        upload = [f for f in files if f.name in differ]
+        plan.state = _S3State(
+            files, upload, extra, unfinished, conflict, move_latest, objects=objects
+        )
+        if not upload and not extra and not unfinished and not move_latest:
+            plan.noop = True
+            plan.message = "identical version already published"
+            return plan
+        act = plan.steps.append
+        if conflict:
+            act(
+                f"delete {base}{MANIFEST_NAME} first: the version is unpublished while replaced (--force)"
+            )
+        if unfinished:
+            act(
+                f"abort {len(unfinished)} unfinished multipart upload(s) left by an interrupted run"
+            )
+        if extra:
+            act(
+                f"delete {len(extra)} object(s) the build does not have ({', '.join(extra)})"
+                + (" (--force)" if conflict else ": left by an interrupted publish")
+            )
+        data = [f for f in upload if f.name not in (MANIFEST_NAME, SIGNATURE_NAME)]
+        if data:
+            big = sum(1 for f in data if f.size > MULTIPART)
+            act(
+                f"upload {len(data)} file(s) with SHA-256 checksums"
+                + (f" ({big} multipart)" if big else "")
+                + f", Cache-Control {IMMUTABLE!r}"
+            )
+        act(f"read back every file of the version and check its blake3 ({len(files)} files)")
+        if any(f.name in (MANIFEST_NAME, SIGNATURE_NAME) for f in upload):
+            act(f"upload {MANIFEST_NAME} last (the version is published once it is there)")
+        if move_latest:
+            act(
+                f"point {self.key(manifest.model, LATEST)} at {manifest.version} "
+                f"(was {current or 'unset'}), Cache-Control {LATEST_CACHE!r}"
+            )
+        plan.upload = [f.name for f in upload]
+        return plan
+
+    def apply(self, plan: Plan) -> PublishResult:
+        """Carry out a plan (see the module docstring).
+
+        Raises:
+            IntegrityError: an object reads back with another blake3 (it is deleted; run again).
+            VersionExistsError: the version is published with other files and the plan is not
+                forced.
+            RemoteError: the bucket failed or refused, after retries.
+        """
+        result = PublishResult.applying(plan)
+        if plan.blocked:
+            raise version_exists(plan)
+        if plan.noop:
+            return result  # publish verifies by reading every object back
+        st: _S3State = plan.state
+        m = plan.manifest
+        base = self.key(m.model, m.version) + "/"
+        if st.unpublish:
+            self._call(
+                f"delete {base}{MANIFEST_NAME}",
+                lambda: self.client.delete_object(Bucket=self.bucket, Key=base + MANIFEST_NAME),
+            )
+        for key, upload_id in st.unfinished:
+            self._call(
+                f"abort the unfinished upload of {key}",
+                lambda key=key, upload_id=upload_id: self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                ),
+            )
+        for name in st.delete:
+            self._call(
+                f"delete {base}{name}",
+                lambda name=name: self.client.delete_object(Bucket=self.bucket, Key=base + name),
+            )
+        last = (SIGNATURE_NAME, MANIFEST_NAME)
+        data = [f for f in st.upload if f.name not in last]
+        for f in data:
+            self._upload(base, f)
+        self._check_all(base, [f for f in st.files if f.name not in last])
+        finals = sorted((f for f in st.upload if f.name in last), key=lambda f: last.index(f.name))
+        for f in finals:
+            self._upload(base, f)
+        self._check_all(base, [f for f in st.files if f.name in last])
+        if st.move_latest:
+            self._move_latest(m)
+        result.uploaded = [f.name for f in st.upload]
+        result.verified = True
+        log.info("%s: %s %s published (%d files)", self.where, m.model, m.version, len(st.files))
+        return result
+
+    def _upload(self, base: str, f: LocalFile) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        extra = {
+            "Metadata": {"blake3": f.blake3},
+            "CacheControl": IMMUTABLE,
+            "ContentType": mimetypes.guess_type(f.name)[0] or "application/octet-stream",
+            "ChecksumAlgorithm": "SHA256",
+        }
+        config = TransferConfig(
+            multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART, max_concurrency=4
+        )
+        self._call(
+            f"upload {base}{f.name}",
+            lambda: self.client.upload_file(
+                str(f.path), self.bucket, base + f.name, ExtraArgs=extra, Config=config
+            ),
+        )
+        log.info("%s: uploaded %s%s (%.2f MB)", self.where, base, f.name, f.size / 1e6)
+
+    def _check_all(self, base: str, files: list[LocalFile]) -> None:
+        for f in files:
+            got = self._digest(base + f.name)
+            if got != f.blake3:
+                self._call(
+                    f"delete {base}{f.name}",
+                    lambda f=f: self.client.delete_object(Bucket=self.bucket, Key=base + f.name),
+                )
+                raise IntegrityError(
+                    f"{self.where}: {base}{f.name} reads back with blake3 {got[:16]}…, the build "
+                    f"has {f.blake3[:16]}…; deleted that object (the version stays unpublished "
+                    "until it verifies): run the same command again"
+                )
+
+    def _move_latest(self, m: Manifest) -> None:
+        from pipeline.publishers.local import _version_key
+
+        key = self.key(m.model, LATEST)
+        current = self.latest(m.model)  # again: another publish may have moved it meanwhile
+        if current is not None and _version_key(current) >= _version_key(m.version):
+            return
+        self._call(
+            f"write {key}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=(m.version + "\n").encode(),
+                CacheControl=LATEST_CACHE,
+                ContentType="text/plain; charset=utf-8",
+                ChecksumAlgorithm="SHA256",
+            ),
+        )
+
+    # --- verify -------------------------------------------------------------------------------
+
+    def verify(self, manifest: Manifest) -> None:
+        """Read every object of the version back and check it against `manifest`.
+
+        Raises:
+            IntegrityError: an object is missing or differs, or the manifest differs.
+            RemoteError: the bucket failed, after retries.
+        """
+        base = self.key(manifest.model, manifest.version) + "/"
+        objects = {k[len(base) :] for k in self._list(base)}
+        problems = []
+        for entry in manifest.files:
+            if entry.name not in objects:
+                problems.append(f"{entry.name}: missing")
+            elif self._digest(base + entry.name) != entry.blake3:
+                problems.append(f"{entry.name}: blake3 differs from the manifest")
+        if MANIFEST_NAME not in objects:
+            problems.append(f"{MANIFEST_NAME}: missing")
+        else:
+            body = self._call(
+                f"download {base}{MANIFEST_NAME}",
+                lambda: self.client.get_object(Bucket=self.bucket, Key=base + MANIFEST_NAME)[
+                    "Body"
+                ].read(),
+            )
+            if Manifest.from_json(body) != manifest:
+                problems.append(f"{MANIFEST_NAME}: differs from the build's manifest")
+        if problems:
+            raise IntegrityError(
+                f"{self.where}: {base} does not match the build:\n"
+                + "\n".join(f"  - {p}" for p in problems)
+            )

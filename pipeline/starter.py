@@ -1,0 +1,399 @@
+"""`release init`: a commented starter release.toml for a user's own CSV or export.pkl.
+
+It looks at the data the way a user would have to: which column holds the text and which the
+label, how many rows and classes there are, and, when there is no held-out eval CSV, carves one
+(stratified by label, no text in both files). Remote repositories are written as placeholders
+that `release publish` refuses until the user sets them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline import atomic
+from pipeline.config import PLACEHOLDER_OWNER
+from pipeline.errors import ConfigError, InputError
+
+log = logging.getLogger("pipeline.init")
+
+TEXT_HINTS = (
+    "text", "question", "query", "sentence", "utterance", "message", "body", "content",
+    "review", "comment", "title", "description", "prompt",
+)  # fmt: skip
+LABEL_HINTS = (
+    "label", "labels", "intent", "category", "class", "target", "tag", "topic", "sentiment", "y",
+)  # fmt: skip
+DEFAULT_EVAL_FRACTION = 0.2
+
+
+@dataclass
+class Table:
+    """A CSV read whole: its header and rows (dicts), for column detection and splitting."""
+
+    path: Path
+    header: list[str]
+    rows: list[dict[str, str]]
+
+
+@dataclass
+class Starter:
+    """What `release init` found and wrote."""
+
+    config_path: Path
+    text_column: str
+    label_column: str
+    train_counts: Counter[str] = field(default_factory=Counter)
+    eval_counts: Counter[str] = field(default_factory=Counter)
+    train_csv: Path | None = None
+    eval_csv: Path | None = None
+    carved: bool = False
+    learner_classes: list[str] | None = None
+    onnx_note: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def read_table(path: Path) -> Table:
+    """Read a CSV file whole.
+
+    Raises:
+        InputError: missing, not UTF-8, not CSV, or without rows.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 (offset {e.start}); save the file as UTF-8") from e
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = [dict(r) for r in reader]
+    except csv.Error as e:
+        raise InputError(f"{path}: not a readable CSV file: {e}") from e
+    if not reader.fieldnames or not rows:
+        raise InputError(f"{path}: expected a header row and one row per labelled example")
+    return Table(path, list(reader.fieldnames), rows)
+
+
+def _values(table: Table, column: str) -> list[str]:
+    return [(r.get(column) or "").strip() for r in table.rows]
+
+
+def detect_columns(
+    table: Table, text_column: str | None = None, label_column: str | None = None
+) -> tuple[str, str]:
+    """The text and label columns: as given, else by name, else by shape.
+
+    The label column has few distinct values (2 up to half the rows); the text column has the
+    longest values among the rest.
+
+    Raises:
+        InputError: a given column is missing, or no column fits (names the columns found and
+            the options to pass).
+    """
+    cols = table.header
+    found = ", ".join(map(repr, cols))
+    for given, opt in ((text_column, "--text-column"), (label_column, "--label-column")):
+        if given is not None and given not in cols:
+            raise InputError(f"{table.path}: {opt} {given!r}: no such column (found {found})")
+    n = len(table.rows)
+
+    def distinct(c: str) -> int:
+        return len({v for v in _values(table, c) if v})
+
+    if label_column is None:
+        candidates = [c for c in cols if c != text_column and 2 <= distinct(c) <= max(2, n // 2)]
+        named = [c for c in candidates if c.strip().lower() in LABEL_HINTS]
+        pool = named or candidates
+        if not pool:
+            raise InputError(
+                f"{table.path}: no column looks like a label (2 to {max(2, n // 2)} distinct "
+                f"values) among {found}; pass --label-column NAME"
+            )
+        label_column = min(pool, key=distinct)
+    if text_column is None:
+        rest = [c for c in cols if c != label_column]
+        named = [c for c in rest if c.strip().lower() in TEXT_HINTS]
+        pool = named or rest
+        if not pool:
+            raise InputError(
+                f"{table.path}: no column left for the text (found {found}); pass --text-column NAME"
+            )
+
+        def mean_len(c: str) -> float:
+            return sum(len(v) for v in _values(table, c)) / max(1, n)
+
+        text_column = max(pool, key=mean_len)
+    if text_column == label_column:
+        raise InputError(f"{table.path}: the text and label columns must differ ({text_column!r})")
+    return text_column, label_column
+
+
+def carve_eval(
+    table: Table, text_column: str, label_column: str, fraction: float, seed: int = 42
+) -> tuple[list[dict[str, str]], list[dict[str, str]], list[str]]:
+    """Split rows into train and eval, stratified by label; a text (case-folded) never in both.
+
+    Rows with an empty text or label are dropped (and counted in the notes). A class with fewer
+    than 2 distinct texts stays in train only. Returns (train rows, eval rows, notes).
+    """
+    notes = []
+    groups: dict[str, list[dict[str, str]]] = defaultdict(list)
+    dropped = 0
+    for r in table.rows:
+        t, lab = (r.get(text_column) or "").strip(), (r.get(label_column) or "").strip()
+        if not t or not lab:
+            dropped += 1
+            continue
+        groups[t.casefold()].append(r)
+    if dropped:
+        notes.append(f"{dropped} rows with an empty text or label were left out")
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for key, rows in groups.items():
+        by_label[rows[0][label_column].strip()].append(key)
+    rng = random.Random(seed)
+    eval_keys: set[str] = set()
+    for label, keys in sorted(by_label.items()):
+        if len(keys) < 2:
+            notes.append(f"class {label!r} has {len(keys)} distinct text: kept in train only")
+            continue
+        k = min(len(keys) - 1, max(1, round(fraction * len(keys))))
+        keys = sorted(keys)
+        rng.shuffle(keys)
+        eval_keys.update(keys[:k])
+    train = [r for key, rows in groups.items() if key not in eval_keys for r in rows]
+    eval_ = [r for key, rows in groups.items() if key in eval_keys for r in rows]
+    return train, eval_, notes
+
+
+def _label_counts(rows: list[dict[str, str]], column: str) -> Counter[str]:
+    return Counter(v for r in rows if (v := (r.get(column) or "").strip()))
+
+
+def _write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    out = io.StringIO(newline="")
+    w = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic.write_text(path, out.getvalue())
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix()
+
+
+def _model_name(stem: str) -> str:
+    for suffix in ("-train", "_train", ".train"):
+        stem = stem.removesuffix(suffix)
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).strip(".-_") or "model"
+    return name[:96]
+
+
+def _learner_facts(path: Path) -> tuple[list[str], str, int]:
+    """Classes, onnx support note and vocabulary size of an export.pkl (refused learners raise)."""
+    from pipeline.onnx_export import unsupported_reason
+    from pipeline.training import labels_of, load_exported
+
+    learn = load_exported(path)
+    why = unsupported_reason(learn)
+    note = "supported" if why is None else f"not supported ({why})"
+    return labels_of(learn), note, len(learn.dls.vocab[0])
+
+
+def init_config(
+    config_path: Path,
+    *,
+    csv_path: Path | None = None,
+    eval_csv: Path | None = None,
+    export_pkl: Path | None = None,
+    name: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    force: bool = False,
+) -> Starter:
+    """Look at the data, carve an eval CSV when needed, and write a commented starter config.
+
+    Raises:
+        ConfigError: the config file exists (without `force`), or no data was given.
+        InputError: a CSV or the export.pkl cannot be used (the message says what to do).
+    """
+    config_path = Path(config_path)
+    if config_path.exists() and not force:
+        raise ConfigError(
+            f"{config_path}: already exists; pass --force to overwrite it, or --config OTHER.toml"
+        )
+    if csv_path is None and eval_csv is None:
+        raise ConfigError(
+            "release init: pass --csv YOUR.csv (labelled rows), with --export-pkl for a trained learner"
+        )
+    if not 0.05 <= eval_fraction <= 0.5:
+        raise ConfigError(
+            f"--eval-fraction: expected a number between 0.05 and 0.5, found {eval_fraction}"
+        )
+    if export_pkl is not None and eval_csv is None:
+        raise InputError(
+            f"{export_pkl}: release init cannot carve an eval set for a trained learner, since it "
+            "cannot tell which rows the learner saw: pass --eval-csv with rows it never trained "
+            "on; if you have none, run `release init --csv ALL.csv` first (it splits ALL.csv into "
+            "a train and an eval file) and train on the train file"
+        )
+    base = config_path.resolve().parent
+    main = read_table(csv_path) if csv_path else read_table(eval_csv)  # type: ignore[arg-type]
+    text_column, label_column = detect_columns(main, text_column, label_column)
+    s = Starter(config_path, text_column, label_column)
+    if csv_path is not None and eval_csv is None:
+        train_rows, eval_rows, s.notes = carve_eval(main, text_column, label_column, eval_fraction)
+        stem = Path(csv_path).stem
+        s.train_csv = Path(csv_path).with_name(f"{stem}-train.csv")
+        s.eval_csv = Path(csv_path).with_name(f"{stem}-eval.csv")
+        for p in (s.train_csv, s.eval_csv):
+            if p.exists() and not force:
+                raise ConfigError(
+                    f"{p}: already exists; pass --force to overwrite it, or --eval-csv it"
+                )
+        _write_csv(s.train_csv, main.header, train_rows)
+        _write_csv(s.eval_csv, main.header, eval_rows)
+        s.carved = True
+    else:
+        s.train_csv = csv_path
+        s.eval_csv = eval_csv
+        train_rows = main.rows if csv_path else []
+        eval_table = read_table(eval_csv)  # type: ignore[arg-type]
+        missing = [c for c in (text_column, label_column) if c not in eval_table.header]
+        if missing:
+            raise InputError(
+                f"{eval_csv}: missing column(s) {missing}; it needs the same columns as {csv_path}"
+            )
+        eval_rows = eval_table.rows
+    s.train_counts = _label_counts(train_rows, label_column)
+    s.eval_counts = _label_counts(eval_rows, label_column)
+    vocab_note = ""
+    if export_pkl is not None:
+        s.learner_classes, s.onnx_note, vocab = _learner_facts(export_pkl)
+        vocab_note = f", vocabulary {vocab}"
+        unknown = sorted(set(s.eval_counts) - set(s.learner_classes))
+        if unknown:
+            raise InputError(
+                f"{eval_csv}: labels {', '.join(unknown)} are not among the learner's classes "
+                f"({', '.join(s.learner_classes)}); the eval CSV must use the learner's labels"
+            )
+    model = _model_name(
+        name
+        or (
+            Path(export_pkl).parent.name
+            if export_pkl and not csv_path
+            else Path(csv_path or eval_csv).stem
+        )
+    )  # type: ignore[arg-type]
+    atomic.write_text(config_path, _render(s, base, model, export_pkl, vocab_note))
+    return s
+
+
+def _render(s: Starter, base: Path, model: str, export_pkl: Path | None, vocab_note: str) -> str:
+    classes = sorted(set(s.train_counts) | set(s.eval_counts))
+    n_train, n_eval = sum(s.train_counts.values()), sum(s.eval_counts.values())
+    majority = max(s.eval_counts.values()) / n_eval if n_eval else 0.0
+    when = datetime.now(UTC).strftime("%Y-%m-%d")
+    src = f"{_rel(export_pkl, base)} and " if export_pkl else ""
+    lines = [
+        f"# Starter release config written by `release init` on {when} for {src}your CSV data:",
+        f"# {n_train} train rows, {n_eval} eval rows, {len(classes)} classes{vocab_note}.",
+        '# Keys left out have their defaults (README, "Config reference"); paths are relative',
+        f"# to this file. Build with:  release --config {s.config_path.name} build",
+        "schema_version = 1",
+        "",
+        "[model]",
+        f'name = "{model}"',
+        'version = "0.1.0"            # bump for every release: published versions are immutable',
+        'description = ""             # one line for the report and `release info`',
+        "",
+        "[data]",
+    ]
+    if s.train_csv is not None:
+        what = (
+            "the rows the learner was trained on (for the TF-IDF baseline and the leak check)"
+            if export_pkl
+            else "training rows"
+        )
+        lines.append(f'train_csv = "{_rel(s.train_csv, base)}"   # {n_train} {what}')
+    how = (
+        "carved by release init: stratified by label, no text shared with train_csv"
+        if s.carved
+        else "held out: never used for training"
+    )
+    lines += [
+        f'eval_csv = "{_rel(s.eval_csv, base)}"   # {n_eval} rows, {how}',  # type: ignore[arg-type]
+        f'text_column = "{s.text_column}"',
+        f'label_column = "{s.label_column}"',
+        "# rows per class (train / eval):",
+        *(f"#   {c}: {s.train_counts.get(c, 0)} / {s.eval_counts.get(c, 0)}" for c in classes),
+        *(f"# note: {n}" for n in s.notes),
+        "",
+        "[train]",
+    ]
+    if export_pkl is not None:
+        lines += [
+            f'export_pkl = "{_rel(export_pkl, base)}"   # load this learner instead of training',
+            f"# its classes: {', '.join(s.learner_classes or [])}",
+        ]
+    else:
+        lines += [
+            "# Trains an AWD_LSTM from scratch with the defaults (30 epochs, lr 0.01, 400/1152/3).",
+            "# lm_epochs = 10        # ULMFiT: fine-tune a language model on your texts first",
+            '# export_pkl = "export.pkl"   # or load a learner you trained yourself',
+        ]
+    lines += [
+        "",
+        "[validate]",
+        "# The gates that fit your data (defaults): the model must beat always answering the",
+        f"# majority class ({100 * majority:.1f}% of this eval set) and may trail a TF-IDF +",
+        "# logistic-regression baseline trained on the same rows by at most 5 points.",
+        "# max_baseline_deficit = 5.0",
+        "# min_accuracy = 0.90   # an absolute bar, if your use needs one (off by default)",
+        "# max_p95_ms = 50.0     # a latency bar, measured on the build machine (off by default)",
+        "",
+        "[onnx]",
+        '# "auto" builds the pickle-free onnx variant when the learner is supported and otherwise',
+        "# skips it with the reason; true makes an unsupported learner an error; false skips it.",
+    ]
+    if s.onnx_note:
+        lines.append(f"# this learner: {s.onnx_note}")
+    lines += [
+        'enabled = "auto"',
+        "",
+        "[publish]",
+        'targets = ["local"]          # `release publish` (add "github", "huggingface" when set below)',
+        "",
+        "# Placeholders: `release publish --target github|huggingface` refuses them until you set them.",
+        "[publish.github]",
+        f'repo = "{PLACEHOLDER_OWNER}/{model}"   # owner/name whose Releases get the release',
+        "",
+        "[publish.huggingface]",
+        f'repo = "{PLACEHOLDER_OWNER}/{model}"   # org/name of the model repo (created on first publish)',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def summary_lines(s: Starter) -> list[str]:
+    """What init found, for the log."""
+    out = [
+        f"text column {s.text_column!r}, label column {s.label_column!r}",
+        f"{sum(s.train_counts.values())} train rows, {sum(s.eval_counts.values())} eval rows, "
+        f"{len(set(s.train_counts) | set(s.eval_counts))} classes",
+    ]
+    if s.carved:
+        out.append(f"carved {s.eval_csv} (stratified, no text shared with {s.train_csv})")
+    if s.onnx_note:
+        out.append(f"onnx variant: {s.onnx_note}")
+    out += s.notes
+    return out
