@@ -64,7 +64,7 @@ def publishers_for(
             )
         if is_placeholder(target_cfg.repo):
             raise ConfigError(
-                f"{config.path.name}: publish.{t}.repo: {target_cfg.repo!r} is the placeholder "
+                f"{config.path.name}: publish.{t}.{key}: {target_cfg.repo!r} is the placeholder "
                 f"`release init` wrote; set it to your {shape} before publishing to {t}"
             )
         try:

@@ -58,7 +58,8 @@ def test_build_writes_a_complete_verified_release(tiny) -> None:
     assert {"python", "torch", "fastai", "fastcore", "quantized_engine"} <= set(m.environment)
     assert 1 <= len(m.golden_queries) <= 7
     assert m.validation["passed"] is True
-    assert len(m.validation["thresholds"]) == 12
+    # 12 of the variants + the TF-IDF baseline (tiny.toml turns the majority-class gate off)
+    assert len(m.validation["thresholds"]) == 13 and "baseline_deficit_points" in m.validation["thresholds"]
     report = json.loads((d / "report.json").read_text())
     s = report["validate"]["summary"]
     assert s == m.validation["metrics"]
@@ -195,7 +196,7 @@ def test_publish_fetch_and_load_end_to_end(tiny, tmp_path: Path) -> None:
     work = fresh_copy(tiny, tmp_path)
     dry = release("publish", "--dry-run", cwd=work)
     assert dry.returncode == 0, dry.stderr[-2000:]
-    assert "local: planned" in dry.stdout and "would copy   export_quantized.pkl" in dry.stdout
+    assert "local: planned" in dry.stdout and "  upload     export_quantized.pkl (" in dry.stdout
     assert not (work / "artifacts" / "releases").exists()
     first = release("publish", cwd=work)
     assert first.returncode == 0, first.stderr[-2000:]
