@@ -62,10 +62,20 @@ def write_bytes(path: Path, data: bytes) -> None:
 STAGING_PREFIX = ".staging-"
 
 
-def remove_stale_staging(parent: Path) -> None:
-    """Delete staging directories that a killed process left in `parent` (caller holds the lock)."""
+def remove_stale_staging(parent: Path, name: str | None = None) -> None:
+    """Delete staging directories that a killed process left in `parent`: every one, or only
+    those `staged_dir` made for `parent / name` (the caller holds that name's lock, so no
+    living process is filling them; staging directories of other names may be in use)."""
+    import re
+
+    pattern = None
+    if name is not None:
+        pattern = re.compile(
+            rf"{re.escape(STAGING_PREFIX)}(?:old-)?{re.escape(name)}-[0-9a-f]{{8}}"
+        )
     for stale in Path(parent).glob(f"{STAGING_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if pattern is None or pattern.fullmatch(stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 @contextlib.contextmanager

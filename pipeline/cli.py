@@ -520,7 +520,7 @@ def fetch(
             )
         sources = (str(state.config().publish.local_root),)
     try:
-        http = Http(RetryPolicy(attempts=retries + 1, total=timeout))
+        http = Http(RetryPolicy.for_downloads(max_attempts=retries + 1, max_total=timeout))
         parsed = [parse_source(s, http=http) for s in sources]
     except ValueError as e:
         raise UsageError(f"--source {e}") from e

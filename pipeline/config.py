@@ -208,7 +208,7 @@ def _range(lo: float | None = None, hi: float | None = None) -> Check:
 
 
 def _pattern(rx: re.Pattern[str], what: str) -> Check:
-    return lambda v: None if rx.match(v) else what
+    return lambda v: None if rx.fullmatch(v) else what
 
 
 def _subset(allowed: tuple[str, ...]) -> Check:
@@ -225,7 +225,7 @@ def _one_of(allowed: tuple[str, ...]) -> Check:
 
 def _repo(rx: re.Pattern[str], shape: str) -> Check:
     return lambda v: (
-        None if rx.match(v) and ".." not in v and "--" not in v.split("/")[-1] else f'"{shape}"'
+        None if rx.fullmatch(v) and ".." not in v and "--" not in v.split("/")[-1] else f'"{shape}"'
     )
 
 
@@ -238,7 +238,7 @@ def _tag_pattern(v: str) -> str | None:
         tag = v.format(version="1.0.0", model="m")
     except (KeyError, IndexError, ValueError):
         return expected
-    if not _TAG.match(tag) or ".." in tag or tag.endswith((".lock", "/", ".")):
+    if not _TAG.fullmatch(tag) or ".." in tag or tag.endswith((".lock", "/", ".")):
         return expected
     return None
 

@@ -25,8 +25,36 @@ ONNX_FILE = "model_int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"  # kind "tokenizer", variant "onnx": the onnx model needs it
 VARIANT_FILES = {"original": ORIGINAL_FILE, "quantized": QUANTIZED_FILE, "onnx": ONNX_FILE}
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Used with fullmatch only: `$` also matches before a final newline ("1.0.0\n").
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+MAX_NAME = 255
+# Names a release's own files may not take: they are the manifest and its signatures, which are
+# written and checked apart from the files the manifest lists.
+RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME, "model.sig"})  # model.sig: OpenSSF
+VARIANTS = frozenset(VARIANT_FILES)
+KINDS = frozenset({"model", "tokenizer", "report", "plot"})
+
+
+def is_safe_name(name: object) -> bool:
+    """A plain file name: letters, digits, `.`, `_`, `-`, not starting with a dot, no newline."""
+    return isinstance(name, str) and len(name) <= MAX_NAME and bool(_SAFE_NAME.fullmatch(name))
+
+
+def is_safe_version(version: object) -> bool:
+    """A version usable as a directory name: letters, digits, `.`, `_`, `+`, `-`."""
+    return (
+        isinstance(version, str)
+        and len(version) <= MAX_NAME
+        and version not in (".", "..")
+        and bool(_SAFE_VERSION.fullmatch(version))
+    )
+
+
+def is_reserved_name(name: str) -> bool:
+    """manifest.json, its signature, and any name a signature format may take beside it."""
+    return name in RESERVED_NAMES or name.startswith(MANIFEST_NAME)
 
 
 @dataclass(frozen=True)
@@ -110,70 +138,123 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = MANIFEST_NAME) -> Manifest:
-        """Parse and check a manifest mapping.
+        """Parse and check a manifest mapping: every field's type, every file entry, the names.
 
         Raises:
-            InputError: a field is missing or of the wrong shape (every problem is listed).
+            InputError: a field is missing or of the wrong shape (every problem is listed, each
+                naming its field, what was expected and what was found).
         """
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: expected a JSON object, found {type(data).__name__}")
         problems: list[str] = []
 
-        def need(key: str, typ: type | tuple[type, ...]) -> Any:
-            if not isinstance(data, dict) or key not in data:
-                problems.append(f"{key}: missing")
+        def found(value: Any) -> str:
+            text = repr(value)
+            return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
+
+        def field_of(key: str, typ: type | tuple[type, ...], required: bool = True) -> Any:
+            if key not in data:
+                if required:
+                    problems.append(f"{key}: missing")
                 return None
             value = data[key]
-            if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-                problems.append(
-                    f"{key}: expected {getattr(typ, '__name__', typ)}, found {type(value).__name__}"
-                )
+            if value is None and not required:
+                return None
+            if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
+                name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+                problems.append(f"{key}: expected {name}, found {found(value)}")
                 return None
             return value
 
-        if not isinstance(data, dict):
-            raise InputError(f"{source}: expected a JSON object, found {type(data).__name__}")
-        schema = need("schema_version", int)
-        if schema is not None and schema > SCHEMA_VERSION:
+        def strings(key: str, value: Any) -> list[str]:
+            if value is None:
+                return []
+            bad = [i for i, x in enumerate(value) if not isinstance(x, str)]
+            for i in bad[:3]:
+                problems.append(f"{key}[{i}]: expected str, found {found(value[i])}")
+            return [] if bad else list(value)
+
+        schema = field_of("schema_version", int)
+        if schema is not None and not 1 <= schema <= SCHEMA_VERSION:
             problems.append(
-                f"schema_version: this fastai-release reads up to {SCHEMA_VERSION}, found {schema}; upgrade fastai-release"
+                f"schema_version: this fastai-release reads 1 to {SCHEMA_VERSION}, found {schema}"
+                + ("; upgrade fastai-release" if schema > SCHEMA_VERSION else "")
             )
-        model = need("model", str)
-        version = need("version", str)
-        labels = need("labels", list)
-        raw_files = need("files", list)
-        environment = need("environment", dict)
-        created = need("created", str)
+        model = field_of("model", str)
+        if model is not None and not is_safe_name(model):
+            problems.append(
+                f"model: expected a plain name (letters, digits, . _ -), found {model!r}"
+            )
+        version = field_of("version", str)
+        if version is not None and not is_safe_version(version):
+            problems.append(
+                f"version: expected letters, digits, '.', '_', '+' or '-', found {version!r}"
+            )
+        labels = strings("labels", field_of("labels", list))
+        raw_files = field_of("files", list)
+        environment = field_of("environment", dict)
+        if environment is not None:
+            for k, v in list(environment.items())[:100]:
+                if not isinstance(v, str):
+                    problems.append(f"environment.{k}: expected str, found {found(v)}")
+        created = field_of("created", str)
+        git_commit = field_of("git_commit", str, required=False)
+        description = field_of("description", str, required=False) or ""
+        build_key = field_of("build_key", str, required=False) or ""
+        tool = field_of("tool", str, required=False) or ""
+        validation = field_of("validation", dict, required=False) or {}
+        raw_golden = field_of("golden_queries", list, required=False) or []
+
         files: list[FileEntry] = []
+        seen: set[str] = set()
         for i, f in enumerate(raw_files or []):
-            try:
-                entry = FileEntry(
-                    name=f["name"],
-                    size=f["size"],
-                    blake3=f["blake3"],
-                    variant=f.get("variant"),
-                    kind=f.get("kind", "model"),
-                )
-            except (TypeError, KeyError) as e:
-                problems.append(f"files[{i}]: expected name, size, blake3; {e!r}")
+            where = f"files[{i}]"
+            if not isinstance(f, dict):
+                problems.append(f"{where}: expected an object, found {found(f)}")
                 continue
-            if (
-                not isinstance(entry.name, str)
-                or not _SAFE_NAME.match(entry.name)
-                or entry.name == MANIFEST_NAME
-            ):
+            missing = [k for k in ("name", "size", "blake3") if k not in f]
+            if missing:
+                problems.append(f"{where}: missing {', '.join(missing)}")
+                continue
+            name, size, digest = f["name"], f["size"], f["blake3"]
+            variant, kind = f.get("variant"), f.get("kind", "model")
+            ok = True
+            if not is_safe_name(name):
+                problems.append(f"{where}.name: expected a plain file name, found {found(name)}")
+                ok = False
+            elif is_reserved_name(name):
                 problems.append(
-                    f"files[{i}].name: expected a plain file name, found {entry.name!r}"
+                    f"{where}.name: {name!r} is reserved for the manifest and its signatures"
                 )
-            if not isinstance(entry.size, int) or entry.size < 0:
+                ok = False
+            elif name in seen:
+                problems.append(f"{where}.name: {name!r} is listed twice")
+                ok = False
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 problems.append(
-                    f"files[{i}].size: expected a non-negative integer, found {entry.size!r}"
+                    f"{where}.size: expected a non-negative integer, found {found(size)}"
                 )
-            if not isinstance(entry.blake3, str) or not _HEX64.match(entry.blake3):
+                ok = False
+            if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
                 problems.append(
-                    f"files[{i}].blake3: expected 64 lowercase hex digits, found {entry.blake3!r}"
+                    f"{where}.blake3: expected 64 lowercase hex digits, found {found(digest)}"
                 )
-            files.append(entry)
+                ok = False
+            if variant is not None and variant not in VARIANTS:
+                problems.append(
+                    f"{where}.variant: expected one of {sorted(VARIANTS)} or null, found {found(variant)}"
+                )
+                ok = False
+            if kind not in KINDS:
+                problems.append(
+                    f"{where}.kind: expected one of {sorted(KINDS)}, found {found(kind)}"
+                )
+                ok = False
+            if ok:
+                seen.add(name)
+                files.append(FileEntry(name, size, digest, variant, kind))
         golden = []
-        for i, g in enumerate(data.get("golden_queries") or []):
+        for i, g in enumerate(raw_golden):
             if (
                 isinstance(g, dict)
                 and isinstance(g.get("text"), str)
@@ -181,34 +262,38 @@ class Manifest:
             ):
                 golden.append(GoldenQuery(g["text"], g["expected"]))
             else:
-                problems.append(f"golden_queries[{i}]: expected {{text, expected}} strings")
+                problems.append(
+                    f"golden_queries[{i}]: expected {{text, expected}} strings, found {found(g)}"
+                )
         if problems:
+            shown = problems[:20] + (
+                [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
+            )
             raise InputError(
-                f"{source}: not a valid release manifest:\n"
-                + "\n".join(f"  - {p}" for p in problems)
+                f"{source}: not a valid release manifest:\n" + "\n".join(f"  - {p}" for p in shown)
             )
         return cls(
             schema_version=schema,
             model=model,
             version=version,
-            labels=tuple(str(x) for x in labels),
+            labels=tuple(labels),
             files=tuple(files),
-            environment={str(k): str(v) for k, v in environment.items()},
+            environment=dict(environment or {}),
             created=created,
-            git_commit=data.get("git_commit"),
-            description=str(data.get("description", "")),
-            build_key=str(data.get("build_key", "")),
-            validation=data.get("validation") or {},
+            git_commit=git_commit,
+            description=description,
+            build_key=build_key,
+            validation=validation,
             golden_queries=tuple(golden),
-            tool=str(data.get("tool", "")),
+            tool=tool,
         )
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = MANIFEST_NAME) -> Manifest:
         try:
             data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InputError(f"{source}: not valid JSON: {e}") from e
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise InputError(f"{source}: not valid JSON: {type(e).__name__}: {e}") from None
         return cls.from_dict(data, source)
 
     @classmethod

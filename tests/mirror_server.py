@@ -9,7 +9,14 @@ counts every request, and applies faults per URL path, each consumed by one requ
     server.fail(path, Fault.hang(5))             # no answer for 5 s (the client's timeout fires)
     server.always(path, Fault.corrupt())         # every answer has one byte flipped
     server.always(path, Fault.slow(200_000))     # at most 200 kB/s
-    server.always(path, Fault.body(b"..."))      # a hostile mirror: serve these bytes instead
+    server.always(path, Fault.trickle(0.2))      # one byte of the body every 0.2 s
+    server.always(path, Fault.trickle_headers(0.2))  # the status line and headers, byte by byte
+    server.always(path, Fault.redirect_loop())   # 302 to itself, forever
+    server.always(path, Fault.bad_encoding())    # Content-Encoding: gzip on a body that is not
+    server.always(path, Fault.body(b"..."))      # these bytes instead of the file
+
+`server.require_auth(user, password)` answers 401 to requests without that Basic Authorization;
+each `Hit` records the Authorization header it carried.
 
 `on_body(path, sent)` is called after each chunk of a body, from the server's thread (tests use
 it to kill a client mid-download or fill a disk). Start it with `with MirrorServer(root) as s:`.
@@ -39,7 +46,7 @@ class Fault:
     after: int = 0
     seconds: float = 0.0
     rate: int = 0
-    data: bytes | None = None
+    data: bytes = b""
 
     @classmethod
     def status(cls, code: int, retry_after: str | None = None) -> Fault:
@@ -66,13 +73,28 @@ class Fault:
         return cls("slow", rate=rate)
 
     @classmethod
-    def body(cls, data: bytes) -> Fault:
-        """Serve `data` for this path (whether or not the file exists): a hostile mirror."""
-        return cls("body", data=data)
-
-    @classmethod
     def ignore_range(cls) -> Fault:
         return cls("ignore_range")
+
+    @classmethod
+    def trickle(cls, interval: float) -> Fault:
+        return cls("trickle", seconds=interval)
+
+    @classmethod
+    def trickle_headers(cls, interval: float) -> Fault:
+        return cls("trickle_headers", seconds=interval)
+
+    @classmethod
+    def redirect_loop(cls) -> Fault:
+        return cls("redirect_loop")
+
+    @classmethod
+    def bad_encoding(cls) -> Fault:
+        return cls("bad_encoding")
+
+    @classmethod
+    def body(cls, data: bytes) -> Fault:
+        return cls("body", data=data)
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,7 @@ class Hit:
     path: str
     range: str | None
     status: int
+    authorization: str | None = None
 
 
 class MirrorServer:
@@ -94,6 +117,7 @@ class MirrorServer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.on_body: Callable[[str, int], None] | None = None
+        self._auth: str | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -110,6 +134,12 @@ class MirrorServer:
     def always(self, path: str, *faults: Fault) -> None:
         with self._lock:
             self._sticky[path] = list(faults)
+
+    def require_auth(self, user: str, password: str) -> None:
+        import base64
+
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._auth = f"Basic {token}"
 
     def clear(self) -> None:
         with self._lock:
@@ -177,10 +207,33 @@ class MirrorServer:
             def _serve(self, head: bool) -> None:
                 path = unquote(urlsplit(self.path).path)
                 rng = self.headers.get("Range")
+                auth = self.headers.get("Authorization")
                 faults = server._faults(path)
                 kinds = {f.kind: f for f in faults}
+                if server._auth is not None and auth != server._auth:
+                    server._record(Hit(self.command, path, rng, 401, auth))
+                    self._reply(401, b"unauthorized\n", {"WWW-Authenticate": 'Basic realm="m"'})
+                    return
+                if "trickle_headers" in kinds:
+                    server._record(Hit(self.command, path, rng, 200, auth))
+                    head_bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: " + b"a" * 4000
+                    try:
+                        for i in range(len(head_bytes)):
+                            if server._stop.is_set():
+                                break
+                            self.wfile.write(head_bytes[i : i + 1])
+                            self.wfile.flush()
+                            server._stop.wait(kinds["trickle_headers"].seconds)
+                    except OSError:
+                        pass
+                    self.close_connection = True
+                    return
+                if "redirect_loop" in kinds:
+                    server._record(Hit(self.command, path, rng, 302, auth))
+                    self._reply(302, b"", {"Location": self.path})
+                    return
                 if "hang" in kinds:
-                    server._record(Hit(self.command, path, rng, 0))
+                    server._record(Hit(self.command, path, rng, 0, auth))
                     server._stop.wait(kinds["hang"].seconds)
                     self.close_connection = True
                     return
@@ -192,9 +245,9 @@ class MirrorServer:
                     return
                 file = (server.root / path.lstrip("/")).resolve()
                 if "body" in kinds:
-                    data = kinds["body"].data or b""
+                    data = kinds["body"].data
                 elif server.root.resolve() not in file.parents or not file.is_file():
-                    server._record(Hit(self.command, path, rng, 404))
+                    server._record(Hit(self.command, path, rng, 404, auth))
                     self._reply(404, b"not found\n")
                     return
                 else:
@@ -204,7 +257,7 @@ class MirrorServer:
                 if m and "ignore_range" not in kinds:
                     start = int(m.group(1))
                     if start >= len(data):
-                        server._record(Hit(self.command, path, rng, 416))
+                        server._record(Hit(self.command, path, rng, 416, auth))
                         self._reply(416, b"", {"Content-Range": f"bytes */{len(data)}"})
                         return
                     status = 206
@@ -212,9 +265,11 @@ class MirrorServer:
                 if "corrupt" in kinds and body:
                     i = min(kinds["corrupt"].after, len(body) - 1)
                     body[i] ^= 0xFF
-                server._record(Hit(self.command, path, rng, status))
+                server._record(Hit(self.command, path, rng, status, auth))
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
+                if "bad_encoding" in kinds:
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Accept-Ranges", "bytes")
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -227,6 +282,9 @@ class MirrorServer:
                     limit = min(limit, cut.after)
                 rate = kinds["slow"].rate if "slow" in kinds else 0
                 chunk = min(CHUNK, rate // 10) if rate else CHUNK
+                trickle = kinds["trickle"].seconds if "trickle" in kinds else 0.0
+                if trickle:
+                    chunk = 1
                 sent = 0
                 try:
                     while sent < limit and not server._stop.is_set():
@@ -238,6 +296,8 @@ class MirrorServer:
                             server.on_body(path, start + sent)
                         if rate:
                             time.sleep(len(piece) / rate)
+                        if trickle:
+                            server._stop.wait(trickle)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
                     return

@@ -6,8 +6,16 @@ model-signing only to check a keyless signature)."""
 from pipeline.client.cache import Cache, CacheBusy, default_cache_dir
 from pipeline.client.client import Client, fetch, load_model
 from pipeline.client.fetching import FetchResult, Release, resolve
+from pipeline.client.limits import InputLimits, InputTooLarge
 from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment
-from pipeline.client.network import DiskFull, Http, RetryPolicy, Unreachable
+from pipeline.client.network import (
+    BadResponse,
+    CacheError,
+    DiskFull,
+    Http,
+    RetryPolicy,
+    Unreachable,
+)
 from pipeline.client.predict import Predictor, predict  # the function shadows the module name
 from pipeline.client.sources import (
     GitHubSource,
@@ -20,8 +28,10 @@ from pipeline.client.sources import (
 from pipeline.client.trust import Trust, Untrusted
 
 __all__ = [
+    "BadResponse",
     "Cache",
     "CacheBusy",
+    "CacheError",
     "Client",
     "DiskFull",
     "EnvironmentMismatch",
@@ -29,6 +39,8 @@ __all__ = [
     "GitHubSource",
     "HfSource",
     "Http",
+    "InputLimits",
+    "InputTooLarge",
     "LoadedModel",
     "LocalSource",
     "MirrorSource",

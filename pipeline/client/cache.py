@@ -15,25 +15,40 @@ manifest and first model file; a variant fetched later is added by another atomi
 reader never sees a half-written file, and a crash leaves at most a `.part` file to resume or a
 `.staging-*` directory the next install removes.
 
-Locks are `filelock` locks (`flock` on POSIX): the kernel releases them when a process dies, so
-a killed process never leaves a stale lock, and its `.part` file is resumed by the next one.
-Waiting for a lock is bounded by `lock_timeout`.
+Locks are `flock` locks (through `filelock`, or `fcntl` for the shared one): the kernel releases
+them when a process dies, so a killed process never leaves a stale lock, and its `.part` file is
+resumed by the next one. Waiting for a lock is bounded by `lock_timeout`.
+
+    .locks/<blake3>.lock       exclusive: one process downloads, links or deletes that blob
+    .locks/<model>@<version>.lock
+                               exclusive: one process installs or removes that version (and
+                               removes only that version's stale staging directories)
+    .locks/cache.lock          shared by every process that installs or reads a file
+                               (`Cache.in_use`), exclusive for `prune`: prune never deletes a
+                               blob between its download and its link, nor a version while a
+                               process is reading it
+
+Every OSError of the cache becomes a typed error: `DiskFull` (no space, quota) or `CacheError`
+(anything else: permissions, a directory that vanished), naming the path and the operation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import atomic
-from pipeline.client.network import DiskFull, RemoteError
-from pipeline.errors import IntegrityError
+from pipeline.client.network import CacheError, DiskFull, RemoteError
+from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, check_file
 
 log = logging.getLogger("pipeline.client")
@@ -43,6 +58,67 @@ DEFAULT_LOCK_TIMEOUT = 1200.0  # longer than one download's time budget (network
 
 class CacheBusy(RemoteError):
     """Another process kept a file's lock for longer than the bounded wait."""
+
+
+@contextlib.contextmanager
+def os_errors(what: str, path: Path) -> Iterator[None]:
+    """Turn an OSError inside the block into DiskFull or CacheError naming `what` and `path`."""
+    try:
+        yield
+    except (CacheError, CacheBusy):
+        raise
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(
+                f"{what}: no space left in {path}; the cache is unchanged: free space "
+                "(`release cache prune`), or point RELEASE_CACHE_DIR / --cache-dir at a larger disk"
+            ) from e
+        raise CacheError(
+            f"{what}: {path}: {e.strerror or type(e).__name__} (errno {e.errno}); check the cache "
+            "directory's permissions and file system, or use another --cache-dir"
+        ) from e
+
+
+@contextlib.contextmanager
+def _shared_or_exclusive(path: Path, shared: bool, timeout: float, what: str) -> Iterator[None]:
+    """A `flock` on `path`, shared or exclusive, waited for at most `timeout` seconds.
+
+    Raises:
+        CacheBusy: not granted in time (`what` is the message).
+    """
+    if sys.platform == "win32":  # no shared flock: exclusive for everyone (correct, less parallel)
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(path, timeout=timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise CacheBusy(what) from None
+        try:
+            yield
+        finally:
+            lock.release()
+        return
+    import fcntl
+
+    with os_errors("cache lock", path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, mode)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CacheBusy(what) from None
+                time.sleep(delay)
+                delay = min(0.1, delay * 2)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def default_cache_dir() -> Path:
@@ -107,7 +183,8 @@ class Cache:
         from filelock import FileLock, Timeout
 
         path = self.root / ".locks" / f"{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with os_errors("cache lock", path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
         timeout = self.lock_timeout if timeout is None else timeout
         lock = FileLock(path, timeout=timeout)
         try:
@@ -122,6 +199,23 @@ class Cache:
         finally:
             lock.release()
 
+    @contextlib.contextmanager
+    def in_use(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the cache's shared lock: `prune` removes nothing until the block ends. Hold it
+        from finding or installing a file until its bytes are read.
+
+        Raises:
+            CacheBusy: `prune` held the cache for longer than `timeout` (default lock_timeout).
+            CacheError: the lock file cannot be created.
+        """
+        path = self.root / ".locks" / "cache.lock"
+        with os_errors("cache lock", path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        timeout = self.lock_timeout if timeout is None else timeout
+        busy = f"{self.root}: `cache prune` held the cache for more than {timeout:g} s"
+        with _shared_or_exclusive(path, True, timeout, busy):
+            yield
+
     # -- reading -----------------------------------------------------------------------------
 
     def read_version(self, model: str, version: str) -> CachedVersion | None:
@@ -131,33 +225,41 @@ class Cache:
             manifest_bytes = (d / MANIFEST_NAME).read_bytes()
         except OSError:
             return None
-        sig_path = d / SIGNATURE_NAME
-        signature = sig_path.read_bytes() if sig_path.is_file() else None
+        try:
+            signature = (d / SIGNATURE_NAME).read_bytes()
+        except FileNotFoundError:
+            signature = None
+        except OSError:
+            return None  # removed while we read it: not installed
         try:
             manifest = Manifest.from_json(manifest_bytes, str(d / MANIFEST_NAME))
         except Exception:
             manifest = None
-        files = {
-            p.name: p.stat().st_size
-            for p in d.iterdir()
-            if p.is_file() and p.name not in (MANIFEST_NAME, SIGNATURE_NAME)
-        }
+        files: dict[str, int] = {}
+        try:
+            for p in d.iterdir():
+                if p.name not in (MANIFEST_NAME, SIGNATURE_NAME):
+                    with contextlib.suppress(OSError):
+                        if p.is_file():
+                            files[p.name] = p.stat().st_size
+        except OSError:
+            return None
         return CachedVersion(model, version, d, manifest_bytes, signature, manifest, files)
 
     def versions(self, model: str) -> list[str]:
         """Installed versions of `model`, newest first."""
         d = self.root / model
-        if not d.is_dir():
+        try:  # .staging-* and .old-* are not versions
+            names = [p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        except OSError:  # no such model, or removed meanwhile
             return []
-        names = [
-            p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")
-        ]  # .staging-* and .old-* are not versions
         return sorted(names, key=_version_key, reverse=True)
 
     def models(self) -> list[str]:
-        if not self.root.is_dir():
+        try:
+            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name[0] != ".")
+        except OSError:
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name[0] != ".")
 
     def installed(self, model: str, version: str, entry: FileEntry) -> Path | None:
         """The installed file when it matches `entry` (size and blake3), else None."""
@@ -188,18 +290,33 @@ class Cache:
         with self.lock(entry.blake3, f"{where}/{entry.name}"):
             if check_file(blob, entry) is None:  # another process finished it while we waited
                 return blob, True
-            blob.parent.mkdir(parents=True, exist_ok=True)
             part = self.part(entry.blake3)
-            part.parent.mkdir(parents=True, exist_ok=True)
+            with os_errors(f"{where}/{entry.name}: preparing the download", self.root):
+                blob.parent.mkdir(parents=True, exist_ok=True)
+                part.parent.mkdir(parents=True, exist_ok=True)
             self._check_space(part, entry, where)
             for attempt in (1, 2):
-                resumed = part.exists() and part.stat().st_size > 0
-                download(part)
+                with os_errors(f"{where}/{entry.name}: the partial download", part):
+                    resumed = part.exists() and part.stat().st_size > 0
+                try:
+                    download(part)
+                except ReleaseError:
+                    raise
+                except OSError as e:  # a source copying into the part file (local, HF)
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        with os_errors(f"{where}/{entry.name}: writing the download", part):
+                            raise
+                    if isinstance(e, FileNotFoundError) and not part.parent.is_dir():
+                        raise CacheError(f"{where}/{entry.name}: {part.parent} vanished") from e
+                    kind = ArtifactNotFound if isinstance(e, FileNotFoundError) else RemoteError
+                    raise kind(f"{where}/{entry.name}: the source's copy failed: {e}") from e
                 problem = check_file(part, entry)
                 if problem is None:
-                    os.replace(part, blob)
+                    with os_errors(f"{where}/{entry.name}: storing the verified file", blob):
+                        os.replace(part, blob)
                     return blob, False
-                part.unlink(missing_ok=True)
+                with os_errors(f"{where}/{entry.name}: deleting a bad download", part):
+                    part.unlink(missing_ok=True)
                 if not (resumed and attempt == 1):
                     break
                 log.warning(
@@ -210,9 +327,10 @@ class Cache:
             raise IntegrityError(f"{where}: downloaded {problem}; deleted the download")
 
     def _check_space(self, part: Path, entry: FileEntry, where: str) -> None:
-        have = part.stat().st_size if part.exists() else 0
+        with os_errors(f"{where}/{entry.name}: measuring free space", part.parent):
+            have = part.stat().st_size if part.exists() else 0
+            free = shutil.disk_usage(part.parent).free
         need = entry.size - min(have, entry.size)
-        free = shutil.disk_usage(part.parent).free
         if need > free:
             raise DiskFull(
                 f"{where}/{entry.name}: needs {need / 1e6:.1f} MB, {self.root} has {free / 1e6:.1f} MB free; "
@@ -236,16 +354,19 @@ class Cache:
         Raises:
             DiskFull: no room for the manifest or the link.
         """
-        try:
-            with self.lock(f"{model}@{version}", f"{model} {version}"):
-                return self._install(model, version, manifest_bytes, signature, entry, blob)
-        except OSError as e:
-            if isinstance(e, DiskFull) or e.errno not in (28, 122):  # ENOSPC, EDQUOT
-                raise
-            raise DiskFull(
-                f"{model} {version}: no space left in {self.root} to install {entry.name}; "
-                "the cache is unchanged: free space or use another --cache-dir"
-            ) from e
+        where = f"{model} {version}"
+        with (
+            self.lock(f"{model}@{version}", where),
+            self.lock(entry.blake3, f"{where}/{entry.name}"),  # no prune between check and link
+            os_errors(f"{where}: installing {entry.name}", self.version_dir(model, version)),
+        ):
+            if check_file(blob, entry) is not None:
+                raise CacheError(
+                    f"{where}: {entry.name}: the verified file {blob} is gone or changed before "
+                    "it could be installed (another process changed the cache outside "
+                    "`Cache.in_use`); fetch again"
+                )
+            return self._install(model, version, manifest_bytes, signature, entry, blob)
 
     def _install(
         self,
@@ -267,7 +388,9 @@ class Cache:
             return path
         model_dir = self.root / model
         model_dir.mkdir(parents=True, exist_ok=True)
-        atomic.remove_stale_staging(model_dir)  # left by a killed process (we hold the lock)
+        # left by a killed process installing this version (we hold its lock); the staging
+        # directories of other versions may belong to processes installing them right now
+        atomic.remove_stale_staging(model_dir, version)
         if current is not None:  # the same version with another manifest (republished)
             log.warning(
                 "%s %s: the cached manifest differs from the source's; replacing the cached version",
@@ -286,8 +409,17 @@ class Cache:
     def usage(self) -> dict[str, int]:
         """Bytes in blobs (every cached file, counted once) and in partial downloads."""
 
+        def size(p: Path) -> int:
+            try:
+                return p.stat().st_size if p.is_file() else 0
+            except OSError:  # removed meanwhile (a finished download, a prune)
+                return 0
+
         def total(d: Path) -> int:
-            return sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) if d.is_dir() else 0
+            try:
+                return sum(size(p) for p in d.rglob("*"))
+            except OSError:
+                return 0
 
         return {"blobs": total(self.root / ".blobs"), "partial": total(self.root / ".partial")}
 
@@ -310,10 +442,37 @@ class Cache:
                         problems.append(f"{model} {version}: {problem}")
         return problems
 
-    def prune(self, keep: int = 1, model: str | None = None, dry_run: bool = False) -> list[str]:
+    def prune(
+        self,
+        keep: int = 1,
+        model: str | None = None,
+        dry_run: bool = False,
+        wait: float = 30.0,
+    ) -> list[str]:
         """Remove all but the newest `keep` versions of each model (or of `model`), then blobs
         no version uses and interrupted downloads nobody is resuming. Returns what was removed.
+
+        It holds the cache's lock exclusively (see `in_use`), waiting at most `wait` seconds for
+        the processes installing or reading files to finish.
+
+        Raises:
+            CacheBusy: other processes kept using the cache for longer than `wait`.
+            CacheError: a file or directory could not be removed.
         """
+        path = self.root / ".locks" / "cache.lock"
+        with os_errors("cache lock", path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        busy = (
+            f"{self.root}: other processes have been fetching or reading from this cache for "
+            f"more than {wait:g} s; run `release cache prune` again when they are done"
+        )
+        with (
+            _shared_or_exclusive(path, False, wait, busy),
+            os_errors("cache prune", self.root),
+        ):
+            return self._prune(keep, model, dry_run)
+
+    def _prune(self, keep: int, model: str | None, dry_run: bool) -> list[str]:
         removed: list[str] = []
         for m in [model] if model else self.models():
             for version in self.versions(m)[keep:]:

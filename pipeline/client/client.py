@@ -203,6 +203,7 @@ class Client:
         *,
         variants: Sequence[str] | None = None,
         smoke_test: bool = True,
+        input_limits: Any = None,
     ) -> LoadedModel:
         """Fetch, verify, load and smoke-test a model: what a server calls on start.
 
@@ -211,7 +212,8 @@ class Client:
         from those bytes, and asked the manifest's golden queries; the first that passes is
         returned. A pickle variant of an unauthenticated remote manifest is skipped (onnx
         executes nothing), unless `allow_unverified` (then a WARNING on every load).
-        `smoke_test=False` predicts nothing at start.
+        `smoke_test=False` predicts nothing at start. `input_limits` (an `InputLimits`) bounds
+        what `predict()` accepts (default `InputLimits.from_env()`).
 
         Raises:
             EnvironmentMismatch: torch/fastai/numpy here cannot unpickle the model (exit 3).
@@ -223,7 +225,9 @@ class Client:
         start = time.perf_counter()
         chosen = self._variants(variants)
         release = self.resolve(model, version, variants=chosen)
-        return load_release(release, chosen, smoke_test=smoke_test, start=start)
+        return load_release(
+            release, chosen, smoke_test=smoke_test, start=start, input_limits=input_limits
+        )
 
 
 def fetch(
@@ -243,9 +247,10 @@ def load_model(
     *,
     variants: Sequence[str] | None = None,
     smoke_test: bool = True,
+    input_limits: Any = None,
     **client_options: Any,
 ) -> LoadedModel:
     """`Client(**client_options).load_model(...)`: what a server calls on start; see `Client`."""
     return Client(**client_options).load_model(
-        model, version, variants=variants, smoke_test=smoke_test
+        model, version, variants=variants, smoke_test=smoke_test, input_limits=input_limits
     )

@@ -33,7 +33,7 @@ from typing import Any
 import blake3
 
 from pipeline.client.cache import Cache, CacheBusy
-from pipeline.client.network import DiskFull, Unreachable
+from pipeline.client.network import CacheError, Unreachable
 from pipeline.client.sources import Source
 from pipeline.client.trust import HOW_TO_TRUST, Trust, Untrusted, is_local, say_local_once
 from pipeline.errors import (
@@ -42,13 +42,14 @@ from pipeline.errors import (
     InputError,
     IntegrityError,
     ReleaseError,
+    RemoteError,
 )
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest
 
 log = logging.getLogger("pipeline.client")
 DEFAULT_VARIANTS = ("quantized", "original")
 OFFLINE_ENV = "RELEASE_OFFLINE"
-_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # fullmatch: `$` would accept "1.0.0\n"
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def offline_from_env(offline: bool | None) -> bool:
 
 
 def _check_name(kind: str, value: str) -> str:
-    if not _SAFE.fullmatch(value) or value in (".", ".."):
+    if not isinstance(value, str) or not _SAFE.fullmatch(value) or value in (".", ".."):
         raise InputError(f"{kind}: expected letters, digits, '.', '_', '+' or '-', found {value!r}")
     return value
 
@@ -115,6 +116,9 @@ def _kind_of(failures: Sequence[Exception]) -> type[ReleaseError]:
         return Unreachable
     if any(isinstance(e, ArtifactNotFound) for e in failures):
         return ArtifactNotFound
+    for kind in (RemoteError, InputError):  # e.g. a redirect loop; a malformed manifest
+        if failures and all(isinstance(e, kind) for e in failures):
+            return kind
     return ReleaseError
 
 
@@ -222,6 +226,10 @@ class Release:
 
     def _ensure(self, entry: FileEntry, variant: str) -> tuple[Path, str, bool]:
         """One file in the cache, verified: (path, where it came from, whether it was cached)."""
+        with self.cache.in_use():  # `cache prune` waits until the file is installed
+            return self._ensure_in_use(entry, variant)
+
+    def _ensure_in_use(self, entry: FileEntry, variant: str) -> tuple[Path, str, bool]:
         cached = self.cache.installed(self.model, self.version, entry)
         if cached is not None:
             return cached, "cache", True
@@ -244,7 +252,7 @@ class Release:
                 path = self.cache.install(
                     self.model, self.version, self.manifest_bytes, self.signature, entry, blob
                 )
-            except (DiskFull, CacheBusy):
+            except (CacheError, CacheBusy):
                 raise
             except ReleaseError as e:
                 failures.append(e)
@@ -474,7 +482,7 @@ def resolve(
                 )
             if version == "latest":
                 trust.check_age(found.manifest, where)
-        except (DiskFull, CacheBusy, ConfigError):
+        except (CacheError, CacheBusy, ConfigError):
             raise
         except ReleaseError as e:
             failures.append(e)
@@ -537,7 +545,7 @@ def fetch_release(release: Release, variants: Sequence[str]) -> FetchResult:
     for variant in variants:
         try:
             result = release.file(variant)
-        except (DiskFull, CacheBusy):
+        except (CacheError, CacheBusy):
             raise
         except ReleaseError as e:
             failures.append(e)

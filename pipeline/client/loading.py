@@ -20,7 +20,8 @@ from pipeline.client.fetching import (
     read_verified,
     trust_hint,
 )
-from pipeline.client.network import DiskFull
+from pipeline.client.limits import InputLimits
+from pipeline.client.network import CacheError
 from pipeline.client.predict import Predictor, UnsupportedLearner
 from pipeline.environment import current
 from pipeline.errors import ReleaseError
@@ -47,6 +48,7 @@ class LoadedModel:
     # OnnxClassifier (also `learner`: there is no fastai learner at all).
     predictor: Any = None
     load_seconds: float = 0.0
+    limits: InputLimits = field(default_factory=InputLimits)  # what predict() accepts
 
     @property
     def variant(self) -> str:
@@ -58,7 +60,12 @@ class LoadedModel:
 
     def predict(self, text: str) -> tuple[str, dict[str, float]]:
         """The label and every label's probability for `text`: `learn.predict` without its
-        per-call DataLoader, with the same results (to 1e-5)."""
+        per-call DataLoader, with the same results (to 1e-5).
+
+        Raises:
+            InputTooLarge: `text` is over `self.limits` (a ValueError; nothing was tokenized).
+        """
+        self.limits.check(text)
         if self.predictor is not None:
             return self.predictor(text)
         with self.learner.no_bar():
@@ -159,7 +166,9 @@ def _load_learner(data: bytes, unverified: bool) -> Any:
         return load_learner(io.BytesIO(data))
 
 
-def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predictor | None, int]:
+def _load_and_smoke(
+    fetched: FetchResult, smoke_test: bool, limits: InputLimits
+) -> tuple[Any, Predictor | None, int]:
     entry = fetched.manifest.variant(fetched.variant)
     # One read: these bytes are checked and these bytes are unpickled (the file is not reopened).
     data = read_verified(fetched.path, entry)
@@ -171,7 +180,7 @@ def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predic
     del data
     predictor: Predictor | None
     try:
-        predictor = Predictor(learn)
+        predictor = Predictor(learn, limits=limits)
     except UnsupportedLearner as e:
         log.info("fast predict does not apply (%s); predict() uses learn.predict", e)
         predictor = None
@@ -191,7 +200,7 @@ def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predic
             predictor = None
     passed = 0
     if smoke_test:
-        model = LoadedModel(learn, fetched, 0, predictor=predictor)
+        model = LoadedModel(learn, fetched, 0, predictor=predictor, limits=limits)
         for q in golden:
             got_label = model.predict(q.text)[0]
             if got_label != q.expected:
@@ -202,10 +211,13 @@ def _load_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Predic
     return learn, predictor, passed
 
 
-def _load_onnx_and_smoke(fetched: FetchResult, smoke_test: bool) -> tuple[Any, Any, int]:
+def _load_onnx_and_smoke(
+    fetched: FetchResult, smoke_test: bool, limits: InputLimits
+) -> tuple[Any, Any, int]:
     from pipeline.client.onnx_model import default_threads, load_verified
 
     clf = load_verified(fetched, threads=default_threads())
+    clf.tokenizer.limits = limits
     passed = 0
     if smoke_test:
         for q in fetched.manifest.golden_queries:
@@ -224,8 +236,10 @@ def load_release(
     *,
     smoke_test: bool = True,
     start: float | None = None,
+    input_limits: InputLimits | None = None,
 ) -> LoadedModel:
-    """Load the first of `variants` of a trusted release that loads and passes the smoke test.
+    """Load the first of `variants` of a trusted release that loads and passes the smoke test;
+    `input_limits` bounds what `predict()` accepts (default `InputLimits.from_env()`).
 
     Raises:
         EnvironmentMismatch: torch/fastai/numpy here cannot unpickle the model (exit 3).
@@ -233,6 +247,7 @@ def load_release(
         ReleaseError: no variant could be fetched, loaded and smoke-tested; lists each reason.
     """
     start = time.perf_counter() if start is None else start
+    limits = InputLimits.from_env() if input_limits is None else input_limits
     env_error: EnvironmentMismatch | None = None
     if any(v != "onnx" for v in variants):
         try:
@@ -252,7 +267,7 @@ def load_release(
             continue
         try:
             fetched = release.file(variant)
-        except (DiskFull, CacheBusy):
+        except (CacheError, CacheBusy):
             raise
         except ReleaseError as e:
             failures.append(e)
@@ -261,9 +276,9 @@ def load_release(
             continue
         try:
             if variant == "onnx":
-                learn, predictor, passed = _load_onnx_and_smoke(fetched, smoke_test)
+                learn, predictor, passed = _load_onnx_and_smoke(fetched, smoke_test, limits)
             else:
-                learn, predictor, passed = _load_and_smoke(fetched, smoke_test)
+                learn, predictor, passed = _load_and_smoke(fetched, smoke_test, limits)
         except ReleaseError as e:
             failures.append(e)
             reasons.append(f"{variant}: {e}")
@@ -290,7 +305,7 @@ def load_release(
             len(release.manifest.golden_queries) if smoke_test else 0,
             elapsed,
         )
-        return LoadedModel(learn, fetched, passed, reasons, predictor, elapsed)
+        return LoadedModel(learn, fetched, passed, reasons, predictor, elapsed, limits)
     raise _kind_of(failures)(
         f"{release.model} {release.version}: no variant could be loaded:\n"
         + "\n".join(f"  - {r}" for r in reasons)

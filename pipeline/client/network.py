@@ -1,4 +1,15 @@
-"""HTTP for the client: timeouts, one retry policy, resumable downloads, progress on a terminal.
+"""HTTP for the client: timeouts, the one retry policy, resumable downloads, progress on a terminal.
+
+Every request is bounded three ways (see `RetryPolicy`): `timeout` without a byte, `min_rate`
+bytes per second over `rate_window` seconds (a transfer slower than that is dropped and resumed),
+and `max_total` seconds for the whole request, attempts and waits included. The last is a
+deadline inside every read: a watchdog shuts the connection's socket down when it passes, so a
+server that trickles a byte at a time, in the headers or the body, cannot hold a fetch longer.
+Every failure becomes a typed error the fetch loop knows (the next source is then tried):
+`Unreachable` (connection, timeout, 5xx/429 after the retries, too slow), `BadResponse` (a
+redirect loop, an undecodable body, a malformed answer), `ArtifactNotFound` (404), `RemoteError`.
+Credentials in a URL (`https://user:token@host/`) are moved into an Authorization header before
+the request is made or logged, so neither httpx's log nor ours ever shows them.
 
 httpx is imported on first use, so importing `pipeline.client` stays cheap. Every wait goes
 through an injectable `sleep` and every deadline through an injectable `clock`, so the tests
@@ -7,87 +18,153 @@ check the exact waits without sleeping.
 
 from __future__ import annotations
 
-import email.utils
+import contextlib
 import errno
 import logging
-import random
+import socket
 import sys
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pipeline import __version__
 from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError, RemoteError
+from pipeline.retry import Retry, RetryPolicy, classify_status, parse_retry_after
+
+__all__ = [
+    "BadResponse",
+    "CacheError",
+    "DiskFull",
+    "Http",
+    "Progress",
+    "RetryPolicy",
+    "Unreachable",
+    "parse_retry_after",
+    "split_credentials",
+]
 
 log = logging.getLogger("pipeline.client")
 
 CHUNK = 1 << 20
 SMALL_FILE_LIMIT = 16 << 20  # manifests, signatures, `latest` pointers: never more than this
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class Unreachable(RemoteError):
-    """A source could not be reached or kept failing (connection, timeout, 5xx, 429)."""
+    """A source could not be reached, kept failing (connection, timeout, 5xx, 429), or was too
+    slow (under the minimum rate, or past the request's deadline)."""
 
 
-class DiskFull(ReleaseError, OSError):
-    """The cache directory has no room for a file. Nothing already cached is touched."""
+class BadResponse(RemoteError):
+    """A source answered, but not with a usable HTTP response: a redirect loop, a body that does
+    not decode, a malformed message."""
+
+
+class CacheError(ReleaseError, OSError):
+    """The cache directory cannot be used: not writable, gone, another file system error (the
+    message names the path and the operation). Nothing already cached is changed."""
 
     exit_code = 3
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long to wait for a host and how often to try again.
-
-    Attributes:
-        attempts: tries per request; a download attempt that received bytes does not count,
-            since the next one resumes where it stopped.
-        backoff: the first wait in seconds; doubles on each retry, up to `backoff_max`,
-            each multiplied by a random factor in [0.5, 1) (jitter, so N servers that failed
-            together do not retry together).
-        total: seconds one request (one file, all attempts and waits included) may take.
-        connect_timeout, read_timeout: per connection attempt / per read of the body.
-    """
-
-    attempts: int = 6
-    backoff: float = 0.5
-    backoff_max: float = 30.0
-    total: float = 900.0
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-
-    def delay(self, retry: int, rand: float) -> float:
-        """The wait before retry number `retry` (1-based), given a random number in [0, 1)."""
-        return min(self.backoff_max, self.backoff * 2 ** (retry - 1)) * (0.5 + rand / 2)
+class DiskFull(CacheError):
+    """The cache directory has no room for a file. Nothing already cached is touched."""
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+class _Attempt(Exception):
+    """One failed attempt that may be retried (carries the policy's `Retry`)."""
 
-
-class _Retry(Exception):
-    """One failed attempt that may be retried."""
-
-    def __init__(self, why: str, retry_after: float | None = None, progressed: bool = False):
+    def __init__(self, why: str, wait: float | None = None, progressed: bool = False):
         super().__init__(why)
-        self.why = why
-        self.retry_after = retry_after
-        self.progressed = progressed
+        self.decision = Retry(why, wait, progressed)
+
+
+def _classify(e: BaseException) -> Retry | None:
+    return e.decision if isinstance(e, _Attempt) else None
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """`url` without its user info, and the (user, password) it held (percent-decoded), if any."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 literal
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return bare, (unquote(parts.username or ""), unquote(parts.password or ""))
+
+
+class _Deadline:
+    """Shuts down the sockets of one request when its deadline passes (a `threading.Timer`), so
+    that a read blocked on a trickling server returns. httpcore reports each new connection's
+    stream through the request's `trace` extension; connections are not kept alive between
+    requests, so every request's connection is a new one and is seen here."""
+
+    def __init__(self, seconds: float):
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            fired = self.fired
+        if fired:
+            _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Rate:
+    """Raises `_Attempt` when fewer than `min_rate` bytes per second arrived over the last
+    `window` seconds (checked as bytes arrive; silence is the read timeout's business)."""
+
+    def __init__(self, policy: RetryPolicy, clock: Callable[[], float]):
+        self.min_rate, self.window, self.clock = policy.min_rate, policy.rate_window, clock
+        self.mark_time, self.mark_bytes = clock(), 0
+
+    def update(self, total: int, progressed: bool) -> None:
+        if self.min_rate <= 0:
+            return
+        now = self.clock()
+        span = now - self.mark_time
+        if span < self.window:
+            return
+        rate = (total - self.mark_bytes) / span
+        if rate < self.min_rate:
+            raise _Attempt(
+                f"too slow: {rate:.0f} bytes/s over {span:.0f} s, under the minimum of "
+                f"{self.min_rate:.0f} bytes/s",
+                progressed=progressed,
+            )
+        self.mark_time, self.mark_bytes = now, total
 
 
 class Progress:
@@ -119,11 +196,12 @@ class Progress:
 
 
 class Http:
-    """An httpx client with the retry policy applied to every request.
+    """An httpx client with the retry policy and the bounds above applied to every request.
 
     Args:
-        policy: timeouts, attempts, backoff and the total time budget.
-        sleep, clock, rand: injectable for tests (time.sleep, time.monotonic, random.random).
+        policy: attempts, backoff, the time budget, timeouts, the minimum rate
+            (default `RetryPolicy.for_downloads()`).
+        sleep, clock, rand: injectable for tests; override the policy's own.
         progress: draw progress bars on stderr; None means only when stderr is a terminal.
         transport: an httpx transport (tests); None uses the default.
     """
@@ -132,17 +210,20 @@ class Http:
         self,
         policy: RetryPolicy | None = None,
         *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        rand: Callable[[], float] = random.random,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
+        rand: Callable[[], float] | None = None,
         progress: bool | None = None,
         transport: Any = None,
     ):
-        self.policy = policy or RetryPolicy()
-        self.sleep, self.clock, self.rand = sleep, clock, rand
+        self.policy = (policy or RetryPolicy.for_downloads()).with_clock(sleep, clock, rand)
         self.progress = sys.stderr.isatty() if progress is None else progress
         self._transport = transport
         self._client: Any = None
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.policy.clock
 
     @property
     def client(self) -> Any:
@@ -151,9 +232,12 @@ class Http:
 
             p = self.policy
             self._client = httpx.Client(
-                timeout=httpx.Timeout(p.read_timeout, connect=p.connect_timeout),
+                timeout=httpx.Timeout(p.timeout, connect=p.connect_timeout),
                 follow_redirects=True,
+                max_redirects=10,
                 headers={"User-Agent": f"fastai-release/{__version__}"},
+                # a new connection per request, so the deadline's watchdog sees its socket
+                limits=httpx.Limits(max_keepalive_connections=0),
                 transport=self._transport,
             )
         return self._client
@@ -169,51 +253,75 @@ class Http:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the retry loop ------------------------------------------------------------------
+    # -- one request -----------------------------------------------------------------------
 
-    def _run(self, what: str, url: str, attempt: Callable[[], Any]) -> Any:
-        """Call `attempt` until it returns, retrying `_Retry` within the policy's bounds."""
+    def _run(self, what: str, attempt: Callable[[float], Any]) -> Any:
+        """`attempt(deadline)` under the retry policy; `deadline` is on the policy's clock."""
+        deadline = self.clock() + self.policy.max_total
+        return self.policy.run(
+            lambda: attempt(deadline), what=what, classify=_classify, error=Unreachable
+        )
+
+    @contextlib.contextmanager
+    def _stream(
+        self, url: str, headers: dict[str, str] | None, what: str, deadline: float
+    ) -> Iterator[tuple[Any, Callable[[], None]]]:
+        """An open streamed response, and a check to call as bytes arrive (deadline, rate).
+
+        Every failure of httpx becomes a typed error: transport failures and timeouts are
+        retried (`_Attempt`), the deadline is final (`Unreachable`), anything else httpx
+        raises is `BadResponse`.
+        """
+        import httpx
+
+        bare, credentials = split_credentials(url)
+        left = deadline - self.clock()
+        if left <= 0:
+            raise Unreachable(
+                f"{what}: {_safe(url)}: not finished within {self.policy.max_total:.0f} s"
+            )
         p = self.policy
-        start = self.clock()
-        failures = 0
-        tries = 0
-        while True:
-            tries += 1
-            try:
-                return attempt()
-            except _Retry as e:
-                if not e.progressed:
-                    failures += 1
-                elapsed = self.clock() - start
-                if failures >= p.attempts:
-                    raise Unreachable(
-                        f"{what}: {_safe(url)}: gave up after {tries} attempts in {elapsed:.1f} s: {e.why}"
-                    ) from None
-                wait = p.delay(max(failures, 1), self.rand())
-                if e.retry_after is not None:
-                    if elapsed + e.retry_after > p.total:
-                        raise Unreachable(
-                            f"{what}: {_safe(url)}: the server asks to retry in {e.retry_after:.0f} s, "
-                            f"beyond the {p.total:.0f} s budget ({e.why})"
-                        ) from None
-                    wait = max(wait, e.retry_after)
-                if elapsed + wait > p.total:
-                    raise Unreachable(
-                        f"{what}: {_safe(url)}: gave up after {tries} attempts in {elapsed:.1f} s "
-                        f"(budget {p.total:.0f} s): {e.why}"
-                    ) from None
-                log.warning(
-                    "%s: %s; retry %d in %.1f s", what, e.why, tries, wait
-                )  # the source and file are in `what`
-                self.sleep(wait)
+        watchdog = _Deadline(left)
+        timeout = httpx.Timeout(min(p.timeout, left), connect=min(p.connect_timeout, left))
+
+        def check() -> None:
+            if watchdog.fired or self.clock() > deadline:
+                raise Unreachable(
+                    f"{what}: {_safe(url)}: not finished within {p.max_total:.0f} s "
+                    "(the server is too slow); try again later or raise --timeout"
+                )
+
+        try:
+            with self.client.stream(
+                "GET",
+                bare,
+                headers=headers,
+                auth=httpx.BasicAuth(*credentials) if credentials else None,
+                timeout=timeout,
+                extensions={"trace": watchdog.trace},
+            ) as r:
+                yield r, check
+        except httpx.TransportError as e:  # connection, timeout, protocol: worth another try
+            check()
+            raise _Attempt(_describe(e)) from None
+        except httpx.TooManyRedirects:
+            raise BadResponse(
+                f"{what}: {_safe(url)}: too many redirects (a redirect loop?)"
+            ) from None
+        except httpx.DecodingError as e:
+            raise BadResponse(f"{what}: {_safe(url)}: the body does not decode: {e}") from None
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
+            raise BadResponse(f"{what}: {_safe(url)}: {_describe(e)}") from None
+        finally:
+            watchdog.cancel()
 
     def _check_status(self, response: Any, what: str, url: str) -> None:
         status = response.status_code
         if status < 400:
             return
-        if status in _RETRY_STATUSES or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise _Retry(f"HTTP {status}", retry_after)
+        decision = classify_status(status, response.headers, now=self.policy.wall)
+        if decision is not None:
+            raise _Attempt(decision.reason, decision.wait)
         if status == 404:
             raise ArtifactNotFound(f"{what}: not found at {_safe(url)} (HTTP 404)")
         hint = "; check the token (it is sent only to its own host)" if status in (401, 403) else ""
@@ -233,39 +341,40 @@ class Http:
 
         Raises:
             ArtifactNotFound: HTTP 404.
-            Unreachable: connection failures, timeouts, 5xx or 429 beyond the retry policy.
+            Unreachable: connection failures, timeouts, 5xx or 429 beyond the retry policy; a
+                server slower than the policy's minimum rate or deadline.
+            BadResponse: a redirect loop, an undecodable or malformed answer.
             RemoteError: another HTTP error (401, 403, ...), or a body over `limit` bytes.
         """
-        import httpx
 
-        def attempt() -> bytes:
-            try:
-                with self.client.stream("GET", url, headers=headers) as r:
-                    self._check_status(r, what, url)
-                    body = bytearray()
-                    for chunk in r.iter_bytes():
-                        body += chunk
-                        if len(body) > limit:
-                            raise RemoteError(f"{what}: {_safe(url)}: more than {limit} bytes")
-                    return bytes(body)
-            except httpx.TransportError as e:
-                raise _Retry(_describe(e)) from None
+        def attempt(deadline: float) -> bytes:
+            with self._stream(url, headers, what, deadline) as (r, check):
+                self._check_status(r, what, url)
+                rate = _Rate(self.policy, self.clock)
+                body = bytearray()
+                for chunk in r.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise RemoteError(f"{what}: {_safe(url)}: more than {limit} bytes")
+                    check()
+                    rate.update(len(body), False)
+                return bytes(body)
 
-        return self._run(what, url, attempt)
+        return self._run(what, attempt)
 
     def get_json(self, url: str, *, what: str, headers: dict[str, str] | None = None) -> Any:
         """A small JSON document (see get_bytes).
 
         Raises:
-            RemoteError: not JSON; and everything get_bytes raises.
+            BadResponse: not JSON; and everything get_bytes raises.
         """
         import json
 
         body = self.get_bytes(url, what=what, headers=headers)
         try:
             return json.loads(body)
-        except ValueError as e:
-            raise RemoteError(f"{what}: {_safe(url)} did not answer JSON: {e}") from None
+        except (ValueError, RecursionError) as e:
+            raise BadResponse(f"{what}: {_safe(url)} did not answer JSON: {e}") from None
 
     def download(
         self,
@@ -286,14 +395,12 @@ class Http:
             ArtifactNotFound: HTTP 404.
             IntegrityError: the server sends more bytes than the manifest says.
             DiskFull: no space left for the file.
-            Unreachable / RemoteError: as get_bytes.
+            Unreachable / BadResponse / RemoteError: as get_bytes.
         """
-        import httpx
-
         part = Path(part)
-        bar = Progress(Path(url).name, size, self.progress)
+        bar = Progress(Path(urlsplit(url).path).name, size, self.progress)
 
-        def attempt() -> None:
+        def attempt(deadline: float) -> None:
             have = part.stat().st_size if part.exists() else 0
             if have > size:
                 part.unlink()
@@ -305,10 +412,10 @@ class Http:
                 h["Range"] = f"bytes={have}-"
             got = 0
             try:
-                with self.client.stream("GET", url, headers=h) as r:
+                with self._stream(url, h, what, deadline) as (r, check):
                     if r.status_code == 416:  # our partial file is not a prefix of theirs
                         part.unlink(missing_ok=True)
-                        raise _Retry("HTTP 416 for the resumed range; starting over")
+                        raise _Attempt("HTTP 416 for the resumed range; starting over")
                     self._check_status(r, what, url)
                     mode = "ab"
                     if have and r.status_code != 206:
@@ -318,11 +425,12 @@ class Http:
                         f"bytes {have}-"
                     ):
                         part.unlink(missing_ok=True)
-                        raise _Retry(
+                        raise _Attempt(
                             f"Content-Range {r.headers.get('Content-Range')!r} does not start at {have}"
                         )
                     elif have:
                         log.info("%s: resuming at byte %d of %d", what, have, size)
+                    rate = _Rate(self.policy, self.clock)
                     with _open_for_write(part, mode, what) as f:
                         for chunk in r.iter_bytes():  # as it arrives: an error loses nothing
                             if have + got + len(chunk) > size:
@@ -332,23 +440,23 @@ class Http:
                             _write(f, chunk, part, what)
                             got += len(chunk)
                             bar.update(have + got)
-                            if self.clock() - start > self.policy.total:
-                                raise Unreachable(
-                                    f"{what}: {_safe(url)}: not finished within {self.policy.total:.0f} s "
-                                    f"({have + got} of {size} bytes)"
-                                )
-            except httpx.TransportError as e:
-                raise _Retry(
-                    f"{_describe(e)} after {have + got} of {size} bytes", progressed=got > 0
-                ) from None
+                            check()
+                            rate.update(got, got > 0)
+            except _Attempt as e:
+                if got and not e.decision.progressed:
+                    raise _Attempt(
+                        f"{e.decision.reason} after {have + got} of {size} bytes",
+                        e.decision.wait,
+                        progressed=True,
+                    ) from None
+                raise
             if have + got < size:
-                raise _Retry(
+                raise _Attempt(
                     f"the body ended after {have + got} of {size} bytes", progressed=got > 0
                 )
 
-        start = self.clock()
         try:
-            self._run(what, url, attempt)
+            self._run(what, attempt)
         finally:
             bar.close()
 

@@ -7,13 +7,34 @@ first one that accepts a string, as `test_dl` picks them), the DataLoader's own 
 transforms, one forward pass under `torch.inference_mode`, the loss function's activation and
 decoding. The results are identical to `learn.predict` (the client checks one golden query at
 load time and falls back to `learn.predict` if they ever differ).
+
+Tokenization: fastai's Tokenizer runs spaCy, whose suffix search is quadratic in a run without
+whitespace (a 1,000-character run of `)]` costs it about a second). The predictor therefore
+tokenizes with the client's linear port (`pipeline.client.tokenizer`), built from the learner's
+own rules, spaCy patterns and vocabulary, after checking at construction that it gives fastai's
+ids on a set of probe texts; where it does not apply, fastai's transforms are used. Every text is
+checked against `InputLimits` first, on either path.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from typing import Any
+
+from pipeline.client.limits import InputLimits
+
+log = logging.getLogger("pipeline.client")
+
+# Texts that reach the branches of spaCy's algorithm and fastai's rules: the port must give
+# fastai's ids on every one of them before the predictor uses it.
+PROBES = (
+    "where is the credit check done when an order is released?",
+    "Hello WORLD!! it's (e.g.) http://example.com/a?b=1, x@y.com :) a.m. 10km",
+    "don't can't 'cause o'clock ''quoted'' “curly” naïve 日本語 😀 <br /> &amp; #tag a/b",
+    "the the the the  word  aaaa ERP SQL API's xxbos xxmaj \n\t end...",
+)
 
 
 class UnsupportedLearner(Exception):
@@ -31,7 +52,7 @@ class Predictor:
             single text input with categorical labels.
     """
 
-    def __init__(self, learn: Any):
+    def __init__(self, learn: Any, *, limits: InputLimits | None = None):
         import torch
 
         self._torch = torch
@@ -47,6 +68,10 @@ class Predictor:
         encode = tl._new([], split_idx=1)  # what test_set() builds for learn.predict
         encode.tfms.fs = encode.tfms.fs[start:]
         self._encode = encode.tfms
+        self.limits = InputLimits() if limits is None else limits
+        self._learn = learn
+        self._port_state: tuple[Any] | None = None  # (port or None,) once built, on first use
+        self._port_lock = threading.Lock()
         self._dl = dls.valid
         self._model = learn.model
         loss = learn.loss_func
@@ -59,10 +84,83 @@ class Predictor:
             raise UnsupportedLearner(f"expected class labels, found {self.labels!r}")
         self._lock = threading.Lock()
 
+    @property
+    def port(self) -> Any:
+        """The linear tokenizer this predictor uses, or None (fastai's transforms are used).
+        Built on first use (about 60-120 ms of CPU for the demo model), not at load."""
+        if self._port_state is None:
+            with self._port_lock:
+                if self._port_state is None:
+                    self._port_state = (self._linear_port(self._learn),)
+        return self._port_state[0]
+
+    def _linear_port(self, learn: Any) -> Any:
+        """The client's tokenizer when it reproduces this learner's Tokenizer + Numericalize on
+        the probes, else None (fastai's transforms are used)."""
+        from fastai.text.core import Tokenizer
+        from fastai.text.data import Numericalize
+
+        from pipeline.client.tokenizer import TextTokenizer
+        from pipeline.errors import InputError
+        from pipeline.onnx_export import tokenizer_spec
+
+        fs = list(self._encode.fs)
+        kinds = [type(f) for f in fs]
+        if kinds != [Tokenizer, Numericalize]:  # exactly these two, in this order
+            return None
+        tok, num = fs
+        o2i = num.o2i
+        unk = o2i.default_factory() if getattr(o2i, "default_factory", None) else 0
+        # fastai's Numericalize looks words up in a defaultdict, which adds every unknown word
+        # it is asked (mapped to xxunk): a learner that has predicted holds them. They change
+        # no id; export the vocabulary without them, and look up without adding any.
+        known = {str(t) for t in num.vocab}
+        extra = [t for t in o2i if t not in known]
+        try:
+            if extra and all(o2i[t] == unk for t in extra):
+                num.o2i = type(o2i)(o2i.default_factory, {t: o2i[t] for t in o2i if t in known})
+            try:
+                spec = tokenizer_spec(learn)
+            finally:
+                num.o2i = o2i
+            port = TextTokenizer(spec, "the learner's tokenizer", limits=InputLimits.unlimited())
+        except (InputError, KeyError, TypeError, ValueError) as e:
+            log.info("the linear tokenizer does not apply (%s); fastai's tokenizes", e)
+            return None
+        for text in PROBES:
+            want = [int(o2i.get(t, unk)) for t in tok(text)]
+            if port.ids(text) != want:
+                log.warning(
+                    "the linear tokenizer differs from fastai's on %r; fastai's tokenizes", text
+                )
+                return None
+        return port
+
+    def encode(self, text: str) -> Any:
+        """The model input for `text`: fastai's TensorText of token ids.
+
+        Raises:
+            InputTooLarge: `text` is over `self.limits` (nothing is tokenized).
+        """
+        self.limits.check(text)
+        port = self.port
+        if port is None:
+            x = self._encode(text)
+        else:
+            from fastai.text.data import TensorText
+
+            x = TensorText(self._torch.tensor(port.ids(text), dtype=self._torch.long))
+        self.limits.check_tokens(len(x))
+        return x
+
     def probabilities(self, text: str) -> Any:
-        """The activation of the model's output for `text` (a 1-D tensor, one per label)."""
+        """The activation of the model's output for `text` (a 1-D tensor, one per label).
+
+        Raises:
+            InputTooLarge: `text` is over `self.limits`.
+        """
         torch = self._torch
-        x = self._encode(text)
+        x = self.encode(text)
         batch = self._dl.after_batch(self._dl.create_batch(self._dl.before_batch([(x,)])))
         xb = batch[0]
         if isinstance(xb, torch.Tensor):

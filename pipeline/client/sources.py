@@ -78,10 +78,19 @@ class LocalSource:
         p = self.root / model / "latest"
         if not p.is_file():
             raise ArtifactNotFound(f"{self.name}: no release of {model!r} (no {model}/latest)")
-        return p.read_text(encoding="utf-8").strip()
+        try:
+            return p.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RemoteError(f"{self.name}: cannot read {model}/latest: {e}") from None
 
     def read_bytes(self, model: str, version: str, filename: str) -> bytes:
-        return self._path(model, version, filename).read_bytes()
+        path = self._path(model, version, filename)
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise RemoteError(
+                f"{self.name}: cannot read {model}/{version}/{filename}: {e}"
+            ) from None
 
     def download(self, model: str, version: str, filename: str, part: Path, size: int) -> None:
         src = self._path(model, version, filename)
@@ -353,7 +362,7 @@ def _first_line(e: Exception) -> str:
 def _version_in_manifest(body: bytes, where: str) -> str:
     try:
         version = json.loads(body)["version"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise ArtifactNotFound(f"{where}: not a release manifest") from None
     return str(version)
 

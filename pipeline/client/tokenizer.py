@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.client.limits import InputLimits
 from pipeline.errors import InputError
 
 FORMAT = "fastai-release/tokenizer"
@@ -180,6 +181,181 @@ def _compile(spec: dict[str, Any] | None, kind: str) -> Callable[..., Any] | Non
     return getattr(rx, kind)
 
 
+# spaCy's affix patterns are alternations of anchored pieces (`^\(`, `^\.\.+`, `km$`). Searched
+# as they are, a suffix pattern is tried at every position of the string, and the affix loop
+# calls it once per affix it strips, each time on a new copy of what is left: quadratic in a
+# run such as `)]` * 4000 (spaCy has the same curve). `_Affix.find(s, lo, hi)` gives the answer
+# `pattern.search(s[lo:hi])` gives, in time that does not grow with `hi - lo` for the pieces of
+# bounded width; tests/unit/test_tokenizer.py compares it with spaCy on every curated and fuzzed
+# text, and the build's parity gate with fastai on every train and eval text:
+#   - a prefix pattern whose every piece starts with `^` can only match at `lo`: it is matched
+#     there, by the same pattern without its `^`s (when no piece looks behind or tests a word
+#     boundary, which could see before `lo`; otherwise on the slice);
+#   - a suffix piece that ends with `$` and matches at most W characters can only start in the
+#     last W characters: it is searched in those, plus as many before as its lookbehinds read;
+#   - pieces of unbounded width (`\.\.+$`) are searched on the whole slice, as spaCy does; they
+#     are few and short, and the longest run without whitespace is capped before tokenization
+#     (`pipeline.client.limits`), which bounds what they cost.
+_WINDOW_MAX = 256  # a suffix piece that may match more characters than this counts as unbounded
+
+
+def _top_level_pieces(pattern: str) -> list[str] | None:
+    """`pattern` split at its top-level `|`, or None when it has global flags or is unbalanced."""
+    if re.match(r"\(\?[aiLmsux]+\)", pattern):
+        return None
+    pieces, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "^":
+                i += 1
+            if pattern[i + 1 : i + 2] == "]":  # a literal ] first in a class
+                i += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            pieces.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    if depth != 0 or in_class:
+        return None
+    pieces.append(pattern[start:])
+    return pieces
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What the affix search needs to know about one piece of a pattern."""
+
+    starts: bool  # the first item is `^`
+    ends: bool  # the last item is `$`
+    width: int  # the most characters it can match (lookarounds excluded)
+    behind: int  # the most characters its lookbehinds read before the match
+    other_anchors: bool  # `^`/`$` elsewhere, `\b`, `\B`, `\A`, `\Z`
+
+
+def _shape(piece: str, flags: int) -> _Shape | None:
+    """The shape of one piece, or None when the parser cannot tell (then plain search is used)."""
+    try:
+        from re import _constants as c
+        from re import _parser  # the parser `re` itself uses; only read here
+
+        parsed = _parser.parse(piece, flags)
+        items = list(parsed)
+        width = parsed.getwidth()[1]
+    except Exception:
+        return None
+    if not items:
+        return None
+    starts = items[0] == (c.AT, c.AT_BEGINNING)
+    ends = items[-1] == (c.AT, c.AT_END)
+    behind, other = 0, False
+    inner = items[1 if starts else 0 : -1 if ends else None]
+    stack: list[Any] = [inner]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _parser.SubPattern):
+            stack.append(list(node))
+        elif isinstance(node, list | tuple):
+            if len(node) == 2 and node[0] is c.AT:
+                other = True
+            elif len(node) == 2 and node[0] in (c.ASSERT, c.ASSERT_NOT) and node[1][0] == -1:
+                behind = max(behind, node[1][1].getwidth()[1])
+                stack.append(node[1][1])
+            else:
+                stack.extend(x for x in node if isinstance(x, list | tuple | _parser.SubPattern))
+    return _Shape(starts, ends, width, behind, other)
+
+
+class _Affix:
+    """`find(s, lo, hi)`: the length of the affix `pattern.search(s[lo:hi])` finds, spaCy's
+    `find_prefix` / `find_suffix`, without scanning or copying the whole slice (see above)."""
+
+    def __init__(self, spec: dict[str, Any], kind: str):
+        flags = spec.get("flags", 0)
+        self._search = re.compile(spec["pattern"], flags).search
+        self._match_at: Callable[..., Any] | None = None  # prefix: match at lo, unanchored
+        self._match: Callable[..., Any] | None = None  # prefix: match on the slice
+        self._bounded: Callable[..., Any] | None = None  # suffix: pieces of bounded width
+        self._unbounded: Callable[..., Any] | None = None  # suffix: the others
+        self._window = self._behind = 0
+        pieces = _top_level_pieces(spec["pattern"])
+        shapes = [_shape(p, flags) for p in pieces or []]
+        if not pieces or any(s is None or s.other_anchors for s in shapes):
+            return  # plain search: always right, possibly slow
+        known = [s for s in shapes if s is not None]
+        if kind == "prefix" and all(
+            s.starts and p.startswith("^") for p, s in zip(pieces, known, strict=True)
+        ):
+            self._match = re.compile(spec["pattern"], flags).match
+            if not any(s.behind for s in known):
+                self._match_at = re.compile("|".join(p[1:] for p in pieces), flags).match
+        elif kind == "suffix" and all(s.ends for s in known):
+            pairs = list(zip(pieces, known, strict=True))
+            bounded = [(p, s) for p, s in pairs if s.width <= _WINDOW_MAX]
+            unbounded = [p for p, s in pairs if s.width > _WINDOW_MAX]
+            if bounded:
+                self._bounded = re.compile("|".join(p for p, _ in bounded), flags).search
+                self._window = max(s.width for _, s in bounded)
+                self._behind = max(s.behind for _, s in bounded)
+            if unbounded:
+                self._unbounded = re.compile("|".join(unbounded), flags).search
+
+    def find(self, s: str, lo: int = 0, hi: int | None = None) -> int:
+        hi = len(s) if hi is None else hi
+        if lo >= hi:
+            m = self._search("")
+            return m.end() - m.start() if m is not None else 0
+        if self._match_at is not None:
+            m = self._match_at(s, lo, hi)
+            return m.end() - m.start() if m is not None else 0
+        if self._match is not None:
+            m = self._match(s[lo:hi])
+            return m.end() - m.start() if m is not None else 0
+        if (self._bounded is None and self._unbounded is None) or s[hi - 1] == "\n":
+            # plain search; `$` also matches before a final newline, where pieces may end apart
+            m = self._search(s[lo:hi])
+            return m.end() - m.start() if m is not None else 0
+        # Every piece ends at `hi`, so the leftmost start is the answer, whichever piece it is.
+        best = None
+        if self._bounded is not None:
+            first = max(lo, hi - self._window)  # no bounded piece can start before
+            context = max(lo, first - self._behind - 1)  # what its lookbehinds may read
+            m = self._bounded(s[context:hi], first - context)
+            if m is not None:
+                best = (m.start() + context, m.end() + context)
+        if self._unbounded is not None:
+            m = self._unbounded(s[lo:hi])
+            if m is not None and (best is None or m.start() + lo < best[0]):
+                best = (m.start() + lo, m.end() + lo)
+        return best[1] - best[0] if best is not None else 0
+
+
+# spaCy's URL pattern (`spacy/lang/tokenizer_exceptions.py`, URL_PATTERN) starts with an optional
+# user-info group `(?:\S+(?::\S*)?@)?` that backtracks quadratically on a run like `a:a:a:...`
+# (16 k characters: 1.7 s). `\S+(?::\S*)?@` and `\S+@` describe the same strings (`x:y` with x
+# non-empty is itself a non-empty run of non-spaces), and the pattern is anchored at both ends and
+# only asked whether it matches, so the rewrite changes no answer; tests/unit/test_tokenizer.py
+# compares both forms on random strings.
+_URL_USERINFO = r"(?:\S+(?::\S*)?@)?"
+_URL_USERINFO_LINEAR = r"(?:\S+@)?"
+
+
+def _linear_url(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    if spec is None or _URL_USERINFO not in spec["pattern"]:
+        return spec
+    return {**spec, "pattern": spec["pattern"].replace(_URL_USERINFO, _URL_USERINFO_LINEAR)}
+
+
 class SpacyRules:
     """spaCy's `Tokenizer.__call__` (v3, `spacy/tokenizer.pyx`) over exported patterns and special
     cases. Method names follow the Cython ones so the two can be read side by side.
@@ -191,14 +367,19 @@ class SpacyRules:
     """
 
     def __init__(self, spec: dict[str, Any]):
-        self.prefix_search = _compile(spec.get("prefix_search"), "search")
-        self.suffix_search = _compile(spec.get("suffix_search"), "search")
+        self._prefix = (
+            _Affix(spec["prefix_search"], "prefix") if spec.get("prefix_search") else None
+        )
+        self._suffix = (
+            _Affix(spec["suffix_search"], "suffix") if spec.get("suffix_search") else None
+        )
         self.infix_finditer = _compile(spec.get("infix_finditer"), "finditer")
         self.token_match = _compile(spec.get("token_match"), "match")
-        self.url_match = _compile(spec.get("url_match"), "match")
+        self.url_match = _compile(_linear_url(spec.get("url_match")), "match")
         self.faster_heuristics = bool(spec.get("faster_heuristics", True))
         self.max_cache_size = int(spec.get("max_cache_size", 10000))
         self._specials: dict[str, tuple[str, ...]] = {}
+        self._longest_special = 0
         self._cache: dict[str, tuple[str, ...]] = {}
         self._patterns: set[tuple[str, ...]] = set()
         self._first_tokens: set[str] = set()
@@ -213,6 +394,7 @@ class SpacyRules:
                 f"special case {string!r}: its pieces {list(orths)!r} do not join to it"
             )
         self._specials[string] = tuple(orths)
+        self._longest_special = max(self._longest_special, len(string))
         self._cache.clear()
         if (
             not self.faster_heuristics
@@ -232,17 +414,11 @@ class SpacyRules:
         tokens = self._apply_special_cases(tokens)
         return [t for t, _ in tokens]
 
-    def find_prefix(self, string: str) -> int:
-        if self.prefix_search is None:
-            return 0
-        m = self.prefix_search(string)
-        return m.end() - m.start() if m is not None else 0
+    def find_prefix(self, string: str, lo: int = 0, hi: int | None = None) -> int:
+        return self._prefix.find(string, lo, hi) if self._prefix is not None else 0
 
-    def find_suffix(self, string: str) -> int:
-        if self.suffix_search is None:
-            return 0
-        m = self.suffix_search(string)
-        return m.end() - m.start() if m is not None else 0
+    def find_suffix(self, string: str, lo: int = 0, hi: int | None = None) -> int:
+        return self._suffix.find(string, lo, hi) if self._suffix is not None else 0
 
     def find_infix(self, string: str) -> list[re.Match[str]]:
         if self.infix_finditer is None:
@@ -315,41 +491,47 @@ class SpacyRules:
     def _split_affixes(
         self, string: str, prefixes: list[str], suffixes: list[str], with_special: bool
     ) -> str:
+        # spaCy's loop, on the bounds [lo, hi) of what is left instead of on copies of it
+        lo, hi = 0, len(string)
         last_size = 0
         prefix = suffix = ""
-        while string and len(string) != last_size:
-            if self.token_match is not None and self.token_match(string):
+        longest = self._longest_special if with_special else -1
+
+        def special(a: int, b: int) -> bool:
+            return b - a <= longest and string[a:b] in self._specials
+
+        while lo < hi and hi - lo != last_size:
+            if self.token_match is not None and self.token_match(string[lo:hi]):
                 break
-            if with_special and string in self._specials:
+            if special(lo, hi):
                 break
-            last_size = len(string)
-            pre_len = self.find_prefix(string)
+            last_size = hi - lo
+            pre_len = self.find_prefix(string, lo, hi)
             if pre_len != 0:
-                prefix = string[:pre_len]
-                minus_pre = string[pre_len:]
-                if minus_pre and with_special and minus_pre in self._specials:
-                    string = minus_pre
+                prefix = string[lo : lo + pre_len]
+                if lo + pre_len < hi and special(lo + pre_len, hi):
+                    lo += pre_len
                     prefixes.append(prefix)
                     break
-            suf_len = self.find_suffix(string[pre_len:])
+            suf_len = self.find_suffix(string, lo + pre_len, hi)
             if suf_len != 0:
-                suffix = string[-suf_len:]
-                minus_suf = string[:-suf_len]
-                if minus_suf and with_special and minus_suf in self._specials:
-                    string = minus_suf
+                suffix = string[hi - suf_len : hi]
+                if hi - suf_len > lo and special(lo, hi - suf_len):
+                    hi -= suf_len
                     suffixes.append(suffix)
                     break
-            if pre_len and suf_len and (pre_len + suf_len) <= len(string):
-                string = string[pre_len:-suf_len]
+            if pre_len and suf_len and (pre_len + suf_len) <= hi - lo:
+                lo += pre_len
+                hi -= suf_len
                 prefixes.append(prefix)
                 suffixes.append(suffix)
             elif pre_len:
-                string = minus_pre
+                lo += pre_len
                 prefixes.append(prefix)
             elif suf_len:
-                string = minus_suf
+                hi -= suf_len
                 suffixes.append(suffix)
-        return string
+        return string[lo:hi]
 
     def _attach_tokens(
         self,
@@ -449,11 +631,19 @@ class Chunking:
 class TextTokenizer:
     """Text -> token ids, exactly as the learner's `learn.predict` computes them.
 
-    Build one with `TextTokenizer.from_file(path)` (a release's tokenizer.json).
+    Build one with `TextTokenizer.from_file(path)` (a release's tokenizer.json). `tokens` and
+    `ids` refuse a text over `limits` (default `InputLimits()`) before any rule runs.
     """
 
-    def __init__(self, spec: dict[str, Any], source: str = "tokenizer.json"):
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        source: str = "tokenizer.json",
+        *,
+        limits: InputLimits | None = None,
+    ):
         self.source = source
+        self.limits = InputLimits() if limits is None else limits
         if spec.get("format") != FORMAT or not isinstance(spec.get("format_version"), int):
             raise InputError(f"{source}: not a fastai-release tokenizer file")
         if spec["format_version"] > FORMAT_VERSION:
@@ -482,7 +672,7 @@ class TextTokenizer:
         )
 
     @classmethod
-    def from_file(cls, path: Path) -> TextTokenizer:
+    def from_file(cls, path: Path, *, limits: InputLimits | None = None) -> TextTokenizer:
         """Read a tokenizer.json.
 
         Raises:
@@ -496,12 +686,17 @@ class TextTokenizer:
         if not isinstance(spec, dict):
             raise InputError(f"{path}: expected a JSON object")
         try:
-            return cls(spec, str(path))
+            return cls(spec, str(path), limits=limits)
         except (KeyError, TypeError, re.error) as e:
             raise InputError(f"{path}: malformed tokenizer file ({type(e).__name__}: {e})") from e
 
     def tokens(self, text: str) -> list[str]:
-        """The tokens fastai's Tokenizer transform gives `text`."""
+        """The tokens fastai's Tokenizer transform gives `text`.
+
+        Raises:
+            InputTooLarge: `text` is over `self.limits`.
+        """
+        self.limits.check(text)
         for rule in self._rules:
             text = rule(text)
         toks = self._words(text)
@@ -510,9 +705,15 @@ class TextTokenizer:
         return toks
 
     def ids(self, text: str) -> list[int]:
-        """The token ids fastai's Tokenizer + Numericalize give `text` (unknown -> xxunk)."""
+        """The token ids fastai's Tokenizer + Numericalize give `text` (unknown -> xxunk).
+
+        Raises:
+            InputTooLarge: `text`, or its tokens, are over `self.limits`.
+        """
         o2i, unk = self._o2i, self.unknown_id
-        return [o2i.get(t, unk) for t in self.tokens(text)]
+        toks = self.tokens(text)
+        self.limits.check_tokens(len(toks))
+        return [o2i.get(t, unk) for t in toks]
 
     def ids_many(self, texts: Iterable[str]) -> list[list[int]]:
         return [self.ids(t) for t in texts]

@@ -1,6 +1,7 @@
 """What a failure of GitHub or the Hugging Face Hub means: retry (and how long to wait) or give up.
 
-`classify_github` and `classify_hf` feed `pipeline.retry.RetryPolicy`; `describe` makes one line
+`classify_github` and `classify_hf` feed `pipeline.retry.RetryPolicy`, reading statuses with the
+same `pipeline.retry.classify_status` the client uses; `describe` makes one line
 of any PyGithub, huggingface_hub, requests or httpx error, and `Redactor` removes every secret
 from it before it reaches a log or an error. The client libraries are imported lazily, inside the
 functions, so importing this module costs nothing.
@@ -8,15 +9,21 @@ functions, so importing this module costs nothing.
 
 from __future__ import annotations
 
-import email.utils
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
-from pipeline.retry import Retry
+from pipeline.retry import RETRY_STATUS, Retry, _header, classify_status, host_wait
 
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_HF_RATELIMIT = re.compile(r"r\s*=\s*0\s*;\s*t\s*=\s*(\d+)")
+__all__ = [
+    "RETRY_STATUS",
+    "HostUnavailable",
+    "Redactor",
+    "classify_github",
+    "classify_hf",
+    "describe",
+    "host_wait",
+    "http_status",
+]
 
 
 class HostUnavailable(Exception):
@@ -31,40 +38,6 @@ class HostUnavailable(Exception):
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
-
-
-def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
-    if not headers:
-        return None
-    for k, v in headers.items():
-        if k.lower() == name.lower():
-            return v
-    return None
-
-
-def host_wait(
-    headers: Mapping[str, str] | None, now: Callable[[], float] = time.time
-) -> float | None:
-    """Seconds the host asked us to wait: Retry-After (seconds or HTTP date), GitHub's
-    X-RateLimit-Reset when X-RateLimit-Remaining is 0, or the Hub's `ratelimit: ...;r=0;t=N`."""
-    value = _header(headers, "Retry-After")
-    if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now())
-        except (TypeError, ValueError):
-            pass
-    if _header(headers, "X-RateLimit-Remaining") == "0":
-        reset = _header(headers, "X-RateLimit-Reset")
-        if reset and reset.strip().isdigit():
-            return (
-                max(0.0, int(reset) - now()) + 1.0
-            )  # the reset second itself may still be limited
-    if m := _HF_RATELIMIT.search(_header(headers, "RateLimit") or ""):
-        return float(m.group(1)) + 1.0
-    return None
 
 
 def _is_network_error(exc: BaseException) -> str | None:
@@ -98,13 +71,8 @@ def classify_github(exc: BaseException, now: Callable[[], float] = time.time) ->
     if isinstance(exc, requests.exceptions.RetryError):
         return None  # PyGithub's own urllib3 retry already spent its attempts
     if isinstance(exc, GithubException):
-        wait = host_wait(exc.headers, now)
-        if exc.status in RETRY_STATUS:
-            return Retry(f"HTTP {exc.status}", wait)
         message = exc.data.get("message", "") if isinstance(exc.data, dict) else ""
-        if exc.status == 403 and (wait is not None or "rate limit" in str(message).lower()):
-            return Retry("rate limited (HTTP 403)", wait)
-        return None
+        return classify_status(exc.status, exc.headers, str(message), now)
     if why := _is_network_error(exc):
         return Retry(why)
     return None
@@ -136,10 +104,9 @@ def _classify_hf_one(exc: BaseException) -> Retry | None:
     if isinstance(exc, HostUnavailable):
         return Retry(exc.reason, exc.retry_after)
     if isinstance(exc, HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else None
-        if status in RETRY_STATUS:
-            return Retry(f"HTTP {status}", host_wait(exc.response.headers))
-        return None
+        if exc.response is None:
+            return None
+        return classify_status(exc.response.status_code, exc.response.headers)
     if why := _is_network_error(exc):
         return Retry(why)
     return None

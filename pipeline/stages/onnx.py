@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from pipeline import atomic
+from pipeline.client.limits import InputLimits
 from pipeline.client.tokenizer import TextTokenizer
 from pipeline.errors import GateFailed, InputError
 from pipeline.manifest import ONNX_FILE, TOKENIZER_FILE
@@ -66,7 +67,7 @@ class ExportOnnx:
             raise required_but_unsupported(ctx, why)
         learn = ctx.original_learner()
         spec = tokenizer_spec(learn)
-        tokenizer = TextTokenizer(spec, TOKENIZER_FILE)
+        tokenizer = TextTokenizer(spec, TOKENIZER_FILE, limits=InputLimits.unlimited())
         sets = {"eval": list(ctx.eval_data.texts)}
         if ctx.train_data is not None:
             sets["train"] = list(ctx.train_data.texts)

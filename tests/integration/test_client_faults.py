@@ -86,9 +86,9 @@ class Waits(list):
 
 
 def mirror(server: MirrorServer, waits: Waits | None = None, **policy) -> MirrorSource:
-    p = {"attempts": 4, "backoff": 0.05, "total": 30, "connect_timeout": 2, "read_timeout": 2}
+    p = {"max_attempts": 4, "base_delay": 0.05, "max_total": 30, "connect_timeout": 2, "timeout": 2}
     http = Http(
-        RetryPolicy(**{**p, **policy}),
+        RetryPolicy.for_downloads(**{**p, **policy}),
         sleep=waits if waits is not None else Waits(),
         progress=False,
     )
@@ -217,7 +217,7 @@ def test_a_hanging_source_times_out_and_is_retried(tmp_path: Path, store, server
     start = time.monotonic()
     r = fetch(
         "m",
-        sources=[mirror(server, read_timeout=0.3)],
+        sources=[mirror(server, timeout=0.3)],
         variants=["quantized"],
         cache_dir=tmp_path / "c",
     )
@@ -231,7 +231,10 @@ def test_all_sources_down_without_and_with_a_cache(tmp_path: Path, store, server
     # with a cached version a start succeeds, offline, and says so
     cache = tmp_path / "c"
     fetch("m", sources=[mirror(server)], cache_dir=cache)
-    dead = [MirrorSource(u, http=Http(RetryPolicy(attempts=2, backoff=0.01))) for u in down]
+    dead = [
+        MirrorSource(u, http=Http(RetryPolicy.for_downloads(max_attempts=2, base_delay=0.01)))
+        for u in down
+    ]
     with caplog.at_level(logging.INFO, logger="pipeline"):
         r = fetch("m", sources=dead, cache_dir=cache)
     assert r.offline and r.cache_hit and r.manifest.version == "1.0.0"
@@ -239,7 +242,7 @@ def test_all_sources_down_without_and_with_a_cache(tmp_path: Path, store, server
     # a hanging source is given up within its time budget
     server.always("/m/latest", Fault.hang(10))
     start = time.monotonic()
-    r = fetch("m", sources=[mirror(server, attempts=2, read_timeout=0.2)], cache_dir=cache)
+    r = fetch("m", sources=[mirror(server, max_attempts=2, timeout=0.2)], cache_dir=cache)
     assert r.offline and time.monotonic() - start < 5
     # nothing cached: one clear error naming what to pre-fetch (exit 6)
     empty = tmp_path / "empty"

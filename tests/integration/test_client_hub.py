@@ -47,7 +47,9 @@ def release(tmp_path: Path) -> tuple[Path, mf.Manifest, dict[str, bytes]]:
 
 def fast_http() -> Http:
     return Http(
-        RetryPolicy(attempts=3, backoff=0.01, total=30, connect_timeout=2, read_timeout=5),
+        RetryPolicy.for_downloads(
+            max_attempts=3, base_delay=0.01, max_total=30, connect_timeout=2, timeout=5
+        ),
         progress=False,
     )
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline import config as cfg
+from pipeline.client.limits import InputLimits
 from pipeline.client.onnx_model import OnnxClassifier
 from pipeline.client.tokenizer import RULES, Chunking, TextTokenizer
 from pipeline.dataset import read_labelled_csv
@@ -36,7 +37,8 @@ def tiny_onnx(tiny, tmp_path_factory):
     d = work / "artifacts" / "build" / "0.0.1"
     learn = load_exported(d / "export.pkl")
     fp32 = export_fp32(strip(learn), tmp_path_factory.mktemp("fp32") / "model_fp32.onnx")
-    return d, manifest, learn, TextTokenizer.from_file(d / TOKENIZER_FILE), fp32
+    unlimited = InputLimits.unlimited()  # texts of up to 1,500 tokens below
+    return d, manifest, learn, TextTokenizer.from_file(d / TOKENIZER_FILE, limits=unlimited), fp32
 
 
 def test_token_ids_from_the_release_file_are_fastais(tiny_onnx) -> None:
@@ -87,7 +89,9 @@ def _text_of(tok: TextTokenizer, n: int) -> str:
 def test_any_sequence_length_gives_fastais_probabilities(tiny_onnx) -> None:
     d, _, learn, tok, fp32 = tiny_onnx
     exact = OnnxClassifier(fp32, tok)
-    int8 = OnnxClassifier(d / ONNX_FILE, d / TOKENIZER_FILE)
+    int8 = OnnxClassifier(
+        d / ONNX_FILE, TextTokenizer.from_file(d / TOKENIZER_FILE, limits=tok.limits)
+    )
     assert tok.chunking == Chunking(72, 1440)
     with learn.no_bar():
         # 71/72/73: one chunk, exactly one, one more; 500: 7 chunks; 1500: the first chunks
@@ -99,7 +103,7 @@ def test_any_sequence_length_gives_fastais_probabilities(tiny_onnx) -> None:
             assert np.abs(int8.predict(text).probs - want).max() < 0.02, n
         # pooling over every chunk would have been measurably wrong for the 1500-token text
         exact.tokenizer = TextTokenizer(
-            {**tok.spec, "chunking": {"bptt": 72, "max_len": None}}, "no max_len"
+            {**tok.spec, "chunking": {"bptt": 72, "max_len": None}}, "no max_len", limits=tok.limits
         )
         assert np.abs(exact.predict(text).probs - want).max() > 1e-4
 

@@ -41,7 +41,7 @@ def http_with(answers: list, policy: RetryPolicy | None = None) -> tuple[Http, C
 
     clock = Clock()
     http = Http(
-        policy or RetryPolicy(attempts=4, backoff=1.0, total=60),
+        policy or RetryPolicy.for_downloads(max_attempts=4, base_delay=1.0, max_total=60),
         sleep=clock.sleep,
         clock=clock,
         rand=lambda: 0.0,
@@ -59,9 +59,10 @@ def test_5xx_is_retried_with_doubling_jittered_backoff() -> None:
     assert len(seen) == 3
     # rand() = 0 gives the low end of the jitter range: backoff * 2**(n-1) * 0.5
     assert clock.waits == [0.5, 1.0]
-    p = RetryPolicy(backoff=1.0, backoff_max=5.0)
-    assert p.delay(1, 0.999) == pytest.approx(0.9995)
-    assert p.delay(10, 0.0) == 2.5  # capped at backoff_max, then jittered
+    p = RetryPolicy.for_downloads(base_delay=1.0, max_delay=5.0, rand=lambda: 0.999)
+    assert p.backoff(1) == pytest.approx(0.9995)
+    p = RetryPolicy.for_downloads(base_delay=1.0, max_delay=5.0, rand=lambda: 0.0)
+    assert p.backoff(10) == 2.5  # capped at max_delay, then jittered
 
 
 def test_429_retry_after_is_honoured() -> None:
@@ -74,22 +75,24 @@ def test_429_retry_after_is_honoured() -> None:
 
 def test_retry_after_beyond_the_budget_gives_up_at_once() -> None:
     http, clock, seen = http_with([httpx.Response(429, headers={"Retry-After": "3600"})])
-    with pytest.raises(Unreachable, match="retry in 3600 s, beyond the 60 s budget"):
+    with pytest.raises(Unreachable, match="asks to wait 3600 s, beyond the 60 s"):
         http.get_bytes(URL, what="m")
     assert clock.waits == [] and len(seen) == 1
 
 
 def test_persistent_failure_stops_after_the_attempts() -> None:
     http, clock, seen = http_with([httpx.Response(502)])
-    with pytest.raises(Unreachable, match="gave up after 4 attempts.*HTTP 502"):
+    with pytest.raises(Unreachable, match="HTTP 502.*gave up after 4 attempts"):
         http.get_bytes(URL, what="m")
     assert len(seen) == 4 and clock.waits == [0.5, 1.0, 2.0]
 
 
 def test_total_time_is_bounded() -> None:
-    policy = RetryPolicy(attempts=100, backoff=10.0, backoff_max=10.0, total=30)
+    policy = RetryPolicy.for_downloads(
+        max_attempts=100, base_delay=10.0, max_delay=10.0, max_total=30
+    )
     http, clock, seen = http_with([httpx.Response(503)], policy)
-    with pytest.raises(Unreachable, match="budget 30 s"):
+    with pytest.raises(Unreachable, match="beyond the 30 s this operation may take|within 30 s"):
         http.get_bytes(URL, what="m")
     assert sum(clock.waits) <= 30 and len(seen) == len(clock.waits) + 1
 
@@ -174,3 +177,32 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("12") == 12.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_a_rate_limited_403_is_retried_like_the_publishers_do() -> None:
+    # one reading of HTTP failures (pipeline.retry.classify_status) for publishers and client
+    reset = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1000030"}
+    http, clock, seen = http_with(
+        [httpx.Response(403, headers=reset), httpx.Response(200, content=b"ok")]
+    )
+    http.policy.wall = lambda: 1_000_000.0
+    assert http.get_bytes(URL, what="m") == b"ok"
+    assert clock.waits == [31.0] and len(seen) == 2
+    http, _, seen = http_with([httpx.Response(501)])
+    with pytest.raises(RemoteError, match="HTTP 501"):
+        http.get_bytes(URL, what="m")
+    assert len(seen) == 1  # Not Implemented will say the same on every attempt
+
+
+def test_credentials_leave_the_url_for_the_authorization_header() -> None:
+    from pipeline.client.network import split_credentials
+
+    assert split_credentials("https://u%40x:p%3Aw@host:8443/a?b=1") == (
+        "https://host:8443/a?b=1",
+        ("u@x", "p:w"),
+    )
+    assert split_credentials("http://host/a") == ("http://host/a", None)
+    http, _, seen = http_with([httpx.Response(200, content=b"ok")])
+    http.get_bytes("http://user:tok3n@mirror.test/m/latest", what="m")
+    assert seen[0].url == "http://mirror.test/m/latest"
+    assert seen[0].headers["Authorization"] == "Basic dXNlcjp0b2szbg=="

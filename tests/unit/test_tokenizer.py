@@ -171,3 +171,134 @@ def test_tokenizer_file_problems_are_input_errors(tmp_path: Path) -> None:
     path.write_text(json.dumps(spec))
     with pytest.raises(InputError, match="malformed tokenizer file.*vocab"):
         TextTokenizer.from_file(path)
+
+
+# -- linear time (issue 11, finding 7) ----------------------------------------------------------
+
+ADVERSARIAL_UNITS = [
+    ")]",
+    "([",
+    "a:",
+    "a@",
+    "'s",
+    "\"'",
+    "😀🎉",
+    "a..",
+    "1,",
+    "x/",
+    "#a",
+    "…a",
+    "..a",
+]
+
+
+def test_the_affix_search_answers_what_a_plain_search_does(spacy_pair) -> None:
+    import re
+
+    from pipeline.client.tokenizer import _Affix
+
+    _, spec = spacy_pair
+    rng = random.Random(3)
+    texts = CURATED + fuzz_texts(5, 300, list(spec["special_cases"]))
+    texts += [
+        "".join(rng.choice(ADVERSARIAL_UNITS) for _ in range(rng.randint(1, 40)))
+        for _ in range(300)
+    ]
+    for kind in ("prefix", "suffix"):
+        spec_k = spec[f"{kind}_search"]
+        plain = re.compile(spec_k["pattern"], spec_k["flags"]).search
+        fast = _Affix(spec_k, kind)
+        assert fast._match_at is not None or fast._bounded is not None  # the fast path is taken
+        for text in texts:
+            for lo, hi in {
+                (0, len(text)),
+                (rng.randint(0, len(text)), len(text)),
+                (0, rng.randint(0, len(text))),
+            }:
+                m = plain(text[lo:hi])
+                want = m.end() - m.start() if m else 0
+                assert fast.find(text, lo, hi) == want, (kind, text, lo, hi)
+
+
+def test_the_linear_url_pattern_accepts_exactly_what_spacys_does(spacy_pair) -> None:
+    import re
+
+    from pipeline.client.tokenizer import _URL_USERINFO, _linear_url
+
+    _, spec = spacy_pair
+    url = spec["url_match"]
+    assert _URL_USERINFO in url["pattern"]  # spaCy's pattern still has the quadratic group
+    slow = re.compile(url["pattern"], url["flags"]).match
+    fast = re.compile(_linear_url(url)["pattern"], url["flags"]).match
+    rng = random.Random(4)
+    pieces = [
+        "a",
+        "b1",
+        ":",
+        "@",
+        ".",
+        "/",
+        "-",
+        "_",
+        "com",
+        "http://",
+        "www.",
+        "x.org",
+        "192.168.0.1",
+        "é",
+        "?",
+        "#",
+        ":80",
+    ]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(5000)]
+    texts += [
+        "user:pw@example.com/a",
+        "a@b@c.com",
+        "a:b:c@d.org/x@y",
+        "http://a.b.com:8080/p?q=1#f",
+    ]
+    assert sum(bool(slow(t)) for t in texts) > 100  # the sample holds URLs, not only junk
+    assert [bool(slow(t)) for t in texts] == [bool(fast(t)) for t in texts]
+
+
+def test_adversarial_runs_give_spacys_tokens_in_linear_time(spacy_pair) -> None:
+    import time
+
+    nlp, spec = spacy_pair
+    mine = SpacyRules(spec)
+    for unit in ADVERSARIAL_UNITS:
+        text = unit * 60  # small enough for spaCy itself
+        assert mine(text) == [t.text for t in nlp(text)], unit
+    # spaCy and this port before took 3.7 s on `)]` * 2000 and 1.7 s on `a:` * 8000
+    for unit in (")]", "a:", "'s", "😀🎉"):
+        start = time.perf_counter()
+        mine(unit * 4000)
+        assert time.perf_counter() - start < 1.5, unit
+
+
+def test_input_limits(monkeypatch) -> None:
+    from pipeline.client.limits import InputLimits, InputTooLarge
+
+    limits = InputLimits(max_chars=50, max_run=10, max_tokens=5)
+    assert limits.check("a short text") == "a short text"
+    with pytest.raises(InputTooLarge, match="51 characters, more than the limit of 50") as e:
+        limits.check("x " * 25 + "x")
+    assert isinstance(e.value, ValueError) and e.value.setting == "max_chars"
+    with pytest.raises(InputTooLarge, match="a run of 11 characters without whitespace"):
+        limits.check("ok " + "y" * 11)
+    with pytest.raises(InputTooLarge, match="6 tokens, more than the limit of 5"):
+        limits.check_tokens(6)
+    with pytest.raises(InputError, match="expected a str"):
+        limits.check(b"bytes")  # type: ignore[arg-type]
+    assert InputLimits.unlimited().check("z" * 100_000)
+    tok = TextTokenizer(_spec(), limits=InputLimits(max_tokens=3))
+    with pytest.raises(InputTooLarge, match="4 tokens"):
+        tok.ids("hello world planet")
+    monkeypatch.setenv("RELEASE_MAX_INPUT_CHARS", "none")
+    monkeypatch.setenv("RELEASE_MAX_INPUT_RUN", "64")
+    assert InputLimits.from_env() == InputLimits(max_chars=None, max_run=64)
+    monkeypatch.setenv("RELEASE_MAX_INPUT_TOKENS", "-1")
+    with pytest.raises(InputError, match=r"\$RELEASE_MAX_INPUT_TOKENS: expected a whole number"):
+        InputLimits.from_env()
+    with pytest.raises(InputError, match="max_run: expected a whole number >= 1"):
+        InputLimits(max_run=0)
