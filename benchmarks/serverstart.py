@@ -1,6 +1,7 @@
 """Server start with the client, against the bare minimum, on a local HTTP server.
 
     python -m benchmarks.serverstart [--build-dir artifacts/build/1.0.0] [--rows start,concurrent,fleet,predict]
+    python -m benchmarks.serverstart --rows warm [--compare-with /path/to/older/checkout]
 
 - start: a cold start (empty cache) of `load_model` against `curl` of the same bytes plus a
   bare `fastai.learner.load_learner`; a warm start (cached, pinned version: verify + load, no
@@ -13,6 +14,10 @@
   proxy, `s3://` source) side by side, on one cache and on a cache per process.
 - predict: the client's `predict()` against `learn.predict` on the quantized model, interleaved,
   one thread; p50/p95 and the largest probability difference.
+- warm: warm starts only, side by side: a bare `load_learner` of the cached file, this tree's
+  `load_model` with the release signed (model.sig, a fresh ECDSA key) and checked with
+  `public_key=`, and, with `--compare-with`, another checkout's `load_model` of the same cache
+  (e.g. the code before signatures) in the same fresh-process, interleaved way.
 
 Used by `python -m benchmarks.run` (rows "start", "concurrent" and "fleet").
 """
@@ -76,22 +81,37 @@ class StaticServer:
 
 
 def mirror_of(build_dir: Path, where: Path) -> tuple[Path, Manifest]:
-    """A release-store layout (<model>/<version>/<files>, <model>/latest) of a build, by hard links."""
+    """A release-store layout (<model>/<version>/<files>, <model>/latest) of a build, by hard
+    links, signed with a fresh key (model.sig; its public half in `where`/release.pub): servers
+    take pickles from a mirror only with an authenticated manifest."""
+    from pipeline import signing
+
     m = Manifest.read(build_dir)
     d = where / m.model / m.version
     d.mkdir(parents=True)
     for name in [f.name for f in m.files] + ["manifest.json"]:
         os.link(build_dir / name, d / name)
     (where / m.model / "latest").write_text(m.version + "\n")
+    pair = signing.generate()
+    (d / "model.sig").write_bytes(signing.Signer("key", pair.private_pem.encode()).sign(d, m))
+    (where / "release.pub").write_text(pair.public_pem)
     return where, m
 
 
-def _python(code: str, *args: str, **env_extra: str) -> tuple[float, dict[str, Any]]:
-    """Run `code` in a fresh interpreter; return its wall time and the JSON it printed last."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", **env_extra}
+def _python(
+    code: str, *args: str, tree: Path = ROOT, **env_extra: str
+) -> tuple[float, dict[str, Any]]:
+    """Run `code` in a fresh interpreter (importing `pipeline` from `tree`); return its wall time
+    and the JSON it printed last."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONWARNINGS": "ignore", **env_extra}
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600
+    proc = subprocess.run(  # cwd: `python -c` puts the working directory first on sys.path
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tree,
     )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -115,8 +135,10 @@ warnings.simplefilter("ignore")
 import fastai.learner, spacy  # imported first in both: the call's time is the client's own work
 from pipeline.client import MirrorSource, load_model
 t = time.perf_counter()
+trust = {"public_key": sys.argv[6]} if len(sys.argv) > 6 else {}  # none: an older checkout
 loaded = load_model(sys.argv[1], sys.argv[2], sources=[MirrorSource(sys.argv[3])],
-                    cache_dir=sys.argv[4], variants=["quantized"], smoke_test=sys.argv[5] == "1")
+                    cache_dir=sys.argv[4], variants=["quantized"], smoke_test=sys.argv[5] == "1",
+                    **trust)
 print(json.dumps({"call": time.perf_counter() - t, "hit": loaded.fetched.cache_hit,
                   "smoke": loaded.smoke_passed}))
 """
@@ -146,7 +168,8 @@ def cold_and_warm(build_dir: Path, repeats: int = 3) -> dict[str, Any]:
 
         with StaticServer(store) as server:
             warm = tmp / "warm-cache"
-            _python(CLIENT, m.model, m.version, server.url, str(warm), "0")  # fill it once
+            key = str(store / "release.pub")
+            _python(CLIENT, m.model, m.version, server.url, str(warm), "0", key)  # fill it once
             cached = warm / m.model / m.version / q.name
             for i in range(repeats):
                 order = ["baseline", "client", "client-nosmoke"]
@@ -165,7 +188,7 @@ def cold_and_warm(build_dir: Path, repeats: int = 3) -> dict[str, Any]:
                     else:
                         smoke = "1" if name == "client" else "0"
                         wall, out = _python(
-                            CLIENT, m.model, "latest", server.url, str(cache), smoke
+                            CLIENT, m.model, "latest", server.url, str(cache), smoke, key
                         )
                         assert not out["hit"]
                         label = "smoke test on" if smoke == "1" else "no smoke test"
@@ -178,7 +201,7 @@ def cold_and_warm(build_dir: Path, repeats: int = 3) -> dict[str, Any]:
                     else:
                         smoke = "1" if name == "client" else "0"
                         wall, out = _python(
-                            CLIENT, m.model, m.version, server.url, str(warm), smoke
+                            CLIENT, m.model, m.version, server.url, str(warm), smoke, key
                         )
                         assert out["hit"]
                         label = "smoke test on" if smoke == "1" else "verify + load"
@@ -205,6 +228,94 @@ def cold_and_warm(build_dir: Path, repeats: int = 3) -> dict[str, Any]:
         table.append(f"| {name} | {_ms(r['wall'])} | {ratio:.2f}x | {call} |")
     results["table"] = table
     return results
+
+
+SIGNED = """
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+import fastai.learner, spacy  # imported first in all rows: the call's time is the client's own work
+from pipeline.client import MirrorSource, load_model
+t = time.perf_counter()
+loaded = load_model(sys.argv[1], sys.argv[2], sources=[MirrorSource(sys.argv[3])],
+                    cache_dir=sys.argv[4], variants=["quantized"], smoke_test=False,
+                    public_key=sys.argv[5])
+print(json.dumps({"call": time.perf_counter() - t, "hit": loaded.fetched.cache_hit,
+                  "authenticated": loaded.fetched.authenticated}))
+"""
+
+
+def warm_rows(
+    build_dir: Path, repeats: int = 5, compare_with: Path | None = None
+) -> dict[str, Any]:
+    """Warm starts side by side: bare load_learner, this tree with a signature check, and another
+    checkout's load_model (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp_s:
+        tmp = Path(tmp_s)
+        store, m = mirror_of(Path(build_dir), tmp / "store")
+        key = store / "release.pub"
+        q = m.variant("quantized")
+        rows: dict[str, dict[str, list[float]]] = {}
+        with StaticServer(store) as server:
+            cache = tmp / "cache"
+            _python(SIGNED, m.model, m.version, server.url, str(cache), str(key))  # fill it
+            cached = cache / m.model / m.version / q.name
+            runs = {
+                "bare load_learner of the cached file": lambda: _python(BARE, str(cached)),
+                "load_model, signature checked (this tree)": lambda: _python(
+                    SIGNED, m.model, m.version, server.url, str(cache), str(key)
+                ),
+            }
+            if compare_with is not None:
+                runs[f"load_model ({compare_with.name}, no signature)"] = lambda: _python(
+                    CLIENT, m.model, m.version, server.url, str(cache), "0", tree=compare_with
+                )
+            names = list(runs)
+            for i in range(repeats):
+                for name in names if i % 2 == 0 else names[::-1]:
+                    wall, out = runs[name]()
+                    if "authenticated" in out:
+                        assert out["hit"] and out["authenticated"], out
+                    r = rows.setdefault(name, {"wall": [], "call": []})
+                    r["wall"].append(wall)
+                    r["call"].append(out["call"])
+        check = _check_cost(store / m.model / m.version, key)
+    base = rows[names[0]]
+    table = [
+        f"Warm start, {q.name} ({q.size / 1e6:.1f} MB) of {m.model} {m.version}, smoke test off; "
+        f"{repeats} fresh processes per row, interleaved; median (min-max).",
+        "",
+        "| warm start | process wall time | the call alone | call vs bare |",
+        "|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        delta = 1000 * (statistics.median(r["call"]) - statistics.median(base["call"]))
+        table.append(
+            f"| {name} | {_ms(r['wall'])} | {_ms(r['call'])} | "
+            f"{'-' if r is base else f'{delta:+.0f} ms'} |"
+        )
+    table += [
+        "",
+        f"The signature check alone (`Trust.check`: the bundle's ECDSA signature, then sha256 of "
+        f"manifest.json against it), in one process, {check['n']} times: median "
+        f"{check['median_ms']:.2f} ms (min {check['min_ms']:.2f} ms).",
+    ]
+    return {"repeats": repeats, "rows": rows, "table": table, "check": check}
+
+
+def _check_cost(release_dir: Path, key: Path, n: int = 200) -> dict[str, Any]:
+    """Median time of the client's trust check of one signed manifest (imports excluded)."""
+    from pipeline.client.trust import Trust
+
+    manifest_bytes = (release_dir / "manifest.json").read_bytes()
+    bundle = (release_dir / "model.sig").read_bytes()
+    trust = Trust.from_options(key)
+    trust.check(manifest_bytes, bundle, "warm-up")
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        trust.check(manifest_bytes, bundle, "manifest.json")
+        times.append(time.perf_counter() - t0)
+    return {"n": n, "median_ms": 1000 * statistics.median(times), "min_ms": 1000 * min(times)}
 
 
 FORKER = """
@@ -336,6 +447,8 @@ def fleet(build_dir: Path, processes: int = 16) -> dict[str, Any]:
 
 def concurrent(build_dir: Path, processes: int = 16) -> dict[str, Any]:
     """N processes load one release at once on one empty cache (see the module docstring)."""
+    from pipeline.checksums import blake3_file
+
     with tempfile.TemporaryDirectory(prefix="bench-conc-") as tmp_s:
         tmp = Path(tmp_s)
         store, m = mirror_of(Path(build_dir), tmp / "store")
@@ -343,7 +456,14 @@ def concurrent(build_dir: Path, processes: int = 16) -> dict[str, Any]:
         with StaticServer(store) as server:
             # one thread per worker, as pre-forking servers run (and OpenMP does not survive fork)
             _, out = _python(
-                FORKER, server.url, str(tmp / "cache"), str(processes), m.model, OMP_NUM_THREADS="1"
+                FORKER,
+                server.url,
+                str(tmp / "cache"),
+                str(processes),
+                m.model,
+                "0",  # one cache for all
+                blake3_file(store / m.model / m.version / "manifest.json"),  # trust: a pin
+                OMP_NUM_THREADS="1",
             )
             downloads = server.counts.get(f"/{m.model}/{m.version}/{q.name}", 0)
     each = sorted(x["s"] for x in out["each"])
@@ -421,12 +541,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--processes", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compare-with", type=Path, help="rows 'warm': another checkout to time too")
     args = ap.parse_args(argv)
     rows = args.rows.split(",")
     out: dict[str, Any] = {}
     if "start" in rows:
         out["start"] = cold_and_warm(args.build_dir, args.repeats)
         print("\n".join(["## Server start", "", *out["start"]["table"], ""]), flush=True)
+    if "warm" in rows:
+        out["warm"] = warm_rows(args.build_dir, args.repeats, args.compare_with)
+        print("\n".join(["## Warm start with a signature check", "", *out["warm"]["table"], ""]))
     if "concurrent" in rows:
         out["concurrent"] = concurrent(args.build_dir, args.processes)
         print("\n".join(["## Concurrent cold starts", "", *out["concurrent"]["table"], ""]))

@@ -203,7 +203,8 @@ def build(state: _State, force: bool) -> None:
     help="Where to publish (repeatable); default: [publish] targets in the config. "
     "Available: local, github, huggingface, s3. Tokens: GITHUB_TOKEN (or GH_TOKEN), HF_TOKEN, "
     "S3 credentials from boto3's chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, a role); "
-    "endpoints: GITHUB_API_URL, HF_ENDPOINT; RELEASE_SIGNING_KEY signs manifest.json.",
+    "endpoints: GITHUB_API_URL, HF_ENDPOINT; signing: RELEASE_SIGNING (key, certificate, "
+    "sigstore), RELEASE_SIGNING_KEY, RELEASE_SIGNING_CERTIFICATE.",
 )
 @click.option(
     "--dry-run",
@@ -238,41 +239,85 @@ def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool)
         click.echo("\n".join(describe_plan(r)) if dry_run else r.line())
 
 
+def _trust_root_options(f):  # noqa: ANN001, ANN202
+    """--public-key / --certificate-chain / --identity / --identity-issuer (one trust root)."""
+    f = click.option(
+        "--identity-issuer",
+        show_envvar=True,
+        help="The OIDC issuer of --identity / --keyless (default: GitHub Actions').",
+    )(f)
+    f = click.option(
+        "--identity",
+        show_envvar=True,
+        help="Sigstore (keyless): the signer's certificate identity, e.g. "
+        "https://github.com/OWNER/REPO/.github/workflows/release.yml@refs/tags/v{version}.",
+    )(f)
+    f = click.option(
+        "--certificate-chain",
+        show_envvar=True,
+        help="Your PKI's root certificate(s), PEM text or a file: the signing certificate must chain to it.",
+    )(f)
+    return click.option(
+        "--public-key",
+        show_envvar=True,
+        help="The ECDSA public key that signs releases (PEM text, or a file; `release keygen` "
+        "makes the pair).",
+    )(f)
+
+
+def _refuse_blank_env(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """click treats an empty environment variable as unset; for a trust setting that would
+    silently turn a check off, so it is a configuration error instead (exit 3)."""
+    import os
+
+    from pipeline.errors import ConfigError
+
+    for param in ctx.command.params:
+        if param.name not in names or ctx.params.get(param.name) not in (None, False):
+            continue
+        envvar = (
+            f"{ctx.auto_envvar_prefix}_{param.name.upper()}" if ctx.auto_envvar_prefix else None
+        )
+        if envvar and envvar in os.environ and not os.environ[envvar].strip():
+            raise ConfigError(
+                f"${envvar}: set but empty; an empty {param.opts[0]} never turns a check off: "
+                "give a value or unset the variable"
+            )
+
+
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--public-key",
-    show_envvar=True,
-    help="Also check manifest.json.sig with this Ed25519 public key (base64, PEM, or a file "
-    "holding either); a missing or bad signature is exit 5.",
-)
-@click.pass_obj
-def verify(state: _State, directory: Path, public_key: str | None) -> None:
-    """Check every file of a build or release DIRECTORY against its manifest (exit 5 on mismatch)."""
-    from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, verify_dir
+@_trust_root_options
+@click.pass_context
+def verify(
+    ctx: click.Context,
+    directory: Path,
+    public_key: str | None,
+    certificate_chain: str | None,
+    identity: str | None,
+    identity_issuer: str | None,
+) -> None:
+    """Check every file of a build or release DIRECTORY against its manifest (exit 5 on a
+    mismatch); with a trust root, also its model.sig and every file against what was signed."""
+    from pipeline import signing
+    from pipeline.client.trust import Trust
+    from pipeline.manifest import verify_dir
 
+    _refuse_blank_env(ctx, ("public_key", "certificate_chain", "identity", "identity_issuer"))
     m = verify_dir(directory)
-    if public_key:
-        from pipeline import signing
-        from pipeline.errors import IntegrityError
-
-        key_file = Path(public_key)
-        key = signing.load_public_key(
-            key_file.read_bytes() if len(public_key) < 4096 and key_file.is_file() else public_key,
-            f"--public-key {public_key if key_file.is_file() else '(text)'}",
-        )
-        sig = directory / SIGNATURE_NAME
-        if not sig.is_file():
-            raise IntegrityError(
-                f"{sig}: missing, and --public-key asks for a signed manifest: refusing an unsigned release"
-            )
-        signing.verify((directory / MANIFEST_NAME).read_bytes(), sig.read_bytes(), key, str(sig))
-        click.echo(
-            f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json, "
-            f"signed by {signing.public_key_b64(key)}"
-        )
+    trust = Trust.from_options(
+        public_key, certificate_chain=certificate_chain, identity=identity, issuer=identity_issuer
+    )
+    if trust.root is None:
+        click.echo(f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json")
         return
-    click.echo(f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json")
+    root = trust.root_for(None, m.model, m.version)
+    assert root is not None
+    signing.verify_release_dir(directory, root)
+    click.echo(
+        f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json, "
+        f"signed by {root.describe()}"
+    )
 
 
 @cli.command()
@@ -286,10 +331,11 @@ def verify(state: _State, directory: Path, public_key: str | None) -> None:
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing key pair.")
 def keygen(out_dir: Path, force: bool) -> None:
-    """Write a new Ed25519 key pair for signing manifests; print the public key.
+    """Write a new ECDSA P-256 key pair for signing releases; print the public key.
 
-    Put the private key file's content into RELEASE_SIGNING_KEY where `release publish` runs (a
-    CI secret); pin the printed public key on servers (`release fetch --public-key`).
+    Put the private key file's content into RELEASE_SIGNING_KEY where `release publish` runs
+    (kept offline by maintainers, or a CI secret); give the public key to servers
+    (`release fetch --public-key release-signing-key.pub`).
     """
     import os
 
@@ -304,8 +350,8 @@ def keygen(out_dir: Path, force: bool) -> None:
     with atomic.atomic_writer(private, "w") as f:
         os.fchmod(f.fileno(), 0o600)
         f.write(pair.private_pem)
-    atomic.write_text(public, pair.public_b64 + "\n")
-    click.echo(pair.public_b64)
+    atomic.write_text(public, pair.public_pem)
+    click.echo(pair.public_pem, nl=False)
     click.echo(
         f"wrote {private} (keep it secret: set RELEASE_SIGNING_KEY to its content) and {public}",
         err=True,
@@ -376,15 +422,32 @@ def info(state: _State, directory: Path, as_json: bool) -> None:
     show_envvar=True,
     help="Default: $RELEASE_CACHE_DIR, else the platform cache dir.",
 )
+@_trust_root_options
 @click.option(
-    "--public-key",
+    "--keyless",
+    is_flag=True,
+    default=None,
     show_envvar=True,
-    help="Ed25519 public key (base64 or PEM, or a file holding it): refuse manifests it did not sign.",
+    help="Sigstore: trust what a github: source's release workflow signed (its identity).",
 )
 @click.option(
     "--pin",
     show_envvar=True,
     help="Accept only the manifest.json with this blake3 (64 hex digits).",
+)
+@click.option(
+    "--allow-unverified",
+    is_flag=True,
+    default=None,
+    show_envvar=True,
+    help="Load pickles from a remote source even when nothing authenticates their manifest "
+    "(a WARNING on every load). Without it they are refused (exit 5) unless onnx can be used.",
+)
+@click.option(
+    "--max-age-days",
+    type=click.FloatRange(min=0, min_open=True),
+    show_envvar=True,
+    help="Refuse a 'latest' whose signed manifest is older than this (a frozen mirror).",
 )
 @click.option(
     "--offline",
@@ -424,7 +487,13 @@ def fetch(
     variants: tuple[str, ...],
     cache_dir: Path | None,
     public_key: str | None,
+    certificate_chain: str | None,
+    identity: str | None,
+    identity_issuer: str | None,
+    keyless: bool | None,
     pin: str | None,
+    allow_unverified: bool | None,
+    max_age_days: float | None,
     offline: bool | None,
     retries: int,
     timeout: float,
@@ -432,12 +501,17 @@ def fetch(
 ) -> None:
     """Fetch MODEL's verified files into the cache and print the model file's path.
 
-    Exit 5 when only corrupt or untrusted copies could be found, 6 when no source could be
-    reached and nothing usable is cached.
+    A pickle variant from a remote source needs an authenticated manifest (a trust root or a
+    pin); a local directory is integrity-only. Exit 5 when only corrupt or untrusted copies
+    could be found, 6 when no source could be reached and nothing usable is cached.
     """
-    from pipeline.client import Http, RetryPolicy, load_model, parse_source
-    from pipeline.client import fetch as run_fetch
+    from pipeline.client import Client, Http, RetryPolicy, parse_source
     from pipeline.errors import UsageError
+
+    _refuse_blank_env(
+        click.get_current_context(),
+        ("public_key", "certificate_chain", "identity", "identity_issuer", "pin"),
+    )
 
     if not sources:
         if not state.config_path.is_file():
@@ -450,16 +524,23 @@ def fetch(
         parsed = [parse_source(s, http=http) for s in sources]
     except ValueError as e:
         raise UsageError(f"--source {e}") from e
-    options = {
-        "sources": parsed,
-        "variants": variants or None,
-        "cache_dir": cache_dir,
-        "public_key": public_key,
-        "pin": pin,
-        "offline": offline or None,
-    }
+    client = Client.from_env(
+        sources=parsed,
+        http=http,
+        variants=variants or None,
+        cache_dir=cache_dir,
+        public_key=public_key,
+        certificate_chain=certificate_chain,
+        identity=identity,
+        issuer=identity_issuer,
+        keyless=keyless,
+        pin=pin,
+        allow_unverified=allow_unverified,
+        max_age_days=max_age_days,
+        offline=offline,
+    )
     if load:
-        loaded = load_model(model, version, **options)
+        loaded = client.load_model(model, version)
         click.echo(str(loaded.fetched.path))
         click.echo(
             f"loaded {loaded.fetched.variant} variant; smoke test {loaded.smoke_passed}/"
@@ -467,7 +548,7 @@ def fetch(
             err=True,
         )
         return
-    click.echo(str(run_fetch(model, version, **options).path))
+    click.echo(str(client.fetch(model, version).path))
 
 
 @cli.command("list")

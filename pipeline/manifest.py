@@ -18,7 +18,7 @@ from pipeline.errors import ArtifactNotFound, InputError, IntegrityError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-SIGNATURE_NAME = "manifest.json.sig"
+SIGNATURE_NAME = "model.sig"  # an OpenSSF Model Signing bundle (pipeline/signing.py)
 ORIGINAL_FILE = "export.pkl"
 QUANTIZED_FILE = "export_quantized.pkl"
 ONNX_FILE = "model_int8.onnx"

@@ -124,16 +124,43 @@ def ensure_build(config: ReleaseConfig, *, rebuild: bool = False) -> Manifest:
     return build(config)
 
 
-def signature_for(build_dir: Path, key_text: str | None) -> bytes | None:
-    """manifest.json.sig content for the build's manifest, or None without a key.
+def signature_for(
+    build_dir: Path, manifest: Manifest, signer: signing.Signer | None
+) -> bytes | None:
+    """The `model.sig` bundle of the build, or None without a signer.
+
+    A bundle already in the build directory that still covers this manifest and was made by the
+    same signer is kept (ECDSA and Sigstore signatures differ on every run, and re-running a
+    publish must not change a published file); otherwise the build is signed.
 
     Raises:
-        ConfigError: the key is not an Ed25519 private key (the key is never echoed).
+        ConfigError: the key or certificate cannot sign.
+        RemoteError: keyless signing could not reach Sigstore or had no OIDC token.
     """
-    if not key_text:
+    if signer is None:
         return None
-    key = signing.load_private_key(key_text, signing.SIGNING_KEY_ENV)
-    return signing.sign((build_dir / MANIFEST_NAME).read_bytes(), key)
+    existing = build_dir / SIGNATURE_NAME
+    if existing.is_file() and _still_valid(existing.read_bytes(), build_dir, manifest, signer):
+        return existing.read_bytes()
+    log.info("signing %s %s (%s)", manifest.model, manifest.version, signer.describe())
+    return signer.sign(build_dir, manifest)
+
+
+def _still_valid(
+    bundle: bytes, build_dir: Path, manifest: Manifest, signer: signing.Signer
+) -> bool:
+    """Whether an earlier bundle signs exactly this build, made with this signer's key or
+    certificate (keyless: the digests alone; the identity is the CI job's own)."""
+    try:
+        if signer.method == "sigstore":
+            digests = signing.signed_digests_unverified(bundle)
+        else:
+            digests = signer.trust_root().verify(bundle, str(build_dir / SIGNATURE_NAME))
+        manifest_bytes = (build_dir / MANIFEST_NAME).read_bytes()
+        signing.check_manifest(digests, manifest_bytes, manifest, str(build_dir / MANIFEST_NAME))
+    except (ReleaseError, ValueError, KeyError, TypeError, OSError):
+        return False
+    return all(signing.sha256_file(build_dir / n) == d for n, d in digests.items())
 
 
 @contextlib.contextmanager
@@ -174,8 +201,7 @@ def publish(
     if publishers is None:
         publishers = publishers_for(config, targets, settings, policy)
     build_dir = config.build_dir
-    if settings.signing_key:  # a bad key is a config problem found before anything else
-        signing.load_private_key(settings.signing_key, signing.SIGNING_KEY_ENV)
+    signer = settings.signer()  # a bad key is a config problem found before anything else
     check_all(publishers)
     if dry_run:
         manifest = current_build(config)
@@ -198,7 +224,17 @@ def publish(
     else:
         manifest = ensure_build(config)
 
-    signature = signature_for(build_dir, settings.signing_key)
+    if signer is None and any(p.name != "local" for p in publishers):
+        log.warning(
+            "publishing without a signature (no %s): servers will refuse this release's pickles "
+            "from a remote source unless they pin its manifest; see the README, Signing",
+            signing.SIGNING_METHOD_ENV,
+        )
+    if dry_run and signer is not None and signer.method == "sigstore":
+        signature = None  # keyless signing needs the network: a dry run only says it would sign
+        log.info("would sign %s %s with %s", manifest.model, manifest.version, signer.describe())
+    else:
+        signature = signature_for(build_dir, manifest, signer)
     sig_path = build_dir / SIGNATURE_NAME
     current_sig = sig_path.read_bytes() if sig_path.is_file() else None
     with contextlib.ExitStack() as stack:
@@ -206,10 +242,10 @@ def publish(
         if signature is not None and signature != current_sig:
             if dry_run:
                 release_dir = stack.enter_context(_plan_view(build_dir, signature))
-                log.info("would sign %s into %s", MANIFEST_NAME, SIGNATURE_NAME)
+                log.info("would sign the release into %s", SIGNATURE_NAME)
             else:
                 atomic.write_bytes(sig_path, signature)
-                log.info("signed %s: %s", MANIFEST_NAME, sig_path)
+                log.info("signed the release: %s", sig_path)
         return _run(publishers, release_dir, manifest, dry_run=dry_run, force=force)
 
 

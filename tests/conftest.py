@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import manifest as mf
+from pipeline import signing
 
 # huggingface_hub reads these at import (../shared/TESTING.md): no test may reach huggingface.co
 # (HF_ENDPOINT: a closed local port unless a test passes its emulator's URL), uploads take the
@@ -22,7 +23,19 @@ os.environ.update(
     HF_HUB_DISABLE_XET="1",
     HF_HOME=_HF_HOME,
 )
-for _secret in ("HF_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "RELEASE_SIGNING_KEY", "GITHUB_API_URL"):
+for _secret in (
+    "HF_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "RELEASE_SIGNING_KEY",
+    "RELEASE_SIGNING_CERTIFICATE",
+    "RELEASE_SIGNING",
+    "GITHUB_API_URL",
+    "RELEASE_PUBLIC_KEY",
+    "RELEASE_PIN",
+    "RELEASE_ALLOW_UNVERIFIED",
+    "RELEASE_SOURCES",
+):
     os.environ.pop(_secret, None)
 # boto3: no real AWS credentials, profiles or endpoints, and no instance-metadata lookup (a
 # request to 169.254.169.254); tests that use S3 set fake credentials and the emulator's URL.
@@ -62,6 +75,25 @@ def make_release_dir(
     )
     m.write(directory)
     return m
+
+
+# One signing key for the tests' releases (servers in the tests trust its public half).
+KEY = signing.generate()
+
+
+def sign_dir(
+    directory: Path, manifest: mf.Manifest | None = None, key: signing.KeyPair = KEY
+) -> bytes:
+    """Sign a release directory as `release publish` does (model.sig); return the bundle."""
+    manifest = manifest or mf.Manifest.read(directory)
+    bundle = signing.Signer("key", key.private_pem.encode()).sign(directory, manifest)
+    (Path(directory) / mf.SIGNATURE_NAME).write_bytes(bundle)
+    return bundle
+
+
+def manifest_pin(directory: Path) -> str:
+    """The blake3 of a release directory's manifest.json (what --pin takes)."""
+    return mf.blake3_file(Path(directory) / mf.MANIFEST_NAME)
 
 
 @pytest.fixture

@@ -1,10 +1,13 @@
-"""What servers import to fetch and load a release. Imports neither click, torch nor fastai until a
-model is actually loaded (httpx and huggingface_hub only when a source first needs them)."""
+"""What servers import to fetch and load a release: `Client` (sources, trust, cache, HTTP,
+offline), or the one-call `fetch()` / `load_model()`. Imports neither click, torch nor fastai until
+a model is actually loaded (httpx and huggingface_hub only when a source first needs them,
+model-signing only to check a keyless signature)."""
 
 from pipeline.client.cache import Cache, CacheBusy, default_cache_dir
-from pipeline.client.fetching import FetchResult, Release, fetch, resolve
+from pipeline.client.client import Client, fetch, load_model
+from pipeline.client.fetching import FetchResult, Release, resolve
 from pipeline.client.limits import InputLimits, InputTooLarge
-from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment, load_model
+from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment
 from pipeline.client.network import (
     BadResponse,
     CacheError,
@@ -22,13 +25,14 @@ from pipeline.client.sources import (
     Source,
     parse_source,
 )
-from pipeline.client.trust import Trust
+from pipeline.client.trust import Trust, Untrusted
 
 __all__ = [
     "BadResponse",
     "Cache",
     "CacheBusy",
     "CacheError",
+    "Client",
     "DiskFull",
     "EnvironmentMismatch",
     "FetchResult",
@@ -46,6 +50,7 @@ __all__ = [
     "Source",
     "Trust",
     "Unreachable",
+    "Untrusted",
     "check_environment",
     "default_cache_dir",
     "fetch",

@@ -4,13 +4,19 @@ The order of work on a server's start:
 
 1. the manifest: from the cache when a pinned version is installed there (no network at all),
    else from the first source that serves one that passes the trust checks (signature or pin);
-   `latest` always asks the sources, except offline;
+   `latest` always asks the sources, except offline, and never goes back: a source whose
+   newest (signed) manifest is older than the newest version this cache already verified is
+   refused (rollback), and with a maximum age an old newest manifest too (freeze);
 2. each model file, in the order of the preferred variants: the cached copy when it matches
    the manifest, else a download from the manifest's source and then the others, each checked
    (size, blake3) before it enters the cache; a file that fails is deleted and the next source
    is tried;
 3. offline (`offline=True`, `RELEASE_OFFLINE=1`, or every source unreachable): the newest
    trusted cached version for `latest`, the cached version otherwise, and a log line saying so.
+
+A pickle variant is only handed out when its manifest is authenticated, or comes from a local
+directory, or the caller allows unverified manifests (see trust.py); otherwise the next variant
+is tried (onnx executes nothing) and, when none is left, the error says how to configure trust.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import blake3
+
 from pipeline.client.cache import Cache, CacheBusy
 from pipeline.client.network import CacheError, Unreachable
 from pipeline.client.sources import Source
-from pipeline.client.trust import Trust
+from pipeline.client.trust import HOW_TO_TRUST, Trust, Untrusted, is_local, say_local_once
 from pipeline.errors import (
     ArtifactNotFound,
+    ConfigError,
     InputError,
     IntegrityError,
     ReleaseError,
@@ -57,6 +66,13 @@ class FetchResult:
     offline: bool = False
     skipped: tuple[str, ...] = ()  # why preferred variants were not used
     companions: tuple[Path, ...] = ()  # other files the variant needs (e.g. a tokenizer)
+    authenticated: str | None = None  # how the manifest was authenticated; None: it was not
+    local: bool = False  # the manifest is the one in a local directory source
+
+    @property
+    def unverified(self) -> bool:
+        """A pickle variant whose manifest nobody vouched for (loaded only when allowed)."""
+        return self.variant != "onnx" and not self.authenticated and not self.local
 
 
 def default_variants() -> tuple[str, ...]:
@@ -93,8 +109,9 @@ def _check_name(kind: str, value: str) -> str:
 
 def _kind_of(failures: Sequence[Exception]) -> type[ReleaseError]:
     """The error that sums up a list of failures: integrity wins, then not-found."""
-    if any(isinstance(e, IntegrityError) for e in failures):
-        return IntegrityError
+    integrity = [e for e in failures if isinstance(e, IntegrityError)]
+    if integrity:
+        return Untrusted if all(isinstance(e, Untrusted) for e in integrity) else IntegrityError
     if failures and all(isinstance(e, Unreachable) for e in failures):
         return Unreachable
     if any(isinstance(e, ArtifactNotFound) for e in failures):
@@ -103,6 +120,45 @@ def _kind_of(failures: Sequence[Exception]) -> type[ReleaseError]:
         if failures and all(isinstance(e, kind) for e in failures):
             return kind
     return ReleaseError
+
+
+def read_verified(path: Path, entry: FileEntry) -> bytes:
+    """The file's bytes, read once and checked (size, blake3) against its manifest entry.
+
+    Load from these bytes, never from `path` again: a process that can write the cache could
+    otherwise swap the file between the check and the load.
+
+    Raises:
+        IntegrityError: the file is missing, unreadable, or differs from the manifest.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(entry.size + 1)  # one byte more shows a longer file
+    except OSError as e:
+        raise IntegrityError(
+            f"{path}: cannot be read ({e.strerror}); refusing to load it"
+        ) from None
+    if len(data) != entry.size:
+        raise IntegrityError(
+            f"{path}: {len(data) if len(data) <= entry.size else 'more than ' + str(entry.size)} "
+            f"bytes, manifest says {entry.size}; refusing to load it"
+        )
+    digest = blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+    if digest != entry.blake3:
+        raise IntegrityError(
+            f"{path}: blake3 {digest[:16]}…, manifest says {entry.blake3[:16]}…; refusing to load it"
+        )
+    return data
+
+
+def version_key(v: str) -> tuple:
+    """Order versions as PEP 440 does (1.10.0 after 1.9.0); names that are not versions first."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (1, Version(v), v)
+    except InvalidVersion:
+        return (0, v, v)
 
 
 @dataclass
@@ -119,18 +175,34 @@ class Release:
     cache: Cache
     offline: bool = False
     notes: list[str] = field(default_factory=list)
+    trust: Trust = field(default_factory=Trust)
+    authenticated: str | None = None  # how the manifest was authenticated (trust.check)
+    local: bool = False  # the manifest is the one in a local directory source
+
+    def refusal(self, variant: str) -> Untrusted | None:
+        """Why `variant` may not be used with this manifest, or None (see trust.py)."""
+        if variant == "onnx" or self.authenticated or self.local or self.trust.allow_unverified:
+            return None
+        return Untrusted(
+            f"refusing the {variant} variant, a pickle that runs code when loaded, from "
+            f"{self.origin}: its manifest is not authenticated (trust: {self.trust.describe()})"
+        )
 
     def file(self, variant: str) -> FetchResult:
         """The variant's verified model file in the cache (and any companion file the variant
         needs, such as a tokenizer), downloading what is missing.
 
         Raises:
+            Untrusted: a pickle variant of an unauthenticated remote manifest (exit 5).
             ArtifactNotFound: the release has no such variant, or no source has the file.
             IntegrityError: every copy found was corrupt (each was deleted).
             Unreachable: no source could be reached (and the file is not cached).
             DiskFull: the cache has no room.
             CacheBusy: another process kept downloading the file for longer than the lock wait.
         """
+        refused = self.refusal(variant)
+        if refused is not None:
+            raise refused
         entry = self.manifest.variant(variant)
         path, source, hit = self._ensure(entry, variant)
         companions = [
@@ -148,6 +220,8 @@ class Release:
             manifest_source=self.origin,
             offline=self.offline,
             companions=tuple(companions),
+            authenticated=self.authenticated,
+            local=self.local,
         )
 
     def _ensure(self, entry: FileEntry, variant: str) -> tuple[Path, str, bool]:
@@ -200,9 +274,16 @@ class Release:
         )
 
 
-def _from_source(
-    source: Source, model: str, version: str, trust: Trust
-) -> tuple[str, bytes, bytes | None, Manifest]:
+@dataclass(frozen=True)
+class _Found:
+    version: str
+    manifest_bytes: bytes
+    signature: bytes | None
+    manifest: Manifest
+    authenticated: str | None
+
+
+def _from_source(source: Source, model: str, version: str, trust: Trust) -> _Found:
     resolved = _check_name("version", source.latest(model) if version == "latest" else version)
     where = f"{source.name}: {model}/{resolved}/{MANIFEST_NAME}"
     manifest_bytes = source.read_bytes(model, resolved, MANIFEST_NAME)
@@ -212,28 +293,81 @@ def _from_source(
             signature = source.read_bytes(model, resolved, SIGNATURE_NAME)
         except ArtifactNotFound:
             signature = None  # Trust.check refuses it with a clear message
-    trust.check(manifest_bytes, signature, where)
     manifest = Manifest.from_json(manifest_bytes, where)
+    # The signed manifest, not the pointer, says which release this is.
     if (manifest.model, manifest.version) != (model, resolved):
         raise IntegrityError(
             f"{where}: describes {manifest.model} {manifest.version}, expected {model} {resolved}"
         )
-    return resolved, manifest_bytes, signature, manifest
+    verdict = trust.check(manifest_bytes, signature, where, source=source, manifest=manifest)
+    if verdict is None and is_local(source):
+        say_local_once(source.name)
+    return _Found(resolved, manifest_bytes, signature, manifest, verdict)
 
 
-def _trusted_cached(cache: Cache, model: str, version: str, trust: Trust) -> Any:
-    """The cached version when its manifest passes the trust checks, else None."""
+def _local_copy(sources: Sequence[Source], model: str, version: str, manifest_bytes: bytes) -> bool:
+    """Whether a local directory source holds exactly this manifest (a cached copy of it)."""
+    for source in sources:
+        if not is_local(source):
+            continue
+        try:
+            if source.read_bytes(model, version, MANIFEST_NAME) == manifest_bytes:
+                return True
+        except (ReleaseError, OSError):
+            continue
+    return False
+
+
+@dataclass(frozen=True)
+class _Cached:
+    cv: Any  # cache.CachedVersion
+    authenticated: str | None
+
+
+def _trusted_cached(
+    cache: Cache, model: str, version: str, trust: Trust, sources: Sequence[Source]
+) -> _Cached | None:
+    """The cached version when its manifest passes the trust checks (again), else None."""
     cv = cache.read_version(model, version)
     if cv is None or cv.manifest is None:
         return None
     if (cv.manifest.model, cv.manifest.version) != (model, version):
         return None
-    try:
-        trust.check(cv.manifest_bytes, cv.signature, str(cv.directory / MANIFEST_NAME))
-    except IntegrityError as e:
-        log.warning("cache: %s; not using it", e)
-        return None
-    return cv
+    where = str(cv.directory / MANIFEST_NAME)
+    # keyless: the identity is a source's (its release workflow); any configured one may vouch
+    candidates = [s for s in sources if s.name.startswith("github:")] if trust.keyless else [None]
+    problems: list[str] = []
+    for source in candidates:
+        try:
+            verdict = trust.check(
+                cv.manifest_bytes, cv.signature, where, source=source, manifest=cv.manifest
+            )
+        except ReleaseError as e:
+            problems.append(str(e))
+            continue
+        return _Cached(cv, verdict)
+    log.warning("cache: %s; not using it", "; ".join(problems) or f"{where}: no github: source")
+    return None
+
+
+def _cached_release(
+    found: _Cached, cache: Cache, sources: list[Source], offline: bool, trust: Trust
+) -> Release:
+    cv = found.cv
+    return Release(
+        cv.model,
+        cv.version,
+        cv.manifest,
+        cv.manifest_bytes,
+        cv.signature,
+        "cache",
+        sources,
+        cache,
+        offline,
+        trust=trust,
+        authenticated=found.authenticated,
+        local=_local_copy(sources, cv.model, cv.version, cv.manifest_bytes),
+    )
 
 
 def _offline_release(
@@ -249,14 +383,16 @@ def _offline_release(
 ) -> Release:
     candidates = cache.versions(model) if version == "latest" else [version]
     for v in candidates:
-        cv = _trusted_cached(cache, model, v, trust)
-        if cv is None:
+        found = _trusted_cached(cache, model, v, trust, sources)
+        if found is None:
             continue
+        release = _cached_release(found, cache, sources, True, trust)
         has = [
             name
             for name in variants
-            if _has_variant(cv.manifest, name)
-            and cache.installed(model, v, cv.manifest.variant(name))
+            if _has_variant(release.manifest, name)
+            and release.refusal(name) is None
+            and cache.installed(model, v, release.manifest.variant(name))
         ]
         if not has:
             continue
@@ -268,9 +404,7 @@ def _offline_release(
             cache.root,
             ", ".join(has),
         )
-        return Release(
-            model, v, cv.manifest, cv.manifest_bytes, cv.signature, "cache", sources, cache, True
-        )
+        return release
     listed = "".join(f"\n  - {e}" for e in failures)
     message = (
         f"{model} {version}: offline ({why}) and no verified copy in the cache {cache.root}; "
@@ -282,6 +416,17 @@ def _offline_release(
 
 def _has_variant(manifest: Manifest, variant: str) -> bool:
     return any(f.variant == variant for f in manifest.files)
+
+
+def _newest_verified(
+    cache: Cache, model: str, trust: Trust, sources: Sequence[Source]
+) -> _Cached | None:
+    """The newest cached version of `model` whose manifest passes the trust checks."""
+    for v in cache.versions(model):
+        found = _trusted_cached(cache, model, v, trust, sources)
+        if found is not None:
+            return found
+    return None
 
 
 def resolve(
@@ -298,7 +443,8 @@ def resolve(
 
     Raises:
         InputError: the model or version name is not a plain name.
-        IntegrityError: every manifest found failed the trust checks (exit 5).
+        IntegrityError: every manifest found failed the trust checks, was older than the
+            newest version this cache verified (rollback), or too old (freeze) (exit 5).
         ArtifactNotFound: no source has the release, or offline with nothing cached.
         Unreachable: no source could be reached and nothing usable is cached.
     """
@@ -308,47 +454,35 @@ def resolve(
     trust = trust or Trust()
     cache = cache or Cache()
     sources = list(sources)
+    offline_args = {"cache": cache, "trust": trust, "variants": variants, "sources": sources}
     if offline_from_env(offline):
-        return _offline_release(
-            model,
-            version,
-            cache=cache,
-            trust=trust,
-            variants=variants,
-            sources=sources,
-            why="offline mode requested",
-        )
+        return _offline_release(model, version, why="offline mode requested", **offline_args)
     if version != "latest":
-        cv = _trusted_cached(cache, model, version, trust)
-        if cv is not None:
+        cached = _trusted_cached(cache, model, version, trust, sources)
+        if cached is not None:
             log.debug("%s %s: manifest from the cache %s", model, version, cache.root)
-            return Release(
-                model,
-                version,
-                cv.manifest,
-                cv.manifest_bytes,
-                cv.signature,
-                "cache",
-                sources,
-                cache,
-            )
+            return _cached_release(cached, cache, sources, False, trust)
     if not sources:
-        return _offline_release(
-            model,
-            version,
-            cache=cache,
-            trust=trust,
-            variants=variants,
-            sources=sources,
-            why="no source configured",
-        )
+        return _offline_release(model, version, why="no source configured", **offline_args)
+    floor = _newest_verified(cache, model, trust, sources) if version == "latest" else None
     failures: list[Exception] = []
+    rolled_back = False
     for i, source in enumerate(sources):
         try:
-            resolved, manifest_bytes, signature, manifest = _from_source(
-                source, model, version, trust
-            )
-        except (CacheError, CacheBusy):
+            found = _from_source(source, model, version, trust)
+            where = f"{source.name}: {model}/{found.version}/{MANIFEST_NAME}"
+            if floor is not None and version_key(found.manifest.version) < version_key(
+                floor.cv.version
+            ):
+                rolled_back = True
+                raise IntegrityError(
+                    f"{where}: 'latest' is {found.manifest.version}, older than {floor.cv.version}, "
+                    f"which this cache already verified: refusing to roll back (pin "
+                    f"--version {found.manifest.version} to go back on purpose)"
+                )
+            if version == "latest":
+                trust.check_age(found.manifest, where)
+        except (CacheError, CacheBusy, ConfigError):
             raise
         except ReleaseError as e:
             failures.append(e)
@@ -357,24 +491,38 @@ def resolve(
         log.info(
             "%s %s: manifest from %s (%s)",
             model,
-            resolved,
+            found.version,
             source.name,
-            trust.describe(),
+            found.authenticated or "not authenticated",
         )
         ordered = [source, *sources[:i], *sources[i + 1 :]]
         return Release(
-            model, resolved, manifest, manifest_bytes, signature, source.name, ordered, cache
+            model,
+            found.version,
+            found.manifest,
+            found.manifest_bytes,
+            found.signature,
+            source.name,
+            ordered,
+            cache,
+            trust=trust,
+            authenticated=found.authenticated,
+            local=is_local(source),
         )
+    if rolled_back and floor is not None:
+        release = _cached_release(floor, cache, sources, False, trust)
+        if any(release.refusal(v) is None and _has_variant(release.manifest, v) for v in variants):
+            log.warning(
+                "%s: no source offers a version at least as new as %s, which this cache verified; "
+                "keeping %s",
+                model,
+                floor.cv.version,
+                floor.cv.version,
+            )
+            return release
     if all(isinstance(e, Unreachable) for e in failures):
         return _offline_release(
-            model,
-            version,
-            cache=cache,
-            trust=trust,
-            variants=variants,
-            sources=sources,
-            why="no source can be reached",
-            failures=failures,
+            model, version, why="no source can be reached", failures=failures, **offline_args
         )
     raise _kind_of(failures)(
         f"{model} {version}: no source could provide a trusted manifest:\n"
@@ -382,50 +530,16 @@ def resolve(
     )
 
 
-def fetch(
-    model: str,
-    version: str = "latest",
-    *,
-    sources: Sequence[Source] = (),
-    variants: Sequence[str] | None = None,
-    public_key: Any = None,
-    pin: str | None = None,
-    cache_dir: Path | None = None,
-    offline: bool | None = None,
-    lock_timeout: float | None = None,
-) -> FetchResult:
-    """Bring the first variant that can be had into the cache, verified; load nothing.
-
-    For an image baked at build time: call it once per variant to have both in the cache.
-
-    Args:
-        model, version: the release; version "latest" asks the sources (or, offline, the cache).
-        sources: tried in order (see `parse_source`).
-        variants: in order of preference; default `default_variants()` (by what is installed).
-        public_key: an Ed25519 public key (object, base64 text, PEM, or a path to either);
-            the manifest must then carry a valid `manifest.json.sig`.
-        pin: the blake3 of the exact manifest.json bytes to accept.
-        cache_dir: default `$RELEASE_CACHE_DIR` or the platform cache dir.
-        offline: True to use only the cache; None reads `$RELEASE_OFFLINE`.
-        lock_timeout: seconds to wait for another process downloading the same file.
+def fetch_release(release: Release, variants: Sequence[str]) -> FetchResult:
+    """The first of `variants` that can be had from `release`, verified in the cache.
 
     Raises:
-        IntegrityError: only corrupt or untrusted copies could be found (exit 5).
-        ArtifactNotFound: no source has the release or the variants; offline with nothing cached.
-        Unreachable: no source could be reached and nothing usable is cached (exit 6).
-        DiskFull: the cache has no room (nothing cached is changed).
+        IntegrityError: only corrupt or untrusted copies could be found (Untrusted: a pickle of
+            an unauthenticated remote manifest, with the way to configure trust) (exit 5).
+        ArtifactNotFound: the release has none of the variants.
+        Unreachable: no source could be reached (exit 6).
+        DiskFull: the cache has no room.
     """
-    variants = tuple(variants) if variants else default_variants()
-    cache = Cache(cache_dir, **({"lock_timeout": lock_timeout} if lock_timeout else {}))
-    release = resolve(
-        model,
-        version,
-        sources=sources,
-        trust=Trust.from_options(public_key, pin),
-        cache=cache,
-        offline=offline,
-        variants=variants,
-    )
     skipped: list[str] = []
     failures: list[Exception] = []
     for variant in variants:
@@ -440,6 +554,12 @@ def fetch(
             continue
         return dataclasses.replace(result, skipped=tuple(skipped))
     raise _kind_of(failures)(
-        f"{model} {release.version}: no variant could be fetched:\n"
+        f"{release.model} {release.version}: no variant could be fetched:\n"
         + "\n".join(f"  - {s}" for s in skipped)
+        + trust_hint(failures)
     )
+
+
+def trust_hint(failures: Sequence[Exception]) -> str:
+    """How to configure trust, when a variant was refused for the lack of it."""
+    return f"\n{HOW_TO_TRUST}" if any(isinstance(e, Untrusted) for e in failures) else ""

@@ -4,24 +4,27 @@ fall back to the next variant when a step fails."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pipeline.client.cache import Cache, CacheBusy
-from pipeline.client.fetching import FetchResult, _kind_of, default_variants, resolve
+from pipeline.client.cache import CacheBusy
+from pipeline.client.fetching import (
+    FetchResult,
+    Release,
+    _kind_of,
+    read_verified,
+    trust_hint,
+)
 from pipeline.client.limits import InputLimits
 from pipeline.client.network import CacheError
 from pipeline.client.predict import Predictor, UnsupportedLearner
-from pipeline.client.sources import Source
-from pipeline.client.trust import Trust
 from pipeline.environment import current
-from pipeline.errors import IntegrityError, ReleaseError
-from pipeline.manifest import check_file
+from pipeline.errors import ReleaseError
 
 log = logging.getLogger("pipeline.client")
 _AGREEMENT = 1e-5  # the fast path must match learn.predict this closely, or it is not used
@@ -139,20 +142,42 @@ def _use_quantized_engine(engine: str | None) -> None:
         torch.backends.quantized.engine = engine
 
 
+def warn_unverified(fetched: FetchResult) -> None:
+    """Say, on every load, that a pickle nobody vouched for is about to run."""
+    log.warning(
+        "%s %s: loading %s, a pickle that runs code, whose manifest is NOT authenticated "
+        "(allow_unverified): whoever controls %s can run code in this process",
+        fetched.manifest.model,
+        fetched.manifest.version,
+        fetched.path.name,
+        fetched.manifest_source,
+    )
+
+
+def _load_learner(data: bytes, unverified: bool) -> Any:
+    """fastai's load_learner on verified bytes. Its insecure-pickle warning is silenced only
+    for a manifest that is authenticated or the operator's own; unverified bytes show it."""
+    from fastai.learner import load_learner
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's quantization deprecation notes
+        if unverified:
+            warnings.filterwarnings("always", message=".*insecure pickle", category=UserWarning)
+        return load_learner(io.BytesIO(data))
+
+
 def _load_and_smoke(
     fetched: FetchResult, smoke_test: bool, limits: InputLimits
 ) -> tuple[Any, Predictor | None, int]:
     entry = fetched.manifest.variant(fetched.variant)
-    problem = check_file(fetched.path, entry)  # again, right before unpickling (blake3 is cheap)
-    if problem:
-        raise IntegrityError(f"{fetched.path}: {problem}; refusing to unpickle")
+    # One read: these bytes are checked and these bytes are unpickled (the file is not reopened).
+    data = read_verified(fetched.path, entry)
     if fetched.variant == "quantized":
         _use_quantized_engine(fetched.manifest.environment.get("quantized_engine"))
-    from fastai.learner import load_learner
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        learn = load_learner(fetched.path)
+    if fetched.unverified:
+        warn_unverified(fetched)
+    learn = _load_learner(data, fetched.unverified)
+    del data
     predictor: Predictor | None
     try:
         predictor = Predictor(learn, limits=limits)
@@ -205,53 +230,24 @@ def _load_onnx_and_smoke(
     return clf, clf, passed
 
 
-def load_model(
-    model: str,
-    version: str = "latest",
+def load_release(
+    release: Release,
+    variants: Sequence[str],
     *,
-    sources: Sequence[Source] = (),
-    variants: Sequence[str] | None = None,
-    public_key: Any = None,
-    pin: str | None = None,
-    cache_dir: Path | None = None,
-    offline: bool | None = None,
     smoke_test: bool = True,
-    lock_timeout: float | None = None,
+    start: float | None = None,
     input_limits: InputLimits | None = None,
 ) -> LoadedModel:
-    """Fetch, verify, load and smoke-test a model: what a server calls on start.
-
-    The manifest is resolved and trusted first (see `fetch` for the arguments), the recorded
-    environment compared with this one, and then each variant in order is fetched, verified
-    again, loaded and asked the manifest's golden queries; the first that passes is returned.
-    A variant that cannot be had, fails to load (e.g. no quantized engine on this CPU) or fails
-    the smoke test is logged with the reason, and the next is tried. `smoke_test=False` predicts
-    nothing at start (the first predictions of a fresh model are slow while torch warms up): the
-    start is then verify + load, and a variant is only rejected when it cannot be had or loaded.
+    """Load the first of `variants` of a trusted release that loads and passes the smoke test;
     `input_limits` bounds what `predict()` accepts (default `InputLimits.from_env()`).
-
-    `variants` defaults to what is installed (`default_variants()`): "onnx" first where
-    onnxruntime is and torch is not, last where both are. The onnx variant needs neither torch
-    nor fastai and unpickles nothing; the environment check applies to the pickle variants only.
 
     Raises:
         EnvironmentMismatch: torch/fastai/numpy here cannot unpickle the model (exit 3).
         IntegrityError: only corrupt or untrusted copies could be found (exit 5).
         ReleaseError: no variant could be fetched, loaded and smoke-tested; lists each reason.
     """
-    start = time.perf_counter()
+    start = time.perf_counter() if start is None else start
     limits = InputLimits.from_env() if input_limits is None else input_limits
-    variants = tuple(variants) if variants else default_variants()
-    cache = Cache(cache_dir, **({"lock_timeout": lock_timeout} if lock_timeout else {}))
-    release = resolve(
-        model,
-        version,
-        sources=sources,
-        trust=Trust.from_options(public_key, pin),
-        cache=cache,
-        offline=offline,
-        variants=variants,
-    )
     env_error: EnvironmentMismatch | None = None
     if any(v != "onnx" for v in variants):
         try:
@@ -311,6 +307,7 @@ def load_model(
         )
         return LoadedModel(learn, fetched, passed, reasons, predictor, elapsed, limits)
     raise _kind_of(failures)(
-        f"{model} {release.version}: no variant could be loaded:\n"
+        f"{release.model} {release.version}: no variant could be loaded:\n"
         + "\n".join(f"  - {r}" for r in reasons)
+        + trust_hint(failures)
     )

@@ -9,17 +9,18 @@ tokenizer file is JSON.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.client.fetching import FetchResult
+from pipeline.client.fetching import FetchResult, read_verified
 from pipeline.client.tokenizer import TextTokenizer
 from pipeline.errors import ArtifactNotFound, InputError, IntegrityError
-from pipeline.manifest import check_file
 
 THREADS_ENV = "RELEASE_ONNX_THREADS"
 
@@ -37,7 +38,7 @@ class OnnxClassifier:
     """A text classifier served by onnxruntime.
 
     Args:
-        model_path: the release's model_int8.onnx.
+        model_path: the release's model_int8.onnx, or its verified bytes.
         tokenizer: the release's tokenizer (or a path to its tokenizer.json).
         threads: onnxruntime intra-op threads (1 is best for one query at a time).
 
@@ -46,7 +47,7 @@ class OnnxClassifier:
     """
 
     def __init__(
-        self, model_path: Path, tokenizer: TextTokenizer | Path, *, threads: int = 1
+        self, model_path: Path | bytes, tokenizer: TextTokenizer | Path, *, threads: int = 1
     ) -> None:
         import numpy as np
         import onnxruntime as ort
@@ -62,14 +63,15 @@ class OnnxClassifier:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        model = model_path if isinstance(model_path, bytes) else str(model_path)
         self.session = ort.InferenceSession(
-            str(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
+            model, sess_options=opts, providers=["CPUExecutionProvider"]
         )
         self.labels = self.tokenizer.labels
-        self._init_state(model_path)
+        self._init_state("model_int8.onnx" if isinstance(model_path, bytes) else model_path)
         self.load_seconds = time.perf_counter() - t0
 
-    def _init_state(self, model_path: Path) -> None:
+    def _init_state(self, model_path: Path | str) -> None:
         np = self._np
         inputs = {i.name: i for i in self.session.get_inputs()}
         if "tokens" not in inputs or "pool_count" not in inputs:
@@ -132,7 +134,8 @@ class OnnxClassifier:
 
 
 def load_verified(fetched: FetchResult, *, threads: int = 1) -> OnnxClassifier:
-    """The onnx variant of a fetched release, its files checked against the manifest again.
+    """The onnx variant of a fetched release, from the very bytes checked against the manifest
+    (each file is read once, hashed, and parsed from that buffer).
 
     Raises:
         IntegrityError: the graph or the tokenizer file no longer matches the manifest.
@@ -148,12 +151,32 @@ def load_verified(fetched: FetchResult, *, threads: int = 1) -> OnnxClassifier:
             f"{manifest.model} {manifest.version}: the onnx variant has no tokenizer file in the "
             "manifest; it was built by an older fastai-release: rebuild the release"
         )
+    data: dict[str, bytes] = {}
     for entry in entries:
         path = paths.get(entry.name)
-        problem = "not fetched" if path is None else check_file(path, entry)
-        if problem:  # checked again right before use: blake3 is cheap
-            raise IntegrityError(f"{entry.name}: {problem}; refusing to load the onnx variant")
-    return OnnxClassifier(fetched.path, paths[tokenizer.name], threads=threads)
+        if path is None:
+            raise IntegrityError(f"{entry.name}: not fetched; refusing to load the onnx variant")
+        data[entry.name] = read_verified(path, entry)
+    tok = tokenizer_from_bytes(data[tokenizer.name], str(paths[tokenizer.name]))
+    return OnnxClassifier(data[fetched.path.name], tok, threads=threads)
+
+
+def tokenizer_from_bytes(data: bytes, source: str) -> TextTokenizer:
+    """A tokenizer from the verified bytes of its tokenizer.json.
+
+    Raises:
+        InputError: not valid JSON or not a tokenizer file this version reads.
+    """
+    try:
+        spec = json.loads(data)
+    except ValueError as e:
+        raise InputError(f"{source}: not a readable tokenizer file ({e})") from e
+    if not isinstance(spec, dict):
+        raise InputError(f"{source}: expected a JSON object")
+    try:
+        return TextTokenizer(spec, source)
+    except (KeyError, TypeError, re.error) as e:
+        raise InputError(f"{source}: malformed tokenizer file ({type(e).__name__}: {e})") from e
 
 
 def default_threads() -> int:

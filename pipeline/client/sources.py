@@ -62,6 +62,8 @@ class Source(Protocol):
 class LocalSource:
     """A local release store or a copy of one (what `release publish --target local` writes)."""
 
+    local = True  # the operator's own directory: integrity-only without a trust root (trust.py)
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self.name = f"local:{self.root}"

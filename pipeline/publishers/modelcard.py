@@ -183,7 +183,9 @@ def render(
         f"| `{MANIFEST_NAME}` | every file's size and blake3, the environment, metrics, golden queries | | |",
     ]
     if signed:
-        lines.append(f"| `{SIGNATURE_NAME}` | Ed25519 signature of `{MANIFEST_NAME}` | | |")
+        lines.append(
+            f"| `{SIGNATURE_NAME}` | OpenSSF Model Signing bundle: the signature of every file's sha256 | | |"
+        )
     elsewhere = [f.name for f in manifest.files if f.name not in names]
     if elsewhere:
         lines += [
@@ -216,8 +218,10 @@ def render(
     lines += how_to_use(manifest, repo_id, tag, names, signed, manifest_blake3)
     if signed:
         lines += [
-            f"`{SIGNATURE_NAME}` signs the exact bytes of `{MANIFEST_NAME}` (Ed25519). Check a download with",
-            "`release verify DIR --public-key KEY` (fastai-release) using the public key you pinned.",
+            f"`{SIGNATURE_NAME}` is an OpenSSF Model Signing bundle over every file, `{MANIFEST_NAME}`",
+            "included. Check a download with `release verify DIR --public-key KEY` (or",
+            "`--certificate-chain`, `--identity`), or with model-signing itself:",
+            f"`model_signing verify key DIR --signature DIR/{SIGNATURE_NAME} --public_key KEY`.",
             "",
         ]
     return "\n".join(lines)

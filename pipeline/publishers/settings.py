@@ -10,7 +10,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pipeline.signing import SIGNING_KEY_ENV
+from pipeline.signing import (
+    SIGNING_CERTIFICATE_ENV,
+    SIGNING_KEY_ENV,
+    SIGNING_METHOD_ENV,
+    Signer,
+)
 
 GITHUB_API_DEFAULT = "https://api.github.com"
 HF_ENDPOINT_DEFAULT = "https://huggingface.co"
@@ -27,7 +32,10 @@ class PublishSettings:
             Enterprise Server), default https://api.github.com.
         hf_token: HF_TOKEN.
         hf_endpoint: HF_ENDPOINT, default https://huggingface.co.
-        signing_key: RELEASE_SIGNING_KEY, an Ed25519 private key (PEM or raw base64).
+        signing_key: RELEASE_SIGNING_KEY, an ECDSA private key (PEM) that signs releases.
+        signing_certificate: RELEASE_SIGNING_CERTIFICATE, its certificate and chain (PEM).
+        signing_method: RELEASE_SIGNING: key, certificate or sigstore (keyless, in CI); default
+            key (or certificate) when RELEASE_SIGNING_KEY is set, else no signature.
     """
 
     github_token: str | None = field(default=None, repr=False)
@@ -36,6 +44,8 @@ class PublishSettings:
     hf_token: str | None = field(default=None, repr=False)
     hf_endpoint: str = HF_ENDPOINT_DEFAULT
     signing_key: str | None = field(default=None, repr=False)
+    signing_certificate: str | None = None
+    signing_method: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PublishSettings:
@@ -54,7 +64,22 @@ class PublishSettings:
             hf_token=get("HF_TOKEN"),
             hf_endpoint=(get("HF_ENDPOINT") or HF_ENDPOINT_DEFAULT).rstrip("/"),
             signing_key=env.get(SIGNING_KEY_ENV) or None,
+            signing_certificate=env.get(SIGNING_CERTIFICATE_ENV) or None,
+            signing_method=get(SIGNING_METHOD_ENV),
         )
+
+    def signer(self) -> Signer | None:
+        """How releases are signed, checked (key readable, certificate matching), or None.
+
+        Raises:
+            ConfigError: an unknown method, or a method without its key or certificate.
+        """
+        env = {
+            SIGNING_METHOD_ENV: self.signing_method or "",
+            SIGNING_KEY_ENV: self.signing_key or "",
+            SIGNING_CERTIFICATE_ENV: self.signing_certificate or "",
+        }
+        return Signer.from_env(env)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret, for redaction."""

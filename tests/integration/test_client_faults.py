@@ -1,12 +1,14 @@
 """The client against a real HTTP mirror on 127.0.0.1 that injects faults (tests/mirror_server.py).
 
-No torch here: the release is a small fake one (make_release_dir); loading is tested in
-test_client_load.py.
+No torch here: the release is a small fake one (make_release_dir), signed with the tests' key,
+which the servers here trust (a few tests pin the manifest or allow unverified ones instead);
+loading is tested in test_client_load.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -25,11 +27,15 @@ from click.testing import CliRunner
 from pipeline import manifest as mf
 from pipeline import signing
 from pipeline.cli import cli
-from pipeline.client import Cache, DiskFull, Http, MirrorSource, RetryPolicy, fetch
+from pipeline.client import Cache, DiskFull, Http, MirrorSource, RetryPolicy
+from pipeline.client import fetch as client_fetch
 from pipeline.errors import IntegrityError
 from pipeline.publishers.local import LocalStore
-from tests.conftest import make_release_dir
+from tests.conftest import KEY, make_release_dir, manifest_pin, sign_dir
 from tests.mirror_server import Fault, MirrorServer
+
+fetch = functools.partial(client_fetch, public_key=KEY.public_pem)  # servers trust the tests' key
+TRUST_ENV = {"RELEASE_PUBLIC_KEY": KEY.public_pem}  # the same for the command line
 
 Q = f"/m/1.0.0/{mf.QUANTIZED_FILE}"
 ORIG = f"/m/1.0.0/{mf.ORIGINAL_FILE}"
@@ -49,6 +55,7 @@ def build_store(
     files = tuple(mf.file_entry(d / f.name, f.variant, f.kind) for f in old.files)
     m = dataclasses.replace(old, files=files)
     m.write(d)
+    sign_dir(d, m)
     LocalStore(root).publish(d, m)
     return m
 
@@ -108,7 +115,13 @@ def test_cold_then_warm(tmp_path: Path, store, server) -> None:
 def test_interrupted_body_is_resumed_with_range(tmp_path: Path, store, server, fault) -> None:
     _, m = store
     server.fail(ORIG, fault)
-    r = fetch("m", sources=[mirror(server)], variants=["original"], cache_dir=tmp_path / "c")
+    r = client_fetch(  # allow_unverified: fetched (verified against the manifest), nothing loaded
+        "m",
+        sources=[mirror(server)],
+        variants=["original"],
+        cache_dir=tmp_path / "c",
+        allow_unverified=True,
+    )
     assert mf.check_file(r.path, m.variant("original")) is None
     assert ranges(server, ORIG) == [None, "bytes=50000-"]
 
@@ -116,7 +129,10 @@ def test_interrupted_body_is_resumed_with_range(tmp_path: Path, store, server, f
 def test_server_ignoring_range_starts_over(tmp_path: Path, store, server) -> None:
     _, m = store
     server.fail(ORIG, Fault.reset(50_000), Fault.ignore_range())
-    r = fetch("m", sources=[mirror(server)], variants=["original"], cache_dir=tmp_path / "c")
+    pin = manifest_pin(store[0] / "m" / "1.0.0")
+    r = client_fetch(
+        "m", sources=[mirror(server)], variants=["original"], cache_dir=tmp_path / "c", pin=pin
+    )
     assert mf.check_file(r.path, m.variant("original")) is None
     assert [h.status for h in server.requests(ORIG)] == [200, 200]
 
@@ -153,6 +169,7 @@ def test_corrupted_bytes_are_rejected_and_the_next_source_used(
             "--cache-dir",
             str(tmp_path / "d"),
         ],
+        env=TRUST_ENV,
     )
     assert out.exit_code == 5, out.output
     assert "export_quantized.pkl" in out.output and "manifest says" in out.output
@@ -162,14 +179,10 @@ def test_bad_signature_is_refused_and_the_next_source_used(
     tmp_path: Path, store, server, second
 ) -> None:
     root, m = store
-    key = signing.load_private_key((pair := signing.generate()).private_pem)
-    other = signing.load_private_key(signing.generate().private_pem)
-    manifest_bytes = (root / "m" / "1.0.0" / mf.MANIFEST_NAME).read_bytes()
-    # the first mirror serves a signature by another key; the second a good one
+    # the first mirror serves a bundle by another key; the second the good one
     bad_root = tmp_path / "bad"
     shutil.copytree(root, bad_root)
-    (bad_root / "m" / "1.0.0" / mf.SIGNATURE_NAME).write_bytes(signing.sign(manifest_bytes, other))
-    (root / "m" / "1.0.0" / mf.SIGNATURE_NAME).write_bytes(signing.sign(manifest_bytes, key))
+    sign_dir(bad_root / "m" / "1.0.0", m, signing.generate())
     with MirrorServer(bad_root) as bad:
         out = CliRunner().invoke(
             cli,
@@ -179,19 +192,14 @@ def test_bad_signature_is_refused_and_the_next_source_used(
                 "-s",
                 bad.url,
                 "--public-key",
-                pair.public_b64,
+                KEY.public_pem,
                 "--cache-dir",
                 str(tmp_path / "c"),
             ],
         )
-        assert out.exit_code == 5 and "signature does not match" in out.output, out.output
+        assert out.exit_code == 5 and "key mismatch" in out.output, out.output
         assert bad.count(Q) == 0  # nothing downloaded on an untrusted manifest
-        r = fetch(
-            "m",
-            sources=[mirror(bad), mirror(server)],
-            public_key=pair.public_b64,
-            cache_dir=tmp_path / "c",
-        )
+        r = fetch("m", sources=[mirror(bad), mirror(server)], cache_dir=tmp_path / "c")
     assert r.manifest_source == f"mirror:{server.url}"
 
 
@@ -241,6 +249,7 @@ def test_all_sources_down_without_and_with_a_cache(tmp_path: Path, store, server
     out = CliRunner().invoke(
         cli,
         ["fetch", "m", "-s", down[0], "-s", down[1], "--retries", "1", "--cache-dir", str(empty)],
+        env=TRUST_ENV,
     )
     assert out.exit_code == 6, out.output
     assert "no source can be reached" in out.output and "pre-fetch" in out.output
@@ -260,8 +269,9 @@ def test_quantized_missing_from_one_mirror_only(tmp_path: Path, store, second) -
 
 CHILD = """
 import json, sys
-from pipeline.client import fetch, MirrorSource
-r = fetch("m", sources=[MirrorSource(sys.argv[1])], variants=["original"], cache_dir=sys.argv[2])
+from pipeline.client import Client, MirrorSource
+client = Client.from_env(sources=[MirrorSource(sys.argv[1])], cache_dir=sys.argv[2])  # the key
+r = client.fetch("m", variants=["original"])
 print(json.dumps({"path": str(r.path), "hit": r.cache_hit}))
 """
 
@@ -277,7 +287,7 @@ def killed_then_resumed(cache: Path, m: mf.Manifest, server: MirrorServer) -> No
     server.always(ORIG, Fault.slow(400_000))  # ~4 MB file: ~10 s if nobody kills it
     halfway = threading.Event()
     server.on_body = lambda path, sent: sent >= 1_000_000 and halfway.set()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **TRUST_ENV}
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, server.url, str(cache)], env=env, stdout=subprocess.PIPE
     )
@@ -383,6 +393,7 @@ def test_cli_fetch_from_a_mirror_prints_only_the_path(tmp_path: Path, store, ser
         text=True,
         cwd=tmp_path,
         timeout=60,
+        env={**os.environ, **TRUST_ENV},
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{tmp_path / 'c' / 'm' / '1.0.0' / mf.QUANTIZED_FILE}\n"

@@ -6,6 +6,7 @@ in a URL never reach a log (10). Issue 11's findings, each with its proof-of-con
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -23,11 +24,16 @@ from pipeline.client import (
     MirrorSource,
     RetryPolicy,
     Unreachable,
-    fetch,
 )
+from pipeline.client import fetch as client_fetch
 from pipeline.errors import InputError, RemoteError
+from tests.conftest import KEY
 from tests.integration.test_client_faults import Waits, build_store, mirror
 from tests.mirror_server import Fault, MirrorServer
+
+# The stores are signed with the tests' key (build_store), which these servers trust.
+fetch = functools.partial(client_fetch, public_key=KEY.public_pem)
+TRUST_ENV = {"RELEASE_PUBLIC_KEY": KEY.public_pem}
 
 MANIFEST = "/m/1.0.0/manifest.json"
 Q = f"/m/1.0.0/{mf.QUANTIZED_FILE}"
@@ -120,12 +126,12 @@ def test_a_malformed_manifest_field_is_named_and_the_next_source_is_used(
 def test_the_cli_exits_with_the_errors_code_not_1(tmp_path: Path, store, hostile) -> None:
     hostile.always(MANIFEST, Fault.body(_manifest_with(store[0], golden_queries=5)))
     args = ["fetch", "m", "-s", hostile.url, "--cache-dir", str(tmp_path / "c"), "--retries", "0"]
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, args, env=TRUST_ENV)
     assert result.exit_code == 3, result.output
     assert "golden_queries: expected list, found int 5" in result.output
     hostile.clear()
     hostile.always(MANIFEST, Fault.redirect_loop())
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, args, env=TRUST_ENV)
     assert result.exit_code == 6 and "too many redirects" in result.output
     assert "Traceback" not in result.output
 
@@ -141,7 +147,7 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(
     hostile.always(MANIFEST, fault)
     args = ["fetch", "m", "-s", hostile.url, "--cache-dir", str(tmp_path / "c")]
     start = time.monotonic()
-    result = CliRunner().invoke(cli, [*args, "--timeout", "2", "--retries", "0"])
+    result = CliRunner().invoke(cli, [*args, "--timeout", "2", "--retries", "0"], env=TRUST_ENV)
     elapsed = time.monotonic() - start
     assert result.exit_code == 6, result.output
     assert "not finished within 2 s" in result.output

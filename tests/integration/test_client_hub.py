@@ -6,6 +6,7 @@ plain httpx against GitHub's public download URLs, or its REST API with a token.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -21,22 +22,25 @@ from pipeline.client import (
     Http,
     LocalSource,
     RetryPolicy,
-    fetch,
 )
+from pipeline.client import fetch as client_fetch
 from pipeline.errors import ArtifactNotFound, ConfigError, IntegrityError, ReleaseError
 from pipeline.publishers.local import LocalStore
-from tests.conftest import make_release_dir
+from tests.conftest import KEY, make_release_dir, manifest_pin, sign_dir
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.huggingface import HubEmulator
 
 REPO = "acme/models"
 TOKEN = "ghp_test"
+fetch = functools.partial(client_fetch, public_key=KEY.public_pem)  # releases signed by KEY
+TRUST_ENV = {"RELEASE_PUBLIC_KEY": KEY.public_pem}
 
 
 @pytest.fixture
 def release(tmp_path: Path) -> tuple[Path, mf.Manifest, dict[str, bytes]]:
     d = tmp_path / "build"
     m = make_release_dir(d, "m", "1.0.0", payload=bytes(range(256)) * 40)
+    sign_dir(d, m)
     files = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
     return d, m, files
 
@@ -117,6 +121,12 @@ def test_github_from_the_command_line(tmp_path: Path, gh, monkeypatch) -> None:
     out = CliRunner().invoke(
         cli, ["fetch", "m", "-s", f"github:{REPO}", "--cache-dir", str(tmp_path / "c")]
     )
+    assert out.exit_code == 5 and "not authenticated" in out.output  # a remote pickle: trust?
+    out = CliRunner().invoke(
+        cli,
+        ["fetch", "m", "-s", f"github:{REPO}", "--cache-dir", str(tmp_path / "c")],
+        env=TRUST_ENV,
+    )
     assert out.exit_code == 0, out.output
     assert out.output.strip().endswith(str(Path("m") / "1.0.0" / mf.QUANTIZED_FILE))
 
@@ -171,10 +181,11 @@ def test_hf_corrupted_file_is_rejected(tmp_path: Path, hub, release, caplog) -> 
     hub.corrupt(mf.QUANTIZED_FILE, times=1)
     LocalStore(tmp_path / "store").publish(d, m)
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        r = fetch(
+        r = client_fetch(  # a pinned manifest
             "m",
             sources=[HfSource("acme/m", endpoint=hub.url), LocalSource(tmp_path / "store")],
             cache_dir=tmp_path / "c",
+            pin=manifest_pin(d),
         )
     assert r.source == f"local:{tmp_path / 'store'}"
     assert "hf:acme/m: m/1.0.0: downloaded export_quantized.pkl: blake3" in caplog.text
@@ -194,6 +205,7 @@ def test_hf_from_the_command_line_honours_hf_endpoint(tmp_path: Path, hub, monke
             "--cache-dir",
             str(tmp_path / "c"),
         ],
+        env=TRUST_ENV,
     )
     assert out.exit_code == 0, out.output
     assert out.output.strip().endswith(str(Path("m") / "1.0.0" / mf.ORIGINAL_FILE))

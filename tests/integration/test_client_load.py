@@ -10,13 +10,25 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
 
 from pipeline import manifest as mf
-from pipeline.client import LocalSource, load_model
+from pipeline.checksums import blake3_bytes
+from pipeline.client import (
+    Client,
+    Http,
+    LocalSource,
+    MirrorSource,
+    Untrusted,
+    load_model,
+)
+from pipeline.errors import ReleaseError
 from pipeline.publishers.local import LocalStore
+from tests.conftest import KEY, sign_dir
 from tests.mirror_server import Fault, MirrorServer
 
 pytestmark = pytest.mark.slow
@@ -46,6 +58,7 @@ def republish(
         environment=environment or m.environment,
     )
     new.write(d)
+    sign_dir(d, new)
     root = tmp / f"store-{name}"
     LocalStore(root).publish(d, new)
     return root, new
@@ -167,7 +180,7 @@ for i in range(n):
             import torch
             torch.set_num_threads(1)
             loaded = load_model("tiny-intent", sources=[MirrorSource(url)], cache_dir=cache,
-                                lock_timeout=120)
+                                lock_timeout=120, public_key=Path(sys.argv[5]))
             result = {"variant": loaded.variant, "path": str(loaded.fetched.path),
                       "hit": loaded.fetched.cache_hit, "smoke": loaded.smoke_passed,
                       "label": loaded.predict("where is the credit check done?")[0], "pid": os.getpid()}
@@ -191,10 +204,12 @@ def test_16_processes_on_an_empty_cache_download_once_and_all_load(tmp_path: Pat
     out.mkdir()
     q = f"/{m.model}/{m.version}/{mf.QUANTIZED_FILE}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    key = tmp_path / "release.pub"
+    key.write_text(KEY.public_pem)
     with MirrorServer(root) as server:
         server.always(q, Fault.slow(1_000_000))  # ~0.6 s: every process arrives during it
         proc = subprocess.run(
-            [sys.executable, "-c", FORKER, server.url, str(cache), str(out), "16"],
+            [sys.executable, "-c", FORKER, server.url, str(cache), str(out), "16", str(key)],
             env=env,
             capture_output=True,
             text=True,
@@ -212,3 +227,95 @@ def test_16_processes_on_an_empty_cache_download_once_and_all_load(tmp_path: Pat
     assert sum(not r["hit"] for r in results) == 1  # one downloaded, fifteen waited and reused
     assert all(r["smoke"] == len(m.golden_queries) for r in results)
     assert len({r["label"] for r in results}) == 1
+
+
+# -- issue 11: who may make this process unpickle, and what exactly is unpickled ----------------
+
+
+def evil_pickle(marker: Path) -> bytes:
+    """A pickle that runs a command when loaded (what a hostile mirror would serve)."""
+    return f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
+
+
+def hostile(root: Path, m: mf.Manifest, pickle: bytes) -> bytes:
+    """The release's manifest, rewritten to list the mirror's own quantized pickle."""
+    entry = mf.FileEntry(mf.QUANTIZED_FILE, len(pickle), blake3_bytes(pickle), "quantized")
+    files = tuple(entry if f.name == mf.QUANTIZED_FILE else f for f in m.files)
+    return dataclasses.replace(m, files=files).to_json().encode()
+
+
+def test_a_hostile_mirror_cannot_make_a_server_unpickle(tmp_path: Path, store, caplog) -> None:
+    """Finding 1: no key, no pin (the default) used to load the mirror's pickle."""
+    root, m = store
+    marker = tmp_path / "pwned"
+    evil = evil_pickle(marker)
+    base = f"/{m.model}/{m.version}"
+    with MirrorServer(root) as server:
+        server.always(f"{base}/manifest.json", Fault.body(hostile(root, m, evil)))
+        server.always(f"{base}/{mf.QUANTIZED_FILE}", Fault.body(evil))
+        source = MirrorSource(server.url, http=Http(progress=False))
+        client = Client([source], cache_dir=tmp_path / "c")
+        with pytest.raises(Untrusted, match="--public-key"):
+            client.load_model(m.model, variants=["quantized", "original"])
+        assert not marker.exists()
+        # onnx installed and allowed: the variant that executes nothing is loaded instead
+        loaded = client.load_model(m.model, variants=["quantized", "onnx"])
+        assert loaded.variant == "onnx" and not marker.exists()
+        assert loaded.predict("where is the invoice posted?")[0] in m.labels
+        # the explicit opt-in loads it, says so at WARNING, and fastai's own warning is shown
+        unsafe = Client([source], cache_dir=tmp_path / "d", allow_unverified=True)
+        with (
+            caplog.at_level(logging.WARNING, logger="pipeline"),
+            pytest.warns(UserWarning, match="insecure pickle"),
+            pytest.raises(ReleaseError),  # it ran, then turned out not to be a learner
+        ):
+            unsafe.load_model(m.model, variants=["quantized"])
+        assert marker.exists()  # the proof that allow_unverified really unpickled it
+        assert "whose manifest is NOT authenticated (allow_unverified)" in caplog.text
+
+
+def test_the_bytes_verified_are_the_bytes_loaded_under_a_real_race(tmp_path: Path, store) -> None:
+    """Finding 4: a process that can write the cache swaps the file between check and load."""
+    root, m = store
+    cache = tmp_path / "c"
+    client = Client([LocalSource(root)], cache_dir=cache)
+    client.load_model(m.model, variants=["quantized"], smoke_test=False)  # warm the cache
+    target = cache / m.model / m.version / mf.QUANTIZED_FILE
+    marker = tmp_path / "pwned"
+    spare = tmp_path / "spare"
+    spare.mkdir()
+    (spare / "evil").write_bytes(evil_pickle(marker))
+    shutil.copyfile(target, spare / "good")
+    stop = threading.Event()
+    swaps = [0]
+
+    def swapper() -> None:
+        while not stop.is_set():
+            for name in ("evil", "good"):
+                tmp = target.with_name(f".swap-{name}")
+                shutil.copyfile(spare / name, tmp)
+                os.replace(tmp, target)
+                swaps[0] += 1
+
+    thread = threading.Thread(target=swapper, daemon=True)
+    loaded = refused = 0
+    thread.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(12):
+                try:
+                    got = client.load_model(m.model, variants=["quantized"], smoke_test=False)
+                except ReleaseError as e:
+                    assert "refusing to load it" in str(e) or "blake3" in str(e), e
+                    refused += 1
+                else:
+                    assert got.variant == "quantized" and hasattr(got.learner, "dls")
+                    loaded += 1
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not marker.exists()  # the swapped-in pickle never ran
+    print(f"race: {swaps[0]} swaps, {loaded} loads of the good model, {refused} refused")
+    assert swaps[0] > 100 and loaded + refused == 12
+    assert refused > 0  # the race was real: some reads caught the hostile bytes, and refused them

@@ -20,6 +20,7 @@ from pipeline.client import (
     EnvironmentMismatch,
     LocalSource,
     Trust,
+    Untrusted,
     check_environment,
     fetch,
     parse_source,
@@ -33,12 +34,16 @@ from pipeline.errors import (
     RemoteError,
 )
 from pipeline.publishers.local import LocalStore
-from tests.conftest import make_release_dir
+from tests.conftest import KEY, make_release_dir, manifest_pin, sign_dir
 
 
-def publish(root: Path, tmp: Path, version: str = "1.0.0", payload: bytes = b"q") -> mf.Manifest:
+def publish(
+    root: Path, tmp: Path, version: str = "1.0.0", payload: bytes = b"q", signed: bool = False
+) -> mf.Manifest:
     d = tmp / f"build-{version}-{payload[:4].hex()}"
     m = make_release_dir(d, "m", version, payload)
+    if signed:
+        sign_dir(d, m)
     LocalStore(root).publish(d, m)
     return m
 
@@ -73,13 +78,18 @@ def test_fetch_latest_verifies_and_caches(tmp_path: Path, store) -> None:
     blob = cache / ".blobs" / m.variant("quantized").blake3
     assert blob.stat().st_ino == r.path.stat().st_ino
     assert not (cache / "m" / "1.0.0" / mf.ORIGINAL_FILE).exists()  # only what was needed
-    # a pinned version in the cache needs no source at all
-    again = fetch("m", "1.0.0", sources=[Refusing()], cache_dir=cache)
+    # a pinned version in the cache needs no source at all, but something must vouch for its
+    # manifest: the local store it came from (integrity only), or a pin or a signature
+    pin = manifest_pin(root / "m" / "1.0.0")
+    again = fetch("m", "1.0.0", sources=[Refusing()], cache_dir=cache, pin=pin)
     assert again.cache_hit and again.source == "cache" and again.path == r.path
+    assert fetch("m", "1.0.0", sources=[LocalSource(root)], cache_dir=cache).cache_hit
+    with pytest.raises(Untrusted, match="--pin BLAKE3"):
+        fetch("m", "1.0.0", sources=[], cache_dir=cache)
     # each variant on request (an image baked with both)
     orig = fetch("m", "1.0.0", sources=[LocalSource(root)], variants=["original"], cache_dir=cache)
     assert orig.path.name == mf.ORIGINAL_FILE and not orig.cache_hit
-    assert fetch("m", "1.0.0", sources=[], cache_dir=cache).path == r.path
+    assert fetch("m", "1.0.0", sources=[], cache_dir=cache, pin=pin).path == r.path
 
 
 def test_corrupt_source_is_rejected_and_next_source_used(tmp_path: Path, store) -> None:
@@ -145,35 +155,27 @@ def test_names_that_could_escape_the_cache_are_refused(tmp_path: Path, store) ->
         fetch("../m", sources=[LocalSource(root)], cache_dir=tmp_path / "c")
 
 
-def sign_store(root: Path, version: str, key) -> None:  # noqa: ANN001
-    d = root / "m" / version
-    (d / mf.SIGNATURE_NAME).write_bytes(signing.sign((d / mf.MANIFEST_NAME).read_bytes(), key))
-
-
 def test_signed_manifest_accepted_unsigned_or_badly_signed_refused(tmp_path: Path, store) -> None:
-    root, _ = store
-    pair = signing.generate()
-    key = signing.load_private_key(pair.private_pem)
+    root, m = store
     cache = tmp_path / "c"
     with pytest.raises(IntegrityError, match="refusing an unsigned manifest"):
-        fetch("m", sources=[LocalSource(root)], public_key=pair.public_b64, cache_dir=cache)
-    other = signing.load_private_key(signing.generate().private_pem)
-    sign_store(root, "1.0.0", other)
-    with pytest.raises(IntegrityError, match="signature does not match"):
-        fetch("m", sources=[LocalSource(root)], public_key=pair.public_b64, cache_dir=cache)
+        fetch("m", sources=[LocalSource(root)], public_key=KEY.public_pem, cache_dir=cache)
+    sign_dir(root / "m" / "1.0.0", m, signing.generate())  # another key
+    with pytest.raises(IntegrityError, match="not signed by key .*key mismatch"):
+        fetch("m", sources=[LocalSource(root)], public_key=KEY.public_pem, cache_dir=cache)
     assert not (cache / "m").exists()  # nothing was downloaded for an untrusted manifest
     good = tmp_path / "good"
-    LocalStore(good).publish(root / "m" / "1.0.0", mf.Manifest.read(root / "m" / "1.0.0"))
-    sign_store(good, "1.0.0", key)
+    LocalStore(good).publish(root / "m" / "1.0.0", m)
+    sign_dir(good / "m" / "1.0.0", m)
     key_file = tmp_path / "release.pub"
-    key_file.write_text(pair.public_b64 + "\n")
+    key_file.write_text(KEY.public_pem)
     r = fetch(
         "m",
         sources=[LocalSource(root), LocalSource(good)],
         public_key=str(key_file),
         cache_dir=cache,
     )
-    assert r.manifest_source == f"local:{good}"
+    assert r.manifest_source == f"local:{good}" and r.authenticated.startswith("signed by key")
     assert (cache / "m" / "1.0.0" / mf.SIGNATURE_NAME).is_file()
     # the cached copy is checked again, offline too: another key refuses it
     with pytest.raises(ArtifactNotFound, match="no verified copy"):
@@ -181,10 +183,15 @@ def test_signed_manifest_accepted_unsigned_or_badly_signed_refused(tmp_path: Pat
             "m",
             "1.0.0",
             sources=[],
-            public_key=signing.generate().public_b64,
+            public_key=signing.generate().public_pem,
             cache_dir=cache,
             offline=True,
         )
+    # a manifest changed after signing (a label), even with matching files, is refused
+    changed = dataclasses.replace(m, labels=("a", "z"))
+    changed.write(good / "m" / "1.0.0")
+    with pytest.raises(IntegrityError, match="the manifest was altered"):
+        fetch("m", sources=[LocalSource(good)], public_key=KEY.public_pem, cache_dir=tmp_path / "d")
 
 
 def test_pinned_manifest(tmp_path: Path, store) -> None:
@@ -202,21 +209,22 @@ def test_offline_uses_the_newest_verified_cached_version(
     tmp_path: Path, monkeypatch, caplog
 ) -> None:
     root, cache = tmp_path / "store", tmp_path / "c"
-    publish(root, tmp_path, "1.0.0", b"a")
-    publish(root, tmp_path, "1.10.0", b"b")
-    publish(root, tmp_path, "1.9.0", b"c")
+    publish(root, tmp_path, "1.0.0", b"a", signed=True)
+    publish(root, tmp_path, "1.10.0", b"b", signed=True)
+    publish(root, tmp_path, "1.9.0", b"c", signed=True)
     for v in ("1.0.0", "1.9.0", "1.10.0"):
-        fetch("m", v, sources=[LocalSource(root)], cache_dir=cache)
+        fetch("m", v, sources=[LocalSource(root)], cache_dir=cache, public_key=KEY.public_pem)
     monkeypatch.setenv("RELEASE_OFFLINE", "1")
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        r = fetch("m", sources=[Refusing()], cache_dir=cache)
+        r = fetch("m", sources=[Refusing()], cache_dir=cache, public_key=KEY.public_pem)
     assert r.manifest.version == "1.10.0" and r.offline and r.cache_hit
     assert "offline (offline mode requested): using m 1.10.0" in caplog.text
     # a damaged newest version is skipped for the next verified one
     (cache / "m" / "1.10.0" / mf.QUANTIZED_FILE).write_bytes(b"damaged")
-    assert fetch("m", sources=[], cache_dir=cache).manifest.version == "1.9.0"
+    r = fetch("m", sources=[], cache_dir=cache, public_key=KEY.public_pem)
+    assert r.manifest.version == "1.9.0"
     with pytest.raises(ArtifactNotFound) as e:
-        fetch("other", sources=[Refusing()], cache_dir=cache)
+        fetch("other", sources=[Refusing()], cache_dir=cache, public_key=KEY.public_pem)
     assert "release fetch other --version latest --cache-dir" in str(e.value)
     assert "pre-fetch" in str(e.value)
 
@@ -336,10 +344,11 @@ def test_parse_source_forms(monkeypatch) -> None:
         parse_source("github:acme")
 
 
-def test_client_imports_no_torch_fastai_click_or_httpx() -> None:
+def test_client_imports_no_torch_fastai_click_httpx_or_model_signing() -> None:
     code = (
         "import sys, json, pipeline.client; print(json.dumps([m for m in "
-        "('torch', 'fastai', 'click', 'httpx', 'huggingface_hub', 'boto3') if m in sys.modules]))"
+        "('torch', 'fastai', 'click', 'httpx', 'huggingface_hub', 'boto3', 'model_signing',"
+        " 'OpenSSL', 'sigstore') if m in sys.modules]))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(
@@ -363,3 +372,27 @@ def test_load_refuses_a_breaking_environment_before_downloading(tmp_path: Path, 
             cache_dir=tmp_path / "c",
         )
     assert not (tmp_path / "c" / ".blobs").exists()  # no model file was fetched for nothing
+
+
+def test_a_signed_fetch_checks_the_key_without_importing_model_signing(tmp_path: Path) -> None:
+    """model-signing's import alone costs a second or two per start: key and certificate bundles
+    are checked with cryptography (and pyOpenSSL), the same checks."""
+    root = tmp_path / "store"
+    publish(root, tmp_path, "1.0.0", signed=True)
+    key = tmp_path / "release.pub"
+    key.write_text(KEY.public_pem)
+    code = (
+        "import sys, json\n"
+        "from pipeline.client import Client\n"
+        "r = Client([sys.argv[1]], public_key=sys.argv[2], cache_dir=sys.argv[3]).fetch('m')\n"
+        "print(json.dumps([r.authenticated, 'model_signing' in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(root), str(key), str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    authenticated, imported = json.loads(out.strip().splitlines()[-1])
+    assert authenticated.startswith("signed by key") and imported is False

@@ -58,7 +58,7 @@ def test_card_metadata_and_body(tmp_path: Path) -> None:
     assert "## How to use" in card
     assert 'from_pretrained_fastai("acme/m", revision="v1.0.0")' in card
     assert 'sources=[parse_source("hf:acme/m")]' in card
-    assert "manifest.json.sig" in card and "| baseline: tf-idf | 93.0% |" in card
+    assert "model_signing verify key" in card and "| baseline: tf-idf | 93.0% |" in card
     assert "| quantized | 93.6% |" in card and "challenge" not in card
     # deterministic: the same release gives the same bytes (a re-run changes nothing on the Hub)
     assert card == modelcard.render(
@@ -104,7 +104,7 @@ def test_card_without_metrics_or_report(tmp_path: Path) -> None:
     card = modelcard.render(m, tmp_path, HubTarget("acme/m"), "acme/m", "v1.0.0", signed=False)
     meta = front_matter(card)
     assert "model-index" not in meta and "license" not in meta
-    assert "manifest.json.sig" not in card
+    assert "model.sig" not in card
 
 
 def test_card_lists_only_the_files_in_the_repo_and_says_where_the_others_are(

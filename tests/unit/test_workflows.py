@@ -74,13 +74,25 @@ def test_release_permissions_are_least_privilege() -> None:
     wf = load(ROOT / ".github" / "workflows" / "release.yml")
     assert wf["permissions"] == {}
     assert wf["jobs"]["build"]["permissions"] == {"contents": "read"}
-    assert wf["jobs"]["publish"]["permissions"] == {"contents": "write"}
+    # keyless signing: an OIDC token only where the release is signed and published
+    assert wf["jobs"]["publish"]["permissions"] == {"contents": "write", "id-token": "write"}
+    assert all(
+        "id-token" not in (j.get("permissions") or {})
+        for n, j in wf["jobs"].items()
+        if n != "publish"
+    )
     assert wf["concurrency"]["group"] == "release-${{ github.ref_name }}"
     assert wf["concurrency"]["cancel-in-progress"] is False
     assert wf["on"]["push"]["tags"] == ["v*"]
     assert "dry_run" in wf["on"]["workflow_dispatch"]["inputs"]
     publish_env = wf["jobs"]["publish"]["steps"][-1]["env"]
-    assert set(publish_env) >= {"GITHUB_TOKEN", "HF_TOKEN", "RELEASE_SIGNING_KEY"}
+    assert set(publish_env) >= {"GITHUB_TOKEN", "HF_TOKEN", "RELEASE_SIGNING"}
+    # the normal path signs keyless and needs no signing secret; a key is the opt-in
+    assert publish_env["RELEASE_SIGNING"] == "${{ vars.RELEASE_SIGNING || 'sigstore' }}"
+    assert (
+        "release publish --target github --target huggingface"
+        in (wf["jobs"]["publish"]["steps"][-1]["run"])
+    )
     upload = [
         s
         for s in wf["jobs"]["build"]["steps"]

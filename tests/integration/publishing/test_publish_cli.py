@@ -60,14 +60,16 @@ def test_signed_publish_to_both_hosts_then_verify_the_download(work, gh, hub, tm
     download.mkdir()
     for a in rel["assets"]:
         (download / a["name"]).write_bytes(gh.asset_bytes(a["id"]))
-    ok = release(work, env, "verify", str(download), "--public-key", pair.public_b64)
+    key = tmp_path / "release.pub"
+    key.write_text(pair.public_pem)
+    ok = release(work, env, "verify", str(download), "--public-key", str(key))
     assert ok.returncode == 0, ok.stderr
-    assert f"signed by {pair.public_b64}" in ok.stdout
+    assert "signed by key" in ok.stdout
     # ... and a tampered manifest does not, even with every file matching it.
     manifest = download / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"tiny-intent"', '"tiny-intent-evil"', 1))
-    bad = release(work, env, "verify", str(download), "--public-key", pair.public_b64)
-    assert bad.returncode == 5 and "the signature does not match manifest.json" in bad.stderr
+    bad = release(work, env, "verify", str(download), "--public-key", str(key))
+    assert bad.returncode == 5 and "the manifest was altered" in bad.stderr
 
     # No token or key in any output, log or file written (project, HF cache).
     written = files_under(work, Path(os.environ["HF_HOME"]))
@@ -143,7 +145,7 @@ def test_dry_run_on_the_demo_config_plans_all_three_targets(gh, hub, tmp_path) -
         "github: planned · fastai-release/erp-intent release v1.0.0 · would upload 7",
         "  - create draft release v1.0.0 ('erp-intent 1.0.0')",
         "  - upload 7 file(s) to the draft, then download each again and check its blake3",
-        "  upload     manifest.json.sig (0.1 kB)",
+        "  upload     model.sig",
         "huggingface: planned · fastai-release/erp-intent@v1.0.0 · would upload 8",
         "  - create model repo fastai-release/erp-intent (public)",
         "  - tag the commit v1.0.0",
@@ -155,3 +157,9 @@ def test_dry_run_on_the_demo_config_plans_all_three_targets(gh, hub, tmp_path) -
     assert gh.writes() == [] and hub.writes() == []
     assert not (work / "artifacts" / "releases").exists()
     assert not (config.build_dir / SIGNATURE_NAME).exists()  # a dry run writes nothing
+    # the workflow's default, keyless: a dry run says it would sign, and needs no network
+    keyless = release(
+        work, env_for(gh, hub, RELEASE_SIGNING="sigstore"), "publish", "--dry-run", "-t", "github"
+    )
+    assert keyless.returncode == 0, keyless.stderr
+    assert "would sign erp-intent 1.0.0 with Sigstore (keyless" in keyless.stderr

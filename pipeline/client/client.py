@@ -1,0 +1,256 @@
+"""`Client`: one object holding a server's sources, trust, cache, HTTP and offline settings.
+
+In the manner of huggingface_hub's `HfApi`: build it once (`Client(...)`, or
+`Client.from_env()`, which reads the environment once), then call `fetch` / `load_model` as
+often as needed. The module-level `fetch()` and `load_model()` are thin wrappers that build a
+Client for one call.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.client.cache import CACHE_DIR_ENV, Cache
+from pipeline.client.fetching import (
+    OFFLINE_ENV,
+    FetchResult,
+    Release,
+    default_variants,
+    fetch_release,
+    offline_from_env,
+    resolve,
+)
+from pipeline.client.network import Http
+from pipeline.client.sources import Source, parse_source
+from pipeline.client.trust import Trust
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.client.loading import LoadedModel
+
+# What `Client.from_env()` reads (each once); an empty value is an error, never "unset".
+ENV = {
+    "sources": "RELEASE_SOURCES",  # whitespace- or comma-separated, as `--source`
+    "cache_dir": CACHE_DIR_ENV,
+    "offline": OFFLINE_ENV,
+    "public_key": "RELEASE_PUBLIC_KEY",
+    "certificate_chain": "RELEASE_CERTIFICATE_CHAIN",
+    "identity": "RELEASE_IDENTITY",
+    "issuer": "RELEASE_IDENTITY_ISSUER",
+    "keyless": "RELEASE_KEYLESS",
+    "pin": "RELEASE_PIN",
+    "allow_unverified": "RELEASE_ALLOW_UNVERIFIED",
+    "max_age": "RELEASE_MAX_AGE_DAYS",
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _flag(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"${name}: expected 1/0, true/false, yes/no or on/off, found {value!r}")
+
+
+class Client:
+    """Fetch, verify and load releases (see the module docstring).
+
+    Args:
+        sources: tried in order: `Source` objects or their command-line forms (`parse_source`).
+        public_key: trust root: an ECDSA public key (PEM text, a path, or a key object).
+        certificate_chain: trust root: the PEM root(s) of your PKI (text or a path).
+        identity: trust root: a Sigstore identity (certificate SAN; may hold `{version}`).
+        issuer: the OIDC issuer of `identity` or of keyless (default GitHub Actions').
+        keyless: trust root: Sigstore, each github: source's release workflow.
+        pin: the blake3 of the exact manifest.json to accept.
+        allow_unverified: load pickles of unauthenticated remote manifests (a WARNING each time).
+        max_age_days: refuse a newest manifest older than this (freeze detection).
+        trust: a ready `Trust` instead of the options above.
+        cache_dir: default `$RELEASE_CACHE_DIR`, else the platform cache dir.
+        http: the HTTP client (timeouts, retries) for mirror and GitHub sources.
+        offline: use only the cache; None reads $RELEASE_OFFLINE (once, here).
+        variants: default order of variants (default: by what is installed).
+        lock_timeout: seconds to wait for another process downloading the same file.
+
+    Raises:
+        ConfigError: an empty key, pin or identity, two trust roots, an unreadable key.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source | str] = (),
+        *,
+        public_key: Any = None,
+        certificate_chain: Any = None,
+        identity: str | None = None,
+        issuer: str | None = None,
+        keyless: bool = False,
+        pin: str | None = None,
+        allow_unverified: bool = False,
+        max_age_days: float | None = None,
+        trust: Trust | None = None,
+        cache_dir: Path | str | None = None,
+        http: Http | None = None,
+        offline: bool | None = None,
+        variants: Sequence[str] | None = None,
+        lock_timeout: float | None = None,
+    ):
+        self.http = http
+        self.sources: list[Source] = [
+            parse_source(s, http=http) if isinstance(s, str) else s for s in sources
+        ]
+        self.trust = trust or Trust.from_options(
+            public_key,
+            pin,
+            certificate_chain=certificate_chain,
+            identity=identity,
+            issuer=issuer,
+            keyless=keyless,
+            allow_unverified=allow_unverified,
+            max_age=None if max_age_days is None else max_age_days * 86400,
+        )
+        self.cache = Cache(
+            None if cache_dir is None else Path(cache_dir),
+            **({"lock_timeout": lock_timeout} if lock_timeout else {}),
+        )
+        self.offline = offline_from_env(offline)  # None: $RELEASE_OFFLINE, read now, once
+        self.variants = tuple(variants) if variants else None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Client:
+        """A Client from the environment (read once, here), then `overrides` on top.
+
+        Reads RELEASE_SOURCES, RELEASE_CACHE_DIR, RELEASE_OFFLINE, RELEASE_PUBLIC_KEY,
+        RELEASE_CERTIFICATE_CHAIN, RELEASE_IDENTITY, RELEASE_IDENTITY_ISSUER, RELEASE_KEYLESS,
+        RELEASE_PIN, RELEASE_ALLOW_UNVERIFIED and RELEASE_MAX_AGE_DAYS.
+
+        Raises:
+            ConfigError: a variable that is set but empty or blank, or not of its form.
+        """
+        env = os.environ if environ is None else environ
+        options: dict[str, Any] = {}
+        for option, name in ENV.items():
+            if name not in env:
+                continue
+            value = env[name]
+            if not value.strip():
+                raise ConfigError(
+                    f"${name}: set but empty; an empty value never turns a check off: give a "
+                    "value or unset the variable"
+                )
+            if option == "sources":
+                options[option] = value.replace(",", " ").split()
+            elif option in ("offline", "keyless", "allow_unverified"):
+                options[option] = _flag(name, value)
+            elif option == "max_age":
+                try:
+                    options["max_age_days"] = float(value)
+                except ValueError:
+                    raise ConfigError(
+                        f"${name}: expected a number of days, found {value!r}"
+                    ) from None
+            else:
+                options[option] = value
+        options.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**options)
+
+    # -- the work ---------------------------------------------------------------------------
+
+    def _variants(self, variants: Sequence[str] | None) -> tuple[str, ...]:
+        return tuple(variants) if variants else self.variants or default_variants()
+
+    def resolve(
+        self, model: str, version: str = "latest", *, variants: Sequence[str] | None = None
+    ) -> Release:
+        """The trusted manifest of `model` `version` (see fetching.resolve)."""
+        return resolve(
+            model,
+            version,
+            sources=self.sources,
+            trust=self.trust,
+            cache=self.cache,
+            offline=self.offline,
+            variants=self._variants(variants),
+        )
+
+    def fetch(
+        self, model: str, version: str = "latest", *, variants: Sequence[str] | None = None
+    ) -> FetchResult:
+        """Bring the first variant that can be had into the cache, verified; load nothing.
+
+        For an image baked at build time: call it once per variant to have each in the cache.
+
+        Raises:
+            Untrusted: only pickle variants of an unauthenticated remote manifest (exit 5).
+            IntegrityError: only corrupt or untrusted copies could be found (exit 5).
+            ArtifactNotFound: no source has the release or the variants; offline, nothing cached.
+            Unreachable: no source could be reached and nothing usable is cached (exit 6).
+            DiskFull: the cache has no room (nothing cached is changed).
+        """
+        chosen = self._variants(variants)
+        return fetch_release(self.resolve(model, version, variants=chosen), chosen)
+
+    def load_model(
+        self,
+        model: str,
+        version: str = "latest",
+        *,
+        variants: Sequence[str] | None = None,
+        smoke_test: bool = True,
+        input_limits: Any = None,
+    ) -> LoadedModel:
+        """Fetch, verify, load and smoke-test a model: what a server calls on start.
+
+        The manifest is resolved and trusted first, the recorded environment compared with
+        this one, and then each variant in order is fetched, read once, checked and loaded
+        from those bytes, and asked the manifest's golden queries; the first that passes is
+        returned. A pickle variant of an unauthenticated remote manifest is skipped (onnx
+        executes nothing), unless `allow_unverified` (then a WARNING on every load).
+        `smoke_test=False` predicts nothing at start. `input_limits` (an `InputLimits`) bounds
+        what `predict()` accepts (default `InputLimits.from_env()`).
+
+        Raises:
+            EnvironmentMismatch: torch/fastai/numpy here cannot unpickle the model (exit 3).
+            IntegrityError: only corrupt or untrusted copies could be found (exit 5).
+            ReleaseError: no variant could be fetched, loaded and smoke-tested; lists each reason.
+        """
+        from pipeline.client.loading import load_release
+
+        start = time.perf_counter()
+        chosen = self._variants(variants)
+        release = self.resolve(model, version, variants=chosen)
+        return load_release(
+            release, chosen, smoke_test=smoke_test, start=start, input_limits=input_limits
+        )
+
+
+def fetch(
+    model: str,
+    version: str = "latest",
+    *,
+    variants: Sequence[str] | None = None,
+    **client_options: Any,
+) -> FetchResult:
+    """`Client(**client_options).fetch(model, version, variants=variants)`; see `Client`."""
+    return Client(**client_options).fetch(model, version, variants=variants)
+
+
+def load_model(
+    model: str,
+    version: str = "latest",
+    *,
+    variants: Sequence[str] | None = None,
+    smoke_test: bool = True,
+    input_limits: Any = None,
+    **client_options: Any,
+) -> LoadedModel:
+    """`Client(**client_options).load_model(...)`: what a server calls on start; see `Client`."""
+    return Client(**client_options).load_model(
+        model, version, variants=variants, smoke_test=smoke_test, input_limits=input_limits
+    )
