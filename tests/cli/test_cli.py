@@ -159,10 +159,15 @@ def test_missing_csv_is_a_config_error(tmp_path: Path) -> None:
     assert proc.returncode == 3 and "data.eval_csv: expected an existing CSV file" in proc.stderr
 
 
-def test_publish_dry_run_without_a_build_prints_the_plan_and_touches_nothing(tmp_path: Path) -> None:
+def test_publish_dry_run_without_a_build_prints_the_plan_and_touches_nothing(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "release.toml").write_text(TINY)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "publish", "--dry-run"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-m", "pipeline", "publish", "--dry-run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert "local: planned · tiny-intent 0.0.1 · would build first" in proc.stdout

@@ -184,7 +184,9 @@ def test_the_client_reads_the_bucket_as_a_public_mirror_and_as_s3(s3, policy, pr
     config, manifest = project
     run(config, policy)
     quantized = manifest.variant("quantized")
-    pin = blake3_file(config.build_dir / mf.MANIFEST_NAME)  # remote pickles: an authenticated manifest
+    pin = blake3_file(
+        config.build_dir / mf.MANIFEST_NAME
+    )  # remote pickles: an authenticated manifest
     mirror = MirrorSource(s3.public_url(BUCKET, PREFIX))
     with pytest.raises(ReleaseError, match="HTTP 403"):  # private: anonymous reads refused
         fetch("tiny-intent", sources=[mirror], cache_dir=tmp_path / "c0", pin=pin)
