@@ -513,12 +513,7 @@ def fetch(
         ("public_key", "certificate_chain", "identity", "identity_issuer", "pin"),
     )
 
-    if not sources:
-        if not state.config_path.is_file():
-            raise UsageError(
-                f"fetch: no --source given and no {state.config_path} to take [publish.local] root from"
-            )
-        sources = (str(state.config().publish.local_root),)
+    sources = _sources_or_local_root(state, sources, "fetch")
     try:
         http = Http(RetryPolicy.for_downloads(max_attempts=retries + 1, max_total=timeout))
         parsed = [parse_source(s, http=http) for s in sources]
@@ -551,6 +546,21 @@ def fetch(
     click.echo(str(client.fetch(model, version).path))
 
 
+def _sources_or_local_root(
+    state: _State, sources: tuple[str, ...], command: str
+) -> tuple[str, ...]:
+    """The --source values, or the config's local store when none was given."""
+    from pipeline.errors import UsageError
+
+    if sources:
+        return sources
+    if not state.config_path.is_file():
+        raise UsageError(
+            f"{command}: no --source given and no {state.config_path} to take [publish.local] root from"
+        )
+    return (str(state.config().publish.local_root),)
+
+
 @cli.command("list")
 @click.argument("model")
 @click.option(
@@ -574,12 +584,7 @@ def list_versions(state: _State, model: str, sources: tuple[str, ...], as_json: 
     from pipeline.client.listing import list_sources
     from pipeline.errors import RemoteError, UsageError
 
-    if not sources:
-        if not state.config_path.is_file():
-            raise UsageError(
-                f"list: no --source given and no {state.config_path} to take [publish.local] root from"
-            )
-        sources = (str(state.config().publish.local_root),)
+    sources = _sources_or_local_root(state, sources, "list")
     try:
         parsed = [parse_source(s) for s in sources]
     except ValueError as e:
