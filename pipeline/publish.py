@@ -246,7 +246,14 @@ def publish(
             else:
                 atomic.write_bytes(sig_path, signature)
                 log.info("signed the release: %s", sig_path)
-        return _run(publishers, release_dir, manifest, dry_run=dry_run, force=force)
+        return _run(
+            publishers,
+            release_dir,
+            manifest,
+            dry_run=dry_run,
+            force=force,
+            config_name=config.path.name,
+        )
 
 
 def _run(
@@ -256,12 +263,14 @@ def _run(
     *,
     dry_run: bool,
     force: bool,
+    config_name: str = "release.toml",
 ) -> list[PublishResult]:
     results: list[PublishResult] = []
     errors: list[ReleaseError] = []
     for p in publishers:
         try:
             plan = p.plan(release_dir, manifest, force=force)
+            plan.config_name = config_name
             if dry_run:
                 r = PublishResult.from_plan(plan)
             else:

@@ -55,6 +55,7 @@ class Plan:
     sizes: dict[str, int] = field(default_factory=dict)
     message: str = ""
     state: Any = None
+    config_name: str = "release.toml"  # the config file in use, for the refusal's advice
 
     @property
     def blocked(self) -> bool:
@@ -69,7 +70,7 @@ def version_exists(plan: Plan) -> VersionExistsError:
     return VersionExistsError(
         f"{plan.target}: {plan.location}: version {m.version} of {m.model} is already published "
         f"with other files ({', '.join(names)} differ{'s' if len(names) == 1 else ''} from the build); "
-        "versions are immutable: bump [model] version in release.toml, or pass --force to "
+        f"versions are immutable: bump [model] version in {plan.config_name}, or pass --force to "
         "replace the published files"
     )
 

@@ -121,7 +121,9 @@ class LocalStore(PlanApply):
         model_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(model_dir / ".publish.lock", timeout=600):
             atomic.remove_stale_staging(model_dir)  # left by a publish that was killed
-            plan = self.plan(release_dir, manifest, force=plan.force)  # as of now, locked
+            locked = self.plan(release_dir, manifest, force=plan.force)  # as of now, locked
+            locked.config_name = plan.config_name
+            plan = locked
             result = PublishResult.applying(plan)
             if plan.noop:
                 self._update_latest(manifest)

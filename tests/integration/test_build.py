@@ -236,6 +236,11 @@ def test_publish_fetch_and_load_end_to_end(tiny, tmp_path: Path) -> None:
     (store / "0.0.1" / "report.md").write_text("changed by hand\n")
     refused = release("publish", cwd=work)
     assert refused.returncode == 3 and "versions are immutable" in refused.stderr
+    assert "bump [model] version in release.toml" in refused.stderr
+    # the advice names the config file actually used
+    shutil.copy(work / "release.toml", work / "other.toml")
+    other = release("--config", "other.toml", "publish", cwd=work)
+    assert other.returncode == 3 and "bump [model] version in other.toml" in other.stderr
 
 
 def test_pretrained_with_unusable_local_weights_is_a_clear_error(tmp_path: Path) -> None:
