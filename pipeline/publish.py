@@ -77,7 +77,9 @@ def publishers_for(
             elif t == "github":
                 from pipeline.publishers.github import GitHubPublisher
 
-                out.append(GitHubPublisher(target_cfg, settings, policy=policy))
+                out.append(
+                    GitHubPublisher(target_cfg, settings, policy=policy, config_name=config.path.name)
+                )
             else:
                 from pipeline.publishers.huggingface import HubPublisher
 

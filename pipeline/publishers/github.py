@@ -101,6 +101,7 @@ class GitHubPublisher(PlanApply):
         settings: PublishSettings,
         *,
         policy: RetryPolicy | None = None,
+        config_name: str = "release.toml",
     ):
         if target.repo is None:
             raise ConfigError('publish.github.repo: expected "owner/name", found nothing')
@@ -108,6 +109,7 @@ class GitHubPublisher(PlanApply):
         self.repo_name = target.repo
         self.settings = settings
         self.policy = policy or RetryPolicy()
+        self.config_name = config_name  # the config file in use, for advice in errors
         self.redact = Redactor(settings.secrets())
         self._gh: Any = None
         self._repo: Any = None
@@ -170,7 +172,7 @@ class GitHubPublisher(PlanApply):
             except UnknownObjectException:
                 raise RemoteError(
                     f"{self.where}: repository not found at {self.settings.github_api_url}, or the token in "
-                    f"{var} cannot see it; check [publish.github] repo in release.toml and the token's access"
+                    f"{var} cannot see it; check [publish.github] repo in {self.config_name} and the token's access"
                 ) from None
             except GithubException as e:
                 if e.status == 401:

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from pipeline import config as cfg
 from pipeline.errors import IntegrityError, RemoteError, VersionExistsError
 from pipeline.publish import publish
 from tests.integration.publishing.conftest import (
@@ -199,10 +200,13 @@ def test_missing_rejected_and_read_only_tokens(
 def test_unknown_repository(gh, settings, policy, tmp_path) -> None:
     from tests.integration.publishing.conftest import PUBLISH_TOML, write_project
 
-    config = write_project(tmp_path / "p", PUBLISH_TOML.replace(GH_REPO, "alice/nope"))
+    first = write_project(tmp_path / "p", PUBLISH_TOML.replace(GH_REPO, "alice/nope"))
+    other = first.path.rename(first.path.with_name("staging.toml"))
+    config = cfg.load(other)
     make_build(config)
-    with pytest.raises(RemoteError, match="repository not found"):
+    with pytest.raises(RemoteError, match="repository not found") as e:
         run(config, settings, policy)
+    assert "repo in staging.toml" in str(e.value)  # the config file in use, not "release.toml"
 
 
 def test_upload_progress_is_logged(gh, settings, policy, project, caplog) -> None:
