@@ -78,7 +78,9 @@ def publishers_for(
                 from pipeline.publishers.github import GitHubPublisher
 
                 out.append(
-                    GitHubPublisher(target_cfg, settings, policy=policy, config_name=config.path.name)
+                    GitHubPublisher(
+                        target_cfg, settings, policy=policy, config_name=config.path.name
+                    )
                 )
             else:
                 from pipeline.publishers.huggingface import HubPublisher
