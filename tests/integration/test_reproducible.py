@@ -7,6 +7,7 @@ one machine would.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -62,8 +63,11 @@ def train_in_fresh_process(config: Path, out: Path, hash_seed: str) -> dict[str,
 
 def test_two_trainings_give_identical_weights_and_pickles(tmp_path: Path) -> None:
     # the tiny config on every 8th bundled training row: seconds per training, the same code path
-    rows = (ROOT / "pipeline" / "data" / "train.csv").read_text(encoding="utf-8").splitlines()
-    (tmp_path / "train.csv").write_text("\n".join([rows[0], *rows[1::8]]) + "\n", encoding="utf-8")
+    # (records, not lines: some bundled queries quote code over several lines)
+    with (ROOT / "pipeline" / "data" / "train.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    with (tmp_path / "train.csv").open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([rows[0], *rows[1::8]])
     config = tmp_path / "release.toml"
     text = (FIXTURES / "tiny.toml").read_text().replace('"bundled:train.csv"', '"train.csv"')
     config.write_text(text)

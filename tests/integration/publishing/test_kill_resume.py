@@ -45,6 +45,13 @@ MODES = ("drop", "in-flight", "lost-reply")
 TAG = "v0.0.1"
 
 
+def sigint_default() -> None:
+    """Popen's preexec_fn: SIGINT at its default in the child, so Python turns it into
+    KeyboardInterrupt. A test run started in the background by a shell without job control
+    (`cmd &`, nohup) inherits SIGINT ignored, and the child would shrug the interrupt off."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Killer:
     """An emulator hook that SIGKILLs the publishing process at request number `at`."""
 
@@ -139,6 +146,7 @@ def test_killed_20_times_at_random_points_and_resumed_converges(gh, hub, tmp_pat
                     env=env,
                     stdout=out,
                     stderr=out,
+                    preexec_fn=sigint_default,
                 )
                 killer.started.set()
                 rc = killer.proc.wait(timeout=120)

@@ -29,7 +29,7 @@ from tests.integration.publishing.conftest import (
     s3_toml,
     write_project,
 )
-from tests.integration.publishing.test_kill_resume import MODES, Killer
+from tests.integration.publishing.test_kill_resume import MODES, Killer, sigint_default
 
 pytestmark = pytest.mark.slow
 KILLS = 12
@@ -86,6 +86,7 @@ def test_killed_12_times_at_random_points_and_resumed_converges(s3, tmp_path) ->
                     env=env,
                     stdout=out,
                     stderr=out,
+                    preexec_fn=sigint_default,
                 )
                 killer.started.set()
                 rc = killer.proc.wait(timeout=120)
