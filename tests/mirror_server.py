@@ -31,9 +31,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from tests.emulators.base import QuietServer
 
 CHUNK = 64 * 1024
 
@@ -118,8 +120,7 @@ class MirrorServer:
         self._stop = threading.Event()
         self.on_body: Callable[[str, int], None] | None = None
         self._auth: str | None = None
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = QuietServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

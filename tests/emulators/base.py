@@ -214,15 +214,22 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
 
 
-class _Server(ThreadingHTTPServer):
+class QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server that says nothing when a client goes away mid-request (the kill
+    tests do that on purpose, a probe may close early): socketserver would print a traceback to
+    stderr, which a CliRunner in the same process captures into the command's output."""
+
     daemon_threads = True
     allow_reuse_address = True
-    emulator: Emulator
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return  # a client that died (the kill tests do that on purpose)
+            return
         super().handle_error(request, client_address)
+
+
+class _Server(QuietServer):
+    emulator: Emulator
 
 
 class Emulator:

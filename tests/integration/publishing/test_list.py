@@ -65,7 +65,7 @@ def test_list_shows_every_sources_versions_latest_and_signatures(
         args = ["list", MODEL, "--json"] + [a for s in sources for a in ("--source", s)]
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, result.output
-        listings = json.loads(result.output)["sources"]
+        listings = json.loads(result.stdout)["sources"]  # stdout only: the JSON document
         text = CliRunner().invoke(cli, args[:2] + args[3:]).output
     both = [{"version": "0.0.2", "signed": False}, {"version": "0.0.1", "signed": True}]
     by_source = {x["source"]: x for x in listings}
