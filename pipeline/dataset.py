@@ -103,18 +103,26 @@ def check_eval_against_train(train: LabelledTexts, eval_: LabelledTexts) -> None
     Raises:
         InputError: an eval label never occurs in train, or an eval text also occurs in train.
     """
-    unknown = sorted(set(eval_.labels) - set(train.labels))
+    _check_labels_known(eval_, train)
+    _check_no_shared_text(eval_, train, "an eval set")
+
+
+def _check_labels_known(held_out: LabelledTexts, train: LabelledTexts) -> None:
+    unknown = sorted(set(held_out.labels) - set(train.labels))
     if unknown:
         raise InputError(
-            f"{eval_.path}: label{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} never occur in "
+            f"{held_out.path}: label{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} never occur in "
             f"{train.path} (its labels: {', '.join(train.classes)}); the model cannot predict them"
         )
-    seen = {t.casefold() for t in train.texts}
-    shared = [t for t in eval_.texts if t.casefold() in seen]
+
+
+def _check_no_shared_text(held_out: LabelledTexts, other: LabelledTexts, what: str) -> None:
+    seen = {t.casefold() for t in other.texts}
+    shared = [t for t in held_out.texts if t.casefold() in seen]
     if shared:
         raise InputError(
-            f"{eval_.path}: {len(shared)} text(s) also in {train.path}, e.g. {shared[0]!r}; "
-            "an eval set must be unseen text or its accuracy means nothing"
+            f"{held_out.path}: {len(shared)} text(s) also in {other.path}, e.g. {shared[0]!r}; "
+            f"{what} must be unseen text or its accuracy means nothing"
         )
 
 
@@ -128,17 +136,6 @@ def check_challenge(
             case-insensitively) also occurs in the train or eval CSV.
     """
     if train is not None:
-        unknown = sorted(set(challenge.labels) - set(train.labels))
-        if unknown:
-            raise InputError(
-                f"{challenge.path}: label{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
-                f"never occur in {train.path} (its labels: {', '.join(train.classes)}); the model cannot predict them"
-            )
+        _check_labels_known(challenge, train)
     for other in (x for x in (train, eval_) if x is not None):
-        seen = {t.casefold() for t in other.texts}
-        shared = [t for t in challenge.texts if t.casefold() in seen]
-        if shared:
-            raise InputError(
-                f"{challenge.path}: {len(shared)} text(s) also in {other.path}, e.g. {shared[0]!r}; "
-                "a challenge set must be text the model never saw, or its accuracy means nothing"
-            )
+        _check_no_shared_text(challenge, other, "a challenge set")
