@@ -44,7 +44,10 @@ def _override(train: cfg.TrainConfig, assignments: list[str]) -> cfg.TrainConfig
     for a in assignments:
         key, _, raw = a.partition("=")
         current = getattr(train, key)
-        if isinstance(current, bool):
+        kind = cfg.SPEC["train"][key].type if key in cfg.SPEC["train"] else ""
+        if current is None and kind in ("int", "float"):
+            changes[key] = int(raw) if kind == "int" else float(raw)
+        elif isinstance(current, bool):
             changes[key] = raw.lower() in ("1", "true", "yes")
         elif isinstance(current, int):
             changes[key] = int(raw)

@@ -72,6 +72,7 @@ class TrainConfig:
     pretrained: bool
     pretrained_weights: Path | None
     pretrained_vocab: Path | None
+    word_dropout: float | None = None  # unset: fastai's embedding dropout (0.05 x drop_mult)
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,11 @@ def _range(lo: float | None = None, hi: float | None = None) -> Check:
     return check
 
 
+def _valid_pct(v: Any) -> str | None:
+    # 0 trains on every row (nothing held out to watch); a sliver would be noise, not a check
+    return None if v == 0 or 0.01 <= v <= 0.5 else "0 (train on every row) or between 0.01 and 0.5"
+
+
 def _pattern(rx: re.Pattern[str], what: str) -> Check:
     return lambda v: None if rx.fullmatch(v) else what
 
@@ -300,7 +306,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "min_freq": Field("int", 1, check=_range(1)),
         "max_vocab": Field("int", 60_000, check=_range(10)),
         "seq_len": Field("int", 72, check=_range(1)),
-        "valid_pct": Field("float", 0.1, check=_range(0.01, 0.5)),
+        "valid_pct": Field("float", 0.1, check=_valid_pct),
         "emb_sz": Field("int", 400, check=_range(2)),
         "n_hid": Field("int", 1152, check=_range(2)),
         "n_layers": Field("int", 3, check=_range(1, 16)),
@@ -308,6 +314,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "lm_lr": Field("float", 2e-3, check=_range(1e-7, 10)),
         "wd": Field("float", 0.01, check=_range(0, 10)),
         "label_smoothing": Field("float", 0.0, check=_range(0, 0.5)),
+        "word_dropout": Field("float", None, check=_range(0, 0.9)),
         "threads": Field("int", 0, check=_range(0, 1024)),
         "pretrained": Field("bool", False),
         "pretrained_weights": Field("path", None),

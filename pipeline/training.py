@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def _progress_callback(total_epochs: int, what: str) -> Any:
             parts = [
                 f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}"
                 for n, v in zip(names, values, strict=False)
+                if v is not None  # valid_pct = 0: nothing held out, no valid_loss or accuracy
             ]
             log.info(
                 "%s epoch %d/%d: %s (%.1fs)",
@@ -61,17 +63,19 @@ def _fit(learn: Any, epochs: int, lr: float, wd: float, what: str, interactive: 
     # The Recorder's wall-clock column would end up in the exported pickle (and make two
     # identical trainings differ byte for byte); EpochLog times the epochs for the log instead.
     learn.recorder.add_time = False
-    cbs = [] if interactive else [_progress_callback(epochs, what)]
-    if interactive:
-        learn.fit_one_cycle(epochs, lr, wd=wd, cbs=cbs)
-        return
-    logger = learn.logger
-    learn.logger = noop  # Recorder would print raw lists; EpochLog logs readable lines instead
-    try:
-        with learn.no_bar():
-            learn.fit_one_cycle(epochs, lr, wd=wd, cbs=cbs)
-    finally:
-        learn.logger = logger
+    with warnings.catch_warnings():
+        # valid_pct = 0 leaves the validation loader empty on purpose
+        warnings.filterwarnings("ignore", "Your generator is empty")
+        if interactive:
+            learn.fit_one_cycle(epochs, lr, wd=wd)
+            return
+        logger = learn.logger
+        learn.logger = noop  # Recorder would print raw lists; EpochLog logs readable lines instead
+        try:
+            with learn.no_bar():
+                learn.fit_one_cycle(epochs, lr, wd=wd, cbs=[_progress_callback(epochs, what)])
+        finally:
+            learn.logger = logger
 
 
 WT103_SHAPE = (400, 1152, 3)  # emb_sz, n_hid, n_layers of fastai's WT103 AWD_LSTM
@@ -234,6 +238,10 @@ def train_classifier(
         path=work_dir,
         **extra,
     )
+    if t.word_dropout is not None:
+        # fastai's embedding dropout zeroes a word's vector everywhere in a batch: raised, the
+        # classifier cannot lean on a few phrasing words. Set exactly, not scaled by drop_mult.
+        learn.model[0].module.encoder_dp.embed_p = t.word_dropout
     if encoder_name:
         learn.load_encoder(encoder_name)
         learn.unfreeze()  # load_encoder freezes it: fine-tune the whole classifier

@@ -141,3 +141,19 @@ def test_onnx_enabled_and_the_user_gates(tmp_path: Path) -> None:
     assert e.value.problems == [
         "release.toml: onnx.enabled: expected \"auto\", true or false, found str 'yes'"
     ]
+
+
+def test_valid_pct_zero_and_word_dropout(tmp_path: Path) -> None:
+    text = (ROOT / "tests" / "fixtures" / "tiny.toml").read_text()
+    bad = text.replace("[train]\n", "[train]\nvalid_pct = 0.005\nword_dropout = 1.5\n", 1)
+    (tmp_path / "release.toml").write_text(bad)
+    with pytest.raises(ConfigError) as e:
+        config.load(tmp_path / "release.toml")
+    msg = str(e.value)
+    assert "train.valid_pct: expected 0 (train on every row) or between 0.01 and 0.5" in msg
+    assert "train.word_dropout: expected a number between 0 and 0.9, found float 1.5" in msg
+    good = text.replace("[train]\n", "[train]\nvalid_pct = 0\nword_dropout = 0.2\n", 1)
+    (tmp_path / "release.toml").write_text(good)
+    c = config.load(tmp_path / "release.toml")
+    assert (c.train.valid_pct, c.train.word_dropout) == (0.0, 0.2)
+    assert config.load(write(tmp_path, MINIMAL)).train.word_dropout is None

@@ -1,0 +1,65 @@
+"""[train] options that change how the classifier learns, checked on a real (tiny) training."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import config
+from pipeline.dataset import read_labelled_csv
+from pipeline.training import train_classifier
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[config.ReleaseConfig, object, Path]:
+    work = tmp_path_factory.mktemp("options")
+    with (ROOT / "pipeline" / "data" / "train.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    with (work / "train.csv").open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([rows[0], *rows[1::10]])
+    toml = (FIXTURES / "tiny.toml").read_text().replace('"bundled:train.csv"', '"train.csv"')
+    (work / "release.toml").write_text(toml)
+    c = config.load(work / "release.toml")
+    train = read_labelled_csv(c.data.train_csv, c.data.text_column, c.data.label_column)
+    return c, train, work
+
+
+def _train(setup, tmp: Path, **changes):
+    c, train, _ = setup
+    c = dataclasses.replace(c, train=dataclasses.replace(c.train, **changes))
+    return train_classifier(c, train, tmp)
+
+
+def _weights(learn) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in learn.model.parameters()]
+
+
+def test_valid_pct_zero_trains_on_every_row(setup, tmp_path: Path, caplog) -> None:
+    _, train, _ = setup
+    with caplog.at_level(logging.INFO, logger="pipeline.train"):
+        learn = _train(setup, tmp_path, valid_pct=0.0, lm_epochs=1)
+    assert len(learn.dls.train_ds) == len(train.texts)
+    assert len(learn.dls.valid_ds) == 0
+    epochs = [r.getMessage() for r in caplog.records if "epoch 1/1" in r.getMessage()]
+    assert len(epochs) == 2, epochs  # the language model, then the classifier
+    assert all("train_loss" in m and "None" not in m for m in epochs), epochs
+    label, _, probs = learn.predict("how do I add a field to the customer card")
+    assert str(label) in train.classes and len(probs) == len(train.classes)
+
+
+def test_word_dropout_is_set_exactly_and_changes_training(setup, tmp_path: Path) -> None:
+    plain = _train(setup, tmp_path / "plain")
+    dropped = _train(setup, tmp_path / "dropped", word_dropout=0.3)
+    # fastai's default: embed_p 0.05 scaled by drop_mult; word_dropout is not scaled
+    assert plain.model[0].module.encoder_dp.embed_p == pytest.approx(0.05 * 0.3)
+    assert dropped.model[0].module.encoder_dp.embed_p == 0.3
+    a, b = _weights(plain), _weights(dropped)
+    assert any(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
