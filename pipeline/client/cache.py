@@ -40,6 +40,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -161,6 +162,7 @@ class Cache:
     def __init__(self, root: Path | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.lock_timeout = lock_timeout
+        self._in_use = threading.local()  # how deep this thread is inside `in_use`
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -202,19 +204,32 @@ class Cache:
     @contextlib.contextmanager
     def in_use(self, timeout: float | None = None) -> Iterator[None]:
         """Hold the cache's shared lock: `prune` removes nothing until the block ends. Hold it
-        from finding or installing a file until its bytes are read.
+        from finding or installing a file until its bytes are read. Re-entrant within a thread
+        (a loader holds it around a fetch that holds it too; Windows' lock is exclusive).
 
         Raises:
             CacheBusy: `prune` held the cache for longer than `timeout` (default lock_timeout).
             CacheError: the lock file cannot be created.
         """
+        depth = getattr(self._in_use, "depth", 0)
+        if depth:
+            self._in_use.depth = depth + 1
+            try:
+                yield
+            finally:
+                self._in_use.depth = depth
+            return
         path = self.root / ".locks" / "cache.lock"
         with os_errors("cache lock", path.parent):
             path.parent.mkdir(parents=True, exist_ok=True)
         timeout = self.lock_timeout if timeout is None else timeout
         busy = f"{self.root}: `cache prune` held the cache for more than {timeout:g} s"
         with _shared_or_exclusive(path, True, timeout, busy):
-            yield
+            self._in_use.depth = 1
+            try:
+                yield
+            finally:
+                self._in_use.depth = 0
 
     # -- reading -----------------------------------------------------------------------------
 

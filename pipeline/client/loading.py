@@ -265,32 +265,35 @@ def load_release(
             reasons.append(f"{variant}: {env_error}")
             log.warning("%s variant skipped: %s", variant, env_error)
             continue
-        try:
-            fetched = release.file(variant)
-        except (CacheError, CacheBusy):
-            raise
-        except ReleaseError as e:
-            failures.append(e)
-            reasons.append(f"{variant}: not available: {e}")
-            log.warning("%s variant not available, falling back: %s", variant, e)
-            continue
-        try:
-            if variant == "onnx":
-                learn, predictor, passed = _load_onnx_and_smoke(fetched, smoke_test, limits)
-            else:
-                learn, predictor, passed = _load_and_smoke(fetched, smoke_test, limits)
-        except ReleaseError as e:
-            failures.append(e)
-            reasons.append(f"{variant}: {e}")
-            log.warning("%s variant rejected, falling back: %s", variant, e)
-            continue
-        except Exception as e:  # e.g. a pickle this torch cannot read: fall back, say why
-            failures.append(ReleaseError(str(e)))
-            reasons.append(f"{variant}: failed to load: {type(e).__name__}: {e}")
-            log.warning(
-                "%s variant failed to load, falling back: %s: %s", variant, type(e).__name__, e
-            )
-            continue
+        # held from the fetch until the bytes are read: `cache prune` cannot remove the file
+        # in between (it waits, bounded, for this block to end)
+        with release.cache.in_use():
+            try:
+                fetched = release.file(variant)
+            except (CacheError, CacheBusy):
+                raise
+            except ReleaseError as e:
+                failures.append(e)
+                reasons.append(f"{variant}: not available: {e}")
+                log.warning("%s variant not available, falling back: %s", variant, e)
+                continue
+            try:
+                if variant == "onnx":
+                    learn, predictor, passed = _load_onnx_and_smoke(fetched, smoke_test, limits)
+                else:
+                    learn, predictor, passed = _load_and_smoke(fetched, smoke_test, limits)
+            except ReleaseError as e:
+                failures.append(e)
+                reasons.append(f"{variant}: {e}")
+                log.warning("%s variant rejected, falling back: %s", variant, e)
+                continue
+            except Exception as e:  # e.g. a pickle this torch cannot read: fall back, say why
+                failures.append(ReleaseError(str(e)))
+                reasons.append(f"{variant}: failed to load: {type(e).__name__}: {e}")
+                log.warning(
+                    "%s variant failed to load, falling back: %s: %s", variant, type(e).__name__, e
+                )
+                continue
         fetched = dataclasses.replace(fetched, skipped=tuple(reasons))
         elapsed = time.perf_counter() - start
         log.info(

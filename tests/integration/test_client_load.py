@@ -319,3 +319,48 @@ def test_the_bytes_verified_are_the_bytes_loaded_under_a_real_race(tmp_path: Pat
     print(f"race: {swaps[0]} swaps, {loaded} loads of the good model, {refused} refused")
     assert swaps[0] > 100 and loaded + refused == 12
     assert refused > 0  # the race was real: some reads caught the hostile bytes, and refused them
+
+
+PRUNE = """
+import sys
+from pathlib import Path
+from pipeline.client.cache import Cache, CacheBusy
+try:
+    print(Cache(Path(sys.argv[1])).prune(keep=0, wait=0.5))
+except CacheBusy:
+    print("busy")
+"""
+
+
+def test_prune_waits_for_a_load_between_fetch_and_read(tmp_path: Path, store, monkeypatch) -> None:
+    """`cache prune --keep 0` run after the fetch and before the bytes are read must wait:
+    it used to remove the fetched file, and the load fell back to a variant it also removed."""
+    from pipeline.client import loading
+
+    root, m = store
+    cache = tmp_path / "c"
+    pruned: list[str] = []
+    read = loading.read_verified
+
+    def prune_then_read(path: Path, entry: mf.FileEntry) -> bytes:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run(
+            [sys.executable, "-c", PRUNE, str(cache)], capture_output=True, text=True, env=env
+        )
+        pruned.append(proc.stdout.strip() or proc.stderr[-2000:])
+        return read(path, entry)
+
+    monkeypatch.setattr(loading, "read_verified", prune_then_read)
+    loaded = load_model(
+        m.model, sources=[LocalSource(root)], variants=["quantized", "original"], cache_dir=cache
+    )
+    assert pruned == ["busy"]
+    assert loaded.variant == "quantized" and not loaded.fallback_reasons
+    monkeypatch.setattr(loading, "read_verified", read)
+    # and once the load is done, prune runs
+    assert f"{m.model} {m.version}" in subprocess.run(
+        [sys.executable, "-c", PRUNE, str(cache)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    ).stdout
