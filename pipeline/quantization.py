@@ -63,12 +63,19 @@ def _copy_learner(learn: Any) -> Any:
             for layer in m.layer_names:
                 with torch.no_grad():
                     setattr(m.module, layer, getattr(m, f"{layer}_raw").detach().clone())
+    # The last batch's prediction and losses: after a fit without a validation set
+    # (valid_pct = 0) they still carry the autograd graph, which deepcopy refuses too.
+    batch = {a: getattr(learn, a, None) for a in ("pred", "loss", "loss_grad")}
     dls, opt = learn.dls, learn.opt
     learn.dls, learn.opt = None, None
+    for a in batch:
+        setattr(learn, a, None)
     try:
         new = copy.deepcopy(learn)
     finally:
         learn.dls, learn.opt = dls, opt
+        for a, v in batch.items():
+            setattr(learn, a, v)
     new.dls = dls
     new.model.eval()  # before any forward: dropout masks must never be drawn
     return new

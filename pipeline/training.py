@@ -257,6 +257,9 @@ def train_classifier(
         torch.get_num_threads(),
     )
     _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive)
+    # the last batch's tensors are no part of the model (without a validation set they even
+    # hold the training graph); export.pkl would pickle them
+    learn.pred = learn.loss = learn.loss_grad = None
     learn.path = Path(".")  # fastai's default: the exported pickle names no build directory
     return learn
 

@@ -12,6 +12,8 @@ import torch
 
 from pipeline import config
 from pipeline.dataset import read_labelled_csv
+from pipeline.quantization import quantize, strip
+from pipeline.stages.quantize import export_learner
 from pipeline.training import train_classifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +55,11 @@ def test_valid_pct_zero_trains_on_every_row(setup, tmp_path: Path, caplog) -> No
     assert all("train_loss" in m and "None" not in m for m in epochs), epochs
     label, _, probs = learn.predict("how do I add a field to the customer card")
     assert str(label) in train.classes and len(probs) == len(train.classes)
+    # the build's next stages take it as they take any learner (this deepcopy used to fail:
+    # without a validation pass the last training batch's loss kept its autograd graph)
+    quantized = quantize(strip(learn), ("lstm", "linear", "embedding"))
+    export_learner(quantized, tmp_path / "export_quantized.pkl")
+    assert str(quantized.predict("how do I add a field to the customer card")[0]) == str(label)
 
 
 def test_word_dropout_is_set_exactly_and_changes_training(setup, tmp_path: Path) -> None:
