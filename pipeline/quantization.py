@@ -51,6 +51,32 @@ def _plain_lstm(wd: Any) -> Any:
     return lstm
 
 
+def detach_batch_state(learn: Any) -> None:
+    """Detach the last batch's tensors that a learner and its callbacks keep (the learner's
+    `pred`/`loss_grad`, fastai's RNNCallback `out`/`raw_out`, ...).
+
+    A validation pass overwrites them with graph-free tensors; after a fit without one
+    (`valid_pct = 0`) they still carry the training step's autograd graph, which deepcopy and
+    pickling refuse.
+    """
+    import torch
+
+    def detached(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and v.grad_fn is not None:
+            return v.detach()
+        if isinstance(v, (list, tuple)) and any(
+            isinstance(x, torch.Tensor) and x.grad_fn is not None for x in v
+        ):
+            return type(v)(detached(x) for x in v)
+        return v
+
+    for obj in (learn, *getattr(learn, "cbs", ())):
+        for name, value in list(vars(obj).items()):
+            new = detached(value)
+            if new is not value:
+                setattr(obj, name, new)
+
+
 def _copy_learner(learn: Any) -> Any:
     """A deep copy of a learner in eval mode, sharing its DataLoaders and without its optimizer."""
     import torch
@@ -63,19 +89,13 @@ def _copy_learner(learn: Any) -> Any:
             for layer in m.layer_names:
                 with torch.no_grad():
                     setattr(m.module, layer, getattr(m, f"{layer}_raw").detach().clone())
-    # The last batch's prediction and losses: after a fit without a validation set
-    # (valid_pct = 0) they still carry the autograd graph, which deepcopy refuses too.
-    batch = {a: getattr(learn, a, None) for a in ("pred", "loss", "loss_grad")}
+    detach_batch_state(learn)
     dls, opt = learn.dls, learn.opt
     learn.dls, learn.opt = None, None
-    for a in batch:
-        setattr(learn, a, None)
     try:
         new = copy.deepcopy(learn)
     finally:
         learn.dls, learn.opt = dls, opt
-        for a, v in batch.items():
-            setattr(learn, a, v)
     new.dls = dls
     new.model.eval()  # before any forward: dropout masks must never be drawn
     return new

@@ -259,7 +259,10 @@ def train_classifier(
     _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive)
     # the last batch's tensors are no part of the model (without a validation set they even
     # hold the training graph); export.pkl would pickle them
+    from pipeline.quantization import detach_batch_state
+
     learn.pred = learn.loss = learn.loss_grad = None
+    detach_batch_state(learn)
     learn.path = Path(".")  # fastai's default: the exported pickle names no build directory
     return learn
 

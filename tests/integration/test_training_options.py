@@ -47,18 +47,20 @@ def _weights(learn) -> list[torch.Tensor]:
 def test_valid_pct_zero_trains_on_every_row(setup, tmp_path: Path, caplog) -> None:
     _, train, _ = setup
     with caplog.at_level(logging.INFO, logger="pipeline.train"):
-        learn = _train(setup, tmp_path, valid_pct=0.0, lm_epochs=1)
+        learn = _train(setup, tmp_path, valid_pct=0.0, lm_epochs=1, label_smoothing=0.1)
     assert len(learn.dls.train_ds) == len(train.texts)
     assert len(learn.dls.valid_ds) == 0
     epochs = [r.getMessage() for r in caplog.records if "epoch 1/1" in r.getMessage()]
     assert len(epochs) == 2, epochs  # the language model, then the classifier
     assert all("train_loss" in m and "None" not in m for m in epochs), epochs
+    # the build's next stages take it as they take any learner, straight after training (this
+    # deepcopy used to fail: without a validation pass the last training batch's loss and
+    # RNNCallback's outputs kept their autograd graph; a predict first would have hidden it)
+    quantized = quantize(strip(learn), ("lstm", "linear", "embedding"))
+    export_learner(learn, tmp_path / "export.pkl")
+    export_learner(quantized, tmp_path / "export_quantized.pkl")
     label, _, probs = learn.predict("how do I add a field to the customer card")
     assert str(label) in train.classes and len(probs) == len(train.classes)
-    # the build's next stages take it as they take any learner (this deepcopy used to fail:
-    # without a validation pass the last training batch's loss kept its autograd graph)
-    quantized = quantize(strip(learn), ("lstm", "linear", "embedding"))
-    export_learner(quantized, tmp_path / "export_quantized.pkl")
     assert str(quantized.predict("how do I add a field to the customer card")[0]) == str(label)
 
 
