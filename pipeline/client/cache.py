@@ -162,7 +162,7 @@ class Cache:
     def __init__(self, root: Path | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.lock_timeout = lock_timeout
-        self._in_use = threading.local()  # how deep this thread is inside `in_use`
+        self._in_use = threading.local()  # .held: this thread is inside `in_use`
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -211,13 +211,8 @@ class Cache:
             CacheBusy: `prune` held the cache for longer than `timeout` (default lock_timeout).
             CacheError: the lock file cannot be created.
         """
-        depth = getattr(self._in_use, "depth", 0)
-        if depth:
-            self._in_use.depth = depth + 1
-            try:
-                yield
-            finally:
-                self._in_use.depth = depth
+        if getattr(self._in_use, "held", False):  # the outer block holds it and releases it
+            yield
             return
         path = self.root / ".locks" / "cache.lock"
         with os_errors("cache lock", path.parent):
@@ -225,11 +220,11 @@ class Cache:
         timeout = self.lock_timeout if timeout is None else timeout
         busy = f"{self.root}: `cache prune` held the cache for more than {timeout:g} s"
         with _shared_or_exclusive(path, True, timeout, busy):
-            self._in_use.depth = 1
+            self._in_use.held = True
             try:
                 yield
             finally:
-                self._in_use.depth = 0
+                self._in_use.held = False
 
     # -- reading -----------------------------------------------------------------------------
 
