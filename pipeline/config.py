@@ -73,6 +73,7 @@ class TrainConfig:
     pretrained_weights: Path | None
     pretrained_vocab: Path | None
     word_dropout: float | None = None  # unset: fastai's embedding dropout (0.05 x drop_mult)
+    ema_decay: float = 0.0  # 0: off; else export a moving average of the weights over the steps
 
 
 @dataclass(frozen=True)
@@ -315,6 +316,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "wd": Field("float", 0.01, check=_range(0, 10)),
         "label_smoothing": Field("float", 0.0, check=_range(0, 0.5)),
         "word_dropout": Field("float", None, check=_range(0, 0.9)),
+        "ema_decay": Field("float", 0.0, check=_range(0, 0.9999)),
         "threads": Field("int", 0, check=_range(0, 1024)),
         "pretrained": Field("bool", False),
         "pretrained_weights": Field("path", None),

@@ -56,7 +56,53 @@ def _progress_callback(total_epochs: int, what: str) -> Any:
     return EpochLog()
 
 
-def _fit(learn: Any, epochs: int, lr: float, wd: float, what: str, interactive: bool) -> None:
+def _weight_average_callback(decay: float) -> Any:
+    """A fastai callback: keep a moving average of the weights over the training steps and leave
+    it in the model after fit (Polyak averaging; flatter minima tend to hold up better on inputs
+    unlike the training set). Buffers (BatchNorm statistics) are averaged the same way."""
+    import torch
+    from fastai.callback.core import Callback
+
+    class WeightAverage(Callback):
+        order = 95  # after the optimizer step
+
+        def before_fit(self) -> None:
+            self._steps = 0
+            self._avg = {
+                k: v.detach().clone()
+                for k, v in self.learn.model.state_dict().items()
+                if v.is_floating_point()
+            }
+
+        def after_batch(self) -> None:
+            if not self.training:
+                return
+            self._steps += 1
+            # the first steps' random weights would weigh too much: ramp the decay up
+            d = min(decay, (1 + self._steps) / (10 + self._steps))
+            with torch.no_grad():
+                for k, v in self.learn.model.state_dict().items():
+                    if k in self._avg:
+                        self._avg[k].mul_(d).add_(v.detach(), alpha=1 - d)
+
+        def after_fit(self) -> None:
+            if self._steps:
+                self.learn.model.load_state_dict(self._avg, strict=False)
+                log.info("weights: moving average of %d steps (decay %g)", self._steps, decay)
+            del self._avg
+
+    return WeightAverage()
+
+
+def _fit(
+    learn: Any,
+    epochs: int,
+    lr: float,
+    wd: float,
+    what: str,
+    interactive: bool,
+    ema_decay: float = 0.0,
+) -> None:
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
     from fastcore.basics import noop
 
@@ -66,14 +112,17 @@ def _fit(learn: Any, epochs: int, lr: float, wd: float, what: str, interactive: 
     with warnings.catch_warnings():
         # valid_pct = 0 leaves the validation loader empty on purpose
         warnings.filterwarnings("ignore", "Your generator is empty")
+        extra = [_weight_average_callback(ema_decay)] if ema_decay else []
         if interactive:
-            learn.fit_one_cycle(epochs, lr, wd=wd)
+            learn.fit_one_cycle(epochs, lr, wd=wd, cbs=extra)
             return
         logger = learn.logger
         learn.logger = noop  # Recorder would print raw lists; EpochLog logs readable lines instead
         try:
             with learn.no_bar():
-                learn.fit_one_cycle(epochs, lr, wd=wd, cbs=[_progress_callback(epochs, what)])
+                learn.fit_one_cycle(
+                    epochs, lr, wd=wd, cbs=[_progress_callback(epochs, what), *extra]
+                )
         finally:
             learn.logger = logger
 
@@ -256,7 +305,7 @@ def train_classifier(
         sum(p.numel() for p in learn.model.parameters()) / 1e6,
         torch.get_num_threads(),
     )
-    _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive)
+    _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive, t.ema_decay)
     # the last batch's tensors are no part of the model (without a validation set they even
     # hold the training graph); export.pkl would pickle them
     from pipeline.quantization import detach_batch_state

@@ -72,3 +72,49 @@ def test_word_dropout_is_set_exactly_and_changes_training(setup, tmp_path: Path)
     assert dropped.model[0].module.encoder_dp.embed_p == 0.3
     a, b = _weights(plain), _weights(dropped)
     assert any(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_ema_decay_leaves_the_moving_average_of_the_steps_weights() -> None:
+    from fastai.callback.core import Callback
+    from fastai.test_utils import synth_learner
+
+    from pipeline.training import _weight_average_callback
+
+    seen: list[dict[str, torch.Tensor]] = []
+
+    class Record(Callback):
+        order = 90  # after the optimizer step, before the average's update
+
+        def before_fit(self) -> None:
+            seen.append({k: v.clone() for k, v in self.learn.model.state_dict().items()})
+
+        def after_batch(self) -> None:
+            if self.training:
+                seen.append({k: v.clone() for k, v in self.learn.model.state_dict().items()})
+
+    learn = synth_learner(n_trn=4, lr=0.1)
+    learn.fit(2, cbs=[Record(), _weight_average_callback(0.9)])
+    assert len(seen) == 1 + 2 * 4  # the start, then 4 batches x 2 epochs
+    expected = dict(seen[0])
+    for step, w in enumerate(seen[1:], start=1):
+        d = min(0.9, (1 + step) / (10 + step))
+        expected = {k: d * expected[k] + (1 - d) * w[k] for k in w}
+    final = learn.model.state_dict()
+    for k, v in expected.items():
+        assert torch.allclose(final[k], v, atol=1e-6), k
+        assert not torch.allclose(final[k], seen[-1][k])  # not the last step's weights
+
+
+def test_ema_decay_trains_a_classifier_the_build_can_quantize(
+    setup, tmp_path: Path, caplog
+) -> None:
+    plain = _train(setup, tmp_path / "plain")
+    with caplog.at_level(logging.INFO, logger="pipeline.train"):
+        averaged = _train(setup, tmp_path / "avg", ema_decay=0.99)
+    assert any("moving average of" in r.getMessage() for r in caplog.records)
+    a, b = _weights(plain), _weights(averaged)
+    assert any(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    quantized = quantize(strip(averaged), ("lstm", "linear", "embedding"))
+    export_learner(averaged, tmp_path / "export.pkl")
+    text = "how do I add a field to the customer card"
+    assert str(quantized.predict(text)[0]) == str(averaged.predict(text)[0])
