@@ -74,6 +74,7 @@ class TrainConfig:
     pretrained_vocab: Path | None
     word_dropout: float | None = None  # unset: fastai's embedding dropout (0.05 x drop_mult)
     ema_decay: float = 0.0  # 0: off; else export a moving average of the weights over the steps
+    phrase_dropout: float = 0.0  # share of training texts shown without their phrasing words
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "label_smoothing": Field("float", 0.0, check=_range(0, 0.5)),
         "word_dropout": Field("float", None, check=_range(0, 0.9)),
         "ema_decay": Field("float", 0.0, check=_range(0, 0.9999)),
+        "phrase_dropout": Field("float", 0.0, check=_range(0, 1)),
         "threads": Field("int", 0, check=_range(0, 1024)),
         "pretrained": Field("bool", False),
         "pretrained_weights": Field("path", None),

@@ -94,6 +94,70 @@ def _weight_average_callback(decay: float) -> Any:
     return WeightAverage()
 
 
+def phrasing_words(
+    texts: list[list[int]],
+    labels: list[int],
+    n_classes: int,
+    exclude: set[int],
+    min_share: float = 0.01,
+) -> list[int]:
+    """Token ids that say how a question is phrased, not what it is about: in at least `min_share`
+    of the texts and spread over the classes nearly evenly (label entropy >= 0.9 of the maximum).
+    The ids in `exclude` (fastai's special tokens) are never included."""
+    import math
+    from collections import Counter
+
+    per_class: dict[int, Counter[int]] = {}
+    for toks, y in zip(texts, labels, strict=True):
+        for tok in set(toks):
+            per_class.setdefault(tok, Counter())[y] += 1
+    class_sizes = Counter(labels)
+    out = []
+    for tok, counts in per_class.items():
+        if tok in exclude or sum(counts.values()) < min_share * len(texts):
+            continue
+        # share of each class's texts that hold the word, so unequal class sizes do not count
+        rates = [counts[c] / class_sizes[c] for c in range(n_classes) if class_sizes[c]]
+        total = sum(rates)
+        entropy = -sum(r / total * math.log(r / total) for r in rates if r)
+        if entropy >= 0.9 * math.log(len(rates)):
+            out.append(tok)
+    return sorted(out)
+
+
+def _phrase_dropout_callback(p: float, drop_ids: list[int], pad_idx: int, seq_len: int) -> Any:
+    """A fastai callback: each training batch, a share `p` of the texts lose their phrasing words
+    (`phrasing_words`), so the classifier also learns from terse noun phrases and fragments."""
+    import torch
+    from fastai.callback.core import Callback
+    from fastai.text.data import pad_chunk
+    from fastai.torch_core import retain_type
+
+    drop = torch.tensor(drop_ids, dtype=torch.long)
+
+    class PhraseDropout(Callback):
+        order = 5
+
+        def before_batch(self) -> None:
+            if not self.training or not len(drop):
+                return
+            x = self.xb[0]
+            picked = torch.rand(x.shape[0]) < p
+            if not picked.any():
+                return
+            rows = []
+            for row, pick in zip(x, picked.tolist(), strict=True):
+                toks = row[row != pad_idx]
+                if pick:
+                    kept = toks[~torch.isin(toks, drop)]
+                    if len(kept) > 1:  # more than xxbos left
+                        toks = kept
+                rows.append(pad_chunk(toks, pad_idx=pad_idx, seq_len=seq_len, pad_len=x.shape[1]))
+            self.learn.xb = (retain_type(torch.stack(rows), x), *self.xb[1:])
+
+    return PhraseDropout()
+
+
 def _fit(
     learn: Any,
     epochs: int,
@@ -102,6 +166,7 @@ def _fit(
     what: str,
     interactive: bool,
     ema_decay: float = 0.0,
+    more_cbs: tuple[Any, ...] = (),
 ) -> None:
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
     from fastcore.basics import noop
@@ -112,7 +177,7 @@ def _fit(
     with warnings.catch_warnings():
         # valid_pct = 0 leaves the validation loader empty on purpose
         warnings.filterwarnings("ignore", "Your generator is empty")
-        extra = [_weight_average_callback(ema_decay)] if ema_decay else []
+        extra = [*more_cbs, *([_weight_average_callback(ema_decay)] if ema_decay else [])]
         if interactive:
             learn.fit_one_cycle(epochs, lr, wd=wd, cbs=extra)
             return
@@ -305,7 +370,26 @@ def train_classifier(
         sum(p.numel() for p in learn.model.parameters()) / 1e6,
         torch.get_num_threads(),
     )
-    _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive, t.ema_decay)
+    more_cbs = []
+    if t.phrase_dropout:
+        from fastai.text.core import PAD, defaults
+
+        itos = dls.vocab[0]
+        specials = {i for i, w in enumerate(itos) if w in defaults.text_spec_tok}
+        items = [(x.tolist(), int(y)) for x, y in dls.train_ds]
+        drop_ids = phrasing_words(
+            [x for x, _ in items], [y for _, y in items], len(dls.vocab[1]), specials
+        )
+        log.info(
+            "phrase dropout %.2f: %d phrasing words (%s)",
+            t.phrase_dropout,
+            len(drop_ids),
+            " ".join(itos[i] for i in drop_ids),
+        )
+        more_cbs.append(
+            _phrase_dropout_callback(t.phrase_dropout, drop_ids, itos.index(PAD), t.seq_len)
+        )
+    _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive, t.ema_decay, tuple(more_cbs))
     # the last batch's tensors are no part of the model (without a validation set they even
     # hold the training graph); export.pkl would pickle them
     from pipeline.quantization import detach_batch_state

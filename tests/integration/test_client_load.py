@@ -358,9 +358,12 @@ def test_prune_waits_for_a_load_between_fetch_and_read(tmp_path: Path, store, mo
     assert loaded.variant == "quantized" and not loaded.fallback_reasons
     monkeypatch.setattr(loading, "read_verified", read)
     # and once the load is done, prune runs
-    assert f"{m.model} {m.version}" in subprocess.run(
-        [sys.executable, "-c", PRUNE, str(cache)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    ).stdout
+    assert (
+        f"{m.model} {m.version}"
+        in subprocess.run(
+            [sys.executable, "-c", PRUNE, str(cache)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        ).stdout
+    )

@@ -118,3 +118,56 @@ def test_ema_decay_trains_a_classifier_the_build_can_quantize(
     export_learner(averaged, tmp_path / "export.pkl")
     text = "how do I add a field to the customer card"
     assert str(quantized.predict(text)[0]) == str(averaged.predict(text)[0])
+
+
+def test_phrasing_words_are_frequent_and_spread_over_the_classes() -> None:
+    from pipeline.training import phrasing_words
+
+    # token 2 is special, 10 is in every text of both classes, 11 only in class 0, 12 in both
+    # classes but in 1 text of 100 (under min_share), 13 in 3 of class 0's and 1 of class 1's
+    texts = [[2, 10, 11] if i < 50 else [2, 10, 14] for i in range(100)]
+    texts[0] = [*texts[0], 12]
+    for i in (1, 2, 3, 60):
+        texts[i] = [*texts[i], 13]
+    labels = [0 if i < 50 else 1 for i in range(100)]
+    assert phrasing_words(texts, labels, 2, exclude={2}, min_share=0.02) == [10]
+    assert phrasing_words(texts, labels, 2, exclude=set(), min_share=0.02) == [2, 10]
+
+
+def test_phrase_dropout_removes_the_words_from_picked_texts_and_repads() -> None:
+    from types import SimpleNamespace
+
+    from fastai.text.data import TensorText, pad_chunk
+
+    from pipeline.training import _phrase_dropout_callback
+
+    pad = 1
+    texts = [torch.tensor([2, 10, 20, 10, 21]), torch.tensor([2, 22]), torch.tensor([2, 10])]
+    x = TensorText(torch.stack([pad_chunk(t, pad_idx=pad, seq_len=4, pad_len=5) for t in texts]))
+    cb = _phrase_dropout_callback(1.0, [10], pad, seq_len=4)
+    cb.learn = SimpleNamespace(xb=(x,), training=True)
+    cb.before_batch()
+    out = cb.learn.xb[0]
+    assert isinstance(out, TensorText) and out.shape == x.shape
+    expected = [torch.tensor([2, 20, 21]), texts[1], texts[2]]  # xxbos alone: left as it was
+    for row, want in zip(out, expected, strict=True):
+        assert torch.equal(row[row != pad], want)
+        assert torch.equal(row, pad_chunk(want, pad_idx=pad, seq_len=4, pad_len=5))
+    # not in validation, and p = 0 picks nothing
+    cb.learn = SimpleNamespace(xb=(x,), training=False)
+    cb.before_batch()
+    assert cb.learn.xb[0] is x
+    cb0 = _phrase_dropout_callback(0.0, [10], pad, seq_len=4)
+    cb0.learn = SimpleNamespace(xb=(x,), training=True)
+    cb0.before_batch()
+    assert cb0.learn.xb[0] is x
+
+
+def test_phrase_dropout_trains_and_names_its_words(setup, tmp_path: Path, caplog) -> None:
+    plain = _train(setup, tmp_path / "plain")
+    with caplog.at_level(logging.INFO, logger="pipeline.train"):
+        dropped = _train(setup, tmp_path / "phrase", phrase_dropout=0.5)
+    msg = next(r.getMessage() for r in caplog.records if "phrase dropout" in r.getMessage())
+    assert "(the " in msg and "xxbos" not in msg, msg
+    a, b = _weights(plain), _weights(dropped)
+    assert any(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
