@@ -491,6 +491,45 @@ def _describe(e: Exception) -> str:
     return f"{type(e).__name__}: {text}"
 
 
+class _RedactUrls(logging.Filter):
+    """Strip query strings and user info from the URLs in httpx's request log lines.
+
+    httpx logs every request's full URL at INFO ("HTTP Request: GET https://..."): with logging
+    configured at INFO, a token in a source's query string, or the signed query of the storage URL
+    that GitHub and the Hub redirect downloads to, would end up in the server's logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(a) for a in record.args)
+        return True
+
+
+def _redacted(arg: Any) -> Any:
+    text = str(arg) if type(arg).__name__ == "URL" else arg
+    if isinstance(text, str) and text.startswith(("http://", "https://")):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(text)
+        if parts.query or parts.username or parts.password:
+            return _safe(text) + ("?<redacted>" if parts.query else "")
+    return arg
+
+
+_REDACT = _RedactUrls()
+
+
+def redact_httpx_logs() -> None:
+    """Install the URL redaction on httpx's logger (idempotent). Done when this module is imported,
+    so it also covers huggingface_hub's downloads (httpx too) in a process that uses the client."""
+    logger = logging.getLogger("httpx")
+    if _REDACT not in logger.filters:
+        logger.addFilter(_REDACT)
+
+
+redact_httpx_logs()
+
+
 def _safe(url: str) -> str:
     """The URL without a query string or user info (never print a token)."""
     from urllib.parse import urlsplit, urlunsplit

@@ -206,3 +206,33 @@ def test_credentials_leave_the_url_for_the_authorization_header() -> None:
     http.get_bytes("http://user:tok3n@mirror.test/m/latest", what="m")
     assert seen[0].url == "http://mirror.test/m/latest"
     assert seen[0].headers["Authorization"] == "Basic dXNlcjp0b2szbg=="
+
+
+def test_httpx_request_log_lines_carry_no_query_string_or_user_info(caplog) -> None:
+    import logging
+
+    from pipeline.client.network import _redacted
+
+    signed = "https://objects.test/blob?X-Amz-Signature=SIGNED123&X-Amz-Credential=KEY456"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "mirror.test":
+            return httpx.Response(302, headers={"Location": signed})
+        return httpx.Response(200, content=b"{}")
+
+    http = Http(
+        RetryPolicy.for_downloads(max_attempts=1),
+        transport=httpx.MockTransport(handler),
+        progress=False,
+    )
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        assert http.get_json(URL + "?token=TOKEN789", what="manifest") == {}
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert len(lines) == 2, lines  # the request and the redirected one were logged ...
+    assert "http://mirror.test/m/1.0.0/manifest.json?<redacted>" in lines[0]
+    assert "https://objects.test/blob?<redacted>" in lines[1]
+    for secret in ("TOKEN789", "SIGNED123", "KEY456"):  # ... without their secrets
+        assert secret not in caplog.text
+    assert _redacted("https://u:pw@host.test:8443/a/b") == "https://host.test:8443/a/b"
+    assert _redacted("https://host.test/a/b") == "https://host.test/a/b"  # nothing to hide
+    assert _redacted(42) == 42
