@@ -165,8 +165,7 @@ def _fit(
     wd: float,
     what: str,
     interactive: bool,
-    ema_decay: float = 0.0,
-    more_cbs: tuple[Any, ...] = (),
+    cbs: tuple[Any, ...] = (),
 ) -> None:
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
     from fastcore.basics import noop
@@ -177,17 +176,14 @@ def _fit(
     with warnings.catch_warnings():
         # valid_pct = 0 leaves the validation loader empty on purpose
         warnings.filterwarnings("ignore", "Your generator is empty")
-        extra = [*more_cbs, *([_weight_average_callback(ema_decay)] if ema_decay else [])]
         if interactive:
-            learn.fit_one_cycle(epochs, lr, wd=wd, cbs=extra)
+            learn.fit_one_cycle(epochs, lr, wd=wd, cbs=list(cbs))
             return
         logger = learn.logger
         learn.logger = noop  # Recorder would print raw lists; EpochLog logs readable lines instead
         try:
             with learn.no_bar():
-                learn.fit_one_cycle(
-                    epochs, lr, wd=wd, cbs=[_progress_callback(epochs, what), *extra]
-                )
+                learn.fit_one_cycle(epochs, lr, wd=wd, cbs=[_progress_callback(epochs, what), *cbs])
         finally:
             learn.logger = logger
 
@@ -389,7 +385,9 @@ def train_classifier(
         more_cbs.append(
             _phrase_dropout_callback(t.phrase_dropout, drop_ids, itos.index(PAD), t.seq_len)
         )
-    _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive, t.ema_decay, tuple(more_cbs))
+    if t.ema_decay:
+        more_cbs.append(_weight_average_callback(t.ema_decay))
+    _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive, tuple(more_cbs))
     # the last batch's tensors are no part of the model (without a validation set they even
     # hold the training graph); export.pkl would pickle them
     from pipeline.quantization import detach_batch_state
