@@ -492,11 +492,13 @@ def _describe(e: Exception) -> str:
 
 
 class _RedactUrls(logging.Filter):
-    """Strip query strings and user info from the URLs in httpx's request log lines.
+    """Strip query strings and user info from the URLs in HTTP libraries' request log lines.
 
     httpx logs every request's full URL at INFO ("HTTP Request: GET https://..."): with logging
     configured at INFO, a token in a source's query string, or the signed query of the storage URL
-    that GitHub and the Hub redirect downloads to, would end up in the server's logs.
+    that GitHub and the Hub redirect downloads to, would end up in the server's logs. urllib3 (under
+    PyGithub's requests and boto3) logs the request path with its query at DEBUG
+    ('https://host:443 "GET /path?X-Amz-Signature=... HTTP/1.1" 200 ...').
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -513,21 +515,25 @@ def _redacted(arg: Any) -> Any:
         parts = urlsplit(text)
         if parts.query or parts.username or parts.password:
             return _safe(text) + ("?<redacted>" if parts.query else "")
+    elif isinstance(text, str) and text.startswith("/") and "?" in text:  # urllib3: a path
+        return text.split("?", 1)[0] + "?<redacted>"
     return arg
 
 
 _REDACT = _RedactUrls()
 
 
-def redact_httpx_logs() -> None:
-    """Install the URL redaction on httpx's logger (idempotent). Done when this module is imported,
-    so it also covers huggingface_hub's downloads (httpx too) in a process that uses the client."""
-    logger = logging.getLogger("httpx")
-    if _REDACT not in logger.filters:
-        logger.addFilter(_REDACT)
+def redact_request_logs() -> None:
+    """Install the URL redaction on httpx's and urllib3's request loggers (idempotent). Done when
+    this module is imported, so it also covers huggingface_hub's downloads (httpx too) in a process
+    that uses the client; the publishers call it before they download."""
+    for name in ("httpx", "urllib3.connectionpool"):
+        logger = logging.getLogger(name)
+        if _REDACT not in logger.filters:
+            logger.addFilter(_REDACT)
 
 
-redact_httpx_logs()
+redact_request_logs()
 
 
 def _safe(url: str) -> str:

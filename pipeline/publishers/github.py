@@ -132,6 +132,10 @@ class GitHubPublisher(PlanApply):
         if self._gh is None:
             from github import Auth, Github
 
+            from pipeline.client.network import redact_request_logs
+
+            redact_request_logs()  # asset downloads redirect to signed storage URLs (urllib3 DEBUG)
+
             self._gh = Github(
                 base_url=self.settings.github_api_url,
                 auth=Auth.Token(self.settings.github_token or ""),

@@ -287,9 +287,9 @@ class HubPublisher(PlanApply):
     def _download_digest(self, path: str, revision: str, cache: Path) -> str:
         from huggingface_hub import hf_hub_download
 
-        from pipeline.client.network import redact_httpx_logs
+        from pipeline.client.network import redact_request_logs
 
-        redact_httpx_logs()  # the Hub redirects downloads to signed storage URLs
+        redact_request_logs()  # the Hub redirects downloads to signed storage URLs
 
         def get() -> str:
             p = hf_hub_download(

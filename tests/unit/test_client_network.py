@@ -236,3 +236,43 @@ def test_httpx_request_log_lines_carry_no_query_string_or_user_info(caplog) -> N
     assert _redacted("https://u:pw@host.test:8443/a/b") == "https://host.test:8443/a/b"
     assert _redacted("https://host.test/a/b") == "https://host.test/a/b"  # nothing to hide
     assert _redacted(42) == 42
+
+
+def test_urllib3_debug_request_lines_carry_no_query_string(caplog) -> None:
+    """PyGithub (requests) and boto3 log through urllib3: at DEBUG the request line has the path
+    with its query, e.g. the signed storage URL a GitHub asset download is redirected to."""
+    import logging
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import urllib3
+
+    from pipeline.client.network import redact_request_logs
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        redact_request_logs()
+        with caplog.at_level(logging.DEBUG, logger="urllib3"):
+            pool = urllib3.PoolManager()
+            url = f"http://127.0.0.1:{server.server_port}/asset/7?X-Amz-Signature=SIGNED123&token=TOK456"
+            assert pool.request("GET", url).data == b"ok"
+            pool.clear()
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"]
+    assert any('"GET /asset/7?<redacted> HTTP/1.1" 200' in line for line in lines), lines
+    for secret in ("SIGNED123", "TOK456"):
+        assert secret not in caplog.text
