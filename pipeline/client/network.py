@@ -498,7 +498,8 @@ class _RedactUrls(logging.Filter):
     configured at INFO, a token in a source's query string, or the signed query of the storage URL
     that GitHub and the Hub redirect downloads to, would end up in the server's logs. urllib3 (under
     PyGithub's requests and boto3) logs the request path with its query at DEBUG
-    ('https://host:443 "GET /path?X-Amz-Signature=... HTTP/1.1" 200 ...').
+    ('https://host:443 "GET /path?X-Amz-Signature=... HTTP/1.1" 200 ...'), and the redirects it
+    follows itself at INFO ("Redirecting https://... -> https://...").
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -527,7 +528,12 @@ def redact_request_logs() -> None:
     """Install the URL redaction on httpx's and urllib3's request loggers (idempotent). Done when
     this module is imported, so it also covers huggingface_hub's downloads (httpx too) in a process
     that uses the client; the publishers call it before they download."""
-    for name in ("httpx", "urllib3.connectionpool"):
+    for name in (
+        "httpx",
+        "urllib3.connectionpool",  # request lines
+        "urllib3.poolmanager",  # redirects it follows
+        "urllib3.util.retry",  # "Incremented Retry for (url=...)"
+    ):
         logger = logging.getLogger(name)
         if _REDACT not in logger.filters:
             logger.addFilter(_REDACT)

@@ -251,6 +251,15 @@ def test_urllib3_debug_request_lines_carry_no_query_string(caplog) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path.startswith("/start"):  # a redirect to a signed URL, as GitHub's
+                self.send_response(302)
+                port = self.server.server_address[1]
+                self.send_header(
+                    "Location", f"http://127.0.0.1:{port}/asset/7?X-Amz-Signature=SIGNED123"
+                )
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(200)
             self.send_header("Content-Length", "2")
             self.end_headers()
@@ -266,13 +275,16 @@ def test_urllib3_debug_request_lines_carry_no_query_string(caplog) -> None:
         redact_request_logs()
         with caplog.at_level(logging.DEBUG, logger="urllib3"):
             pool = urllib3.PoolManager()
-            url = f"http://127.0.0.1:{server.server_port}/asset/7?X-Amz-Signature=SIGNED123&token=TOK456"
-            assert pool.request("GET", url).data == b"ok"
+            url = f"http://127.0.0.1:{server.server_port}/start?token=TOK456"
+            assert pool.request("GET", url).data == b"ok"  # urllib3 follows the redirect
             pool.clear()
     finally:
         server.shutdown()
         server.server_close()
     lines = [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"]
+    assert any('"GET /start?<redacted> HTTP/1.1" 302' in line for line in lines), lines
     assert any('"GET /asset/7?<redacted> HTTP/1.1" 200' in line for line in lines), lines
+    redirects = [r.getMessage() for r in caplog.records if r.name == "urllib3.poolmanager"]
+    assert any("/asset/7?<redacted>" in line for line in redirects), redirects
     for secret in ("SIGNED123", "TOK456"):
         assert secret not in caplog.text
