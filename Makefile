@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
 	$(BIN)/python -m pytest -ra
 
-# Every benchmark row side by side (about 15 minutes on 2 cores); writes benchmarks/results.{md,json}.
+# Every benchmark row side by side (about 20 minutes on 2 cores, 12 of them a forced rebuild); writes benchmarks/results.{md,json}.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
