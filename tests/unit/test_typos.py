@@ -1,0 +1,46 @@
+"""benchmarks/data/dev_typos.csv is what `python -m benchmarks.typos` writes from the dev set."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.typos import misspell
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """True if b is a with one letter dropped, doubled, replaced or two neighbours swapped."""
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        return len(diff) == 1 or (
+            len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+        )
+    short, long_ = sorted((a, b), key=len)
+    return len(long_) == len(short) + 1 and any(
+        long_[:i] + long_[i + 1 :] == short for i in range(len(long_))
+    )
+
+
+def test_misspell_makes_one_edit_and_keeps_the_first_letter() -> None:
+    rng = random.Random(3)
+    for word in ("relationship", "dialog", "error", "invoice") * 25:
+        typo = misspell(word, rng)
+        assert typo != word and typo[0] == word[0] and _one_edit_apart(word, typo), (word, typo)
+
+
+def test_checked_in_dev_typos_is_reproducible(tmp_path: Path) -> None:
+    out = tmp_path / "dev_typos.csv"
+    src = ROOT / "benchmarks" / "data" / "dev.csv"
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.typos", str(src), str(out)], cwd=ROOT, check=True
+    )
+    assert out.read_bytes() == (ROOT / "benchmarks" / "data" / "dev_typos.csv").read_bytes()
+    rows = out.read_text(encoding="utf-8").splitlines()
+    clean = src.read_text(encoding="utf-8").splitlines()
+    assert rows[0] == clean[0] and len(rows) == len(clean)
+    changed = sum(a != b for a, b in zip(clean[1:], rows[1:], strict=True))
+    assert changed >= 0.95 * (len(clean) - 1)  # every text with a word of 4+ letters
