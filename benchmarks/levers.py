@@ -8,11 +8,13 @@ Trains through `pipeline.training.train_classifier` exactly as `release build` d
 keys, `--set KEY=VALUE` overriding `[train]`), then strips and quantizes the learner the build's
 way and scores the original, the quantized variant and the TF-IDF baseline on each named set:
 `eval` (the config's eval CSV), `dev` (benchmarks/data/dev.csv: outside-style queries used to pick
-the demo's settings) and, only for the final report, `challenge` (pipeline/data/challenge.csv,
+the demo's settings), `dev_typos` (the same with one typo per text, from `python -m benchmarks.typos`)
+and, only for the final report, `challenge` (pipeline/data/challenge.csv,
 never used to choose anything). `--latency` also times `learn.predict` of both variants
 interleaved at 1 thread and reports the size ratio of the two exported pickles, to see whether the
 quantization gates hold for a given network size. `--from-build DIR` scores a finished build's
-`export.pkl`, `export_quantized.pkl` and onnx variant instead of training. One JSON line per run is
+`export.pkl`, `export_quantized.pkl` and onnx variant (when there is one) instead of
+training; `--keep DIR` writes a trained run's two pickles there, so it can be rescored that way. One JSON line per run is
 appended to benchmarks/levers.jsonl.
 """
 
@@ -34,6 +36,7 @@ from pipeline.dataset import read_labelled_csv
 ROOT = Path(__file__).resolve().parent.parent
 SETS = {
     "dev": ROOT / "benchmarks" / "data" / "dev.csv",
+    "dev_typos": ROOT / "benchmarks" / "data" / "dev_typos.csv",  # python -m benchmarks.typos
     "challenge": ROOT / "pipeline" / "data" / "challenge.csv",
 }
 log = logging.getLogger("benchmarks.levers")
@@ -69,12 +72,17 @@ def score_build(args: argparse.Namespace, c: Any, train: Any, sets: dict[str, An
         "original": load_exported(d / ORIGINAL_FILE),
         "quantized": load_exported(d / QUANTIZED_FILE),
     }
-    onnx = OnnxClassifier(d / ONNX_FILE, d / TOKENIZER_FILE, threads=1)
+    onnx = (
+        OnnxClassifier(d / ONNX_FILE, d / TOKENIZER_FILE, threads=1)
+        if (d / ONNX_FILE).exists()
+        else None
+    )
     result: dict[str, Any] = {"name": args.name, "build": str(d), "accuracy": {}}
     for name, data in sets.items():
         texts, truth = list(data.texts), list(data.labels)
         scores = {k: accuracy(predict_all(v, texts).labels, truth) for k, v in learners.items()}
-        scores["onnx"] = accuracy([onnx.predict(t).label for t in texts], truth)
+        if onnx is not None:
+            scores["onnx"] = accuracy([onnx.predict(t).label for t in texts], truth)
         scores["baseline"] = accuracy(
             tfidf_baseline(list(train.texts), list(train.labels), texts, c.train.seed), truth
         )
@@ -94,6 +102,9 @@ def main() -> None:
     ap.add_argument("--latency", action="store_true")
     ap.add_argument("--from-build", type=Path, metavar="DIR")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "levers.jsonl")
+    ap.add_argument(
+        "--keep", type=Path, metavar="DIR", help="also export both variants there (to rescore)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -142,6 +153,12 @@ def main() -> None:
                     truth,
                 ),
             }
+        if args.keep:
+            from pipeline.stages.quantize import export_learner
+
+            args.keep.mkdir(parents=True, exist_ok=True)
+            export_learner(learn, args.keep / "export.pkl")
+            export_learner(quantized, args.keep / "export_quantized.pkl")
         if args.latency:
             from pipeline.measure import interleaved_latency
             from pipeline.stages.quantize import export_learner

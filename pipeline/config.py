@@ -75,6 +75,9 @@ class TrainConfig:
     word_dropout: float | None = None  # unset: fastai's embedding dropout (0.05 x drop_mult)
     ema_decay: float = 0.0  # 0: off; else export a moving average of the weights over the steps
     phrase_dropout: float = 0.0  # share of training texts shown without their phrasing words
+    unk_dropout: float = (
+        0.0  # share of training words shown as xxunk (an unseen word at prediction)
+    )
 
 
 @dataclass(frozen=True)
@@ -319,6 +322,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "word_dropout": Field("float", None, check=_range(0, 0.9)),
         "ema_decay": Field("float", 0.0, check=_range(0, 0.9999)),
         "phrase_dropout": Field("float", 0.0, check=_range(0, 1)),
+        "unk_dropout": Field("float", 0.0, check=_range(0, 0.9)),
         "threads": Field("int", 0, check=_range(0, 1024)),
         "pretrained": Field("bool", False),
         "pretrained_weights": Field("path", None),

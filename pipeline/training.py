@@ -158,6 +158,30 @@ def _phrase_dropout_callback(p: float, drop_ids: list[int], pad_idx: int, seq_le
     return PhraseDropout()
 
 
+def _unk_dropout_callback(p: float, unk_idx: int, keep_ids: list[int]) -> Any:
+    """A fastai callback: each training batch, a share `p` of the words become `xxunk`, so the
+    classifier learns an embedding for "a word I have not seen" and to classify around it (a word
+    out of the vocabulary, a typo, a new domain word all read as `xxunk` at prediction time)."""
+    import torch
+    from fastai.callback.core import Callback
+    from fastai.torch_core import retain_type
+
+    keep = torch.tensor(keep_ids, dtype=torch.long)
+
+    class UnkDropout(Callback):
+        order = 6  # after PhraseDropout: replace among the words it left
+
+        def before_batch(self) -> None:
+            if not self.training:
+                return
+            x = self.xb[0]
+            hit = (torch.rand(x.shape) < p) & ~torch.isin(x, keep)
+            if hit.any():
+                self.learn.xb = (retain_type(x.masked_fill(hit, unk_idx), x), *self.xb[1:])
+
+    return UnkDropout()
+
+
 def _fit(
     learn: Any,
     epochs: int,
@@ -385,6 +409,13 @@ def train_classifier(
         more_cbs.append(
             _phrase_dropout_callback(t.phrase_dropout, drop_ids, itos.index(PAD), t.seq_len)
         )
+    if t.unk_dropout:
+        from fastai.text.core import UNK, defaults
+
+        itos = dls.vocab[0]
+        specials = [i for i, w in enumerate(itos) if w in defaults.text_spec_tok]
+        more_cbs.append(_unk_dropout_callback(t.unk_dropout, itos.index(UNK), specials))
+        log.info("unk dropout %.2f: that share of training words is shown as xxunk", t.unk_dropout)
     if t.ema_decay:
         more_cbs.append(_weight_average_callback(t.ema_decay))
     _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive, tuple(more_cbs))

@@ -171,3 +171,52 @@ def test_phrase_dropout_trains_and_names_its_words(setup, tmp_path: Path, caplog
     assert "(the " in msg and "xxbos" not in msg, msg
     a, b = _weights(plain), _weights(dropped)
     assert any(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_unk_dropout_shows_words_as_xxunk_but_never_special_tokens() -> None:
+    from types import SimpleNamespace
+
+    from fastai.text.data import TensorText
+
+    from pipeline.training import _unk_dropout_callback
+
+    unk, pad, bos = 0, 1, 2
+    x = TensorText(torch.tensor([[bos, 10, 11, 12, 13], [bos, 14, 15, pad, pad]]))
+    cb = _unk_dropout_callback(1.0, unk, [pad, bos])
+    cb.learn = SimpleNamespace(xb=(x,), training=True)
+    cb.before_batch()
+    out = cb.learn.xb[0]
+    assert isinstance(out, TensorText)
+    assert out.tolist() == [[bos, unk, unk, unk, unk], [bos, unk, unk, pad, pad]]
+    assert x.tolist()[0] == [bos, 10, 11, 12, 13]  # the batch's tensor is not changed in place
+    # a share of the words, not all of them
+    torch.manual_seed(0)
+    many = TensorText(torch.arange(10, 2010).reshape(4, 500))
+    cb = _unk_dropout_callback(0.1, unk, [pad, bos])
+    cb.learn = SimpleNamespace(xb=(many,), training=True)
+    cb.before_batch()
+    share = (cb.learn.xb[0] == unk).float().mean().item()
+    assert 0.07 < share < 0.13, share
+    # not in validation, and p = 0 changes nothing
+    cb.learn = SimpleNamespace(xb=(x,), training=False)
+    cb.before_batch()
+    assert cb.learn.xb[0] is x
+    cb0 = _unk_dropout_callback(0.0, unk, [pad, bos])
+    cb0.learn = SimpleNamespace(xb=(x,), training=True)
+    cb0.before_batch()
+    assert cb0.learn.xb[0] is x
+
+
+def test_unk_dropout_trains_the_unknown_words_embedding(setup, tmp_path: Path) -> None:
+    # without it no training text holds xxunk (min_freq = 1), so its row keeps its random start
+    # (only weight decay shrinks it) and an unseen word at prediction time adds noise; with it
+    # the row is learned
+    plain = _train(setup, tmp_path / "plain")
+    dropped = _train(setup, tmp_path / "unk", unk_dropout=0.2)
+    unk = plain.dls.vocab[0].index("xxunk")
+    assert dropped.dls.vocab[0].index("xxunk") == unk
+    start = _train(setup, tmp_path / "none", epochs=1, lr=1e-9)
+    row = lambda learn: learn.model[0].module.encoder.weight[unk].detach()  # noqa: E731
+    decayed = (row(plain) - row(start)).abs().max().item()
+    learned = (row(dropped) - row(start)).abs().max().item()
+    assert decayed < 1e-3 and learned > 10 * decayed, (decayed, learned)
