@@ -75,9 +75,8 @@ class TrainConfig:
     word_dropout: float | None = None  # unset: fastai's embedding dropout (0.05 x drop_mult)
     ema_decay: float = 0.0  # 0: off; else export a moving average of the weights over the steps
     phrase_dropout: float = 0.0  # share of training texts shown without their phrasing words
-    unk_dropout: float = (
-        0.0  # share of training words shown as xxunk (an unseen word at prediction)
-    )
+    unk_dropout: float = 0.0  # share of training words shown as xxunk
+    tokenizer: str = "words"  # "subwords": fastai's SentencePieceTokenizer (no onnx variant)
 
 
 @dataclass(frozen=True)
@@ -323,6 +322,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "ema_decay": Field("float", 0.0, check=_range(0, 0.9999)),
         "phrase_dropout": Field("float", 0.0, check=_range(0, 1)),
         "unk_dropout": Field("float", 0.0, check=_range(0, 0.9)),
+        "tokenizer": Field("str", "words", check=_one_of(("words", "subwords"))),
         "threads": Field("int", 0, check=_range(0, 1024)),
         "pretrained": Field("bool", False),
         "pretrained_weights": Field("path", None),

@@ -316,7 +316,13 @@ def train_classifier(
     df = pd.DataFrame({"text": list(train.texts), "label": list(train.labels)})
     work_dir.mkdir(parents=True, exist_ok=True)
     arch = {"emb_sz": t.emb_sz, "n_hid": t.n_hid, "n_layers": t.n_layers}
-    tok = {"min_freq": t.min_freq, "max_vocab": t.max_vocab, "n_workers": 0}
+    tok: dict[str, Any] = {"min_freq": t.min_freq, "max_vocab": t.max_vocab, "n_workers": 0}
+    if t.tokenizer == "subwords":
+        from fastai.text.core import SentencePieceTokenizer
+
+        # pieces of words, so a typo or an unseen word still shares most of its pieces with
+        # words the model knows; fastai sizes the piece vocabulary from the training texts
+        tok["tok"] = SentencePieceTokenizer(cache_dir=work_dir / "spm")
     vocab = None
     encoder_name = None
 
@@ -395,7 +401,14 @@ def train_classifier(
         from fastai.text.core import PAD, defaults
 
         itos = dls.vocab[0]
-        specials = {i for i, w in enumerate(itos) if w in defaults.text_spec_tok}
+        # with subwords: fastai's special tokens come back as `▁xxbos`..., and only whole-word
+        # pieces (`▁how`, not `ing`) can be dropped without leaving parts of words behind
+        specials = {
+            i
+            for i, w in enumerate(itos)
+            if w.lstrip("▁") in defaults.text_spec_tok
+            or (t.tokenizer == "subwords" and (not w.startswith("▁") or w == "▁"))
+        }
         items = [(x.tolist(), int(y)) for x, y in dls.train_ds]
         drop_ids = phrasing_words(
             [x for x, _ in items], [y for _, y in items], len(dls.vocab[1]), specials
@@ -413,7 +426,7 @@ def train_classifier(
         from fastai.text.core import UNK, defaults
 
         itos = dls.vocab[0]
-        specials = [i for i, w in enumerate(itos) if w in defaults.text_spec_tok]
+        specials = [i for i, w in enumerate(itos) if w.lstrip("▁") in defaults.text_spec_tok]
         more_cbs.append(_unk_dropout_callback(t.unk_dropout, itos.index(UNK), specials))
         log.info("unk dropout %.2f: that share of training words is shown as xxunk", t.unk_dropout)
     if t.ema_decay:

@@ -220,3 +220,31 @@ def test_unk_dropout_trains_the_unknown_words_embedding(setup, tmp_path: Path) -
     decayed = (row(plain) - row(start)).abs().max().item()
     learned = (row(dropped) - row(start)).abs().max().item()
     assert decayed < 1e-3 and learned > 10 * decayed, (decayed, learned)
+
+
+def test_subword_tokenizer_trains_drops_whole_word_pieces_and_exports_alone(
+    setup, tmp_path: Path, caplog
+) -> None:
+    import shutil
+
+    from fastai.learner import load_learner
+    from fastai.text.core import SentencePieceTokenizer
+
+    from pipeline.evaluation import predict_all
+
+    work = tmp_path / "work"
+    with caplog.at_level(logging.INFO, logger="pipeline.train"):
+        learn = _train(setup, work, tokenizer="subwords", phrase_dropout=0.5, unk_dropout=0.1)
+    from pipeline.onnx_export import _tokenizer_transforms
+
+    assert isinstance(_tokenizer_transforms(learn)[0].tok, SentencePieceTokenizer)
+    msg = next(r.getMessage() for r in caplog.records if "phrase dropout" in r.getMessage())
+    words = msg.split("(", 1)[1].rstrip(")").split()
+    assert "▁the" in words and all(w.startswith("▁") and "xx" not in w for w in words), msg
+    # the pickle carries the SentencePiece model: it predicts with the training folder gone
+    quantized = quantize(strip(learn), ("lstm", "linear", "embedding"))
+    export_learner(quantized, tmp_path / "export_quantized.pkl")
+    shutil.rmtree(work)
+    loaded = load_learner(tmp_path / "export_quantized.pkl")
+    texts = ["relaionship between the equipmnt and its spare parts", "colour the late rows red"]
+    assert predict_all(loaded, texts).labels == predict_all(quantized, texts).labels
