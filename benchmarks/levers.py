@@ -110,6 +110,7 @@ def main() -> None:
 
     from pipeline.evaluation import accuracy, predict_all, tfidf_baseline
     from pipeline.quantization import quantize, strip
+    from pipeline.stages.quantize import export_learner
     from pipeline.training import train_classifier
 
     c = cfg.load(args.config)
@@ -154,14 +155,11 @@ def main() -> None:
                 ),
             }
         if args.keep:
-            from pipeline.stages.quantize import export_learner
-
             args.keep.mkdir(parents=True, exist_ok=True)
             export_learner(learn, args.keep / "export.pkl")
             export_learner(quantized, args.keep / "export_quantized.pkl")
         if args.latency:
             from pipeline.measure import interleaved_latency
-            from pipeline.stages.quantize import export_learner
 
             paths = {"original": Path(tmp) / "o.pkl", "quantized": Path(tmp) / "q.pkl"}
             export_learner(learn, paths["original"])

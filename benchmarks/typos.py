@@ -46,7 +46,7 @@ def misspell(word: str, rng: random.Random) -> str:
 
 
 def with_typo(text: str, rng: random.Random) -> str:
-    words = [m for m in re.finditer(r"[A-Za-z]{4,}", text)]
+    words = list(re.finditer(r"[A-Za-z]{4,}", text))
     if not words:
         return text
     m = rng.choice(words)

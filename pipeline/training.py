@@ -397,21 +397,22 @@ def train_classifier(
         torch.get_num_threads(),
     )
     more_cbs = []
-    if t.phrase_dropout:
-        from fastai.text.core import PAD, defaults
+    from fastai.text.core import PAD, UNK, defaults
 
-        itos = dls.vocab[0]
-        # with subwords: fastai's special tokens come back as `▁xxbos`..., and only whole-word
-        # pieces (`▁how`, not `ing`) can be dropped without leaving parts of words behind
-        specials = {
-            i
-            for i, w in enumerate(itos)
-            if w.lstrip("▁") in defaults.text_spec_tok
-            or (t.tokenizer == "subwords" and (not w.startswith("▁") or w == "▁"))
-        }
+    itos = dls.vocab[0]
+    # fastai's special tokens; SentencePiece returns them as `▁xxbos`...
+    specials = {i for i, w in enumerate(itos) if w.lstrip("▁") in defaults.text_spec_tok}
+    if t.phrase_dropout:
+        # with subwords, only whole-word pieces (`▁how`, not `ing`) can be dropped without
+        # leaving parts of words behind
+        parts = (
+            {i for i, w in enumerate(itos) if not w.startswith("▁") or w == "▁"}
+            if t.tokenizer == "subwords"
+            else set()
+        )
         items = [(x.tolist(), int(y)) for x, y in dls.train_ds]
         drop_ids = phrasing_words(
-            [x for x, _ in items], [y for _, y in items], len(dls.vocab[1]), specials
+            [x for x, _ in items], [y for _, y in items], len(dls.vocab[1]), specials | parts
         )
         log.info(
             "phrase dropout %.2f: %d phrasing words (%s)",
@@ -423,11 +424,7 @@ def train_classifier(
             _phrase_dropout_callback(t.phrase_dropout, drop_ids, itos.index(PAD), t.seq_len)
         )
     if t.unk_dropout:
-        from fastai.text.core import UNK, defaults
-
-        itos = dls.vocab[0]
-        specials = [i for i, w in enumerate(itos) if w.lstrip("▁") in defaults.text_spec_tok]
-        more_cbs.append(_unk_dropout_callback(t.unk_dropout, itos.index(UNK), specials))
+        more_cbs.append(_unk_dropout_callback(t.unk_dropout, itos.index(UNK), sorted(specials)))
         log.info("unk dropout %.2f: that share of training words is shown as xxunk", t.unk_dropout)
     if t.ema_decay:
         more_cbs.append(_weight_average_callback(t.ema_decay))
