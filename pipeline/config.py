@@ -550,6 +550,22 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
             "true when train.pretrained_weights and pretrained_vocab are set (or remove them)",
             "false",
         )
+    if t["tokenizer"] == "subwords":
+        # both would only be found after training: the weights' vocabulary is words, and the
+        # onnx client reproduces fastai's spaCy tokenizer only
+        if t["pretrained"]:
+            problem(
+                "train.tokenizer",
+                '"words" with train.pretrained = true (AWD_LSTM weights come with a word vocabulary)',
+                '"subwords"',
+            )
+        if values["onnx"]["enabled"] is True:
+            problem(
+                "train.tokenizer",
+                '"words" with onnx.enabled = true (the onnx variant needs fastai\'s spaCy '
+                'tokenizer; set onnx.enabled = "auto" to release a subword model without it)',
+                '"subwords"',
+            )
     shapes = {"github": '"owner/name"', "huggingface": '"org/name"', "s3": "a bucket name"}
     for target in values["publish"]["targets"] or []:
         key = "bucket" if target == "s3" else "repo"

@@ -318,7 +318,15 @@ def train_classifier(
     arch = {"emb_sz": t.emb_sz, "n_hid": t.n_hid, "n_layers": t.n_layers}
     tok: dict[str, Any] = {"min_freq": t.min_freq, "max_vocab": t.max_vocab, "n_workers": 0}
     if t.tokenizer == "subwords":
+        import importlib.util
+
         from fastai.text.core import SentencePieceTokenizer
+
+        if importlib.util.find_spec("sentencepiece") is None:  # fastai imports it mid-setup
+            raise InputError(
+                'train.tokenizer = "subwords" needs the sentencepiece package: pip install '
+                "sentencepiece (the servers that load the model need it too)"
+            )
 
         # pieces of words, so a typo or an unseen word still shares most of its pieces with
         # words the model knows; fastai sizes the piece vocabulary from the training texts

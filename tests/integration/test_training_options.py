@@ -248,3 +248,19 @@ def test_subword_tokenizer_trains_drops_whole_word_pieces_and_exports_alone(
     loaded = load_learner(tmp_path / "export_quantized.pkl")
     texts = ["relaionship between the equipmnt and its spare parts", "colour the late rows red"]
     assert predict_all(loaded, texts).labels == predict_all(quantized, texts).labels
+
+
+def test_subword_tokenizer_without_sentencepiece_is_one_clear_error(
+    setup, tmp_path: Path, monkeypatch
+) -> None:
+    import importlib.util
+
+    from pipeline.errors import InputError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "sentencepiece" else real(n, *a)
+    )
+    with pytest.raises(InputError, match="needs the sentencepiece package: pip install"):
+        _train(setup, tmp_path, tokenizer="subwords")
+    assert not (tmp_path / "spm").exists()  # refused before any work

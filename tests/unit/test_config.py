@@ -157,3 +157,17 @@ def test_valid_pct_zero_and_word_dropout(tmp_path: Path) -> None:
     c = config.load(tmp_path / "release.toml")
     assert (c.train.valid_pct, c.train.word_dropout) == (0.0, 0.2)
     assert config.load(write(tmp_path, MINIMAL)).train.word_dropout is None
+
+
+def test_subword_tokenizer_refused_with_word_weights_or_required_onnx(tmp_path: Path) -> None:
+    # both would otherwise surface only after training
+    text = MINIMAL + '[train]\ntokenizer = "subwords"\npretrained = true\n[onnx]\nenabled = true\n'
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, text))
+    msg = str(e.value)
+    assert "train.tokenizer" in msg and "word vocabulary" in msg, msg
+    assert 'set onnx.enabled = "auto"' in msg, msg
+    ok = config.load(write(tmp_path, MINIMAL + '[train]\ntokenizer = "subwords"\n'))
+    assert ok.train.tokenizer == "subwords"
+    with pytest.raises(ConfigError, match="one of words, subwords"):
+        config.load(write(tmp_path, MINIMAL + '[train]\ntokenizer = "bpe"\n'))
