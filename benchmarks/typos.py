@@ -61,9 +61,12 @@ def main() -> None:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     with args.src.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    if not rows or "text" not in (reader.fieldnames or []):
+        raise SystemExit(f"{args.src}: no rows with a `text` column to misspell")
     with args.dst.open("w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=list(reader.fieldnames or []), lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({**r, "text": with_typo(r["text"], rng)})

@@ -44,3 +44,22 @@ def test_checked_in_dev_typos_is_reproducible(tmp_path: Path) -> None:
     assert rows[0] == clean[0] and len(rows) == len(clean)
     changed = sum(a != b for a, b in zip(clean[1:], rows[1:], strict=True))
     assert changed >= 0.95 * (len(clean) - 1)  # every text with a word of 4+ letters
+
+
+def test_a_csv_without_texts_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    for name, body in (
+        ("empty.csv", ""),
+        ("header.csv", "text,label\n"),
+        ("other.csv", "q,l\na,b\n"),
+    ):
+        src = tmp_path / name
+        src.write_text(body, encoding="utf-8")
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.typos", str(src), str(tmp_path / "out.csv")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 1, proc
+        assert "no rows with a `text` column" in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "out.csv").exists()
