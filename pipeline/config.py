@@ -77,6 +77,7 @@ class TrainConfig:
     phrase_dropout: float = 0.0  # share of training texts shown without their phrasing words
     unk_dropout: float = 0.0  # share of training words shown as xxunk
     tokenizer: str = "words"  # "subwords": fastai's SentencePieceTokenizer (no onnx variant)
+    typo_aliases: bool = False  # one-slip misspellings of common words map to them
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "phrase_dropout": Field("float", 0.0, check=_range(0, 1)),
         "unk_dropout": Field("float", 0.0, check=_range(0, 0.9)),
         "tokenizer": Field("str", "words", check=_one_of(("words", "subwords"))),
+        "typo_aliases": Field("bool", False),
         "threads": Field("int", 0, check=_range(0, 1024)),
         "pretrained": Field("bool", False),
         "pretrained_weights": Field("path", None),
@@ -549,6 +551,13 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
             "train.pretrained",
             "true when train.pretrained_weights and pretrained_vocab are set (or remove them)",
             "false",
+        )
+    if t["tokenizer"] == "subwords" and t["typo_aliases"]:
+        problem(
+            "train.typo_aliases",
+            'false with train.tokenizer = "subwords" (aliases map misspelled words to words; '
+            "a subword vocabulary has pieces)",
+            "true",
         )
     if t["tokenizer"] == "subwords":
         # both would only be found after training: the weights' vocabulary is words, and the

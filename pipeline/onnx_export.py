@@ -137,6 +137,14 @@ def tokenizer_spec(learn: Any) -> dict[str, Any]:
     # `learn.predict` does it) became a key mapping to the unknown id. Those are lookups.
     known = set(vocab)
     o2i = {k: i for k, i in num.o2i.items() if k in known or i != unknown}
+    # entries for words outside the vocabulary that map to a real id: typo aliases
+    # (pipeline/typo_aliases.py), written down beside the vocabulary
+    aliases = {str(k): int(i) for k, i in o2i.items() if k not in known}
+    o2i = {k: i for k, i in o2i.items() if k in known}
+    if any(not 0 <= i < len(vocab) for i in aliases.values()):
+        raise InputError(
+            "the learner's vocabulary lookup maps a word to an id outside its vocabulary"
+        )
     # Numericalize maps 'xxfake' padding entries to unknown when it built the vocab itself, and
     # to their index when it was given one (ULMFiT): record which, then check the whole mapping.
     unmapped = sorted({t for t in vocab if t not in o2i})
@@ -150,13 +158,15 @@ def tokenizer_spec(learn: Any) -> dict[str, Any]:
     enc = learn.model[0]
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        # version 2 added `aliases`; a file without them stays readable by version-1 clients
+        "format_version": FORMAT_VERSION if aliases else 1,
         "rules": [_rule_spec(r) for r in tok.rules],
         "post_rules": [],  # fastai's Tokenizer.encodes(str) applies none at predict time
         "tokenizer": _spacy_spec(tok.tok),
         "special_tokens": [str(x) for x in (num.special_toks or [])],
         "vocab": vocab,
         "unmapped_tokens": unmapped,
+        **({"aliases": dict(sorted(aliases.items()))} if aliases else {}),
         "unknown_id": int(unknown),
         "pad_id": int(enc.pad_idx),
         "chunking": {"bptt": int(enc.bptt), "max_len": enc.max_len},

@@ -437,6 +437,17 @@ def train_classifier(
     if t.ema_decay:
         more_cbs.append(_weight_average_callback(t.ema_decay))
     _fit(learn, t.epochs, t.lr, t.wd, "classifier", interactive, tuple(more_cbs))
+    if t.typo_aliases:
+        from pipeline import typo_aliases
+
+        n = typo_aliases.add_to_learner(
+            learn, (x for x, _ in dls.train_ds), typo_aliases.DEFAULT_MIN_COUNT
+        )
+        log.info(
+            "typo aliases: %d one-slip misspellings of the words seen %d+ times map to them",
+            n,
+            typo_aliases.DEFAULT_MIN_COUNT,
+        )
     # the last batch's tensors are no part of the model (without a validation set they even
     # hold the training graph); export.pkl would pickle them
     from pipeline.quantization import detach_batch_state

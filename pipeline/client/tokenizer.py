@@ -33,7 +33,7 @@ from pipeline.client.limits import InputLimits
 from pipeline.errors import InputError
 
 FORMAT = "fastai-release/tokenizer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `aliases` (typo aliases: words outside the vocabulary -> an id)
 
 UNK, PAD, BOS, EOS, FLD, TK_REP, TK_WREP, TK_UP, TK_MAJ = [
     "xxunk",
@@ -663,6 +663,13 @@ class TextTokenizer:
         self.vocab: list[str] = list(spec["vocab"])
         unmapped = set(spec.get("unmapped_tokens", []))
         self._o2i = {t: i for i, t in enumerate(self.vocab) if t not in unmapped}
+        aliases = spec.get("aliases", {})
+        if not isinstance(aliases, dict) or not all(
+            isinstance(i, int) and 0 <= i < len(self.vocab) for i in aliases.values()
+        ):
+            raise InputError(f"{source}: aliases must map words to ids inside the vocabulary")
+        # a vocabulary entry always wins over an alias of the same spelling
+        self._o2i = {**{str(k): i for k, i in aliases.items()}, **self._o2i}
         self.unknown_id = int(spec.get("unknown_id", 0))
         self.pad_id = int(spec.get("pad_id", 1))
         self.labels: list[str] = [str(x) for x in spec["labels"]]

@@ -10,6 +10,7 @@ from pipeline import __version__, environment
 from pipeline.gitinfo import commit_of
 from pipeline.report import write_report
 from pipeline.stages.base import BuildContext
+from pipeline.typo_aliases import count_in_learner
 
 log = logging.getLogger("pipeline.build")
 
@@ -45,6 +46,7 @@ class Report:
             ctx.results["train"] = {
                 "train rows": len(ctx.train_data),
                 "vocabulary": len(learn.dls.vocab[0]),
+                "typo aliases (misspellings read as a word)": count_in_learner(learn),
                 **{
                     k: v
                     for k, v in asdict(t).items()
@@ -55,6 +57,7 @@ class Report:
             ctx.results["train"] = {
                 "loaded from": str(t.export_pkl),
                 "vocabulary": len(learn.dls.vocab[0]),
+                "typo aliases (misspellings read as a word)": count_in_learner(learn),
             }
         results = {k: v for k, v in ctx.results.items() if k != "meta"}
         paths = write_report(ctx.build_dir, meta, results)

@@ -264,3 +264,52 @@ def test_subword_tokenizer_without_sentencepiece_is_one_clear_error(
     with pytest.raises(InputError, match="needs the sentencepiece package: pip install"):
         _train(setup, tmp_path, tokenizer="subwords")
     assert not (tmp_path / "spm").exists()  # refused before any work
+
+
+def test_typo_aliases_read_a_misspelled_common_word_as_the_word(setup, tmp_path: Path) -> None:
+    from fastai.learner import load_learner
+
+    from pipeline import typo_aliases
+    from pipeline.client.tokenizer import TextTokenizer
+    from pipeline.onnx_export import tokenizer_spec
+
+    learn = _train(setup, tmp_path, typo_aliases=True)
+    num = typo_aliases.numericalize_of(learn)
+    itos = [str(w) for w in num.vocab]
+    right, wrong = (
+        "how do i add a field to the customer card",
+        "how do i add a field to the cusotmer card",
+    )
+    export_learner(learn, tmp_path / "export.pkl")
+    export_learner(quantize(strip(learn), ("lstm", "linear", "embedding")), tmp_path / "q.pkl")
+    for path in (tmp_path / "export.pkl", tmp_path / "q.pkl"):
+        plain = load_learner(path)  # plain fastai: the aliases are data in the pickle
+        with plain.no_bar():
+            a, b = plain.predict(right), plain.predict(wrong)
+        assert torch.equal(a[2], b[2]), path.name
+        ids = plain.dls.test_dl([wrong]).one_batch()[0][0].tolist()
+        assert itos[ids[-2]] == "customer"
+    # the onnx variant's tokenizer file carries the same map, so it gives fastai's ids
+    spec = tokenizer_spec(learn)
+    assert spec["format_version"] == 2 and spec["aliases"]["cusotmer"] == itos.index("customer")
+    port = TextTokenizer(spec)
+    for text in (right, wrong, "Cusotmer carrd fiedl xyzzy"):
+        assert port.ids(text) == learn.dls.test_dl([text]).one_batch()[0][0].tolist()
+    # a word fastai was once asked and did not know (a lookup mapped to xxunk) does not shadow
+    # the alias when the aliases are rebuilt
+    num.o2i["custmer"] = num.o2i.default_factory()
+    n = typo_aliases.add_to_learner(learn, (x for x, _ in learn.dls.train_ds), 3)
+    assert n == len(spec["aliases"]) and num.o2i["custmer"] == itos.index("customer")
+
+
+def test_typo_aliases_are_refused_with_subwords(tmp_path: Path) -> None:
+    toml = (
+        (FIXTURES / "tiny.toml")
+        .read_text()
+        .replace("[train]", '[train]\ntokenizer = "subwords"\ntypo_aliases = true', 1)
+    )
+    (tmp_path / "release.toml").write_text(toml)
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.typo_aliases: expected false with"):
+        config.load(tmp_path / "release.toml")

@@ -152,6 +152,17 @@ def test_ids_unknown_tokens_and_unmapped_entries() -> None:
     assert tok.chunking.bptt == 72 and tok.chunking.max_len == 1440
 
 
+def test_aliases_map_misspellings_and_never_override_a_vocabulary_word() -> None:
+    tok = TextTokenizer(_spec(format_version=2, aliases={"helo": 4, "wrold": 5, "world": 4}))
+    assert tok.ids("helo wrold world plnaet") == [2, 4, 5, 5, 0]
+
+
+def test_bad_aliases_are_input_errors() -> None:
+    for aliases in ({"helo": 7}, {"helo": -1}, {"helo": "4"}, ["helo"]):
+        with pytest.raises(InputError, match="aliases must map words to ids inside"):
+            TextTokenizer(_spec(format_version=2, aliases=aliases))
+
+
 def test_tokenizer_file_problems_are_input_errors(tmp_path: Path) -> None:
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(_spec(rules=["replace_maj", "my_rule"])))
