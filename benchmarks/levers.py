@@ -8,7 +8,8 @@ Trains through `pipeline.training.train_classifier` exactly as `release build` d
 keys, `--set KEY=VALUE` overriding `[train]`), then strips and quantizes the learner the build's
 way and scores the original, the quantized variant and the TF-IDF baseline on each named set:
 `eval` (the config's eval CSV), `dev` (benchmarks/data/dev.csv: outside-style queries used to pick
-the demo's settings), `dev_typos` (the same with one typo per text, from `python -m benchmarks.typos`)
+the demo's settings), `dev_typos` (the same with one typo per text, from `python -m benchmarks.typos`),
+`dev_typos_any` (one edit of any kind, `--kind any`: reported, not used to choose)
 and, only for the final report, `challenge` (pipeline/data/challenge.csv,
 never used to choose anything). `--latency` also times `learn.predict` of both variants
 interleaved at 1 thread and reports the size ratio of the two exported pickles, to see whether the
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SETS = {
     "dev": ROOT / "benchmarks" / "data" / "dev.csv",
     "dev_typos": ROOT / "benchmarks" / "data" / "dev_typos.csv",  # python -m benchmarks.typos
+    "dev_typos_any": ROOT / "benchmarks" / "data" / "dev_typos_any.csv",  # ... --kind any
     "challenge": ROOT / "pipeline" / "data" / "challenge.csv",
 }
 log = logging.getLogger("benchmarks.levers")

@@ -1,11 +1,17 @@
 """Write a copy of a labelled CSV with one typo per text: a selection set for unseen-word handling.
 
     python -m benchmarks.typos benchmarks/data/dev.csv benchmarks/data/dev_typos.csv [--seed 0]
+    python -m benchmarks.typos benchmarks/data/dev.csv benchmarks/data/dev_typos_any.csv --kind any
 
 The dev set has few words the training data lacks (11 of its 1,177), so it cannot tell whether a
 setting helps with typos and new words, which outside users bring. This copy changes one word of
 four or more letters per text, chosen and edited with a seeded RNG (drop a letter, swap two
 neighbours, double one, or hit a neighbouring key), so the same command writes the same file.
+
+`--kind any` edits any letter, the first included, with any letter of the alphabet (drop, insert,
+replace, swap): 60 of its 140 typos are not one keyboard slip, the kind `train.typo_aliases`
+(pipeline/typo_aliases.py) covers, so it checks that the aliases are not just fitted to how
+dev_typos was made (dev_typos: all 140 are slips).
 """
 
 from __future__ import annotations
@@ -14,22 +20,10 @@ import argparse
 import csv
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-KEYS = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
-
-
-def _neighbours(ch: str) -> str:
-    for row_i, row in enumerate(KEYS):
-        col = row.find(ch)
-        if col < 0:
-            continue
-        near = row[max(col - 1, 0) : col] + row[col + 1 : col + 2]
-        for other in (row_i - 1, row_i + 1):
-            if 0 <= other < len(KEYS):
-                near += KEYS[other][col : col + 1]
-        return near
-    return ""
+from pipeline.typo_aliases import neighbour_keys as _neighbours
 
 
 def misspell(word: str, rng: random.Random) -> str:
@@ -45,12 +39,29 @@ def misspell(word: str, rng: random.Random) -> str:
     return word[:i] + word[i] + word[i:]
 
 
-def with_typo(text: str, rng: random.Random) -> str:
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def misspell_any(word: str, rng: random.Random) -> str:
+    """One edit anywhere in `word` with any letter: drop, insert, replace or swap."""
+    i = rng.randrange(len(word))
+    kind = rng.choice(("drop", "insert", "replace", "swap"))
+    i_swap = min(i, len(word) - 2)
+    if kind == "drop" or (kind == "swap" and word[i_swap] == word[i_swap + 1]):
+        return word[:i] + word[i + 1 :]
+    if kind == "insert":
+        return word[:i] + rng.choice(LETTERS) + word[i:]
+    if kind == "replace":
+        return word[:i] + rng.choice(LETTERS.replace(word[i].lower(), "")) + word[i + 1 :]
+    return word[:i_swap] + word[i_swap + 1] + word[i_swap] + word[i_swap + 2 :]
+
+
+def with_typo(text: str, rng: random.Random, edit: Callable[..., str] = misspell) -> str:
     words = list(re.finditer(r"[A-Za-z]{4,}", text))
     if not words:
         return text
     m = rng.choice(words)
-    return text[: m.start()] + misspell(m.group(), rng) + text[m.end() :]
+    return text[: m.start()] + edit(m.group(), rng) + text[m.end() :]
 
 
 def main() -> None:
@@ -58,8 +69,15 @@ def main() -> None:
     ap.add_argument("src", type=Path)
     ap.add_argument("dst", type=Path)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--kind",
+        choices=("slip", "any"),
+        default="slip",
+        help="slip: one keyboard slip, never the first letter (default); any: any edit, any letter",
+    )
     args = ap.parse_args()
     rng = random.Random(args.seed)
+    edit = misspell_any if args.kind == "any" else misspell
     with args.src.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
@@ -69,7 +87,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=list(reader.fieldnames or []), lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "text": with_typo(r["text"], rng)})
+            w.writerow({**r, "text": with_typo(r["text"], rng, edit)})
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.typos import misspell
+import pytest
+
+from benchmarks.typos import misspell, misspell_any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,13 +34,18 @@ def test_misspell_makes_one_edit_and_keeps_the_first_letter() -> None:
         assert typo != word and typo[0] == word[0] and _one_edit_apart(word, typo), (word, typo)
 
 
-def test_checked_in_dev_typos_is_reproducible(tmp_path: Path) -> None:
-    out = tmp_path / "dev_typos.csv"
+@pytest.mark.parametrize(
+    ("name", "kind"), [("dev_typos.csv", "slip"), ("dev_typos_any.csv", "any")]
+)
+def test_checked_in_dev_typos_is_reproducible(tmp_path: Path, name: str, kind: str) -> None:
+    out = tmp_path / name
     src = ROOT / "benchmarks" / "data" / "dev.csv"
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.typos", str(src), str(out)], cwd=ROOT, check=True
+        [sys.executable, "-m", "benchmarks.typos", str(src), str(out), "--kind", kind],
+        cwd=ROOT,
+        check=True,
     )
-    assert out.read_bytes() == (ROOT / "benchmarks" / "data" / "dev_typos.csv").read_bytes()
+    assert out.read_bytes() == (ROOT / "benchmarks" / "data" / name).read_bytes()
     rows = out.read_text(encoding="utf-8").splitlines()
     clean = src.read_text(encoding="utf-8").splitlines()
     assert rows[0] == clean[0] and len(rows) == len(clean)
@@ -63,3 +70,13 @@ def test_a_csv_without_texts_is_a_message_not_a_traceback(tmp_path: Path) -> Non
         assert proc.returncode == 1, proc
         assert "no rows with a `text` column" in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "out.csv").exists()
+
+
+def test_misspell_any_makes_one_edit_anywhere() -> None:
+    rng = random.Random(4)
+    firsts = 0
+    for word in ("relationship", "dialog", "error", "invoice") * 50:
+        typo = misspell_any(word, rng)
+        assert typo != word and _one_edit_apart(word, typo), (word, typo)
+        firsts += typo[0] != word[0]
+    assert firsts > 0  # unlike `misspell`, the first letter can change
