@@ -540,6 +540,14 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
             "a CSV path (or train.export_pkl to load a trained learner)",
             "nothing",
         )
+    if t["typo_aliases"] and t["export_pkl"] is not None:
+        # a loaded learner is released byte for byte; the aliases are added after training here
+        problem(
+            "train.typo_aliases",
+            "false with train.export_pkl (they are added to learners trained here; for your own, "
+            "call pipeline.typo_aliases.add_to_learner before learn.export)",
+            "true",
+        )
     eval_csv = path_of("data", "eval_csv", True, "CSV file")
     challenge_csv = path_of("data", "challenge_csv", True, "CSV file")
     weights = path_of("train", "pretrained_weights", True, "weights file (.pth)")

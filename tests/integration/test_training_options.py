@@ -302,14 +302,16 @@ def test_typo_aliases_read_a_misspelled_common_word_as_the_word(setup, tmp_path:
     assert n == len(spec["aliases"]) and num.o2i["custmer"] == itos.index("customer")
 
 
-def test_typo_aliases_are_refused_with_subwords(tmp_path: Path) -> None:
-    toml = (
-        (FIXTURES / "tiny.toml")
-        .read_text()
-        .replace("[train]", '[train]\ntokenizer = "subwords"\ntypo_aliases = true', 1)
-    )
-    (tmp_path / "release.toml").write_text(toml)
+def test_typo_aliases_are_refused_with_subwords_or_a_loaded_learner(tmp_path: Path) -> None:
     from pipeline.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="train.typo_aliases: expected false with"):
-        config.load(tmp_path / "release.toml")
+    (tmp_path / "export.pkl").write_bytes(b"not read at config load")
+    for extra, why in (
+        ('tokenizer = "subwords"', 'false with train.tokenizer = "subwords"'),
+        ('export_pkl = "export.pkl"', "false with train.export_pkl"),
+    ):
+        toml = (FIXTURES / "tiny.toml").read_text()
+        toml = toml.replace("[train]", f"[train]\n{extra}\ntypo_aliases = true", 1)
+        (tmp_path / "release.toml").write_text(toml)
+        with pytest.raises(ConfigError, match=f"train.typo_aliases: expected {why}"):
+            config.load(tmp_path / "release.toml")
