@@ -86,13 +86,23 @@ def numericalize_of(learn: Any) -> Any:
     return None
 
 
+def _entries(num: Any) -> dict[str, int]:
+    """`num.o2i` without fastai's lookups: o2i is a defaultdict, so every unknown word it was
+    asked (the validation split's, a prediction's) became a key mapping to xxunk. What is left
+    is the vocabulary and any aliases."""
+    o2i = num.o2i
+    unk = o2i.default_factory() if getattr(o2i, "default_factory", None) else 0
+    known = {str(w) for w in num.vocab}
+    return {k: i for k, i in o2i.items() if k in known or i != unk}
+
+
 def count_in_learner(learn: Any) -> int:
     """How many typo aliases (lookup entries outside the vocabulary with a real id) `learn` has."""
     num = numericalize_of(learn)
-    o2i = getattr(num, "o2i", None) or {}
-    unk = o2i.default_factory() if getattr(o2i, "default_factory", None) else 0
-    known = {str(w) for w in num.vocab} if num is not None else set()
-    return sum(1 for k, i in o2i.items() if k not in known and i != unk)
+    if num is None or not getattr(num, "o2i", None):
+        return 0
+    known = {str(w) for w in num.vocab}
+    return sum(1 for k in _entries(num) if k not in known)
 
 
 def add_to_learner(learn: Any, token_ids: Iterable[Iterable[int]], min_count: int) -> int:
@@ -104,14 +114,8 @@ def add_to_learner(learn: Any, token_ids: Iterable[Iterable[int]], min_count: in
     counts: Counter[int] = Counter()
     for ids in token_ids:
         counts.update(int(i) for i in ids)
-    vocab = [str(w) for w in num.vocab]
-    aliases = typo_aliases(vocab, counts, min_count)
-    o2i = num.o2i
-    unk = o2i.default_factory() if getattr(o2i, "default_factory", None) else 0
-    # fastai's o2i is a defaultdict: every unknown word it was asked (the validation split's)
-    # became a key mapping to xxunk. Those are lookups, not entries: drop them so they cannot
-    # shadow an alias. Vocabulary entries always win over aliases (aliases exclude them anyway).
-    known = set(vocab)
-    entries = {k: i for k, i in o2i.items() if k in known or i != unk}
-    num.o2i = type(o2i)(o2i.default_factory, {**aliases, **entries})
+    aliases = typo_aliases([str(w) for w in num.vocab], counts, min_count)
+    # lookups are dropped so they cannot shadow an alias; vocabulary entries always win over
+    # aliases (aliases exclude them anyway)
+    num.o2i = type(num.o2i)(num.o2i.default_factory, {**aliases, **_entries(num)})
     return len(aliases)
