@@ -2,6 +2,7 @@
 
     python -m benchmarks.typos benchmarks/data/dev.csv benchmarks/data/dev_typos.csv [--seed 0]
     python -m benchmarks.typos benchmarks/data/dev.csv benchmarks/data/dev_typos_any.csv --kind any
+    python -m benchmarks.typos benchmarks/data/dev.csv benchmarks/data/dev_case.csv --kind case
 
 The dev set has few words the training data lacks (11 of its 1,177), so it cannot tell whether a
 setting helps with typos and new words, which outside users bring. This copy changes one word of
@@ -12,6 +13,10 @@ neighbours, double one, or hit a neighbouring key), so the same command writes t
 replace, swap): 60 of its 140 typos are not one keyboard slip, the kind `train.typo_aliases`
 (pipeline/typo_aliases.py) covers, so it checks that the aliases are not just fitted to how
 dev_typos was made (dev_typos: all 140 are slips).
+
+`--kind case` changes no letter but the case of the whole text, by turns Title Case, ALL CAPS and
+each word in one of the three at random: people type that way, and a model that reads fastai's
+case markers (`xxmaj`, `xxup`) sees a run of them it rarely saw in training (`train.case_markers`).
 """
 
 from __future__ import annotations
@@ -64,6 +69,15 @@ def with_typo(text: str, rng: random.Random, edit: Callable[..., str] = misspell
     return text[: m.start()] + edit(m.group(), rng) + text[m.end() :]
 
 
+def recase(text: str, i: int, rng: random.Random) -> str:
+    """`text` in Title Case, ALL CAPS or mixed word by word, by turns over the row index `i`."""
+    if i % 3 == 0:
+        return text.title()
+    if i % 3 == 1:
+        return text.upper()
+    return re.sub(r"\S+", lambda m: rng.choice((str.title, str.upper, str.lower))(m.group()), text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("src", type=Path)
@@ -71,9 +85,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--kind",
-        choices=("slip", "any"),
+        choices=("slip", "any", "case"),
         default="slip",
-        help="slip: one keyboard slip, never the first letter (default); any: any edit, any letter",
+        help="slip: one keyboard slip, never the first letter (default); any: any edit, any "
+        "letter; case: no typo, the text's case changed",
     )
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -86,8 +101,10 @@ def main() -> None:
     with args.dst.open("w", encoding="utf-8", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(reader.fieldnames or []), lineterminator="\n")
         w.writeheader()
-        for r in rows:
-            w.writerow({**r, "text": with_typo(r["text"], rng, edit)})
+        for i, r in enumerate(rows):
+            text = r["text"]
+            new = recase(text, i, rng) if args.kind == "case" else with_typo(text, rng, edit)
+            w.writerow({**r, "text": new})
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ class TrainConfig:
     unk_dropout: float = 0.0  # share of training words shown as xxunk
     tokenizer: str = "words"  # "subwords": fastai's SentencePieceTokenizer (no onnx variant)
     typo_aliases: bool = False  # one-slip misspellings of common words map to them
+    case_markers: bool = True  # fastai's xxmaj/xxup tokens; false: texts are only lowercased
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "unk_dropout": Field("float", 0.0, check=_range(0, 0.9)),
         "tokenizer": Field("str", "words", check=_one_of(("words", "subwords"))),
         "typo_aliases": Field("bool", False),
+        "case_markers": Field("bool", True),
         "threads": Field("int", 0, check=_range(0, 1024)),
         "pretrained": Field("bool", False),
         "pretrained_weights": Field("path", None),
@@ -547,6 +549,11 @@ def from_dict(raw: dict[str, Any], path: Path) -> ReleaseConfig:
             "false with train.export_pkl (they are added to learners trained here; for your own, "
             "call pipeline.typo_aliases.add_to_learner before learn.export)",
             "true",
+        )
+    if not t["case_markers"] and t["export_pkl"] is not None:
+        # a loaded learner keeps the tokenizer rules it was trained with
+        problem(
+            "train.case_markers", "true with train.export_pkl (the learner's rules stay)", "false"
         )
     eval_csv = path_of("data", "eval_csv", True, "CSV file")
     challenge_csv = path_of("data", "challenge_csv", True, "CSV file")

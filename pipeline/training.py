@@ -25,6 +25,19 @@ WT103_HINT = (
 )
 
 
+def case_blind_rules() -> list[Any]:
+    """fastai's default text rules without `replace_all_caps` and `replace_maj`.
+
+    With them, `Customer Order` becomes `xxmaj customer xxmaj order` and a Title Case or ALL CAPS
+    query is a run of markers the training texts rarely had; without them the text is only
+    lowercased (fastai's own `lowercase` rule), so case cannot change an answer. They are fastai's
+    functions, pickled by reference: `load_learner` needs no code from this project.
+    """
+    from fastai.text.core import defaults, replace_all_caps, replace_maj
+
+    return [r for r in defaults.text_proc_rules if r not in (replace_all_caps, replace_maj)]
+
+
 def _progress_callback(total_epochs: int, what: str) -> Any:
     """A fastai callback that logs one line per epoch (a fastai class, used only during fit)."""
     from fastai.callback.core import Callback
@@ -317,6 +330,8 @@ def train_classifier(
     work_dir.mkdir(parents=True, exist_ok=True)
     arch = {"emb_sz": t.emb_sz, "n_hid": t.n_hid, "n_layers": t.n_layers}
     tok: dict[str, Any] = {"min_freq": t.min_freq, "max_vocab": t.max_vocab, "n_workers": 0}
+    if not t.case_markers:
+        tok["rules"] = case_blind_rules()
     if t.tokenizer == "subwords":
         import importlib.util
 

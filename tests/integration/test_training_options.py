@@ -306,12 +306,66 @@ def test_typo_aliases_are_refused_with_subwords_or_a_loaded_learner(tmp_path: Pa
     from pipeline.errors import ConfigError
 
     (tmp_path / "export.pkl").write_bytes(b"not read at config load")
-    for extra, why in (
-        ('tokenizer = "subwords"', 'false with train.tokenizer = "subwords"'),
-        ('export_pkl = "export.pkl"', "false with train.export_pkl"),
+    for extra, key, why in (
+        (
+            'tokenizer = "subwords"\ntypo_aliases = true',
+            "typo_aliases",
+            "false with train.tokenizer",
+        ),
+        (
+            'export_pkl = "export.pkl"\ntypo_aliases = true',
+            "typo_aliases",
+            "false with train.export_pkl",
+        ),
+        (
+            'export_pkl = "export.pkl"\ncase_markers = false',
+            "case_markers",
+            "true with train.export_pkl",
+        ),
     ):
         toml = (FIXTURES / "tiny.toml").read_text()
-        toml = toml.replace("[train]", f"[train]\n{extra}\ntypo_aliases = true", 1)
+        toml = toml.replace("[train]", f"[train]\n{extra}", 1)
         (tmp_path / "release.toml").write_text(toml)
-        with pytest.raises(ConfigError, match=f"train.typo_aliases: expected {why}"):
+        with pytest.raises(ConfigError, match=f"train.{key}: expected {why}"):
             config.load(tmp_path / "release.toml")
+
+
+def test_case_markers_false_makes_case_unable_to_change_an_answer(setup, tmp_path: Path) -> None:
+    from fastai.learner import load_learner
+    from fastai.text.core import replace_all_caps, replace_maj
+
+    from pipeline.client.tokenizer import TextTokenizer
+    from pipeline.onnx_export import _tokenizer_transforms, tokenizer_spec
+
+    learn = _train(setup, tmp_path, case_markers=False)
+    texts = (
+        "how do i add a field to the customer card",
+        "How Do I Add A Field To The Customer Card",
+        "HOW DO I ADD A FIELD TO THE CUSTOMER CARD",
+        "hOW dO i ADD a FiElD to THE customer CARD",
+    )
+    ids = [learn.dls.test_dl([t]).one_batch()[0][0].tolist() for t in texts]
+    itos = [str(w) for w in learn.dls.vocab[0]]
+    assert all(x == ids[0] for x in ids) and "xxmaj" not in [itos[i] for i in ids[0]]
+    export_learner(quantize(strip(learn), ("lstm", "linear", "embedding")), tmp_path / "q.pkl")
+    plain = load_learner(tmp_path / "q.pkl")  # fastai's own rules, pickled by reference
+    rules = _tokenizer_transforms(plain)[0].rules
+    assert replace_maj not in rules and replace_all_caps not in rules and len(rules) == 6
+    with plain.no_bar():
+        probs = [plain.predict(t)[2] for t in texts]
+    assert all(torch.equal(p, probs[0]) for p in probs)
+    # the onnx variant's tokenizer file lists the same rules, so the client gives fastai's ids
+    port = TextTokenizer(tokenizer_spec(learn))
+    for t in (*texts, "The ERP's 'Sales Order' screen!!!"):
+        assert port.ids(t) == learn.dls.test_dl([t]).one_batch()[0][0].tolist()
+
+
+def test_case_markers_default_keeps_fastais_rules(setup, tmp_path: Path) -> None:
+    from fastai.text.core import defaults
+
+    from pipeline.onnx_export import _tokenizer_transforms
+
+    learn = _train(setup, tmp_path)
+    assert _tokenizer_transforms(learn)[0].rules == defaults.text_proc_rules
+    ids = learn.dls.test_dl(["Customer Card"]).one_batch()[0][0].tolist()
+    assert "xxmaj" in [str(learn.dls.vocab[0][i]) for i in ids]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.typos import misspell, misspell_any
+from benchmarks.typos import misspell, misspell_any, recase
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,8 @@ def test_misspell_makes_one_edit_and_keeps_the_first_letter() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "kind"), [("dev_typos.csv", "slip"), ("dev_typos_any.csv", "any")]
+    ("name", "kind"),
+    [("dev_typos.csv", "slip"), ("dev_typos_any.csv", "any"), ("dev_case.csv", "case")],
 )
 def test_checked_in_dev_typos_is_reproducible(tmp_path: Path, name: str, kind: str) -> None:
     out = tmp_path / name
@@ -80,3 +81,14 @@ def test_misspell_any_makes_one_edit_anywhere() -> None:
         assert typo != word and _one_edit_apart(word, typo), (word, typo)
         firsts += typo[0] != word[0]
     assert firsts > 0  # unlike `misspell`, the first letter can change
+
+
+def test_recase_changes_only_case_by_turns() -> None:
+    rng = random.Random(0)
+    text = "how do I post a sales order's lines?"
+    out = [recase(text, i, rng) for i in range(3)]
+    assert out[0] == "How Do I Post A Sales Order'S Lines?" and out[1] == text.upper()
+    assert all(o.lower() == text.lower() for o in out)
+    assert {w for w in out[2].split()} - {
+        w for w in (*out[0].split(), *out[1].split(), *text.lower().split())
+    } == set()
