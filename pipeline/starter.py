@@ -350,6 +350,7 @@ def _render(s: Starter, base: Path, model: str, export_pkl: Path | None, vocab_n
             "# Trains an AWD_LSTM from scratch with the defaults (30 epochs, lr 0.01, 400/1152/3).",
             "# lm_epochs = 10        # ULMFiT: fine-tune a language model on your texts first",
             "# typo_aliases = true   # read a one-slip typo of a common word as the word",
+            "# case_markers = false  # read Title Case and ALL CAPS queries as lowercase ones",
             '# export_pkl = "export.pkl"   # or load a learner you trained yourself',
         ]
     lines += [
