@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.client.tokenizer import FORMAT, FORMAT_VERSION, RULE_OPTIONS, RULES, TextTokenizer
 from pipeline.errors import InputError
+from pipeline.typo_aliases import lookup_entries
 
 log = logging.getLogger("pipeline.onnx")
 OPSET = 17
@@ -133,10 +134,8 @@ def tokenizer_spec(learn: Any) -> dict[str, Any]:
     tok, num = _tokenizer_transforms(learn)
     vocab = [str(x) for x in num.vocab]
     unknown = num.o2i.default_factory() if getattr(num.o2i, "default_factory", None) else 0
-    # o2i is a defaultdict: every word looked up that is not in the vocabulary (one
-    # `learn.predict` does it) became a key mapping to the unknown id. Those are lookups.
     known = set(vocab)
-    o2i = {k: i for k, i in num.o2i.items() if k in known or i != unknown}
+    o2i = lookup_entries(num)  # without the unknown words fastai was asked (they map to xxunk)
     # entries for words outside the vocabulary that map to a real id: typo aliases
     # (pipeline/typo_aliases.py), written down beside the vocabulary
     aliases = {str(k): int(i) for k, i in o2i.items() if k not in known}

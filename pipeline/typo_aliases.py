@@ -86,7 +86,7 @@ def numericalize_of(learn: Any) -> Any:
     return None
 
 
-def _entries(num: Any) -> dict[str, int]:
+def lookup_entries(num: Any) -> dict[str, int]:
     """`num.o2i` without fastai's lookups: o2i is a defaultdict, so every unknown word it was
     asked (the validation split's, a prediction's) became a key mapping to xxunk. What is left
     is the vocabulary and any aliases."""
@@ -102,7 +102,7 @@ def count_in_learner(learn: Any) -> int:
     if num is None or not getattr(num, "o2i", None):
         return 0
     known = {str(w) for w in num.vocab}
-    return sum(1 for k in _entries(num) if k not in known)
+    return sum(1 for k in lookup_entries(num) if k not in known)
 
 
 def add_to_learner(learn: Any, token_ids: Iterable[Iterable[int]], min_count: int) -> int:
@@ -117,5 +117,5 @@ def add_to_learner(learn: Any, token_ids: Iterable[Iterable[int]], min_count: in
     aliases = typo_aliases([str(w) for w in num.vocab], counts, min_count)
     # lookups are dropped so they cannot shadow an alias; vocabulary entries always win over
     # aliases (aliases exclude them anyway)
-    num.o2i = type(num.o2i)(num.o2i.default_factory, {**aliases, **_entries(num)})
+    num.o2i = type(num.o2i)(num.o2i.default_factory, {**aliases, **lookup_entries(num)})
     return len(aliases)

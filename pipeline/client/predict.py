@@ -111,18 +111,12 @@ class Predictor:
         tok, num = fs
         o2i = num.o2i
         unk = o2i.default_factory() if getattr(o2i, "default_factory", None) else 0
-        # fastai's Numericalize looks words up in a defaultdict, which adds every unknown word
-        # it is asked (mapped to xxunk): a learner that has predicted holds them. They change
-        # no id; export the vocabulary without them, and look up without adding any.
-        known = {str(t) for t in num.vocab}
-        extra = [t for t in o2i if t not in known]
         try:
-            if extra and all(o2i[t] == unk for t in extra):
-                num.o2i = type(o2i)(o2i.default_factory, {t: o2i[t] for t in o2i if t in known})
-            try:
-                spec = tokenizer_spec(learn)
-            finally:
-                num.o2i = o2i
+            # fastai's Numericalize looks words up in a defaultdict, which adds every unknown
+            # word it is asked (mapped to xxunk): a learner that has predicted holds them. The
+            # spec leaves them out (they change no id), and the check below looks up without
+            # adding any.
+            spec = tokenizer_spec(learn)
             port = TextTokenizer(spec, "the learner's tokenizer", limits=InputLimits.unlimited())
         except (InputError, KeyError, TypeError, ValueError) as e:
             log.info("the linear tokenizer does not apply (%s); fastai's tokenizes", e)
