@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import warnings
 from pathlib import Path
 
@@ -286,20 +285,14 @@ def test_the_bytes_verified_are_the_bytes_loaded_under_a_real_race(tmp_path: Pat
     spare.mkdir()
     (spare / "evil").write_bytes(evil_pickle(marker))
     shutil.copyfile(target, spare / "good")
-    stop = threading.Event()
-    swaps = [0]
-
-    def swapper() -> None:
-        while not stop.is_set():
-            for name in ("evil", "good"):
-                tmp = target.with_name(f".swap-{name}")
-                shutil.copyfile(spare / name, tmp)
-                os.replace(tmp, target)
-                swaps[0] += 1
-
-    thread = threading.Thread(target=swapper, daemon=True)
+    # The swapper is its own process: a thread would share the GIL with the loads and run
+    # mostly between them, so the cache file would seldom change between check and read.
+    stop = tmp_path / "stop"
+    counted = tmp_path / "swaps"
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(target), str(spare), str(stop), str(counted)]
+    )
     loaded = refused = 0
-    thread.start()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -313,12 +306,28 @@ def test_the_bytes_verified_are_the_bytes_loaded_under_a_real_race(tmp_path: Pat
                     assert got.variant == "quantized" and hasattr(got.learner, "dls")
                     loaded += 1
     finally:
-        stop.set()
-        thread.join(timeout=10)
+        stop.touch()
+        assert swapper.wait(timeout=30) == 0
+    swaps = int(counted.read_text())
     assert not marker.exists()  # the swapped-in pickle never ran
-    print(f"race: {swaps[0]} swaps, {loaded} loads of the good model, {refused} refused")
-    assert swaps[0] > 100 and loaded + refused == 12
+    print(f"race: {swaps} swaps, {loaded} loads of the good model, {refused} refused")
+    assert swaps > 100 and loaded + refused == 12
     assert refused > 0  # the race was real: some reads caught the hostile bytes, and refused them
+
+
+SWAPPER = """
+import os, shutil, sys
+from pathlib import Path
+target, spare, stop, counted = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+swaps = 0
+while not stop.exists():
+    for name in ("evil", "good"):
+        tmp = target.with_name(f".swap-{name}")
+        shutil.copyfile(spare / name, tmp)
+        os.replace(tmp, target)
+        swaps += 1
+Path(counted).write_text(str(swaps))
+"""
 
 
 PRUNE = """
