@@ -57,6 +57,27 @@ def compare(a: Predictions, b: Predictions) -> dict[str, float]:
     }
 
 
+def paired(model: list[str], baseline: list[str], truth: list[str]) -> dict[str, float]:
+    """Two classifiers text by text: who alone is right, and whether that can be chance.
+
+    `p_value` is the exact two-sided McNemar test (a binomial test on the texts exactly one of
+    the two answers right): above 0.05, the set is too small to tell the two apart.
+    """
+    from scipy.stats import binomtest
+
+    pairs = list(zip(model, baseline, truth, strict=True))
+    model_only = sum(m == t != b for m, b, t in pairs)
+    baseline_only = sum(b == t != m for m, b, t in pairs)
+    split = model_only + baseline_only
+    return {
+        "both_right": sum(m == t == b for m, b, t in pairs),
+        "model_only_right": model_only,
+        "baseline_only_right": baseline_only,
+        "both_wrong": sum(m != t and b != t for m, b, t in pairs),
+        "p_value": float(binomtest(model_only, split, 0.5).pvalue) if split else 1.0,
+    }
+
+
 def tfidf_baseline(
     train_texts: list[str], train_labels: list[str], eval_texts: list[str], seed: int
 ) -> list[str]:

@@ -104,6 +104,21 @@ def accuracy_table(v: dict[str, Any]) -> list[str]:
     return lines
 
 
+def versus_baseline_line(name: str, s: dict[str, Any], prefix: str) -> str:
+    """The quantized model and the baseline text by text on one set, and what the gap means."""
+    mine, theirs = s[f"{prefix}quantized_only_right"], s[f"{prefix}baseline_only_right"]
+    p = s[f"{prefix}baseline_mcnemar_p"]
+    verdict = (
+        "a difference this set is too small to tell from chance"
+        if p > 0.05
+        else "unlikely to be chance"
+    )
+    return (
+        f"Text by text on the {name}: {mine} answered right only by the quantized model, "
+        f"{theirs} only by the baseline (exact McNemar test p = {p:.2f}: {verdict})."
+    )
+
+
 def gate_advice(gates: list[dict[str, Any]]) -> str:
     """What a user can do about each failed gate, one Markdown bullet each ("" when none failed)."""
     return "\n".join(
@@ -174,12 +189,13 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
             )
             + " (a build stops on any difference).",
         ]
-    for name, base, model in (
-        ("eval set", (v.get("baseline") or {}).get("accuracy"), s["accuracy_quantized"]),
+    for name, base, model, prefix in (
+        ("eval set", (v.get("baseline") or {}).get("accuracy"), s["accuracy_quantized"], ""),
         (
             "challenge set",
             s.get("challenge_baseline_accuracy"),
             s.get("challenge_accuracy_quantized"),
+            "challenge_",
         ),
     ):
         if base is not None and model is not None and base > model:
@@ -189,6 +205,8 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
                 f"points on the {name}. More (and more varied) training data, or pretrained "
                 "weights, is what closes that gap.",
             ]
+        if f"{prefix}baseline_mcnemar_p" in s:
+            out += ["", versus_baseline_line(name, s, prefix)]
     names = _variants(v)
     out += ["", "| class | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for c in classes:

@@ -250,15 +250,22 @@ def agreements(preds: dict[str, ev.Predictions]) -> dict[str, dict[str, float]]:
 
 
 def baseline_accuracy(
-    ctx: BuildContext, texts: list[str], truth: list[str]
+    ctx: BuildContext, texts: list[str], truth: list[str], quantized: list[str] | None = None
 ) -> dict[str, Any] | None:
-    """The TF-IDF + logistic regression baseline trained on the train CSV, or None without one."""
+    """The TF-IDF + logistic regression baseline trained on the train CSV, or None without one.
+
+    With the quantized variant's predictions on the same texts, also the two text by text
+    (`evaluation.paired`): a gap of a few texts on a few hundred can be chance.
+    """
     if ctx.train_data is None:
         return None
     pred = ev.tfidf_baseline(
         list(ctx.train_data.texts), list(ctx.train_data.labels), texts, ctx.config.train.seed
     )
-    return {"name": BASELINE_NAME, "accuracy": ev.accuracy(pred, truth)}
+    out: dict[str, Any] = {"name": BASELINE_NAME, "accuracy": ev.accuracy(pred, truth)}
+    if quantized is not None:
+        out["versus_quantized"] = ev.paired(quantized, pred, truth)
+    return out | {"predictions": pred}
 
 
 def challenge_accuracy(ctx: BuildContext, onnx: Any = None) -> dict[str, Any] | None:
@@ -280,7 +287,9 @@ def challenge_accuracy(ctx: BuildContext, onnx: Any = None) -> dict[str, Any] | 
         "texts": texts,
         "labels": truth,
         "variants": variants,
-        "baseline": baseline_accuracy(ctx, texts, truth),
+        "baseline": baseline_accuracy(
+            ctx, texts, truth, variants.get("quantized", {}).get("predictions")
+        ),
     }
 
 
@@ -396,6 +405,7 @@ def summarize(
             100 * (baseline["accuracy"] - variants["original"]["accuracy"]) if baseline else None
         ),
         **versus_original("quantized", ""),
+        **versus_baseline("", baseline),
     }
     if majority is not None:
         summary["majority_accuracy"] = majority["accuracy"]
@@ -421,7 +431,20 @@ def summarize(
             summary["challenge_baseline_deficit_points"] = 100 * (
                 base - challenge["variants"]["quantized"]["accuracy"]
             )
+            summary.update(versus_baseline("challenge_", challenge["baseline"]))
     return summary
+
+
+def versus_baseline(prefix: str, baseline: dict[str, Any] | None) -> dict[str, float]:
+    """The quantized variant against the baseline text by text (nothing without a baseline)."""
+    pair = (baseline or {}).get("versus_quantized")
+    if not pair:
+        return {}
+    return {
+        f"{prefix}quantized_only_right": pair["model_only_right"],
+        f"{prefix}baseline_only_right": pair["baseline_only_right"],
+        f"{prefix}baseline_mcnemar_p": pair["p_value"],
+    }
 
 
 def _log_summary(s: dict[str, Any]) -> None:
@@ -477,7 +500,7 @@ class Validate:
         preds = predict_variants(ctx, texts, onnx)
         variants = accuracy_by_variant(preds, truth, classes)
         comparisons = agreements(preds)
-        baseline = baseline_accuracy(ctx, texts, truth)
+        baseline = baseline_accuracy(ctx, texts, truth, variants["quantized"]["predictions"])
         majority = majority_baseline(truth)
         challenge = challenge_accuracy(ctx, onnx)
         latency = latencies(ctx, texts, onnx)

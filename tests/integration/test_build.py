@@ -89,6 +89,29 @@ def test_build_writes_a_complete_verified_release(tiny) -> None:
     assert s["challenge_baseline_deficit_points"] == pytest.approx(
         100 * (s["challenge_baseline_accuracy"] - s["challenge_accuracy_quantized"])
     )
+    # text by text against the baseline: the counts are the accuracy gap, and the report says it
+    for prefix, truth, quantized, base in (
+        (
+            "",
+            report["validate"]["eval_labels"],
+            report["validate"]["variants"]["quantized"],
+            report["validate"]["baseline"],
+        ),
+        ("challenge_", ch["labels"], ch["variants"]["quantized"], ch["baseline"]),
+    ):
+        right_q = [p == t for p, t in zip(quantized["predictions"], truth, strict=True)]
+        right_b = [p == t for p, t in zip(base["predictions"], truth, strict=True)]
+        assert s[f"{prefix}quantized_only_right"] == sum(
+            q and not b for q, b in zip(right_q, right_b, strict=True)
+        )
+        assert s[f"{prefix}baseline_only_right"] == sum(
+            b and not q for q, b in zip(right_q, right_b, strict=True)
+        )
+        assert 0 < s[f"{prefix}baseline_mcnemar_p"] <= 1
+    assert (
+        f"Text by text on the challenge set: {s['challenge_quantized_only_right']} answered right "
+        f"only by the quantized model, {s['challenge_baseline_only_right']} only by the baseline"
+    ) in md
     assert "| model | eval set | challenge set |" in md
     assert f"| quantized (`export_quantized.pkl`) | {100 * s['accuracy_quantized']:.1f}% | " in md
     assert "challenge-set accuracy (quantized)" in md
