@@ -23,6 +23,7 @@ from pipeline.manifest import (
     TOKENIZER_FILE,
     Manifest,
 )
+from pipeline.report import versus_baseline_line
 
 BASE_TAGS = ("fastai", "text-classification", "awd-lstm", "ulmfit", "quantized", "int8")
 
@@ -67,6 +68,9 @@ def _accuracy_by_set(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[
     if baseline.get("accuracy") is not None or any(isinstance(c, int | float) for c in cells):
         name = baseline.get("name", "baseline")
         lines.append(f"| baseline: {name} | " + " | ".join(_pct(c) for c in cells) + " |")
+    for name, prefix in (("eval set", ""), ("challenge set", "challenge_")):
+        if f"{prefix}baseline_mcnemar_p" in metrics:
+            lines += ["", versus_baseline_line(name, metrics, prefix)]
     return lines
 
 

@@ -83,6 +83,12 @@ def test_card_shows_accuracy_per_set_with_a_challenge_set(tmp_path: Path) -> Non
         "challenge_accuracy_quantized": 0.918,
         "challenge_accuracy_onnx": 0.914,
         "challenge_baseline_accuracy": 0.9,
+        "quantized_only_right": 5,
+        "baseline_only_right": 6,
+        "baseline_mcnemar_p": 1.0,
+        "challenge_quantized_only_right": 9,
+        "challenge_baseline_only_right": 1,
+        "challenge_baseline_mcnemar_p": 0.0215,
     }
     m = type(m)(**{**m.__dict__, "validation": {"metrics": metrics, "eval_rows": 343}})
     (tmp_path / "report.json").write_text(
@@ -92,6 +98,14 @@ def test_card_shows_accuracy_per_set_with_a_challenge_set(tmp_path: Path) -> Non
     assert "| | eval set | challenge set |" in card
     assert "| quantized | 93.5% | 91.8% |" in card and "| onnx | 93.0% | 91.4% |" in card
     assert "| baseline: tf-idf | 93.9% | 90.0% |" in card
+    # and whether each gap to the baseline can be chance, from the texts only one got right
+    assert (
+        "Text by text on the eval set: 5 answered right only by the quantized model, 6 only by "
+        "the baseline (exact McNemar test p = 1.00: a difference this set is too small to tell "
+        "from chance)." in card
+    )
+    assert "on the challenge set: 9 answered right only" in card
+    assert "p = 0.02: unlikely to be chance" in card
     results = front_matter(card)["model-index"][0]["results"]
     challenge = [r for r in results if r["dataset"]["type"] == "m-challenge"]
     assert "245 texts" in challenge[0]["dataset"]["name"]
