@@ -29,6 +29,7 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,29 @@ def _override(train: cfg.TrainConfig, assignments: list[str]) -> cfg.TrainConfig
     return dataclasses.replace(train, **changes)
 
 
+def score_sets(
+    predict: dict[str, Callable[[list[str]], list[str]]],
+    sets: dict[str, Any],
+    train: Any,
+    seed: int,
+) -> dict[str, Any]:
+    """Accuracy of each variant and of the TF-IDF baseline per set, and the quantized variant
+    against the baseline text by text (`evaluation.paired`: who alone is right, McNemar p)."""
+    from pipeline.evaluation import accuracy, paired, tfidf_baseline
+
+    out: dict[str, Any] = {"accuracy": {}, "versus_baseline": {}}
+    for name, data in sets.items():
+        texts, truth = list(data.texts), list(data.labels)
+        preds = {k: f(texts) for k, f in predict.items()}
+        preds["baseline"] = tfidf_baseline(list(train.texts), list(train.labels), texts, seed)
+        out["accuracy"][name] = {k: accuracy(v, truth) for k, v in preds.items()}
+        out["versus_baseline"][name] = paired(preds["quantized"], preds["baseline"], truth)
+    return out
+
+
 def score_build(args: argparse.Namespace, c: Any, train: Any, sets: dict[str, Any]) -> None:
     from pipeline.client.onnx_model import OnnxClassifier
-    from pipeline.evaluation import accuracy, predict_all, tfidf_baseline
+    from pipeline.evaluation import predict_all
     from pipeline.manifest import ONNX_FILE, ORIGINAL_FILE, QUANTIZED_FILE, TOKENIZER_FILE
     from pipeline.training import load_exported
 
@@ -81,16 +102,11 @@ def score_build(args: argparse.Namespace, c: Any, train: Any, sets: dict[str, An
         if (d / ONNX_FILE).exists()
         else None
     )
-    result: dict[str, Any] = {"name": args.name, "build": str(d), "accuracy": {}}
-    for name, data in sets.items():
-        texts, truth = list(data.texts), list(data.labels)
-        scores = {k: accuracy(predict_all(v, texts).labels, truth) for k, v in learners.items()}
-        if onnx is not None:
-            scores["onnx"] = accuracy([onnx.predict(t).label for t in texts], truth)
-        scores["baseline"] = accuracy(
-            tfidf_baseline(list(train.texts), list(train.labels), texts, c.train.seed), truth
-        )
-        result["accuracy"][name] = scores
+    result: dict[str, Any] = {"name": args.name, "build": str(d)}
+    predict = {k: (lambda texts, v=v: predict_all(v, texts).labels) for k, v in learners.items()}
+    if onnx is not None:
+        predict["onnx"] = lambda texts: [onnx.predict(t).label for t in texts]
+    result |= score_sets(predict, sets, train, c.train.seed)
     with args.out.open("a", encoding="utf-8") as f:
         f.write(json.dumps(result) + "\n")
     print(json.dumps(result, indent=1))
@@ -112,7 +128,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    from pipeline.evaluation import accuracy, predict_all, tfidf_baseline
+    from pipeline.evaluation import predict_all
     from pipeline.quantization import quantize, strip
     from pipeline.stages.quantize import export_learner
     from pipeline.training import train_classifier
@@ -146,18 +162,16 @@ def main() -> None:
             "train_seconds": round(train_s, 1),
             "params": params,
             "vocab": len(learn.dls.vocab[0]),
-            "accuracy": {},
         }
-        for name, data in sets.items():
-            texts, truth = list(data.texts), list(data.labels)
-            result["accuracy"][name] = {
-                "original": accuracy(predict_all(learn, texts).labels, truth),
-                "quantized": accuracy(predict_all(quantized, texts).labels, truth),
-                "baseline": accuracy(
-                    tfidf_baseline(list(train.texts), list(train.labels), texts, c.train.seed),
-                    truth,
-                ),
-            }
+        result |= score_sets(
+            {
+                "original": lambda texts: predict_all(learn, texts).labels,
+                "quantized": lambda texts: predict_all(quantized, texts).labels,
+            },
+            sets,
+            train,
+            c.train.seed,
+        )
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             export_learner(learn, args.keep / "export.pkl")
