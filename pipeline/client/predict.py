@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections import defaultdict
 from typing import Any
 
 from pipeline.client.limits import InputLimits
@@ -35,6 +36,31 @@ PROBES = (
     "don't can't 'cause o'clock ''quoted'' “curly” naïve 日本語 😀 <br /> &amp; #tag a/b",
     "the the the the  word  aaaa ERP SQL API's xxbos xxmaj \n\t end...",
 )
+
+
+class _NonGrowingLookup(defaultdict):
+    """fastai's `Numericalize.o2i` (a defaultdict) that answers an unknown word without adding it.
+
+    fastai looks every token up with `o2i[token]`, so a defaultdict keeps each unknown word a
+    server is ever asked (mapped to xxunk): memory that grows with every distinct typo, ID and
+    number in its traffic. Same ids, no growth. Pickles as a plain defaultdict, so a learner
+    exported after a Predictor was built on it never needs this module to load.
+    """
+
+    def __missing__(self, key: Any) -> Any:
+        if self.default_factory is None:
+            raise KeyError(key)
+        return self.default_factory()
+
+    def __reduce__(self) -> Any:
+        return (defaultdict, (self.default_factory,), None, None, iter(self.items()))
+
+
+def _stop_lookup_growth(transforms: Any) -> None:
+    for f in transforms:
+        o2i = getattr(f, "o2i", None)
+        if type(o2i) is defaultdict:
+            f.o2i = _NonGrowingLookup(o2i.default_factory, o2i)
 
 
 class UnsupportedLearner(Exception):
@@ -68,6 +94,7 @@ class Predictor:
         encode = tl._new([], split_idx=1)  # what test_set() builds for learn.predict
         encode.tfms.fs = encode.tfms.fs[start:]
         self._encode = encode.tfms
+        _stop_lookup_growth(self._encode.fs)  # fastai's path (and learn.predict) too
         self.limits = InputLimits() if limits is None else limits
         self._learn = learn
         self._port_state: tuple[Any] | None = None  # (port or None,) once built, on first use

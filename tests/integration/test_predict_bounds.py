@@ -100,3 +100,30 @@ def test_the_pickle_path_tokenizes_with_the_linear_port_and_gets_fastais_ids(
         want = [int(x) for x in num(tok(text))]
         assert predictor.encode(text).tolist() == want, name
         assert loaded.predict(text)[0] == str(loaded.learner.predict(text)[0]), name
+
+
+def test_unknown_words_do_not_grow_the_vocabulary_lookup(store, tmp_path: Path) -> None:
+    """fastai's Numericalize.o2i is a defaultdict: each unknown word a server is asked used to
+    become a new key, on learn.predict and on the predictor's fastai path alike."""
+    import pickle
+    from collections import defaultdict
+
+    root, m = store
+    loaded = load_model(
+        m.model, sources=[LocalSource(root)], variants=["quantized"], cache_dir=tmp_path / "c"
+    )
+    predictor = loaded.predictor
+    assert predictor is not None
+    tok, num = predictor._encode.fs
+    size = len(num.o2i)
+    unknown = [f"zqx{i}word part{i}no{i}" for i in range(50)]
+    want = [[int(x) for x in num(tok(t))] for t in unknown]
+    predictor._port_state = (None,)  # fastai's transforms, as for a learner the port cannot read
+    for text, ids in zip(unknown, want, strict=True):
+        assert predictor.encode(text).tolist() == ids
+        loaded.predict(text)
+        loaded.learner.predict(text)
+    assert len(num.o2i) == size
+    assert num.o2i["zqx0word"] == num.o2i["xxunk"] and len(num.o2i) == size  # xxunk's id, kept
+    # a learner exported after this still pickles a plain defaultdict
+    assert type(pickle.loads(pickle.dumps(num.o2i))) is defaultdict
