@@ -10,9 +10,10 @@ way and scores the original, the quantized variant and the TF-IDF baseline on ea
 `eval` (the config's eval CSV), `dev` (benchmarks/data/dev.csv: outside-style queries used to pick
 the demo's settings), `dev_typos` (the same with one typo per text, from `python -m benchmarks.typos`),
 `dev_typos_any` (one edit of any kind, `--kind any`: reported, not used to choose),
-`dev_case` (dev in Title Case, ALL CAPS and mixed, `--kind case`), `dev2` (209 more outside-style
-queries by seven other writers, harder than dev, which the demo's settings had saturated) and, only for the final report, `challenge` (pipeline/data/challenge.csv,
-never used to choose anything). `--latency` also times `learn.predict` of both variants
+`dev_case` (dev in Title Case, ALL CAPS and mixed, `--kind case`), `dev2` (209 more
+outside-style queries by seven other writers, harder than dev, which the demo's settings had
+saturated) and, only for the final report, `challenge` (pipeline/data/challenge.csv, never used
+to choose anything). `--latency` also times `learn.predict` of both variants
 interleaved at 1 thread and reports the size ratio of the two exported pickles, to see whether the
 quantization gates hold for a given network size. `--from-build DIR` scores a finished build's
 `export.pkl`, `export_quantized.pkl` and onnx variant (when there is one) instead of
