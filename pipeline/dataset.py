@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,8 @@ def check_eval_against_train(train: LabelledTexts, eval_: LabelledTexts) -> None
     """Eval labels must be known to the model, and eval texts must not leak from train.
 
     Raises:
-        InputError: an eval label never occurs in train, or an eval text also occurs in train.
+        InputError: an eval label never occurs in train, or an eval text also occurs in train
+            (case, spacing and punctuation aside).
     """
     _check_labels_known(eval_, train)
     _check_no_shared_text(eval_, train, "an eval set")
@@ -116,9 +118,22 @@ def _check_labels_known(held_out: LabelledTexts, train: LabelledTexts) -> None:
         )
 
 
+_PUNCTUATION_AND_SPACE = re.compile(r"[\s\"'`.,;:!?()\[\]{}]+")
+
+
+def same_text_key(text: str) -> str:
+    """What two texts share when they are the same text: case, spacing and punctuation aside.
+
+    "How big is the user community worldwide?" and "how big is the user community
+    worldwide" have one key; "C++ api" and "C api" do not (only quotes, brackets and sentence
+    punctuation are dropped).
+    """
+    return _PUNCTUATION_AND_SPACE.sub(" ", text.casefold()).strip()
+
+
 def _check_no_shared_text(held_out: LabelledTexts, other: LabelledTexts, what: str) -> None:
-    seen = {t.casefold() for t in other.texts}
-    shared = [t for t in held_out.texts if t.casefold() in seen]
+    seen = {same_text_key(t) for t in other.texts}
+    shared = [t for t in held_out.texts if same_text_key(t) in seen]
     if shared:
         raise InputError(
             f"{held_out.path}: {len(shared)} text(s) also in {other.path}, e.g. {shared[0]!r}; "
@@ -132,8 +147,9 @@ def check_challenge(
     """A challenge set must use known labels and share no text with the train or eval set.
 
     Raises:
-        InputError: a challenge label never occurs in train, or a challenge text (compared
-            case-insensitively) also occurs in the train or eval CSV.
+        InputError: a challenge label never occurs in train, or a challenge text also occurs
+            in the train or eval CSV (compared by `same_text_key`: case, spacing and
+            punctuation aside).
     """
     if train is not None:
         _check_labels_known(challenge, train)

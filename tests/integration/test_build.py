@@ -80,8 +80,8 @@ def test_build_writes_a_complete_verified_release(tiny) -> None:
     # the challenge set: every variant and the baseline, in the summary, report.json and report.md
     ch = report["validate"]["challenge"]
     assert (
-        ch["rows"] == s["challenge_rows"] == 245
-        and len(ch["variants"]["onnx"]["predictions"]) == 245
+        ch["rows"] == s["challenge_rows"] == 240
+        and len(ch["variants"]["onnx"]["predictions"]) == 240
     )
     for name in ("original", "quantized", "onnx"):
         assert s[f"challenge_accuracy_{name}"] == ch["variants"][name]["accuracy"]
