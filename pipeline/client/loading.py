@@ -22,7 +22,7 @@ from pipeline.client.fetching import (
 )
 from pipeline.client.limits import InputLimits
 from pipeline.client.network import CacheError
-from pipeline.client.predict import Predictor, UnsupportedLearner
+from pipeline.client.predict import Predictor, UnsupportedLearner, stop_lookup_growth
 from pipeline.environment import current
 from pipeline.errors import ReleaseError
 
@@ -178,6 +178,7 @@ def _load_and_smoke(
         warn_unverified(fetched)
     learn = _load_learner(data, fetched.unverified)
     del data
+    stop_lookup_growth(learn)  # before anything predicts: learn.predict too, Predictor or not
     predictor: Predictor | None
     try:
         predictor = Predictor(learn, limits=limits)

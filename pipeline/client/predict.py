@@ -63,6 +63,19 @@ def _stop_lookup_growth(transforms: Any) -> None:
             f.o2i = _NonGrowingLookup(o2i.default_factory, o2i)
 
 
+def stop_lookup_growth(learn: Any) -> None:
+    """Every vocabulary lookup in `learn`'s data pipeline stops adding the unknown words it is
+    asked, whatever predicts with it later (learn.predict included), even for a learner the
+    Predictor does not apply to. Walks the train and valid Datasets' transform pipelines (fastai
+    shares them with the DataLoaders learn.predict builds)."""
+    dls = getattr(learn, "dls", None)
+    for ds in (getattr(dls, "train_ds", None), getattr(dls, "valid_ds", None)):
+        for tl in getattr(ds, "tls", None) or ([ds] if ds is not None else []):
+            fs = getattr(getattr(tl, "tfms", None), "fs", None)
+            if fs:
+                _stop_lookup_growth(fs)
+
+
 class UnsupportedLearner(Exception):
     """The learner is not a single-input text classifier this fast path understands."""
 

@@ -127,3 +127,27 @@ def test_unknown_words_do_not_grow_the_vocabulary_lookup(store, tmp_path: Path) 
     assert num.o2i["zqx0word"] == num.o2i["xxunk"] and len(num.o2i) == size  # xxunk's id, kept
     # a learner exported after this still pickles a plain defaultdict
     assert type(pickle.loads(pickle.dumps(num.o2i))) is defaultdict
+
+
+def test_a_learner_the_predictor_refuses_does_not_grow_its_lookup_either(
+    store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup is fixed where the client loads a learner, not only in the Predictor: when the
+    fast path does not apply, predict() is learn.predict, and it must not grow either."""
+    from pipeline.client import loading
+    from pipeline.client.predict import UnsupportedLearner
+
+    def refuse(*_: object, **__: object) -> None:
+        raise UnsupportedLearner("refused for this test")
+
+    monkeypatch.setattr(loading, "Predictor", refuse)
+    root, m = store
+    loaded = load_model(
+        m.model, sources=[LocalSource(root)], variants=["quantized"], cache_dir=tmp_path / "c"
+    )
+    assert loaded.predictor is None
+    num = next(f for f in loaded.learner.dls.valid_ds.tls[0].tfms.fs if hasattr(f, "o2i"))
+    size = len(num.o2i)
+    for i in range(20):
+        loaded.predict(f"zqx{i}word part{i}no{i}")
+    assert len(num.o2i) == size
