@@ -67,6 +67,11 @@ def test_bundled_challenge_set_is_unseen_text_of_every_intent() -> None:
     assert len(dev2) >= 200 and set(dev2.classes) == INTENTS
     check_challenge(dev2, train, eval_)
     check_challenge(dev2, challenge, dev)
+    dev3 = read(root / "benchmarks" / "data" / "dev3.csv")
+    assert len(dev3) >= 210 and set(dev3.classes) == INTENTS
+    check_challenge(dev3, train, eval_)
+    check_challenge(dev3, challenge, dev)
+    check_challenge(dev3, dev2, eval_)
     assert len({same_text_key(t) for t in challenge.texts}) == len(challenge)
 
 
@@ -109,12 +114,19 @@ def test_bundled_held_out_sets_hold_no_near_copy_of_a_training_or_other_held_out
         "challenge": read(resolve_path("bundled:challenge.csv", Path("."))),
         "dev": read(root / "benchmarks" / "data" / "dev.csv"),
         "dev2": read(root / "benchmarks" / "data" / "dev2.csv"),
+        "dev3": read(root / "benchmarks" / "data" / "dev3.csv"),
     }
     near_train = {
         name: sorted(text for text, _ in near_duplicates(rows.texts, train.texts))
         for name, rows in held_out.items()
     }
-    assert near_train == {"eval": [], "challenge": [], "dev": sorted(DEV_NEAR_TRAIN), "dev2": []}
+    assert near_train == {
+        "eval": [],
+        "challenge": [],
+        "dev": sorted(DEV_NEAR_TRAIN),
+        "dev2": [],
+        "dev3": [],
+    }
     names = list(held_out)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
