@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,3 +156,46 @@ def check_challenge(
         _check_labels_known(challenge, train)
     for other in (x for x in (train, eval_) if x is not None):
         _check_no_shared_text(challenge, other, "a challenge set")
+
+
+_WORD = re.compile(r"\w+")
+
+
+def word_set(text: str) -> frozenset[str]:
+    """The words of `text`, case aside: what `near_copies` compares."""
+    return frozenset(_WORD.findall(text.casefold()))
+
+
+def near_copies(
+    held_out: tuple[str, ...] | list[str],
+    other: tuple[str, ...] | list[str],
+    threshold: float = 0.7,
+) -> list[tuple[str, str]]:
+    """(held-out text, other text) pairs whose word sets overlap by `threshold` or more
+    (Jaccard: shared words / all words of the two), in held-out order.
+
+    A held-out text one word or a "?" away from a training text is scored as unseen but is not.
+    Prefix filtering keeps this near linear: two sets at Jaccard >= t share at least
+    ceil(t * |A|) of A's words, so B holds one of A's |A| - ceil(t * |A|) + 1 rarest words.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], not {threshold}")
+    others = [word_set(t) for t in other]
+    df = Counter(w for ws in others for w in ws)
+    index: defaultdict[str, list[int]] = defaultdict(list)
+    for i, ws in enumerate(others):
+        for w in ws:
+            index[w].append(i)
+    pairs = []
+    for text in held_out:
+        words = word_set(text)
+        if not words:
+            continue
+        rare_first = sorted(words, key=lambda w: (df.get(w, 0), w))
+        prefix = rare_first[: len(words) - math.ceil(threshold * len(words) - 1e-9) + 1]
+        candidates = sorted({i for w in prefix for i in index.get(w, ())})
+        for i in candidates:
+            union = len(words | others[i])
+            if len(words & others[i]) >= threshold * union:
+                pairs.append((text, other[i]))
+    return pairs

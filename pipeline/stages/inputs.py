@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.dataset import check_challenge, check_eval_against_train, read_labelled_csv
+from pipeline.dataset import (
+    LabelledTexts,
+    check_challenge,
+    check_eval_against_train,
+    near_copies,
+    read_labelled_csv,
+)
 from pipeline.stages.base import BuildContext
 
 log = logging.getLogger("pipeline.build")
@@ -27,6 +33,7 @@ class CheckInputs:
                 d.train_csv, d.text_column, d.label_column, config_name=where
             )
             check_eval_against_train(ctx.train_data, ctx.eval_data)
+            _warn_near_copies(ctx.eval_data, ctx.train_data, "eval")
             log.info(
                 "train: %d rows, %d labels; eval: %d rows",
                 len(ctx.train_data),
@@ -40,4 +47,23 @@ class CheckInputs:
                 d.challenge_csv, d.text_column, d.label_column, min_classes=1
             )
             check_challenge(ctx.challenge_data, ctx.train_data, ctx.eval_data)
+            if ctx.train_data is not None:
+                _warn_near_copies(ctx.challenge_data, ctx.train_data, "challenge")
             log.info("challenge: %d rows", len(ctx.challenge_data))
+
+
+def _warn_near_copies(held_out: LabelledTexts, train: LabelledTexts, name: str) -> None:
+    """Not refused (a short set may share phrasing honestly), but said: accuracy on near copies
+    of training rows overstates how the model does on new text."""
+    pairs = near_copies(held_out.texts, train.texts)
+    if pairs:
+        held, seen = pairs[0]
+        log.warning(
+            "%s: %d of %d texts share 70%%+ of their words with a training text (e.g. %r ~ %r); "
+            "their accuracy overstates how the model does on new phrasing",
+            name,
+            len({h for h, _ in pairs}),
+            len(held_out),
+            held,
+            seen,
+        )

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -10,8 +9,10 @@ from pipeline.config import resolve_path
 from pipeline.dataset import (
     check_challenge,
     check_eval_against_train,
+    near_copies,
     read_labelled_csv,
     same_text_key,
+    word_set,
 )
 from pipeline.errors import InputError
 
@@ -75,24 +76,6 @@ def test_bundled_challenge_set_is_unseen_text_of_every_intent() -> None:
     assert len({same_text_key(t) for t in challenge.texts}) == len(challenge)
 
 
-def _words(text: str) -> frozenset[str]:
-    return frozenset(re.findall(r"\w+", text.casefold()))
-
-
-def near_duplicates(
-    held_out: tuple[str, ...], other: tuple[str, ...], threshold: float = 0.7
-) -> list[tuple[str, str]]:
-    """Pairs of texts whose word sets overlap by `threshold` or more (Jaccard)."""
-    others = [(_words(t), t) for t in other]
-    pairs = []
-    for text in held_out:
-        words = _words(text)
-        for other_words, other_text in others:
-            if len(words & other_words) >= threshold * len(words | other_words) > 0:
-                pairs.append((text, other_text))
-    return pairs
-
-
 # dev.csv was written before this check existed and four of its rows are this close to rows of
 # the original training data; the settings were chosen on dev as it is, so it stays as it is.
 DEV_NEAR_TRAIN = {
@@ -117,7 +100,7 @@ def test_bundled_held_out_sets_hold_no_near_copy_of_a_training_or_other_held_out
         "dev3": read(root / "benchmarks" / "data" / "dev3.csv"),
     }
     near_train = {
-        name: sorted(text for text, _ in near_duplicates(rows.texts, train.texts))
+        name: sorted(text for text, _ in near_copies(rows.texts, train.texts))
         for name, rows in held_out.items()
     }
     assert near_train == {
@@ -130,15 +113,15 @@ def test_bundled_held_out_sets_hold_no_near_copy_of_a_training_or_other_held_out
     names = list(held_out)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            assert near_duplicates(held_out[a].texts, held_out[b].texts) == [], (a, b)
+            assert near_copies(held_out[a].texts, held_out[b].texts) == [], (a, b)
 
 
-def test_near_duplicates_finds_a_row_less_one_word_and_not_a_mere_topic_match() -> None:
+def test_near_copies_finds_a_row_less_one_word_and_not_a_mere_topic_match() -> None:
     train = ("licensing model for named users vs concurrent users", "which table holds invoices")
-    assert near_duplicates(("licensing model for named users vs concurrent",), train) == [
+    assert near_copies(("licensing model for named users vs concurrent",), train) == [
         ("licensing model for named users vs concurrent", train[0])
     ]
-    assert near_duplicates(("which table holds the sales order lines",), train) == []
+    assert near_copies(("which table holds the sales order lines",), train) == []
 
 
 def test_challenge_set_sharing_text_or_with_unknown_labels_is_refused(tmp_path: Path) -> None:
@@ -203,3 +186,41 @@ def test_eval_text_leaked_from_train(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="1 text\\(s\\) also in"):
         check_eval_against_train(train, eval_)
+
+
+def test_near_copies_finds_what_comparing_every_pair_finds() -> None:
+    """The prefix filter skips pairs; it must never skip one at or above the threshold."""
+    import random
+
+    rng = random.Random(5)
+    words = [f"w{i}" for i in range(30)]
+    texts = [" ".join(rng.sample(words, rng.randint(1, 9))) for _ in range(300)]
+    held, other = texts[:120], texts[120:]
+    for threshold in (0.5, 0.6, 0.7, 0.75, 1.0):
+        every_pair = [
+            (h, o)
+            for h in held
+            for o in other
+            if len(word_set(h) & word_set(o)) >= threshold * len(word_set(h) | word_set(o))
+        ]
+        assert near_copies(held, other, threshold) == every_pair
+        assert every_pair, threshold  # the data has pairs to find at every threshold
+    with pytest.raises(ValueError, match="threshold"):
+        near_copies(held, other, 0)
+
+
+def test_the_build_says_when_held_out_texts_are_near_copies_of_training_texts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.stages.inputs import _warn_near_copies
+
+    train = read(csv(tmp_path, "text,label\nwhich table holds the invoices,a\nhi there,b\n"))
+    held = read(csv(tmp_path, "text,label\nwhich table holds invoices,a\nbye now,b\n", "h.csv"))
+    with caplog.at_level("WARNING", logger="pipeline.build"):
+        _warn_near_copies(held, train, "challenge")
+    assert "challenge: 1 of 2 texts share 70%+ of their words" in caplog.text
+    assert "'which table holds invoices' ~ 'which table holds the invoices'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline.build"):
+        _warn_near_copies(read(csv(tmp_path, "text,label\nbye now,b\nok,a\n", "n.csv")), train, "x")
+    assert caplog.text == ""
