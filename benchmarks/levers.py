@@ -12,7 +12,8 @@ the demo's settings), `dev_typos` (the same with one typo per text, from `python
 `dev_typos_any` (one edit of any kind, `--kind any`: reported, not used to choose),
 `dev_case` (dev in Title Case, ALL CAPS and mixed, `--kind case`), `dev2` (209 more
 outside-style queries by seven other writers, harder than dev, which the demo's settings had
-saturated), `dev3` (223 queries by four writers each given a persona instead of an intent) and, only for the final report, `challenge` (pipeline/data/challenge.csv, never used
+saturated), `dev3` (223 queries by four writers each given a persona instead of an intent), `dev4` (224 by
+four more persona writers) and, only for the final report, `challenge` (pipeline/data/challenge.csv, never used
 to choose anything). `--latency` also times `learn.predict` of both variants
 interleaved at 1 thread and reports the size ratio of the two exported pickles, to see whether the
 quantization gates hold for a given network size. `--from-build DIR` scores a finished build's
@@ -45,6 +46,7 @@ SETS = {
     "dev_case": ROOT / "benchmarks" / "data" / "dev_case.csv",  # ... --kind case
     "dev2": ROOT / "benchmarks" / "data" / "dev2.csv",
     "dev3": ROOT / "benchmarks" / "data" / "dev3.csv",
+    "dev4": ROOT / "benchmarks" / "data" / "dev4.csv",
     "challenge": ROOT / "pipeline" / "data" / "challenge.csv",
 }
 log = logging.getLogger("benchmarks.levers")

@@ -73,6 +73,11 @@ def test_bundled_challenge_set_is_unseen_text_of_every_intent() -> None:
     check_challenge(dev3, train, eval_)
     check_challenge(dev3, challenge, dev)
     check_challenge(dev3, dev2, eval_)
+    dev4 = read(root / "benchmarks" / "data" / "dev4.csv")
+    assert len(dev4) >= 210 and set(dev4.classes) == INTENTS
+    check_challenge(dev4, train, eval_)
+    check_challenge(dev4, challenge, dev)
+    check_challenge(dev4, dev2, dev3)
     assert len({same_text_key(t) for t in challenge.texts}) == len(challenge)
 
 
@@ -98,6 +103,7 @@ def test_bundled_held_out_sets_hold_no_near_copy_of_a_training_or_other_held_out
         "dev": read(root / "benchmarks" / "data" / "dev.csv"),
         "dev2": read(root / "benchmarks" / "data" / "dev2.csv"),
         "dev3": read(root / "benchmarks" / "data" / "dev3.csv"),
+        "dev4": read(root / "benchmarks" / "data" / "dev4.csv"),
     }
     near_train = {
         name: sorted(text for text, _ in near_copies(rows.texts, train.texts))
@@ -109,6 +115,7 @@ def test_bundled_held_out_sets_hold_no_near_copy_of_a_training_or_other_held_out
         "dev": sorted(DEV_NEAR_TRAIN),
         "dev2": [],
         "dev3": [],
+        "dev4": [],
     }
     names = list(held_out)
     for i, a in enumerate(names):
