@@ -166,36 +166,54 @@ def word_set(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text.casefold()))
 
 
+class NearCopyIndex:
+    """Texts indexed by word, to find which of them a held-out text nearly copies.
+
+    Built once per set of texts (a build's training rows), asked once per held-out set.
+    """
+
+    def __init__(self, texts: tuple[str, ...] | list[str], threshold: float = 0.7):
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], not {threshold}")
+        self.threshold = threshold
+        self._texts = texts
+        self._words = [word_set(t) for t in texts]
+        self._df = Counter(w for ws in self._words for w in ws)
+        self._postings: defaultdict[str, list[int]] = defaultdict(list)
+        for i, ws in enumerate(self._words):
+            for w in ws:
+                self._postings[w].append(i)
+
+    def near_copies(self, held_out: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+        """(held-out text, indexed text) pairs whose word sets overlap by the threshold or
+        more (Jaccard: shared words / all words of the two), in held-out order.
+
+        Prefix filtering keeps this near linear: two sets at Jaccard >= t share at least
+        ceil(t * |A|) of A's words, so B holds one of A's |A| - ceil(t * |A|) + 1 rarest
+        words; and t * |A| <= |B| <= |A| / t.
+        """
+        t = self.threshold
+        pairs = []
+        for text in held_out:
+            words = word_set(text)
+            if not words:
+                continue
+            rare_first = sorted(words, key=lambda w: (self._df.get(w, 0), w))
+            prefix = rare_first[: len(words) - math.ceil(t * len(words) - 1e-9) + 1]
+            low, high = t * len(words) - 1e-9, len(words) / t + 1e-9
+            for i in sorted({i for w in prefix for i in self._postings.get(w, ())}):
+                other = self._words[i]
+                if low <= len(other) <= high and len(words & other) >= t * len(words | other):
+                    pairs.append((text, self._texts[i]))
+        return pairs
+
+
 def near_copies(
     held_out: tuple[str, ...] | list[str],
     other: tuple[str, ...] | list[str],
     threshold: float = 0.7,
 ) -> list[tuple[str, str]]:
-    """(held-out text, other text) pairs whose word sets overlap by `threshold` or more
-    (Jaccard: shared words / all words of the two), in held-out order.
-
-    A held-out text one word or a "?" away from a training text is scored as unseen but is not.
-    Prefix filtering keeps this near linear: two sets at Jaccard >= t share at least
-    ceil(t * |A|) of A's words, so B holds one of A's |A| - ceil(t * |A|) + 1 rarest words.
-    """
-    if not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1], not {threshold}")
-    others = [word_set(t) for t in other]
-    df = Counter(w for ws in others for w in ws)
-    index: defaultdict[str, list[int]] = defaultdict(list)
-    for i, ws in enumerate(others):
-        for w in ws:
-            index[w].append(i)
-    pairs = []
-    for text in held_out:
-        words = word_set(text)
-        if not words:
-            continue
-        rare_first = sorted(words, key=lambda w: (df.get(w, 0), w))
-        prefix = rare_first[: len(words) - math.ceil(threshold * len(words) - 1e-9) + 1]
-        candidates = sorted({i for w in prefix for i in index.get(w, ())})
-        for i in candidates:
-            union = len(words | others[i])
-            if len(words & others[i]) >= threshold * union:
-                pairs.append((text, other[i]))
-    return pairs
+    """(held-out text, other text) pairs whose word sets overlap by `threshold` or more: a
+    held-out text one word or a "?" away from a training text is scored as unseen but is not.
+    See `NearCopyIndex` (build one to ask about several held-out sets)."""
+    return NearCopyIndex(other, threshold).near_copies(held_out)

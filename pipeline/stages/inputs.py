@@ -6,9 +6,9 @@ import logging
 
 from pipeline.dataset import (
     LabelledTexts,
+    NearCopyIndex,
     check_challenge,
     check_eval_against_train,
-    near_copies,
     read_labelled_csv,
 )
 from pipeline.stages.base import BuildContext
@@ -25,6 +25,7 @@ class CheckInputs:
     def run(self, ctx: BuildContext) -> None:
         d = ctx.config.data
         where = ctx.config.path.name
+        train_index: NearCopyIndex | None = None  # built once, asked for eval and challenge
         ctx.eval_data = read_labelled_csv(
             d.eval_csv, d.text_column, d.label_column, min_classes=1, config_name=where
         )
@@ -33,7 +34,8 @@ class CheckInputs:
                 d.train_csv, d.text_column, d.label_column, config_name=where
             )
             check_eval_against_train(ctx.train_data, ctx.eval_data)
-            _warn_near_copies(ctx.eval_data, ctx.train_data, "eval")
+            train_index = NearCopyIndex(ctx.train_data.texts)
+            _warn_near_copies(ctx.eval_data, train_index, "eval")
             log.info(
                 "train: %d rows, %d labels; eval: %d rows",
                 len(ctx.train_data),
@@ -47,15 +49,15 @@ class CheckInputs:
                 d.challenge_csv, d.text_column, d.label_column, min_classes=1
             )
             check_challenge(ctx.challenge_data, ctx.train_data, ctx.eval_data)
-            if ctx.train_data is not None:
-                _warn_near_copies(ctx.challenge_data, ctx.train_data, "challenge")
+            if train_index is not None:
+                _warn_near_copies(ctx.challenge_data, train_index, "challenge")
             log.info("challenge: %d rows", len(ctx.challenge_data))
 
 
-def _warn_near_copies(held_out: LabelledTexts, train: LabelledTexts, name: str) -> None:
+def _warn_near_copies(held_out: LabelledTexts, train: NearCopyIndex, name: str) -> None:
     """Not refused (a short set may share phrasing honestly), but said: accuracy on near copies
     of training rows overstates how the model does on new text."""
-    pairs = near_copies(held_out.texts, train.texts)
+    pairs = train.near_copies(held_out.texts)
     if pairs:
         held, seen = pairs[0]
         log.warning(

@@ -8,6 +8,7 @@ import pytest
 from pipeline.config import resolve_path
 from pipeline.dataset import (
     LabelledTexts,
+    NearCopyIndex,
     check_challenge,
     check_eval_against_train,
     near_copies,
@@ -216,10 +217,11 @@ def test_the_build_says_when_held_out_texts_are_near_copies_of_training_texts(
     train = read(csv(tmp_path, "text,label\nwhich table holds the invoices,a\nhi there,b\n"))
     held = read(csv(tmp_path, "text,label\nwhich table holds invoices,a\nbye now,b\n", "h.csv"))
     with caplog.at_level("WARNING", logger="pipeline.build"):
-        _warn_near_copies(held, train, "challenge")
+        _warn_near_copies(held, NearCopyIndex(train.texts), "challenge")
     assert "challenge: 1 of 2 texts share 70%+ of their words" in caplog.text
     assert "'which table holds invoices' ~ 'which table holds the invoices'" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="pipeline.build"):
-        _warn_near_copies(read(csv(tmp_path, "text,label\nbye now,b\nok,a\n", "n.csv")), train, "x")
+        no_copy = read(csv(tmp_path, "text,label\nbye now,b\nok,a\n", "n.csv"))
+        _warn_near_copies(no_copy, NearCopyIndex(train.texts), "x")
     assert caplog.text == ""
