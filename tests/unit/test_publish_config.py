@@ -94,9 +94,9 @@ def test_a_target_in_the_list_needs_its_repo(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load(tmp_path, '[publish]\ntargets = ["github", "huggingface", "s3"]\n')
     assert e.value.problems == [
-        'release.toml: publish.github.repo: expected "owner/name" (publish.targets includes github), found nothing',
-        'release.toml: publish.huggingface.repo: expected "org/name" (publish.targets includes huggingface), found nothing',
-        "release.toml: publish.s3.bucket: expected a bucket name (publish.targets includes s3), found nothing",
+        'release.toml: publish.github.repo: expected "owner/name" (publish.targets includes github), found nothing; add [publish.github] repo = "owner/name"',
+        'release.toml: publish.huggingface.repo: expected "org/name" (publish.targets includes huggingface), found nothing; add [publish.huggingface] repo = "org/name"',
+        'release.toml: publish.s3.bucket: expected "bucket-name" (publish.targets includes s3), found nothing; add [publish.s3] bucket = "bucket-name"',
     ]
 
 
@@ -147,3 +147,4 @@ def test_settings_read_once_and_never_shown() -> None:
     )
     s = PublishSettings.from_env({"GITHUB_TOKEN": "a", "GH_TOKEN": "b", "HF_TOKEN": " "})
     assert (s.github_token, s.github_token_var, s.hf_token) == ("a", "GITHUB_TOKEN", None)
+
