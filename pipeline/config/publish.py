@@ -79,7 +79,7 @@ class _Remote:
 
     def missing(self, because: str, where: str = "") -> str | None:
         """The problem line when the required key is unset (`because`: who needs it)."""
-        if getattr(self, self.required_key) is not None:
+        if getattr(self, self.required_key):
             return None
         key, example = f"publish.{self.name}.{self.required_key}", self._example()
         return (
@@ -226,7 +226,7 @@ class PublishConfig:
         ("local",),
         doc="default targets of `release publish`",
         more=f"Any of {', '.join(f'`{t}`' for t in PUBLISH_TARGETS)}; a remote one needs its "
-        "table's repo (bucket) below",
+        "`[publish.<target>]` repo (s3: bucket)",
         check=SubsetOf(PUBLISH_TARGETS),
     )
     local: LocalTarget = LocalTarget()

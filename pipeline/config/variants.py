@@ -98,6 +98,6 @@ class OnnxConfig:
     enabled: Literal["auto"] | bool = setting(
         "auto",
         doc='"auto": build it when the learner is supported, else skip with the reason',
-        more="The log, report and manifest give the reason. `true`: an unsupported learner is an "
-        "error; `false`: never build it",
+        more="`true`: an unsupported learner is an error; `false`: never build it. A skip's "
+        "reason goes to the log, the report and the manifest",
     )
