@@ -57,7 +57,7 @@ def _override(train: cfg.TrainConfig, assignments: list[str]) -> cfg.TrainConfig
     for a in assignments:
         key, _, raw = a.partition("=")
         current = getattr(train, key)
-        kind = cfg.SPEC["train"][key].type if key in cfg.SPEC["train"] else ""
+        kind = next((k.kind for k in cfg.spec.keys(cfg.TrainConfig) if k.name == key), "")
         if current is None and kind in ("int", "float"):
             changes[key] = int(raw) if kind == "int" else float(raw)
         elif isinstance(current, bool):

@@ -161,6 +161,18 @@ def init(
 
 
 @cli.command()
+def schema() -> None:
+    """Print the JSON Schema of release.toml (draft 4), for editors.
+
+    Taplo and VS Code's Even Better TOML read it: `release schema > release.schema.json`, then
+    make `#:schema ./release.schema.json` the first line of release.toml.
+    """
+    from pipeline.config import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@cli.command()
 @click.option(
     "--force",
     is_flag=True,

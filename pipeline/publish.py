@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pipeline import atomic, signing
 from pipeline.build import build, current_build
-from pipeline.config import ReleaseConfig, is_placeholder
+from pipeline.config import PUBLISH_TARGETS as TARGETS
+from pipeline.config import ReleaseConfig
 from pipeline.errors import (
     ConfigError,
     PartialPublishError,
@@ -31,7 +32,6 @@ from pipeline.publishers.settings import PublishSettings
 from pipeline.retry import RetryPolicy
 
 log = logging.getLogger("pipeline.publish")
-TARGETS = ("local", "github", "huggingface", "s3")
 
 
 def publishers_for(
@@ -54,19 +54,8 @@ def publishers_for(
             continue
         if t not in TARGETS:
             raise UsageError(f"--target {t}: unknown target (available: {', '.join(TARGETS)})")
-        shape = {"github": "owner/name", "huggingface": "org/name", "s3": "bucket-name"}[t]
-        key = "bucket" if t == "s3" else "repo"
-        target_cfg = getattr(config.publish, t)
-        if target_cfg.repo is None:
-            raise ConfigError(
-                f'{config.path.name}: publish.{t}.{key}: expected "{shape}" (needed by --target {t}), '
-                f'found nothing; add [publish.{t}] {key} = "{shape}"'
-            )
-        if is_placeholder(target_cfg.repo):
-            raise ConfigError(
-                f"{config.path.name}: publish.{t}.{key}: {target_cfg.repo!r} is the placeholder "
-                f"`release init` wrote; set it to your {shape} before publishing to {t}"
-            )
+        target_cfg = config.publish.remote(t)
+        target_cfg.require(f"needed by --target {t}", config.path.name)
         try:
             if t == "s3":
                 import boto3  # noqa: F401  (the target needs it: say so before anything runs)

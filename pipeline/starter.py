@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline import atomic
-from pipeline.config import PLACEHOLDER_OWNER
+from pipeline.config import placeholder_repo, starter_toml
 from pipeline.errors import ConfigError, InputError
 
 log = logging.getLogger("pipeline.init")
@@ -227,53 +227,11 @@ def init_config(
         InputError: a CSV or the export.pkl cannot be used (the message says what to do).
     """
     config_path = Path(config_path)
-    if config_path.exists() and not force:
-        raise ConfigError(
-            f"{config_path}: already exists; pass --force to overwrite it, or --config OTHER.toml"
-        )
-    if csv_path is None and eval_csv is None:
-        raise ConfigError(
-            "release init: pass --csv YOUR.csv (labelled rows), with --export-pkl for a trained learner"
-        )
-    if not 0.05 <= eval_fraction <= 0.5:
-        raise ConfigError(
-            f"--eval-fraction: expected a number between 0.05 and 0.5, found {eval_fraction}"
-        )
-    if export_pkl is not None and eval_csv is None:
-        raise InputError(
-            f"{export_pkl}: release init cannot carve an eval set for a trained learner, since it "
-            "cannot tell which rows the learner saw: pass --eval-csv with rows it never trained "
-            "on; if you have none, run `release init --csv ALL.csv` first (it splits ALL.csv into "
-            "a train and an eval file) and train on the train file"
-        )
-    base = config_path.resolve().parent
+    _check_arguments(config_path, csv_path, eval_csv, export_pkl, eval_fraction, force)
     main = read_table(csv_path) if csv_path else read_table(eval_csv)  # type: ignore[arg-type]
     text_column, label_column = detect_columns(main, text_column, label_column)
     s = Starter(config_path, text_column, label_column)
-    if csv_path is not None and eval_csv is None:
-        train_rows, eval_rows, s.notes = carve_eval(main, text_column, label_column, eval_fraction)
-        stem = Path(csv_path).stem
-        s.train_csv = Path(csv_path).with_name(f"{stem}-train.csv")
-        s.eval_csv = Path(csv_path).with_name(f"{stem}-eval.csv")
-        for p in (s.train_csv, s.eval_csv):
-            if p.exists() and not force:
-                raise ConfigError(
-                    f"{p}: already exists; pass --force to overwrite it, or --eval-csv it"
-                )
-        _write_csv(s.train_csv, main.header, train_rows)
-        _write_csv(s.eval_csv, main.header, eval_rows)
-        s.carved = True
-    else:
-        s.train_csv = csv_path
-        s.eval_csv = eval_csv
-        train_rows = main.rows if csv_path else []
-        eval_table = read_table(eval_csv)  # type: ignore[arg-type]
-        missing = [c for c in (text_column, label_column) if c not in eval_table.header]
-        if missing:
-            raise InputError(
-                f"{eval_csv}: missing column(s) {missing}; it needs the same columns as {csv_path}"
-            )
-        eval_rows = eval_table.rows
+    train_rows, eval_rows = _split(s, main, csv_path, eval_csv, eval_fraction, force)
     s.train_counts = _label_counts(train_rows, label_column)
     s.eval_counts = _label_counts(eval_rows, label_column)
     vocab_note = ""
@@ -294,96 +252,141 @@ def init_config(
             else Path(csv_path or eval_csv).stem
         )
     )  # type: ignore[arg-type]
+    base = config_path.resolve().parent
     atomic.write_text(config_path, _render(s, base, model, export_pkl, vocab_note))
     return s
 
 
+def _check_arguments(
+    config_path: Path,
+    csv_path: Path | None,
+    eval_csv: Path | None,
+    export_pkl: Path | None,
+    eval_fraction: float,
+    force: bool,
+) -> None:
+    """Refuse what `init_config` cannot do, before reading anything."""
+    if config_path.exists() and not force:
+        raise ConfigError(
+            f"{config_path}: already exists; pass --force to overwrite it, or --config OTHER.toml"
+        )
+    if csv_path is None and eval_csv is None:
+        raise ConfigError(
+            "release init: pass --csv YOUR.csv (labelled rows), with --export-pkl for a trained learner"
+        )
+    if not 0.05 <= eval_fraction <= 0.5:
+        raise ConfigError(
+            f"--eval-fraction: expected a number between 0.05 and 0.5, found {eval_fraction}"
+        )
+    if export_pkl is not None and eval_csv is None:
+        raise InputError(
+            f"{export_pkl}: release init cannot carve an eval set for a trained learner, since it "
+            "cannot tell which rows the learner saw: pass --eval-csv with rows it never trained "
+            "on; if you have none, run `release init --csv ALL.csv` first (it splits ALL.csv into "
+            "a train and an eval file) and train on the train file"
+        )
+
+
+def _split(
+    s: Starter,
+    main: Table,
+    csv_path: Path | None,
+    eval_csv: Path | None,
+    eval_fraction: float,
+    force: bool,
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The train and eval rows: carved from `main` (and written) when there is no eval CSV."""
+    if csv_path is not None and eval_csv is None:
+        train_rows, eval_rows, s.notes = carve_eval(
+            main, s.text_column, s.label_column, eval_fraction
+        )
+        stem = Path(csv_path).stem
+        s.train_csv = Path(csv_path).with_name(f"{stem}-train.csv")
+        s.eval_csv = Path(csv_path).with_name(f"{stem}-eval.csv")
+        for p in (s.train_csv, s.eval_csv):
+            if p.exists() and not force:
+                raise ConfigError(
+                    f"{p}: already exists; pass --force to overwrite it, or --eval-csv it"
+                )
+        _write_csv(s.train_csv, main.header, train_rows)
+        _write_csv(s.eval_csv, main.header, eval_rows)
+        s.carved = True
+        return train_rows, eval_rows
+    s.train_csv = csv_path
+    s.eval_csv = eval_csv
+    eval_table = read_table(eval_csv)  # type: ignore[arg-type]
+    missing = [c for c in (s.text_column, s.label_column) if c not in eval_table.header]
+    if missing:
+        raise InputError(
+            f"{eval_csv}: missing column(s) {missing}; it needs the same columns as {csv_path}"
+        )
+    return (main.rows if csv_path else []), eval_table.rows
+
+
 def _render(s: Starter, base: Path, model: str, export_pkl: Path | None, vocab_note: str) -> str:
+    """The starter: every key of the config declaration, the ones this data decides set."""
     classes = sorted(set(s.train_counts) | set(s.eval_counts))
     n_train, n_eval = sum(s.train_counts.values()), sum(s.eval_counts.values())
     majority = max(s.eval_counts.values()) / n_eval if n_eval else 0.0
     when = datetime.now(UTC).strftime("%Y-%m-%d")
     src = f"{_rel(export_pkl, base)} and " if export_pkl else ""
-    lines = [
-        f"# Starter release config written by `release init` on {when} for {src}your CSV data:",
-        f"# {n_train} train rows, {n_eval} eval rows, {len(classes)} classes{vocab_note}.",
-        '# Keys left out have their defaults (README, "Config reference"); paths are relative',
-        f"# to this file. Build with:  release --config {s.config_path.name} build",
-        "schema_version = 1",
-        "",
-        "[model]",
-        f'name = "{model}"',
-        'version = "0.1.0"            # bump for every release: published versions are immutable',
-        'description = ""             # one line for the report and `release info`',
-        "",
-        "[data]",
-    ]
-    if s.train_csv is not None:
-        what = (
-            "the rows the learner was trained on (for the TF-IDF baseline and the leak check)"
-            if export_pkl
-            else "training rows"
-        )
-        lines.append(f'train_csv = "{_rel(s.train_csv, base)}"   # {n_train} {what}')
+    values: dict[str, object] = {
+        "model.name": model,
+        "model.version": "0.1.0",
+        "data.eval_csv": _rel(s.eval_csv, base),  # type: ignore[arg-type]
+        "data.text_column": s.text_column,
+        "data.label_column": s.label_column,
+        **{f"publish.{t}.repo": placeholder_repo(model) for t in ("github", "huggingface")},
+    }
     how = (
         "carved by release init: stratified by label, no text shared with train_csv"
         if s.carved
         else "held out: never used for training"
     )
-    lines += [
-        f'eval_csv = "{_rel(s.eval_csv, base)}"   # {n_eval} rows, {how}',  # type: ignore[arg-type]
-        f'text_column = "{s.text_column}"',
-        f'label_column = "{s.label_column}"',
-        "# rows per class (train / eval):",
-        *(f"#   {c}: {s.train_counts.get(c, 0)} / {s.eval_counts.get(c, 0)}" for c in classes),
-        *(f"# note: {n}" for n in s.notes),
-        "",
-        "[train]",
-    ]
+    notes = {
+        "model.version": "bump for every release: published versions are immutable",
+        "data.eval_csv": f"{n_eval} rows, {how}",
+        **{
+            f"publish.{t}.repo": f"placeholder: `release publish --target {t}` refuses it until set"
+            for t in ("github", "huggingface")
+        },
+    }
+    if s.train_csv is not None:
+        values["data.train_csv"] = _rel(s.train_csv, base)
+        what = (
+            "rows the learner was trained on (baseline, leak check)"
+            if export_pkl
+            else "training rows"
+        )
+        notes["data.train_csv"] = f"{n_train} {what}"
+    comments = {
+        "": [
+            f"Starter release config written by `release init` on {when} for {src}your CSV data:",
+            f"{n_train} train rows, {n_eval} eval rows, {len(classes)} classes{vocab_note}.",
+            "Every key is listed: a commented-out line shows its default (or, for a key unset by",
+            "default, an example). Paths are relative to this file. Build with:",
+            f"  release --config {s.config_path.name} build",
+            "Editor completion and checks (Taplo, Even Better TOML): run",
+            "`release schema > release.schema.json` and make `#:schema ./release.schema.json`",
+            "the first line of this file.",
+        ],
+        "data.label_column": [
+            "rows per class (train / eval):",
+            *(f"  {c}: {s.train_counts.get(c, 0)} / {s.eval_counts.get(c, 0)}" for c in classes),
+            *(f"note: {n}" for n in s.notes),
+        ],
+        "validate": [
+            "The gates that fit your data (on by default): the model must beat always answering",
+            f"the majority class ({100 * majority:.1f}% of this eval set) and may trail a TF-IDF +",
+            "logistic-regression baseline trained on the same rows by max_baseline_deficit points.",
+        ],
+    }
     if export_pkl is not None:
-        lines += [
-            f'export_pkl = "{_rel(export_pkl, base)}"   # load this learner instead of training',
-            f"# its classes: {', '.join(s.learner_classes or [])}",
-        ]
-    else:
-        lines += [
-            "# Trains an AWD_LSTM from scratch with the defaults (30 epochs, lr 0.01, 400/1152/3).",
-            "# lm_epochs = 10        # ULMFiT: fine-tune a language model on your texts first",
-            "# typo_aliases = true   # read a one-slip typo of a common word as the word",
-            "# case_markers = false  # read Title Case and ALL CAPS queries as lowercase ones",
-            '# export_pkl = "export.pkl"   # or load a learner you trained yourself',
-        ]
-    lines += [
-        "",
-        "[validate]",
-        "# The gates that fit your data (defaults): the model must beat always answering the",
-        f"# majority class ({100 * majority:.1f}% of this eval set) and may trail a TF-IDF +",
-        "# logistic-regression baseline trained on the same rows by at most 5 points.",
-        "# max_baseline_deficit = 5.0",
-        "# min_accuracy = 0.90   # an absolute bar, if your use needs one (off by default)",
-        "# max_p95_ms = 50.0     # a latency bar, measured on the build machine (off by default)",
-        "",
-        "[onnx]",
-        '# "auto" builds the pickle-free onnx variant when the learner is supported and otherwise',
-        "# skips it with the reason; true makes an unsupported learner an error; false skips it.",
-    ]
+        values["train.export_pkl"] = _rel(export_pkl, base)
+        comments["train.export_pkl"] = [f"its classes: {', '.join(s.learner_classes or [])}"]
     if s.onnx_note:
-        lines.append(f"# this learner: {s.onnx_note}")
-    lines += [
-        'enabled = "auto"',
-        "",
-        "[publish]",
-        'targets = ["local"]          # `release publish` (add "github", "huggingface" when set below)',
-        "",
-        "# Placeholders: `release publish --target github|huggingface` refuses them until you set them.",
-        "[publish.github]",
-        f'repo = "{PLACEHOLDER_OWNER}/{model}"   # owner/name whose Releases get the release',
-        "",
-        "[publish.huggingface]",
-        f'repo = "{PLACEHOLDER_OWNER}/{model}"   # org/name of the model repo (created on first publish)',
-        "",
-    ]
-    return "\n".join(lines)
+        comments["onnx.enabled"] = [f"this learner: {s.onnx_note}"]
+    return "\n".join(starter_toml(values, notes, comments)) + "\n"
 
 
 def summary_lines(s: Starter) -> list[str]:

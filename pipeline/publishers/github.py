@@ -103,10 +103,8 @@ class GitHubPublisher(PlanApply):
         policy: RetryPolicy | None = None,
         config_name: str = "release.toml",
     ):
-        if target.repo is None:
-            raise ConfigError('publish.github.repo: expected "owner/name", found nothing')
         self.target = target
-        self.repo_name = target.repo
+        self.repo_name = target.require("needed by the github publisher", config_name)
         self.settings = settings
         self.policy = policy or RetryPolicy()
         self.config_name = config_name  # the config file in use, for advice in errors

@@ -200,10 +200,8 @@ class HubPublisher(PlanApply):
     def __init__(
         self, target: HubTarget, settings: PublishSettings, *, policy: RetryPolicy | None = None
     ):
-        if target.repo is None:
-            raise ConfigError('publish.huggingface.repo: expected "org/name", found nothing')
         self.target = target
-        self.repo_id = target.repo
+        self.repo_id = target.require("needed by the huggingface publisher")
         self.settings = settings
         self.policy = policy or RetryPolicy()
         self.redact = Redactor(settings.secrets())

@@ -137,10 +137,8 @@ class S3Publisher(PlanApply):
         policy: RetryPolicy | None = None,
         client: Any = None,
     ):
-        if not target.bucket:
-            raise ConfigError("publish.s3.bucket: expected a bucket name, found nothing")
         self.target = target
-        self.bucket = target.bucket
+        self.bucket = target.require("needed by the s3 publisher")
         self.prefix = target.prefix.strip("/")
         self.policy = policy or RetryPolicy()
         self._client = client

@@ -171,3 +171,36 @@ def test_subword_tokenizer_refused_with_word_weights_or_required_onnx(tmp_path: 
     assert ok.train.tokenizer == "subwords"
     with pytest.raises(ConfigError, match="one of words, subwords"):
         config.load(write(tmp_path, MINIMAL + '[train]\ntokenizer = "bpe"\n'))
+
+
+def test_checks_across_keys_all_at_once_and_not_on_a_key_already_wrong(tmp_path: Path) -> None:
+    (tmp_path / "export.pkl").write_bytes(b"x")
+    (tmp_path / "w.pth").write_bytes(b"x")
+    text = MINIMAL.replace(
+        'eval_csv = "bundled:eval.csv"', 'eval_csv = "bundled:eval.csv"\nlabel_column = "text"'
+    ) + (
+        '[train]\nexport_pkl = "export.pkl"\ntypo_aliases = true\ncase_markers = false\n'
+        'pretrained_weights = "w.pth"\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, text))
+    assert e.value.problems == [
+        "release.toml: train.typo_aliases: expected false with train.export_pkl (they are added "
+        "to learners trained here; for your own, call pipeline.typo_aliases.add_to_learner "
+        "before learn.export), found true",
+        "release.toml: train.case_markers: expected true with train.export_pkl (the learner's "
+        "rules stay), found false",
+        "release.toml: train.pretrained_weights/pretrained_vocab: expected both set or both "
+        "unset, found only one",
+        "release.toml: data.label_column: expected a column other than data.text_column, "
+        "found 'text'",
+    ]
+    # a key with its own problem is not checked against the others again
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, text.replace('export_pkl = "export.pkl"', "export_pkl = 3")))
+    assert not any("with train.export_pkl" in p for p in e.value.problems), e.value.problems
+    assert "release.toml: train.export_pkl: expected a path string, found int 3" in e.value.problems
+    (tmp_path / "v.pkl").write_bytes(b"x")
+    both = MINIMAL + '[train]\npretrained_weights = "w.pth"\npretrained_vocab = "v.pkl"\n'
+    with pytest.raises(ConfigError, match=r"train.pretrained: expected true when .*, found false"):
+        config.load(write(tmp_path, both))

@@ -94,9 +94,9 @@ def test_a_target_in_the_list_needs_its_repo(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load(tmp_path, '[publish]\ntargets = ["github", "huggingface", "s3"]\n')
     assert e.value.problems == [
-        'release.toml: publish.github.repo: expected "owner/name" (publish.targets includes github), found nothing',
-        'release.toml: publish.huggingface.repo: expected "org/name" (publish.targets includes huggingface), found nothing',
-        "release.toml: publish.s3.bucket: expected a bucket name (publish.targets includes s3), found nothing",
+        'release.toml: publish.github.repo: expected "owner/name" (publish.targets includes github), found nothing; add [publish.github] repo = "owner/name"',
+        'release.toml: publish.huggingface.repo: expected "org/name" (publish.targets includes huggingface), found nothing; add [publish.huggingface] repo = "org/name"',
+        'release.toml: publish.s3.bucket: expected "bucket-name" (publish.targets includes s3), found nothing; add [publish.s3] bucket = "bucket-name"',
     ]
 
 
@@ -147,3 +147,36 @@ def test_settings_read_once_and_never_shown() -> None:
     )
     s = PublishSettings.from_env({"GITHUB_TOKEN": "a", "GH_TOKEN": "b", "HF_TOKEN": " "})
     assert (s.github_token, s.github_token_var, s.hf_token) == ("a", "GITHUB_TOKEN", None)
+
+
+def test_one_check_of_a_remote_target_wherever_it_is_used(tmp_path: Path) -> None:
+    from pipeline.publishers.github import GitHubPublisher
+    from pipeline.publishers.huggingface import HubPublisher
+    from pipeline.publishers.s3 import S3Publisher
+
+    c = load(tmp_path, "")
+    for t, publisher, key, example in (
+        ("github", GitHubPublisher, "repo", "owner/name"),
+        ("huggingface", HubPublisher, "repo", "org/name"),
+        ("s3", S3Publisher, "bucket", "bucket-name"),
+    ):
+        add = f'; add [publish.{t}] {key} = "{example}"'
+        with pytest.raises(ConfigError) as e:  # the config, the command line, the publisher
+            load(tmp_path, f'[publish]\ntargets = ["{t}"]\n')
+        assert e.value.problems == [
+            f'release.toml: publish.{t}.{key}: expected "{example}" (publish.targets includes '
+            f"{t}), found nothing{add}"
+        ]
+        with pytest.raises(ConfigError) as e:
+            publishers_for(c, (t,), PublishSettings())
+        assert str(e.value) == (
+            f'release.toml: publish.{t}.{key}: expected "{example}" (needed by --target {t}), '
+            f"found nothing{add}"
+        )
+        with pytest.raises(ConfigError, match=f"needed by the {t} publisher"):
+            publisher(c.publish.remote(t), PublishSettings())
+    placeholder = config.placeholder_repo("m")
+    assert config.is_placeholder(placeholder)
+    for target in (config.GitHubTarget(placeholder), config.HubTarget(placeholder)):
+        with pytest.raises(ConfigError, match=f"{placeholder!r} is the placeholder"):
+            target.require("needed here")

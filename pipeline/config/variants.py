@@ -1,0 +1,103 @@
+"""[quantize], [onnx] and [validate]: the variants a build makes and the gates they pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.config.spec import OneOf, Range, SubsetOf, setting
+
+QUANTIZABLE_MODULES = ("lstm", "linear", "embedding")
+QUANTIZED_ENGINES = ("auto", "x86", "fbgemm", "qnnpack", "onednn")
+_AT_LEAST_0 = Range(0)
+_SHARE = Range(0, 1)
+_POINTS = Range(0, 100)
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Dynamic INT8 quantization of the trained learner."""
+
+    modules: tuple[str, ...] = setting(
+        QUANTIZABLE_MODULES,
+        doc="which module kinds become INT8",
+        check=SubsetOf(QUANTIZABLE_MODULES),
+    )
+    engine: str = setting("auto", doc="torch quantized engine", check=OneOf(QUANTIZED_ENGINES))
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """The measurements of every variant and the gates a release must pass (exit 4 otherwise)."""
+
+    threads: int = setting(
+        1, doc="torch threads for the latency and load measurements", check=Range(1, 1024)
+    )
+    warmup: int = setting(5, doc="untimed `predict` calls per variant first", check=_AT_LEAST_0)
+    latency_queries: int = setting(60, doc="eval queries timed per variant", check=Range(2))
+    golden_queries: int = setting(
+        14,
+        doc="eval queries in the manifest for smoke tests",
+        more="Both variants right, spread over the classes",
+        check=Range(1, 1000),
+    )
+    min_size_ratio: float = setting(
+        5.0, doc="gate: original size / quantized size", check=_AT_LEAST_0
+    )
+    min_speedup: float = setting(4.0, doc="gate: p50 original / p50 quantized", check=_AT_LEAST_0)
+    max_accuracy_drop: float = setting(
+        1.0, doc="gate: percentage points the quantized variant may lose", check=_POINTS
+    )
+    min_agreement: float = setting(
+        0.99, doc="gate: share of eval texts where both variants give the same label", check=_SHARE
+    )
+    min_accuracy: float | None = setting(
+        None,
+        doc="gate: quantized (and onnx) accuracy on the eval set",
+        more="off unless set (the demo sets 0.90)",
+        example=0.9,
+        check=_SHARE,
+    )
+    max_p95_ms: float | None = setting(
+        None,
+        doc="gate: quantized (and onnx) p95 latency in ms on the build machine",
+        more="Measured on `learn.predict` and onnx `predict()`; off unless set (the demo sets 50.0)",
+        example=50.0,
+        check=Range(0.001),
+    )
+    beat_majority: bool = setting(
+        True,
+        doc="gate: the original model must beat always answering the most frequent class",
+    )
+    max_baseline_deficit: float = setting(
+        5.0,
+        doc="gate: points the model may trail a TF-IDF + logistic-regression baseline",
+        more="The original model, on the eval set (needs `data.train_csv`)",
+        check=_POINTS,
+    )
+    min_challenge_accuracy: float | None = setting(
+        None,
+        doc="gate (with `data.challenge_csv`): quantized and onnx accuracy on it",
+        more="off unless set (the demo sets 0.90)",
+        example=0.9,
+        check=_SHARE,
+    )
+    max_challenge_baseline_deficit: float | None = setting(
+        None,
+        doc="gate (with `data.challenge_csv`): points the model may trail the baseline on it",
+        more="The quantized model against the TF-IDF baseline (0: it must not trail); off unless set",
+        example=5.0,
+        check=Range(-100, 100),
+    )
+
+
+@dataclass(frozen=True)
+class OnnxConfig:
+    """The pickle-free onnx variant."""
+
+    enabled: Literal["auto"] | bool = setting(
+        "auto",
+        doc='"auto": build it when the learner is supported, else skip with the reason',
+        more="`true`: an unsupported learner is an error; `false`: never build it. A skip's "
+        "reason goes to the log, the report and the manifest",
+    )
