@@ -336,6 +336,38 @@ class Cache:
                 )
             raise IntegrityError(f"{where}: downloaded {problem}; deleted the download")
 
+    def no_room(self, entry: FileEntry) -> tuple[bool, str] | None:
+        """Whether `entry` cannot enter the cache: None when it fits (or is cached already),
+        else (impossible, why): `impossible` when the declared size is more than the whole
+        disk holding the cache (no real release is), otherwise it is more than the free space.
+
+        Raises:
+            CacheError: the free space cannot be measured.
+        """
+        d = self.root
+        while not d.exists() and d.parent != d:  # a cache not created yet: its disk
+            d = d.parent
+        with os_errors("measuring free space", d):
+            usage = shutil.disk_usage(d)
+        if entry.size <= usage.free:
+            return None
+        part = self.part(entry.blake3)
+        try:
+            have = min(part.stat().st_size, entry.size)
+        except OSError:
+            have = 0
+        if entry.size - have <= usage.free or check_file(self.blob(entry.blake3), entry) is None:
+            return None
+        if entry.size > usage.total:
+            return True, (
+                f"declares {entry.size} bytes, more than the whole disk holding "
+                f"the cache {self.root} ({usage.total / 1e9:.1f} GB): no real release is that large"
+            )
+        return False, (
+            f"needs {(entry.size - have) / 1e6:.1f} MB, {self.root} has "
+            f"{usage.free / 1e6:.1f} MB free"
+        )
+
     def _check_space(self, part: Path, entry: FileEntry, where: str) -> None:
         with os_errors(f"{where}/{entry.name}: measuring free space", part.parent):
             have = part.stat().st_size if part.exists() else 0
