@@ -27,6 +27,7 @@ is tried (onnx executes nothing) and, when none is left, the error says how to c
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -37,7 +38,8 @@ from typing import Any
 
 import blake3
 
-from pipeline.client.cache import Cache, CacheBusy
+from pipeline import atomic
+from pipeline.client.cache import Cache, CacheBusy, link_error
 from pipeline.client.network import CacheError, DiskFull, Unreachable
 from pipeline.client.sources import Source
 from pipeline.client.trust import HOW_TO_TRUST, Trust, Untrusted, is_local, say_local_once
@@ -147,9 +149,11 @@ def read_verified(path: Path, entry: FileEntry) -> bytes:
         IntegrityError: the file is missing, unreadable, or differs from the manifest.
     """
     try:
-        with open(path, "rb") as f:
+        with atomic.open_nofollow(path) as f:  # a link planted in the cache is not followed
             data = f.read(entry.size + 1)  # one byte more shows a longer file
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise link_error(Path(e.filename or path), f"{path}: loading") from None
         raise IntegrityError(
             f"{path}: cannot be read ({e.strerror}); refusing to load it"
         ) from None
