@@ -571,7 +571,9 @@ class Cache:
             return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
         def total(d: Path) -> int:
-            try:
+            if self._lstat(d, "cache usage") is None:  # a link: CacheError naming it
+                return 0
+            try:  # rglob does not descend into linked directories
                 return sum(size(p) for p in d.rglob("*"))
             except OSError:
                 return 0

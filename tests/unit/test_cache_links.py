@@ -157,6 +157,8 @@ def test_a_directory_link_on_the_install_path_is_refused(
         _fetch(root, cache)
     assert str(link) in str(e.value)
     assert sorted(p.name for p in outside.iterdir()) == ["victim"]  # nothing written there
+    out = _cli("cache", "list", "--cache-dir", str(cache))  # nor read from there
+    assert out.exit_code == 3 and str(link) in out.output, out.output
 
 
 def test_a_blob_link_is_not_installed_and_a_file_link_is_not_read(
