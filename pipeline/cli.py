@@ -252,7 +252,15 @@ def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool)
 
 
 def _trust_root_options(f):  # noqa: ANN001, ANN202
-    """--public-key / --certificate-chain / --identity / --identity-issuer (one trust root)."""
+    """--public-key / --certificate-chain / --identity / --identity-issuer (one trust root),
+    --sigstore-trust-root."""
+    f = click.option(
+        "--sigstore-trust-root",
+        show_envvar=True,
+        help="Sigstore's trusted_root.json (a file), for --keyless / --identity without "
+        "network: a server that cannot reach tuf-repo-cdn.sigstore.dev verifies keyless "
+        "signatures with it. Default: fetched (and cached) over TUF.",
+    )(f)
     f = click.option(
         "--identity-issuer",
         show_envvar=True,
@@ -261,13 +269,17 @@ def _trust_root_options(f):  # noqa: ANN001, ANN202
     f = click.option(
         "--identity",
         show_envvar=True,
-        help="Sigstore (keyless): the signer's certificate identity, e.g. "
-        "https://github.com/OWNER/REPO/.github/workflows/release.yml@refs/tags/v{version}.",
+        help="The signer's certificate identity. Sigstore (keyless): e.g. "
+        "https://github.com/OWNER/REPO/.github/workflows/release.yml@refs/tags/v{version}. "
+        "With --certificate-chain (required there): the signing certificate's subject "
+        "alternative name (URI, e-mail or DNS name) or its subject, e.g. "
+        "'CN=release signer,O=Example'. May hold {version} and {model}.",
     )(f)
     f = click.option(
         "--certificate-chain",
         show_envvar=True,
-        help="Your PKI's root certificate(s), PEM text or a file: the signing certificate must chain to it.",
+        help="Your PKI's root certificate(s), PEM text or a file: the signing certificate must "
+        "chain to it, be for code signing, be valid now and have the --identity given.",
     )(f)
     return click.option(
         "--public-key",
@@ -308,6 +320,7 @@ def verify(
     certificate_chain: str | None,
     identity: str | None,
     identity_issuer: str | None,
+    sigstore_trust_root: str | None,
 ) -> None:
     """Check every file of a build or release DIRECTORY against its manifest (exit 5 on a
     mismatch); with a trust root, also its model.sig and every file against what was signed."""
@@ -315,10 +328,17 @@ def verify(
     from pipeline.client.trust import Trust
     from pipeline.manifest import verify_dir
 
-    _refuse_blank_env(ctx, ("public_key", "certificate_chain", "identity", "identity_issuer"))
+    _refuse_blank_env(
+        ctx,
+        ("public_key", "certificate_chain", "identity", "identity_issuer", "sigstore_trust_root"),
+    )
     m = verify_dir(directory)
     trust = Trust.from_options(
-        public_key, certificate_chain=certificate_chain, identity=identity, issuer=identity_issuer
+        public_key,
+        certificate_chain=certificate_chain,
+        identity=identity,
+        issuer=identity_issuer,
+        sigstore_trust_root=None if sigstore_trust_root is None else Path(sigstore_trust_root),
     )
     if trust.root is None:
         click.echo(f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json")
@@ -502,6 +522,7 @@ def fetch(
     certificate_chain: str | None,
     identity: str | None,
     identity_issuer: str | None,
+    sigstore_trust_root: str | None,
     keyless: bool | None,
     pin: str | None,
     allow_unverified: bool | None,
@@ -522,7 +543,14 @@ def fetch(
 
     _refuse_blank_env(
         click.get_current_context(),
-        ("public_key", "certificate_chain", "identity", "identity_issuer", "pin"),
+        (
+            "public_key",
+            "certificate_chain",
+            "identity",
+            "identity_issuer",
+            "sigstore_trust_root",
+            "pin",
+        ),
     )
 
     sources = _sources_or_local_root(state, sources, "fetch")
@@ -540,6 +568,7 @@ def fetch(
         certificate_chain=certificate_chain,
         identity=identity,
         issuer=identity_issuer,
+        sigstore_trust_root=None if sigstore_trust_root is None else Path(sigstore_trust_root),
         keyless=keyless,
         pin=pin,
         allow_unverified=allow_unverified,

@@ -16,23 +16,35 @@ Three ways to sign, one format:
   a Fulcio certificate and a Rekor entry; no secret at all.
 
 A server verifies the bundle's signature against its trust root (a public key, a certificate
-chain, or a Sigstore identity and issuer), then checks `manifest.json` against the bundle's
+chain and the signer's identity in it, or a Sigstore identity and issuer), then checks
+`manifest.json` against the bundle's
 digest of it, and every file it fetches against `manifest.json`: it needs none of the other
 files. Key and certificate bundles are checked here the way model-signing checks them, with
 `cryptography` (and pyOpenSSL for the chain), because importing model-signing costs about a
 second per server start; Sigstore bundles with model-signing's own verifier. model-signing itself
 is imported only to sign, and to check a Sigstore bundle.
+
+A certificate chain alone is not enough: every certificate the CA issued chains to it (a TLS
+server certificate, a colleague's). The signing certificate must also be for code signing
+(extended key usage 1.3.6.1.5.5.7.3.3), valid now (its dates are checked at verification time,
+not at its own not-before), and name the configured identity: a subject alternative name (URI,
+e-mail or DNS name, as Sigstore's identities are) or the whole subject (RFC 4514).
+
+Keyless verification needs Sigstore's trust root (Fulcio's CA, Rekor's and the CT logs' keys).
+By default model-signing fetches it over TUF (tuf-repo-cdn.sigstore.dev); a server that cannot
+reach it is given the file instead (`trusted_root.json`, what `sigstore` and `cosign` call the
+trusted root, or a whole client trust config), checked when configured, before any network.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +60,10 @@ HASH_ALGORITHM = "sha256"  # see the module docstring
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 RELEASE_WORKFLOW = ".github/workflows/release.yml"
 _CURVES = ("secp256r1", "secp384r1", "secp521r1")  # what model-signing accepts
+CODE_SIGNING_EKU = "1.3.6.1.5.5.7.3.3"
+_TRUSTED_ROOT_TYPE = "application/vnd.dev.sigstore.trustedroot+json;version=0.1"
+_TRUST_CONFIG_TYPE = "application/vnd.dev.sigstore.clienttrustconfig.v0.1+json"
+_SIGNING_CONFIG_TYPE = "application/vnd.dev.sigstore.signingconfig.v0.2+json"
 
 
 class _Blob:
@@ -245,13 +261,21 @@ class Signer:
                     f"${SIGNING_CERTIFICATE_ENV}: its first certificate is not the certificate of "
                     f"${SIGNING_KEY_ENV}'s key"
                 )
+            try:  # what every server checks: refuse to sign what they would refuse
+                _check_signing_certificate(certs[0], datetime.now(UTC))
+            except ValueError as e:
+                raise ConfigError(f"${SIGNING_CERTIFICATE_ENV}: {e}") from None
 
     def trust_root(self) -> TrustRoot:
         """What verifies this signer's bundles (key and certificate signers)."""
         from cryptography.hazmat.primitives import serialization
 
         if self.method == "certificate":
-            return TrustRoot("certificate", self.certificate or b"")
+            from cryptography import x509
+
+            leaf = x509.load_pem_x509_certificates(self.certificate or b"")[0]
+            names = certificate_identities(leaf)
+            return TrustRoot("certificate", self.certificate or b"", identity=names[0])
         public = load_private_key(self.private_key or b"").public_key()
         pem = public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -358,17 +382,20 @@ class TrustRoot:
 
     kind: str  # "key" | "certificate" | "sigstore"
     material: bytes = b""  # PEM of the public key or of the chain's certificates
-    identity: str = ""  # sigstore: the certificate's SAN (a URI or an email)
+    identity: str = (
+        ""  # the signing certificate's SAN (URI, e-mail; certificate: also DNS, subject)
+    )
     issuer: str = ""  # sigstore: the OIDC issuer
+    sigstore_root: bytes = b""  # sigstore: a client trust config (JSON); empty: TUF (network)
 
     def describe(self) -> str:
         if self.kind == "key":
             return f"key {key_id(load_public_key(self.material))[:16]}"
         if self.kind == "certificate":
-            return "a certificate of your PKI"
+            return f"a certificate of your PKI for {self.identity}"
         return f"Sigstore identity {self.identity} ({self.issuer})"
 
-    def verify(self, bundle: bytes, where: str) -> dict[str, str]:
+    def verify(self, bundle: bytes, where: str, now: datetime | None = None) -> dict[str, str]:
         """Check the bundle's signature; return the digests it signs, {file name: sha256 hex}.
 
         No file is hashed here: the caller checks the files it has against the result, so a
@@ -377,9 +404,12 @@ class TrustRoot:
         `cryptography` and pyOpenSSL, without importing model-signing, whose import alone takes
         about a second); a Sigstore identity by model-signing's own Sigstore verifier.
 
+        `now` is the time a certificate must be valid at (default: now).
+
         Raises:
             IntegrityError: a malformed bundle, a bad signature, another key, a certificate
-                outside the chain, another identity or issuer, or digests of another kind.
+                outside the chain, not for code signing, expired or not yet valid, another
+                identity or issuer, or digests of another kind.
         """
         verifier = self._sigstore_verifier(where) if self.kind == "sigstore" else None
         try:
@@ -392,7 +422,7 @@ class TrustRoot:
                     for rd in signed.resource_descriptors()
                 ]
             else:
-                pairs = _verify_dsse(bundle, self)
+                pairs = _verify_dsse(bundle, self, now or datetime.now(UTC))
         except ConfigError:
             raise
         except Exception as e:  # ValueError, InvalidSignature, OpenSSL and sigstore errors
@@ -425,13 +455,26 @@ class TrustRoot:
                 f"{where}: checking a Sigstore signature needs model-signing ({e.name} is not "
                 "installed): pip install 'fastai-release[sigstore]'"
             ) from None
+        if self.sigstore_root:  # given by the operator: no network at all
+            try:
+                return sign_sigstore.Verifier(
+                    identity=self.identity,
+                    oidc_issuer=self.issuer,
+                    trust_config=_Blob(self.sigstore_root),  # type: ignore[arg-type]
+                )
+            except Exception as e:
+                raise ConfigError(
+                    f"{where}: the Sigstore trust root given cannot be used ({type(e).__name__}: "
+                    f"{_first_line(e)})"
+                ) from None
         try:
             return sign_sigstore.Verifier(identity=self.identity, oidc_issuer=self.issuer)
         except Exception as e:
             raise RemoteError(
                 f"{where}: Sigstore's trust root could not be loaded ({type(e).__name__}: "
                 f"{_first_line(e)}); keyless verification needs tuf-repo-cdn.sigstore.dev, or a "
-                "trust root cached by an earlier run"
+                "trust root cached by an earlier run, or the file: --sigstore-trust-root "
+                "trusted_root.json (RELEASE_SIGSTORE_TRUST_ROOT)"
             ) from None
 
 
@@ -469,9 +512,10 @@ def _ec_hash(public_key: Any) -> Any:
     return {256: hashes.SHA256(), 384: hashes.SHA384(), 521: hashes.SHA512()}[size]
 
 
-def _verify_dsse(bundle: bytes, root: TrustRoot) -> list[tuple[str, str, str]]:
+def _verify_dsse(bundle: bytes, root: TrustRoot, now: datetime) -> list[tuple[str, str, str]]:
     """model-signing 1.1.1's key and certificate verification of a bundle (sign_ec_key,
-    sign_certificate, signing.dsse_payload_to_manifest), returning (name, algorithm, digest)."""
+    sign_certificate, signing.dsse_payload_to_manifest), returning (name, algorithm, digest);
+    for a certificate, also its identity, its code-signing usage and its dates at `now`."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
     data = json.loads(bundle)
@@ -487,7 +531,7 @@ def _verify_dsse(bundle: bytes, root: TrustRoot) -> list[tuple[str, str, str]]:
         if hint != key_id(public_key):
             raise ValueError("key mismatch: the bundle was signed with another key")
     else:
-        public_key = _verify_certificates(material, root.material)
+        public_key = _verify_certificates(material, root.material, root.identity, now)
     public_key.verify(signature, _pae(payload), ec.ECDSA(_ec_hash(public_key)))
     if envelope.get("payloadType") != _PAYLOAD_TYPE:
         raise ValueError(f"payload type {envelope.get('payloadType')!r}, expected {_PAYLOAD_TYPE}")
@@ -512,11 +556,13 @@ def _verify_dsse(bundle: bytes, root: TrustRoot) -> list[tuple[str, str, str]]:
     return pairs
 
 
-def _verify_certificates(material: dict[str, Any], chain_pem: bytes) -> Any:
-    """The signing certificate's public key, once it chains to `chain_pem` at its own
-    not-before time and may sign (model-signing's sign_certificate.Verifier)."""
+def _verify_certificates(
+    material: dict[str, Any], chain_pem: bytes, identity: str, now: datetime
+) -> Any:
+    """The signing certificate's public key, once it chains to `chain_pem` at `now`, may sign,
+    is for code signing, is valid at `now` and names `identity` (model-signing's
+    sign_certificate.Verifier checks only the first two, at the certificate's own not-before)."""
     from cryptography import x509
-    from cryptography.x509 import oid
 
     try:
         from OpenSSL import crypto
@@ -525,30 +571,142 @@ def _verify_certificates(material: dict[str, Any], chain_pem: bytes) -> Any:
             "checking a certificate chain needs pyOpenSSL: pip install 'fastai-release[pki]'"
         ) from None
 
-    store = crypto.X509Store()
-    for cert in x509.load_pem_x509_certificates(chain_pem):
-        store.add_cert(crypto.X509.from_cryptography(cert))
+    if not identity:  # Trust.from_options refuses this; a TrustRoot built by hand too
+        raise ConfigError(
+            "certificate chain: no identity to require; give --identity (see `release fetch --help`)"
+        )
     certs = [
         x509.load_der_x509_certificate(_b64(c["rawBytes"]))
         for c in material["x509CertificateChain"]["certificates"]
     ]
     leaf = certs[0]
-    store.set_time(leaf.not_valid_before_utc)
+    _check_signing_certificate(leaf, now)  # dates first: the clearest message
+    store = crypto.X509Store()
+    for cert in x509.load_pem_x509_certificates(chain_pem):
+        store.add_cert(crypto.X509.from_cryptography(cert))
+    store.set_time(now)
     crypto.X509StoreContext(
         store,
         crypto.X509.from_cryptography(leaf),
         [crypto.X509.from_cryptography(c) for c in certs[1:]],
     ).verify_certificate()
-    may_sign = False
-    with contextlib.suppress(x509.ExtensionNotFound):
-        may_sign = leaf.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
-    if not may_sign:
-        with contextlib.suppress(x509.ExtensionNotFound):
-            usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-            may_sign = oid.ExtendedKeyUsageOID.CODE_SIGNING in usage
-    if not may_sign:
-        raise ValueError("the signing certificate may not sign (key usage)")
+    names = certificate_identities(leaf)
+    if identity not in names:
+        raise ValueError(
+            f"the signing certificate is for {', '.join(names) or 'no identity'}, expected "
+            f"{identity}"
+        )
     return leaf.public_key()
+
+
+def certificate_identities(cert: Any) -> list[str]:
+    """What `--identity` may name in a certificate: its subject alternative names (URIs,
+    e-mail addresses, DNS names), then its subject as an RFC 4514 string (when not empty)."""
+    from cryptography import x509
+
+    names: list[str] = []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        for kind in (x509.UniformResourceIdentifier, x509.RFC822Name, x509.DNSName):
+            names += [str(v) for v in san.get_values_for_type(kind)]
+    subject = cert.subject.rfc4514_string()
+    return names + ([subject] if subject else [])
+
+
+def _check_signing_certificate(leaf: Any, now: datetime) -> None:
+    """The certificate may sign (key usage), is for code signing (extended key usage) and is
+    valid at `now`.
+
+    Raises:
+        ValueError: saying which, with the dates or the usages found.
+    """
+    from cryptography import x509
+
+    start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    when = f"valid from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+    if now < start:
+        raise ValueError(
+            f"the signing certificate is not valid yet ({when}, now {now:%Y-%m-%d %H:%M} UTC)"
+        )
+    if now > end:
+        raise ValueError(
+            f"the signing certificate expired on {end:%Y-%m-%d %H:%M} UTC ({when}, now "
+            f"{now:%Y-%m-%d %H:%M} UTC): sign the release again with a current certificate"
+        )
+    try:
+        if not leaf.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
+            raise ValueError("the signing certificate may not sign (key usage)")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usages = list(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = []
+    if CODE_SIGNING_EKU not in [u.dotted_string for u in usages]:
+        found = ", ".join(getattr(u, "_name", "") or u.dotted_string for u in usages) or "none"
+        raise ValueError(
+            f"the signing certificate is not for code signing (extended key usage: {found}; "
+            f"expected codeSigning, {CODE_SIGNING_EKU})"
+        )
+
+
+def read_sigstore_trust_root(value: str | bytes | Path, what: str) -> bytes:
+    """Sigstore's trust root for keyless verification without network, as a client trust
+    config (what model-signing reads): from a `trusted_root.json` (media type
+    application/vnd.dev.sigstore.trustedroot+json;version=0.1) or a whole client trust config,
+    given as a path or as the JSON text. Checked here: it parses, and holds a Fulcio CA, a
+    Rekor key and a CT log key (what every keyless verification needs).
+
+    Raises:
+        ConfigError: empty, unreadable, not JSON, another media type, or incomplete.
+    """
+    data = _text(value) if not isinstance(value, Path) else b""
+    if isinstance(value, Path) or not data.lstrip().startswith(b"{"):
+        path = Path(value if isinstance(value, Path) else data.decode("utf-8", "replace").strip())
+        if not str(path).strip():
+            raise ConfigError(f"{what}: empty; give the path of trusted_root.json")
+        try:
+            data = path.expanduser().read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{what}: cannot read {path}: {e.strerror}") from None
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"{what}: not JSON ({e})") from None
+    media = doc.get("mediaType") if isinstance(doc, dict) else None
+    if media == _TRUSTED_ROOT_TYPE:
+        doc = {
+            "mediaType": _TRUST_CONFIG_TYPE,
+            "trustedRoot": doc,
+            "signingConfig": {"mediaType": _SIGNING_CONFIG_TYPE},  # verifying signs nothing
+        }
+    elif media != _TRUST_CONFIG_TYPE:
+        raise ConfigError(
+            f"{what}: media type {media!r}; expected Sigstore's trusted root "
+            f"({_TRUSTED_ROOT_TYPE}) or a client trust config ({_TRUST_CONFIG_TYPE})"
+        )
+    config = json.dumps(doc).encode()
+    try:
+        from sigstore.models import ClientTrustConfig, KeyringPurpose
+    except ImportError as e:
+        raise ConfigError(
+            f"{what}: checking a Sigstore signature needs model-signing ({e.name} is not "
+            "installed): pip install 'fastai-release[sigstore]'"
+        ) from None
+    try:
+        root = ClientTrustConfig.from_json(config.decode()).trusted_root
+        root.get_fulcio_certs()
+        root.rekor_keyring(KeyringPurpose.VERIFY)
+        root.ct_keyring(KeyringPurpose.VERIFY)
+    except Exception as e:
+        raise ConfigError(
+            f"{what}: not a usable Sigstore trust root ({type(e).__name__}: {_first_line(e)}); "
+            "it needs a Fulcio certificate authority, a Rekor key and a CT log key"
+        ) from None
+    return config
 
 
 def check_manifest(

@@ -30,6 +30,14 @@ resumed by the next one. Waiting for a lock is bounded by `lock_timeout`.
 
 Every OSError of the cache becomes a typed error: `DiskFull` (no space, quota) or `CacheError`
 (anything else: permissions, a directory that vanished), naming the path and the operation.
+
+No cache operation follows a symbolic link below the root (the root itself may be one: the
+operator's choice). A process that can write the cache must not be able to turn the server's
+writes, deletions or reads into ones elsewhere: files are opened with O_NOFOLLOW relative to
+their directory (new files with O_EXCL too), directories are checked with lstat, versions are
+renamed and deleted relative to their model directory opened without following it, and a link
+found where the cache expects a file or a directory is a CacheError (exit 3) naming it, with
+the way out: remove it.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import sys
 import threading
 import time
@@ -61,14 +70,30 @@ class CacheBusy(RemoteError):
     """Another process kept a file's lock for longer than the bounded wait."""
 
 
+def link_error(path: Path, what: str) -> CacheError:
+    """The error for a symbolic link found inside the cache, naming it and the way out."""
+    try:
+        target = f" (to {os.readlink(path)})"
+    except OSError:
+        target = ""
+    return CacheError(
+        f"{what}: {path} is a symbolic link{target} inside the cache, and the cache follows no "
+        f"link: remove it (rm {path}) and run again; if you did not make it, another process "
+        "can write this cache: give the cache a directory only the server's user can write"
+    )
+
+
 @contextlib.contextmanager
 def os_errors(what: str, path: Path) -> Iterator[None]:
-    """Turn an OSError inside the block into DiskFull or CacheError naming `what` and `path`."""
+    """Turn an OSError inside the block into DiskFull or CacheError naming `what` and `path`
+    (a symbolic link met on the way: `link_error` naming the link)."""
     try:
         yield
     except (CacheError, CacheBusy):
         raise
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise link_error(Path(e.filename) if e.filename else path, what) from None
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(
                 f"{what}: no space left in {path}; the cache is unchanged: free space "
@@ -103,7 +128,7 @@ def _shared_or_exclusive(path: Path, shared: bool, timeout: float, what: str) ->
     import fcntl
 
     with os_errors("cache lock", path):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = atomic.open_fd_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
         deadline = time.monotonic() + timeout
@@ -175,6 +200,69 @@ class Cache:
     def part(self, digest: str) -> Path:
         return self.root / ".partial" / f"{digest}.part"
 
+    # -- no links ------------------------------------------------------------------------------
+
+    def _real_dir(self, path: Path, what: str) -> Path:
+        """`path`, a directory under the root, made if missing; none of its components below
+        the root may be a symbolic link (nor anything but a directory).
+
+        Raises:
+            CacheError: a link (named, with the way out) or another file is in the way.
+        """
+        with os_errors(what, self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+        d = self.root
+        for name in Path(path).relative_to(self.root).parts:
+            d = d / name
+            with os_errors(what, d):
+                try:
+                    mode = os.lstat(d).st_mode
+                except FileNotFoundError:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(d)
+                    mode = os.lstat(d).st_mode
+            if stat.S_ISLNK(mode):
+                raise link_error(d, what)
+            if not stat.S_ISDIR(mode):
+                raise CacheError(f"{what}: {d} is not a directory; remove it and run again")
+        return Path(path)
+
+    def _lstat(self, path: Path, what: str) -> os.stat_result | None:
+        """lstat(path), None when it does not exist.
+
+        Raises:
+            CacheError: it is a symbolic link (named), or cannot be examined.
+        """
+        with os_errors(what, path):
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        if stat.S_ISLNK(st.st_mode):
+            raise link_error(path, what)
+        return st
+
+    def _no_links_above(self, path: Path, what: str) -> None:
+        """No component of `path` below the root is a symbolic link (missing ones are fine).
+
+        Raises:
+            CacheError: one is (named).
+        """
+        d = self.root
+        for name in Path(path).relative_to(self.root).parts:
+            d = d / name
+            if self._lstat(d, what) is None:
+                return
+
+    def _check(self, path: Path, entry: FileEntry, what: str) -> str | None:
+        """check_file without following a link: the mismatch, or None.
+
+        Raises:
+            CacheError: `path` or a directory above it (below the root) is a symbolic link.
+        """
+        self._no_links_above(path, what)
+        return check_file(path, entry)
+
     @contextlib.contextmanager
     def lock(self, key: str, what: str, timeout: float | None = None) -> Iterator[None]:
         """Hold the lock named `key`; wait at most `timeout` (default: lock_timeout) seconds.
@@ -182,24 +270,14 @@ class Cache:
         Raises:
             CacheBusy: another process held it for longer (it is still downloading).
         """
-        from filelock import FileLock, Timeout
-
-        path = self.root / ".locks" / f"{key}.lock"
-        with os_errors("cache lock", path.parent):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._real_dir(self.root / ".locks", "cache lock") / f"{key}.lock"
         timeout = self.lock_timeout if timeout is None else timeout
-        lock = FileLock(path, timeout=timeout)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise CacheBusy(
-                f"{what}: another process has held {path} for more than {timeout:g} s "
-                "(it is still downloading this file, probably over a slow link); try again later"
-            ) from None
-        try:
+        busy = (
+            f"{what}: another process has held {path} for more than {timeout:g} s "
+            "(it is still downloading this file, probably over a slow link); try again later"
+        )
+        with _shared_or_exclusive(path, False, timeout, busy):  # opened without following links
             yield
-        finally:
-            lock.release()
 
     @contextlib.contextmanager
     def in_use(self, timeout: float | None = None) -> Iterator[None]:
@@ -214,9 +292,7 @@ class Cache:
         if getattr(self._in_use, "held", False):  # the outer block holds it and releases it
             yield
             return
-        path = self.root / ".locks" / "cache.lock"
-        with os_errors("cache lock", path.parent):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._real_dir(self.root / ".locks", "cache lock") / "cache.lock"
         timeout = self.lock_timeout if timeout is None else timeout
         busy = f"{self.root}: `cache prune` held the cache for more than {timeout:g} s"
         with _shared_or_exclusive(path, True, timeout, busy):
@@ -231,15 +307,23 @@ class Cache:
     def read_version(self, model: str, version: str) -> CachedVersion | None:
         """The installed version, or None when there is none."""
         d = self.version_dir(model, version)
+        what = f"{model} {version}: reading the cached version"
+        self._no_links_above(d / MANIFEST_NAME, what)
         try:
-            manifest_bytes = (d / MANIFEST_NAME).read_bytes()
-        except OSError:
-            return None
+            with atomic.open_nofollow(d / MANIFEST_NAME) as f:
+                manifest_bytes = f.read()
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise link_error(Path(e.filename or d), what) from None
+            return None  # not installed, or removed meanwhile
         try:
-            signature = (d / SIGNATURE_NAME).read_bytes()
+            with atomic.open_nofollow(d / SIGNATURE_NAME) as f:
+                signature = f.read()
         except FileNotFoundError:
             signature = None
-        except OSError:
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise link_error(Path(e.filename or d), what) from None
             return None  # removed while we read it: not installed
         try:
             manifest = Manifest.from_json(manifest_bytes, str(d / MANIFEST_NAME))
@@ -247,11 +331,16 @@ class Cache:
             manifest = None
         files: dict[str, int] = {}
         try:
-            for p in d.iterdir():
-                if p.name not in (MANIFEST_NAME, SIGNATURE_NAME):
-                    with contextlib.suppress(OSError):
-                        if p.is_file():
-                            files[p.name] = p.stat().st_size
+            with os.scandir(d) as entries:
+                for p in entries:
+                    if p.is_symlink():
+                        raise link_error(Path(p.path), what)
+                    if p.name not in (MANIFEST_NAME, SIGNATURE_NAME):
+                        with contextlib.suppress(OSError):
+                            if p.is_file(follow_symlinks=False):
+                                files[p.name] = p.stat(follow_symlinks=False).st_size
+        except CacheError:
+            raise
         except OSError:
             return None
         return CachedVersion(model, version, d, manifest_bytes, signature, manifest, files)
@@ -259,22 +348,36 @@ class Cache:
     def versions(self, model: str) -> list[str]:
         """Installed versions of `model`, newest first."""
         d = self.root / model
-        try:  # .staging-* and .old-* are not versions
-            names = [p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        except OSError:  # no such model, or removed meanwhile
+        if self._lstat(d, f"{model}: listing the cached versions") is None:
             return []
-        return sorted(names, key=_version_key, reverse=True)
+        return sorted(self._subdirs(d), key=_version_key, reverse=True)
 
     def models(self) -> list[str]:
+        return sorted(self._subdirs(self.root))
+
+    def _subdirs(self, d: Path) -> list[str]:
+        """The directories in `d` that are not hidden (.staging-*, .blobs...); a link is an
+        error (CacheError naming it)."""
+        names = []
         try:
-            return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name[0] != ".")
-        except OSError:
+            with os.scandir(d) as entries:
+                for p in entries:
+                    if p.name.startswith("."):
+                        continue
+                    if p.is_symlink():
+                        raise link_error(Path(p.path), f"listing {d}")
+                    if p.is_dir(follow_symlinks=False):
+                        names.append(p.name)
+        except CacheError:
+            raise
+        except OSError:  # no such directory, or removed meanwhile
             return []
+        return names
 
     def installed(self, model: str, version: str, entry: FileEntry) -> Path | None:
         """The installed file when it matches `entry` (size and blake3), else None."""
         path = self.version_dir(model, version) / entry.name
-        return path if check_file(path, entry) is None else None
+        return path if self._check(path, entry, f"{model} {version}") is None else None
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -294,25 +397,30 @@ class Cache:
             IntegrityError: the downloaded bytes do not match (the download is deleted).
             DiskFull: not enough space (nothing cached is touched).
         """
+        what = f"{where}/{entry.name}"
         blob = self.blob(entry.blake3)
-        if check_file(blob, entry) is None:
+        if self._check(blob, entry, what) is None:
             return blob, True
-        with self.lock(entry.blake3, f"{where}/{entry.name}"):
-            if check_file(blob, entry) is None:  # another process finished it while we waited
+        with self.lock(entry.blake3, what):
+            if self._check(blob, entry, what) is None:  # another finished it while we waited
                 return blob, True
             part = self.part(entry.blake3)
-            with os_errors(f"{where}/{entry.name}: preparing the download", self.root):
-                blob.parent.mkdir(parents=True, exist_ok=True)
-                part.parent.mkdir(parents=True, exist_ok=True)
+            self._real_dir(blob.parent, f"{what}: preparing the download")
+            self._real_dir(part.parent, f"{what}: preparing the download")
+            self._lstat(part.parent / "hf", what)  # huggingface_hub's own cache (HF sources)
             self._check_space(part, entry, where)
             for attempt in (1, 2):
-                with os_errors(f"{where}/{entry.name}: the partial download", part):
-                    resumed = part.exists() and part.stat().st_size > 0
+                st = self._lstat(part, f"{what}: the partial download")
+                resumed = st is not None and st.st_size > 0
                 try:
-                    download(part)
+                    download(part)  # the writers open `part` with atomic.open_nofollow
                 except ReleaseError:
+                    if atomic.is_link(part):  # planted meanwhile: say so, not "the source failed"
+                        raise link_error(part, f"{what}: the partial download") from None
                     raise
                 except OSError as e:  # a source copying into the part file (local, HF)
+                    if e.errno == errno.ELOOP:
+                        raise link_error(Path(e.filename or part), what) from None
                     if e.errno in (errno.ENOSPC, errno.EDQUOT):
                         with os_errors(f"{where}/{entry.name}: writing the download", part):
                             raise
@@ -320,7 +428,7 @@ class Cache:
                         raise CacheError(f"{where}/{entry.name}: {part.parent} vanished") from e
                     kind = ArtifactNotFound if isinstance(e, FileNotFoundError) else RemoteError
                     raise kind(f"{where}/{entry.name}: the source's copy failed: {e}") from e
-                problem = check_file(part, entry)
+                problem = self._check(part, entry, f"{what}: the partial download")
                 if problem is None:
                     with os_errors(f"{where}/{entry.name}: storing the verified file", blob):
                         os.replace(part, blob)
@@ -336,9 +444,44 @@ class Cache:
                 )
             raise IntegrityError(f"{where}: downloaded {problem}; deleted the download")
 
+    def no_room(self, entry: FileEntry) -> tuple[bool, str] | None:
+        """Whether `entry` cannot enter the cache: None when it fits (or is cached already),
+        else (impossible, why): `impossible` when the declared size is more than the whole
+        disk holding the cache (no real release is), otherwise it is more than the free space.
+
+        Raises:
+            CacheError: the free space cannot be measured.
+        """
+        d = self.root
+        while not d.exists() and d.parent != d:  # a cache not created yet: its disk
+            d = d.parent
+        with os_errors("measuring free space", d):
+            usage = shutil.disk_usage(d)
+        if entry.size <= usage.free:
+            return None
+        part, blob = self.part(entry.blake3), self.blob(entry.blake3)
+        try:
+            have = 0 if atomic.is_link(part) else min(os.lstat(part).st_size, entry.size)
+        except OSError:
+            have = 0
+        if entry.size - have <= usage.free:
+            return None
+        if not atomic.is_link(blob) and check_file(blob, entry) is None:
+            return None
+        if entry.size > usage.total:
+            return True, (
+                f"declares {entry.size} bytes, more than the whole disk holding "
+                f"the cache {self.root} ({usage.total / 1e9:.1f} GB): no real release is that large"
+            )
+        return False, (
+            f"needs {(entry.size - have) / 1e6:.1f} MB, {self.root} has "
+            f"{usage.free / 1e6:.1f} MB free"
+        )
+
     def _check_space(self, part: Path, entry: FileEntry, where: str) -> None:
+        st = self._lstat(part, f"{where}/{entry.name}: the partial download")
+        have = st.st_size if st is not None else 0
         with os_errors(f"{where}/{entry.name}: measuring free space", part.parent):
-            have = part.stat().st_size if part.exists() else 0
             free = shutil.disk_usage(part.parent).free
         need = entry.size - min(have, entry.size)
         if need > free:
@@ -370,7 +513,7 @@ class Cache:
             self.lock(entry.blake3, f"{where}/{entry.name}"),  # no prune between check and link
             os_errors(f"{where}: installing {entry.name}", self.version_dir(model, version)),
         ):
-            if check_file(blob, entry) is not None:
+            if self._check(blob, entry, f"{where}: installing {entry.name}") is not None:
                 raise CacheError(
                     f"{where}: {entry.name}: the verified file {blob} is gone or changed before "
                     "it could be installed (another process changed the cache outside "
@@ -388,16 +531,17 @@ class Cache:
         blob: Path,
     ) -> Path:
         target = self.version_dir(model, version)
+        what = f"{model} {version}: installing {entry.name}"
+        model_dir = self._real_dir(self.root / model, what)
+        self._lstat(target, what)
         current = self.read_version(model, version)
         if current is not None and current.manifest_bytes == manifest_bytes:
             if signature is not None and current.signature != signature:
-                _replace_with(target / SIGNATURE_NAME, lambda p: p.write_bytes(signature))
+                _replace_with(target / SIGNATURE_NAME, lambda p: _write_new(p, signature))
             path = target / entry.name
-            if check_file(path, entry) is not None:
+            if self._check(path, entry, what) is not None:
                 _replace_with(path, lambda p: _link_or_copy(blob, p))
             return path
-        model_dir = self.root / model
-        model_dir.mkdir(parents=True, exist_ok=True)
         # left by a killed process installing this version (we hold its lock); the staging
         # directories of other versions may belong to processes installing them right now
         atomic.remove_stale_staging(model_dir, version)
@@ -407,10 +551,10 @@ class Cache:
                 model,
                 version,
             )
-        with atomic.staged_dir(target) as staging:
-            (staging / MANIFEST_NAME).write_bytes(manifest_bytes)
+        with atomic.staged_dir(target, nofollow=True) as staging:
+            _write_new(staging / MANIFEST_NAME, manifest_bytes)
             if signature is not None:
-                (staging / SIGNATURE_NAME).write_bytes(signature)
+                _write_new(staging / SIGNATURE_NAME, signature)
             _link_or_copy(blob, staging / entry.name)
         return target / entry.name
 
@@ -421,12 +565,15 @@ class Cache:
 
         def size(p: Path) -> int:
             try:
-                return p.stat().st_size if p.is_file() else 0
+                st = os.lstat(p)
             except OSError:  # removed meanwhile (a finished download, a prune)
                 return 0
+            return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
         def total(d: Path) -> int:
-            try:
+            if self._lstat(d, "cache usage") is None:  # a link: CacheError naming it
+                return 0
+            try:  # rglob does not descend into linked directories
                 return sum(size(p) for p in d.rglob("*"))
             except OSError:
                 return 0
@@ -469,9 +616,7 @@ class Cache:
             CacheBusy: other processes kept using the cache for longer than `wait`.
             CacheError: a file or directory could not be removed.
         """
-        path = self.root / ".locks" / "cache.lock"
-        with os_errors("cache lock", path.parent):
-            path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._real_dir(self.root / ".locks", "cache lock") / "cache.lock"
         busy = (
             f"{self.root}: other processes have been fetching or reading from this cache for "
             f"more than {wait:g} s; run `release cache prune` again when they are done"
@@ -480,7 +625,23 @@ class Cache:
             _shared_or_exclusive(path, False, wait, busy),
             os_errors("cache prune", self.root),
         ):
+            self._refuse_links(model)  # before anything is removed
             return self._prune(keep, model, dry_run)
+
+    def _refuse_links(self, model: str | None) -> None:
+        """Raise CacheError naming the first symbolic link where prune looks or deletes."""
+        what = "cache prune"
+        dirs = [self.root / ".blobs", self.root / ".partial", self.root / ".partial" / "hf"]
+        for m in [model] if model else self.models():
+            dirs.append(self.root / m)
+            dirs += [self.root / m / v for v in self.versions(m)]
+        for d in dirs:
+            if self._lstat(d, what) is None:
+                continue
+            with os_errors(what, d), os.scandir(d) as entries:
+                for p in entries:
+                    if p.is_symlink():
+                        raise link_error(Path(p.path), what)
 
     def _prune(self, keep: int, model: str | None, dry_run: bool) -> list[str]:
         removed: list[str] = []
@@ -489,19 +650,20 @@ class Cache:
                 try:
                     with self.lock(f"{m}@{version}", f"{m} {version}", timeout=0):
                         if not dry_run:
-                            shutil.rmtree(self.version_dir(m, version))
+                            _rmtree_in(self.root / m, version)
                         removed.append(f"{m} {version}")
                 except CacheBusy:
                     log.info("%s %s is being installed by another process; kept", m, version)
         blobs = self.root / ".blobs"
-        for p in sorted(blobs.iterdir()) if blobs.is_dir() else []:
-            if p.is_file() and p.stat().st_nlink <= 1:  # no installed version links to it
+        for p in sorted(blobs.iterdir()) if self._lstat(blobs, "cache prune") else []:
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink <= 1:  # no installed version links to it
                 self._remove_unlocked(p, p.name, dry_run, removed)
         partial = self.root / ".partial"
-        for p in sorted(partial.glob("*.part")) if partial.is_dir() else []:
+        for p in sorted(partial.glob("*.part")) if self._lstat(partial, "cache prune") else []:
             self._remove_unlocked(p, p.name.removesuffix(".part"), dry_run, removed)
-        if not dry_run:
-            shutil.rmtree(partial / "hf", ignore_errors=True)
+        if not dry_run and self._lstat(partial / "hf", "cache prune") is not None:
+            _rmtree_in(partial, "hf")
         return removed
 
     def _remove_unlocked(self, path: Path, digest: str, dry_run: bool, removed: list[str]) -> None:
@@ -514,19 +676,42 @@ class Cache:
             log.info("%s is being downloaded by another process; kept", path.name)
 
 
+def _rmtree_in(parent: Path, name: str) -> None:
+    """Delete the directory `parent / name`, working relative to `parent` opened without
+    following a link: nothing outside it is deleted, whatever is swapped in meanwhile."""
+    fd = atomic.open_dir_nofollow(parent)
+    try:
+        shutil.rmtree(name, dir_fd=fd)  # refuses `name` itself being a link
+    finally:
+        os.close(fd)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a new file (never an existing one, never through a link)."""
+    with atomic.open_nofollow(path, "xb") as f:
+        f.write(data)
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
-        os.link(src, dst)
+        os.link(src, dst, follow_symlinks=False)
     except OSError as e:
-        if e.errno in (28, 122):
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EEXIST, errno.ELOOP):
             raise
-        shutil.copyfile(src, dst)  # a file system without hard links
+        # a file system without hard links
+        with atomic.open_nofollow(src) as fin, atomic.open_nofollow(dst, "xb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def _replace_with(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    """Make `path` by `write(tmp)` and a rename, both relative to `path`'s directory opened
+    without following a link (a new temp file; the rename replaces a link, never follows it)."""
+    tmp = f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    fd = atomic.open_dir_nofollow(path.parent)
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        write(path.parent / tmp)
+        os.replace(tmp, path.name, src_dir_fd=fd, dst_dir_fd=fd)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=fd)
+        os.close(fd)

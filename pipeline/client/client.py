@@ -41,6 +41,7 @@ ENV = {
     "certificate_chain": "RELEASE_CERTIFICATE_CHAIN",
     "identity": "RELEASE_IDENTITY",
     "issuer": "RELEASE_IDENTITY_ISSUER",
+    "sigstore_trust_root": "RELEASE_SIGSTORE_TRUST_ROOT",
     "keyless": "RELEASE_KEYLESS",
     "pin": "RELEASE_PIN",
     "allow_unverified": "RELEASE_ALLOW_UNVERIFIED",
@@ -64,9 +65,13 @@ class Client:
     Args:
         sources: tried in order: `Source` objects or their command-line forms (`parse_source`).
         public_key: trust root: an ECDSA public key (PEM text, a path, or a key object).
-        certificate_chain: trust root: the PEM root(s) of your PKI (text or a path).
-        identity: trust root: a Sigstore identity (certificate SAN; may hold `{version}`).
+        certificate_chain: trust root: the PEM root(s) of your PKI (text or a path); needs
+            `identity`, the signing certificate's SAN (URI, e-mail, DNS name) or subject.
+        identity: trust root: a Sigstore identity (certificate SAN; may hold `{version}`), or
+            with `certificate_chain` the identity its signing certificate must have.
         issuer: the OIDC issuer of `identity` or of keyless (default GitHub Actions').
+        sigstore_trust_root: Sigstore's trusted_root.json (a path or its JSON) for keyless
+            verification without network (default: fetched over TUF).
         keyless: trust root: Sigstore, each github: source's release workflow.
         pin: the blake3 of the exact manifest.json to accept.
         allow_unverified: load pickles of unauthenticated remote manifests (a WARNING each time).
@@ -79,7 +84,8 @@ class Client:
         lock_timeout: seconds to wait for another process downloading the same file.
 
     Raises:
-        ConfigError: an empty key, pin or identity, two trust roots, an unreadable key.
+        ConfigError: an empty key, pin or identity, two trust roots, an unreadable key, a
+            certificate chain without an identity, an unusable Sigstore trust root.
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class Client:
         certificate_chain: Any = None,
         identity: str | None = None,
         issuer: str | None = None,
+        sigstore_trust_root: Any = None,
         keyless: bool = False,
         pin: str | None = None,
         allow_unverified: bool = False,
@@ -114,6 +121,7 @@ class Client:
             keyless=keyless,
             allow_unverified=allow_unverified,
             max_age=None if max_age_days is None else max_age_days * 86400,
+            sigstore_trust_root=sigstore_trust_root,
         )
         self.cache = Cache(
             None if cache_dir is None else Path(cache_dir),
@@ -127,8 +135,9 @@ class Client:
         """A Client from the environment (read once, here), then `overrides` on top.
 
         Reads RELEASE_SOURCES, RELEASE_CACHE_DIR, RELEASE_OFFLINE, RELEASE_PUBLIC_KEY,
-        RELEASE_CERTIFICATE_CHAIN, RELEASE_IDENTITY, RELEASE_IDENTITY_ISSUER, RELEASE_KEYLESS,
-        RELEASE_PIN, RELEASE_ALLOW_UNVERIFIED and RELEASE_MAX_AGE_DAYS.
+        RELEASE_CERTIFICATE_CHAIN, RELEASE_IDENTITY, RELEASE_IDENTITY_ISSUER,
+        RELEASE_SIGSTORE_TRUST_ROOT, RELEASE_KEYLESS, RELEASE_PIN, RELEASE_ALLOW_UNVERIFIED and
+        RELEASE_MAX_AGE_DAYS.
 
         Raises:
             ConfigError: a variable that is set but empty or blank, or not of its form.

@@ -6,13 +6,18 @@ The order of work on a server's start:
    else from the first source that serves one that passes the trust checks (signature or pin);
    `latest` always asks the sources, except offline, and never goes back: a source whose
    newest (signed) manifest is older than the newest version this cache already verified is
-   refused (rollback), and with a maximum age an old newest manifest too (freeze);
+   refused (rollback), and with a maximum age an old newest manifest too (freeze). "Verified"
+   means vouched for, re-checked on every start: authenticated (signature, pin) or the very
+   manifest a local directory source holds. An unauthenticated remote manifest is never state:
+   it sets no floor, never replaces a vouched one of its version, and a manifest whose files
+   cannot fit (a lie about sizes) fails its source or variant, not the fetch;
 2. each model file, in the order of the preferred variants: the cached copy when it matches
    the manifest, else a download from the manifest's source and then the others, each checked
    (size, blake3) before it enters the cache; a file that fails is deleted and the next source
    is tried;
 3. offline (`offline=True`, `RELEASE_OFFLINE=1`, or every source unreachable): the newest
-   trusted cached version for `latest`, the cached version otherwise, and a log line saying so.
+   vouched cached version for `latest` (then, in the default mode, the newest unauthenticated
+   one), the cached version otherwise, and a log line saying so.
 
 A pickle variant is only handed out when its manifest is authenticated, or comes from a local
 directory, or the caller allows unverified manifests (see trust.py); otherwise the next variant
@@ -22,6 +27,7 @@ is tried (onnx executes nothing) and, when none is left, the error says how to c
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -32,8 +38,9 @@ from typing import Any
 
 import blake3
 
-from pipeline.client.cache import Cache, CacheBusy
-from pipeline.client.network import CacheError, Unreachable
+from pipeline import atomic
+from pipeline.client.cache import Cache, CacheBusy, link_error
+from pipeline.client.network import CacheError, DiskFull, Unreachable
 from pipeline.client.sources import Source
 from pipeline.client.trust import HOW_TO_TRUST, Trust, Untrusted, is_local, say_local_once
 from pipeline.errors import (
@@ -50,6 +57,14 @@ log = logging.getLogger("pipeline.client")
 DEFAULT_VARIANTS = ("quantized", "original")
 OFFLINE_ENV = "RELEASE_OFFLINE"
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # fullmatch: `$` would accept "1.0.0\n"
+
+
+class NoRoom(ReleaseError):
+    """An unauthenticated remote manifest declares a file larger than the cache's free space:
+    that source (or variant) fails and the next is tried (not a CacheError, which stops the
+    fetch); when every one failed so, the summary is a DiskFull."""
+
+    exit_code = 3
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,8 @@ def _kind_of(failures: Sequence[Exception]) -> type[ReleaseError]:
         return Unreachable
     if any(isinstance(e, ArtifactNotFound) for e in failures):
         return ArtifactNotFound
+    if failures and all(isinstance(e, NoRoom) for e in failures):
+        return DiskFull
     for kind in (RemoteError, InputError):  # e.g. a redirect loop; a malformed manifest
         if failures and all(isinstance(e, kind) for e in failures):
             return kind
@@ -132,9 +149,11 @@ def read_verified(path: Path, entry: FileEntry) -> bytes:
         IntegrityError: the file is missing, unreadable, or differs from the manifest.
     """
     try:
-        with open(path, "rb") as f:
+        with atomic.open_nofollow(path) as f:  # a link planted in the cache is not followed
             data = f.read(entry.size + 1)  # one byte more shows a longer file
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise link_error(Path(e.filename or path), f"{path}: loading") from None
         raise IntegrityError(
             f"{path}: cannot be read ({e.strerror}); refusing to load it"
         ) from None
@@ -204,6 +223,11 @@ class Release:
         if refused is not None:
             raise refused
         entry = self.manifest.variant(variant)
+        if not (self.authenticated or self.local) and not self.offline:
+            where = f"{self.origin}: {self.model}/{self.version}"
+            problem = _room(self.cache, self.manifest, variant, where)
+            if problem is not None:  # a lie or a real shortfall: this variant fails, not all
+                raise problem
         path, source, hit = self._ensure(entry, variant)
         companions = [
             self._ensure(e, variant)[0]
@@ -305,29 +329,47 @@ def _from_source(source: Source, model: str, version: str, trust: Trust) -> _Fou
     return _Found(resolved, manifest_bytes, signature, manifest, verdict)
 
 
-def _local_copy(sources: Sequence[Source], model: str, version: str, manifest_bytes: bytes) -> bool:
-    """Whether a local directory source holds exactly this manifest (a cached copy of it)."""
+def _local_manifests(
+    sources: Sequence[Source], model: str, version: str
+) -> list[tuple[str, bytes]]:
+    """(source name, manifest bytes) of every local directory source holding `version`."""
+    found = []
     for source in sources:
         if not is_local(source):
             continue
         try:
-            if source.read_bytes(model, version, MANIFEST_NAME) == manifest_bytes:
-                return True
+            found.append((source.name, source.read_bytes(model, version, MANIFEST_NAME)))
         except (ReleaseError, OSError):
             continue
-    return False
+    return found
 
 
 @dataclass(frozen=True)
 class _Cached:
+    """A cached version whose manifest passed the trust checks again, and who vouches for it.
+
+    Only a vouched version (authenticated now, or the very manifest a local directory source
+    holds now) is state: it sets the rollback floor and wins offline. An unauthenticated
+    manifest from a remote source is a copy of one answer, which anyone on the path could
+    have given: it is used as such (the default mode's offline cache) and never outranks a
+    vouched one. Both facts are re-checked on every read, never recorded.
+    """
+
     cv: Any  # cache.CachedVersion
     authenticated: str | None
+    local: bool = False
+
+    @property
+    def vouched(self) -> bool:
+        return bool(self.authenticated) or self.local
 
 
 def _trusted_cached(
     cache: Cache, model: str, version: str, trust: Trust, sources: Sequence[Source]
 ) -> _Cached | None:
-    """The cached version when its manifest passes the trust checks (again), else None."""
+    """The cached version when its manifest passes the trust checks (again), else None; also
+    None when it is unauthenticated and a local directory source holds another manifest of
+    that version (the operator's store says otherwise)."""
     cv = cache.read_version(model, version)
     if cv is None or cv.manifest is None:
         return None
@@ -345,7 +387,19 @@ def _trusted_cached(
         except ReleaseError as e:
             problems.append(str(e))
             continue
-        return _Cached(cv, verdict)
+        local = _local_manifests(sources, model, version)
+        is_copy = any(b == cv.manifest_bytes for _, b in local)
+        if verdict is None and local and not is_copy:
+            log.warning(
+                "cache: %s: not authenticated, and %s holds another manifest of %s %s; not "
+                "using the cached one",
+                where,
+                local[0][0],
+                model,
+                version,
+            )
+            return None
+        return _Cached(cv, verdict, is_copy)
     log.warning("cache: %s; not using it", "; ".join(problems) or f"{where}: no github: source")
     return None
 
@@ -366,7 +420,7 @@ def _cached_release(
         offline,
         trust=trust,
         authenticated=found.authenticated,
-        local=_local_copy(sources, cv.model, cv.version, cv.manifest_bytes),
+        local=found.local,
     )
 
 
@@ -382,10 +436,11 @@ def _offline_release(
     failures: Sequence[Exception] = (),
 ) -> Release:
     candidates = cache.versions(model) if version == "latest" else [version]
-    for v in candidates:
-        found = _trusted_cached(cache, model, v, trust, sources)
-        if found is None:
-            continue
+    trusted = [f for v in candidates if (f := _trusted_cached(cache, model, v, trust, sources))]
+    # what the operator's store or a trust root vouches for first, newest first; then copies of
+    # unauthenticated remote answers (the default mode's cache), newest first
+    for found in [f for f in trusted if f.vouched] + [f for f in trusted if not f.vouched]:
+        v = found.cv.version
         release = _cached_release(found, cache, sources, True, trust)
         has = [
             name
@@ -418,15 +473,78 @@ def _has_variant(manifest: Manifest, variant: str) -> bool:
     return any(f.variant == variant for f in manifest.files)
 
 
+def _room(cache: Cache, manifest: Manifest, variant: str, where: str) -> ReleaseError | None:
+    """For an unauthenticated remote manifest: why a file of `variant` cannot enter the cache
+    (InputError: it declares more than the whole disk; NoRoom: more than the free space), or
+    None. Such a manifest may lie about sizes: the caller fails its source or variant instead
+    of the whole fetch (an authenticated manifest's shortfall is the cache's DiskFull)."""
+    for entry in manifest.files:
+        if entry.variant != variant:
+            continue
+        found = cache.no_room(entry)
+        if found is None:
+            continue
+        impossible, why = found
+        if impossible:
+            return InputError(f"{where}/{entry.name} ({variant}): {why}; not downloading it")
+        return NoRoom(
+            f"{where}/{entry.name} ({variant}): {why}; nothing was downloaded and the cache is unchanged: "
+            "free space (`release cache prune`), or point RELEASE_CACHE_DIR / --cache-dir at a "
+            "larger disk"
+        )
+    return None
+
+
+def _nothing_fits(
+    found: _Found, source: Source, cache: Cache, trust: Trust, variants: Sequence[str]
+) -> ReleaseError | None:
+    """For an unauthenticated remote manifest: the error when none of the variants it could
+    provide fits in the cache (see _room), so that resolution moves on to the next source."""
+    if found.authenticated or is_local(source):
+        return None
+    usable = [
+        v
+        for v in variants
+        if _has_variant(found.manifest, v) and (v == "onnx" or trust.allow_unverified)
+    ]
+    where = f"{source.name}: {found.manifest.model}/{found.version}"
+    problems = [_room(cache, found.manifest, v, where) for v in usable]
+    if not problems or any(p is None for p in problems):
+        return None
+    if all(isinstance(p, InputError) for p in problems):
+        return InputError("\n".join(str(p) for p in problems))
+    return NoRoom("\n".join(str(p) for p in problems))
+
+
 def _newest_verified(
     cache: Cache, model: str, trust: Trust, sources: Sequence[Source]
 ) -> _Cached | None:
-    """The newest cached version of `model` whose manifest passes the trust checks."""
+    """The rollback floor: the newest cached version of `model` that is vouched for (its
+    manifest authenticated, or the one a local directory source holds). An unauthenticated
+    remote manifest never raises it: one hostile answer would otherwise hold every later
+    start, the operator's own store included, on the attacker's version."""
     for v in cache.versions(model):
         found = _trusted_cached(cache, model, v, trust, sources)
-        if found is not None:
+        if found is not None and found.vouched:
             return found
     return None
+
+
+def _conflict(
+    cache: Cache, found: _Found, source: Source, trust: Trust, sources: Sequence[Source]
+) -> str | None:
+    """Why an unauthenticated remote manifest may not replace the cached one of its version
+    (the cached one is vouched for and differs), or None."""
+    if found.authenticated or is_local(source):
+        return None
+    cached = _trusted_cached(cache, found.manifest.model, found.version, trust, sources)
+    if cached is None or not cached.vouched or cached.cv.manifest_bytes == found.manifest_bytes:
+        return None
+    by = cached.authenticated or "the local directory source's copy"
+    return (
+        f"the cache holds another manifest of {found.manifest.model} {found.version} "
+        f"({by}); refusing to replace it with this unauthenticated one"
+    )
 
 
 def resolve(
@@ -482,6 +600,10 @@ def resolve(
                 )
             if version == "latest":
                 trust.check_age(found.manifest, where)
+            if conflict := _conflict(cache, found, source, trust, sources):
+                raise IntegrityError(f"{where}: {conflict}")
+            if (short := _nothing_fits(found, source, cache, trust, variants)) is not None:
+                raise short
         except (CacheError, CacheBusy, ConfigError):
             raise
         except ReleaseError as e:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pipeline import __version__
+from pipeline import __version__, atomic
 from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError, RemoteError
 from pipeline.retry import Retry, RetryPolicy, classify_status, parse_retry_after
 
@@ -463,7 +463,7 @@ class Http:
 
 def _open_for_write(part: Path, mode: str, what: str) -> Any:
     try:
-        return open(part, mode)  # noqa: SIM115 (closed by the caller's with)
+        return atomic.open_nofollow(part, mode)  # the cache: never through a planted link
     except OSError as e:
         raise _disk_error(e, part, what) from e
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline import atomic
 from pipeline.client.network import Unreachable
 from pipeline.errors import ArtifactNotFound, ConfigError, RemoteError
 
@@ -132,7 +133,7 @@ class S3Source:
             extra = {"Range": f"bytes={have}-"} if have else {}
             body = self._get(self.key(model, version, filename), what, **extra)["Body"]
             try:
-                with open(part, "r+b" if have else "wb") as f:
+                with atomic.open_nofollow(part, "r+b" if have else "wb") as f:
                     f.seek(have)
                     f.truncate()
                     for chunk in body.iter_chunks(CHUNK):

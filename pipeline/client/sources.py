@@ -15,6 +15,7 @@ latest release or the HF repository's `main` revision.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from pipeline import atomic
 from pipeline.client.network import Http, Unreachable, _safe
 from pipeline.errors import ArtifactNotFound, ConfigError, RemoteError
 from pipeline.manifest import MANIFEST_NAME
@@ -97,7 +99,7 @@ class LocalSource:
         have = part.stat().st_size if part.exists() else 0
         if have > size or have > src.stat().st_size:
             have = 0
-        with open(src, "rb") as fin, open(part, "r+b" if have else "wb") as fout:
+        with open(src, "rb") as fin, atomic.open_nofollow(part, "r+b" if have else "wb") as fout:
             fin.seek(have)
             fout.seek(have)
             fout.truncate()
@@ -336,6 +338,8 @@ class HfSource:
             filename, self.revision.format(model=model, version=version), cache_dir
         )
         blob = link.resolve()
+        if not blob.is_relative_to(cache_dir.resolve()):  # a link planted in the cache
+            raise OSError(errno.ELOOP, "leads out of the cache (not followed)", str(link))
         try:
             os.replace(blob, part)  # same file system: the cache directory
         except OSError:

@@ -1,8 +1,8 @@
 """What makes a manifest trusted, and what a server may do with an untrusted one.
 
 A manifest is *authenticated* when its `model.sig` bundle is signed by the configured trust root
-(a public key, a certificate chain of your PKI, or a Sigstore identity: see pipeline/signing.py)
-or when its blake3 is the pinned one. Files are always checked against the manifest; the
+(a public key, a certificate of your PKI for the configured identity, or a Sigstore identity:
+see pipeline/signing.py) or when its blake3 is the pinned one. Files are always checked against the manifest; the
 question here is who wrote the manifest.
 
 The rule for pickles (which run code when loaded): a pickle variant is only used when its
@@ -13,6 +13,7 @@ the client takes a variant that executes nothing (onnx) or refuses, exit 5.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ log = logging.getLogger("pipeline.client")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 HOW_TO_TRUST = (
     "configure a trust root: --public-key KEY.pub (the key `release keygen` made, which signs "
-    "releases), --certificate-chain CA.pem (your PKI), --keyless for a github: source or "
-    "--identity URI (Sigstore), or --pin BLAKE3 (of that manifest.json); in Python "
+    "releases), --certificate-chain CA.pem with --identity (your PKI, the signer's certificate), "
+    "--keyless for a github: source or --identity URI (Sigstore), or --pin BLAKE3 (of that "
+    "manifest.json); in Python "
     "Client(public_key=..., certificate_chain=..., identity=..., keyless=True, pin=...). "
     "Or take the onnx variant (--variant onnx, pip install 'fastai-release[onnx]'), which executes "
     "nothing; --allow-unverified loads it anyway, at your own risk"
@@ -76,6 +78,7 @@ class Trust:
     root: signing.TrustRoot | None = None
     keyless: bool = False  # Sigstore, the identity of each github: source's release workflow
     issuer: str = signing.GITHUB_ISSUER
+    sigstore_root: bytes = b""  # keyless: Sigstore's trust root given as a file (no TUF fetch)
     pin: str | None = None  # blake3 of the exact manifest.json bytes
     allow_unverified: bool = False
     max_age: float | None = None  # seconds: the newest manifest of `latest` must be younger
@@ -92,20 +95,28 @@ class Trust:
         keyless: bool = False,
         allow_unverified: bool = False,
         max_age: float | None = None,
+        sigstore_trust_root: Any = None,
     ) -> Trust:
         """Build from user input: keys and chains as PEM text, a path, or a key object;
-        `identity` may hold `{version}` and `{model}`.
+        `identity` may hold `{version}` and `{model}`. With a certificate chain, `identity` is
+        required: the signing certificate's SAN (URI, e-mail or DNS name) or its subject (RFC
+        4514, e.g. "CN=release signer,O=Example"); without one it is a Sigstore identity.
+        `sigstore_trust_root`: Sigstore's `trusted_root.json` (a path or its JSON text) for
+        keyless verification without network.
 
         Raises:
             ConfigError: an empty or blank value (never "off"), an unreadable key or chain, a pin
-                that is not 64 hex digits, two trust roots at once, a non-positive max age.
+                that is not 64 hex digits, two trust roots at once, a certificate chain without
+                an identity (or with an OIDC issuer), an unusable Sigstore trust root, a
+                non-positive max age.
         """
         named = {
             "public key": public_key,
             "certificate chain": certificate_chain,
-            "Sigstore identity": identity,
+            "identity": identity,
             "OIDC issuer": issuer,
             "manifest pin": pin,
+            "Sigstore trust root": sigstore_trust_root,
         }
         for what, value in named.items():
             if _blank(value):
@@ -118,13 +129,24 @@ class Trust:
             for w, v in (
                 ("public key", public_key),
                 ("certificate chain", certificate_chain),
-                ("Sigstore identity", identity),
+                # with a chain, the identity is the certificate's, not a trust root of its own
+                ("Sigstore identity", None if certificate_chain is not None else identity),
                 ("keyless", keyless or None),
             )
             if v is not None
         ]
         if len(given) > 1:
             raise ConfigError(f"trust: give one trust root, found {' and '.join(given)}")
+        sigstore_root = b""
+        if sigstore_trust_root is not None:
+            if not (keyless or (identity is not None and certificate_chain is None)):
+                raise ConfigError(
+                    "Sigstore trust root: given, but the trust root is not Sigstore; it goes "
+                    "with --keyless or --identity (without --certificate-chain)"
+                )
+            sigstore_root = signing.read_sigstore_trust_root(
+                sigstore_trust_root, "Sigstore trust root"
+            )
         root = None
         if public_key is not None:
             pem = _material(public_key, "public key")
@@ -133,10 +155,27 @@ class Trust:
         elif certificate_chain is not None:
             pem = _material(certificate_chain, "certificate chain")
             _check_chain(pem or b"")
-            root = signing.TrustRoot("certificate", pem or b"")
+            if identity is None:
+                raise ConfigError(
+                    "certificate chain: give --identity too (RELEASE_IDENTITY; in Python "
+                    "identity=...): the signing certificate's subject alternative name (a URI, "
+                    'an e-mail address or a DNS name) or its subject, e.g. "CN=release '
+                    'signer,O=Example" (`openssl x509 -noout -subject -ext subjectAltName -in '
+                    "signer.pem` shows both). Any certificate your CA issued is no longer "
+                    "enough: a TLS server certificate of the same CA would sign releases"
+                )
+            if issuer is not None:
+                raise ConfigError(
+                    "OIDC issuer: applies to Sigstore identities, not to a certificate chain; "
+                    "leave --identity-issuer out"
+                )
+            root = signing.TrustRoot("certificate", pem or b"", identity=identity.strip())
         elif identity is not None:
             root = signing.TrustRoot(
-                "sigstore", identity=identity.strip(), issuer=(issuer or signing.GITHUB_ISSUER)
+                "sigstore",
+                identity=identity.strip(),
+                issuer=(issuer or signing.GITHUB_ISSUER),
+                sigstore_root=sigstore_root,
             )
         if pin is not None:
             pin = pin.strip().lower()
@@ -150,6 +189,7 @@ class Trust:
             root,
             keyless,
             (issuer or signing.GITHUB_ISSUER).strip(),
+            sigstore_root,
             pin,
             allow_unverified,
             max_age,
@@ -172,10 +212,10 @@ class Trust:
             ConfigError: keyless without an identity for a source that is not github:.
         """
         if self.root is not None:
-            if self.root.kind != "sigstore":
+            if self.root.kind == "key":
                 return self.root
             identity = self.root.identity.replace("{version}", version).replace("{model}", model)
-            return signing.TrustRoot("sigstore", identity=identity, issuer=self.root.issuer)
+            return dataclasses.replace(self.root, identity=identity)
         if not self.keyless:
             return None
         repo, tag = getattr(source, "repo", None), getattr(source, "tag", None)
@@ -187,7 +227,10 @@ class Trust:
             )
         tag_name = tag.replace("{model}", model).replace("{version}", version)
         return signing.TrustRoot(
-            "sigstore", identity=signing.github_identity(repo, tag_name), issuer=self.issuer
+            "sigstore",
+            identity=signing.github_identity(repo, tag_name),
+            issuer=self.issuer,
+            sigstore_root=self.sigstore_root,
         )
 
     def describe(self) -> str:

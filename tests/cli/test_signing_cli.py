@@ -102,11 +102,12 @@ def test_verify_with_a_certificate_chain(tmp_path: Path) -> None:
     )
     root = tmp_path / "root.pem"
     root.write_bytes(pki.root_pem)
-    r = run("verify", str(d), "--certificate-chain", str(root))
+    r = run("verify", str(d), "--certificate-chain", str(root), "--identity", pki.identity)
     assert r.exit_code == 0 and "a certificate of your PKI" in r.output
     other = tmp_path / "other.pem"
     other.write_bytes(make_pki().root_pem)
-    assert run("verify", str(d), "--certificate-chain", str(other)).exit_code == 5
+    r = run("verify", str(d), "--certificate-chain", str(other), "--identity", pki.identity)
+    assert r.exit_code == 5
     proc = subprocess.run(
         [sys.executable, "-c", "from model_signing._cli import main; main()", "verify",
          "certificate", str(d), "--signature", str(d / SIGNATURE_NAME),

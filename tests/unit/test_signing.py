@@ -102,18 +102,23 @@ def test_certificate_chain_of_your_own_pki(release) -> None:
     signer.check()
     bundle = signer.sign(d, m)
     (d / SIGNATURE_NAME).write_bytes(bundle)
-    root = signing.TrustRoot("certificate", pki.root_pem)
+    root = signing.TrustRoot("certificate", pki.root_pem, identity=pki.identity)
     assert MANIFEST_NAME in root.verify(bundle, "model.sig")
     their_verify(d, chain=pki.root_pem)
     with pytest.raises(IntegrityError, match="not signed by a certificate of your PKI"):
-        signing.TrustRoot("certificate", make_pki().root_pem).verify(bundle, "model.sig")
+        other = make_pki()
+        signing.TrustRoot("certificate", other.root_pem, identity=other.identity).verify(
+            bundle, "model.sig"
+        )
     # a certificate that may not sign (key usage) is refused, as model-signing refuses it
-    no_sign = make_pki(may_sign=False)
+    no_sign = make_pki(may_sign=False, eku=None)
     bad = signing.Signer("certificate", no_sign.key_pem, no_sign.cert_pem + no_sign.root_pem)
     bundle = bad.sign(d, m)
     (d / SIGNATURE_NAME).write_bytes(bundle)
     with pytest.raises(IntegrityError, match="may not sign"):
-        signing.TrustRoot("certificate", no_sign.root_pem).verify(bundle, "model.sig")
+        signing.TrustRoot("certificate", no_sign.root_pem, identity=no_sign.identity).verify(
+            bundle, "model.sig"
+        )
     with pytest.raises(ValueError, match="cannot be used for signing"):
         their_verify(d, chain=no_sign.root_pem)
 
