@@ -6,8 +6,9 @@ REST API) and the HF Hub its tags; a static HTTP mirror cannot list, so it is as
 and probed for every version the other sources named (one GET of each manifest, one of each
 signature). Nothing is verified here: `release fetch` does that.
 
-A source is not trusted here either: every answer is bounded as the client bounds small files,
-a listing stops after `MAX_PAGES` pages, keeps the newest `MAX_VERSIONS` versions and checks at
+A source is not trusted here either: every answer is bounded as the client bounds small files
+(text a source sent is kept as sent, cut short: `release list` escapes it when it prints), a
+listing stops after `MAX_PAGES` pages, keeps the newest `MAX_VERSIONS` versions and checks at
 most `MAX_PROBES` of them one by one (the Hub's tags, a mirror's probes), and a name that is not
 a version name (what `release fetch --version` accepts) is skipped. Every cut is said in the
 listing's `notes`.
@@ -25,7 +26,6 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from pipeline.client.network import BadResponse
-from pipeline.client.printable import printable
 from pipeline.client.sources import (
     MAX_VERSION_CHARS,
     GitHubSource,
@@ -241,7 +241,7 @@ def list_source(source: Source, model: str, probe: Sequence[str] = ()) -> Source
         except ArtifactNotFound:
             latest = None
         if latest is not None and not is_version(latest):
-            out.notes.append(f"'latest' names {printable(latest, 60)!r}, not a version name")
+            out.notes.append(f"'latest' names '{latest[:60]}', not a version name")
             latest = None
         out.latest = latest
         if isinstance(source, LocalSource):
@@ -256,10 +256,10 @@ def list_source(source: Source, model: str, probe: Sequence[str] = ()) -> Source
             out.listed = False
             out.versions = _probed(source, model, [*([latest] if latest else []), *probe], out)
     except ReleaseError as e:
-        out.error = printable(str(e).splitlines()[0] if str(e) else type(e).__name__, 300)
+        out.error = (str(e).splitlines() or [type(e).__name__])[0][:300]
     except Exception as e:  # a library's own error (boto3, huggingface_hub): say it, go on
         first = (str(e).strip().splitlines() or [""])[0]
-        out.error = f"{type(e).__name__}: {printable(first, 300)}"
+        out.error = f"{type(e).__name__}: {first[:300]}"
     if out.error:
         out.versions, out.latest, out.notes = {}, None, []
     return out

@@ -197,7 +197,7 @@ class HostPattern:
         host = (parts.hostname or "").rstrip(".") if parts else ""
         if not host or parts is None or parts.path or parts.query or parts.username or "*" in host:
             raise ConfigError(
-                f"redirect host {printable(text, 80)!r}: expected HOST, HOST:PORT or *.DOMAIN "
+                f"redirect host '{printable(text, 80)}': expected HOST, HOST:PORT or *.DOMAIN "
                 "(e.g. downloads.example.com, mirror.internal:8443, *.cdn.example.net)"
             )
         return cls(("*." if wildcard else "") + host, port)
@@ -238,13 +238,13 @@ class _Decoder:
         codings = [c for c in codings if c and c != "identity"]
         if len(codings) > 1:
             raise BadResponse(
-                f"{what}: {_safe(url)}: Content-Encoding {printable(header, 80)!r}: "
+                f"{what}: {_safe(url)}: Content-Encoding '{printable(header, 80)}': "
                 f"{len(codings)} stacked encodings; refusing the body (at most one of "
                 "gzip or deflate is decoded)"
             )
         if codings and codings[0] not in _WBITS:
             raise BadResponse(
-                f"{what}: {_safe(url)}: Content-Encoding {printable(codings[0], 40)!r} is not "
+                f"{what}: {_safe(url)}: Content-Encoding '{printable(codings[0], 40)}' is not "
                 "one this client decodes (gzip, deflate); refusing the body"
             )
         self.coding = codings[0] if codings else None
@@ -599,7 +599,7 @@ class Http:
             )
         home_class = self._class_of(home[1])
         try:
-            addresses = self.resolve(host)
+            addresses = self._addresses(host)
         except (OSError, UnicodeError) as e:
             raise BadResponse(f"{where}: {host} does not resolve ({e}); not followed") from None
 
@@ -618,11 +618,18 @@ class Http:
                 raise BadResponse(f"{where}: {why}; not followed")
         return target, refusal
 
+    def _addresses(self, host: str) -> list[str]:
+        """The addresses of `host`: itself when it is an IP literal, else what it resolves to."""
+        try:
+            return [str(ipaddress.ip_address(host.split("%", 1)[0]))]
+        except ValueError:
+            return list(self.resolve(host))
+
     def _class_of(self, host: str) -> str:
         """The address class of the request's origin; "public" unless every address is another
         one class (a name that does not resolve is taken as public: the strictest)."""
         try:
-            classes = {address_class(ip) for ip in self.resolve(host)}
+            classes = {address_class(ip) for ip in self._addresses(host)}
         except (OSError, UnicodeError, ValueError):
             return "public"
         return classes.pop() if len(classes) == 1 else "public"
@@ -857,7 +864,7 @@ class Http:
                     ):
                         part.unlink(missing_ok=True)
                         raise _Attempt(
-                            f"Content-Range {printable(r.headers.get('Content-Range'), 80)!r} "
+                            f"Content-Range '{printable(r.headers.get('Content-Range'), 80)}' "
                             f"does not start at {have}"
                         )
                     elif have:

@@ -235,7 +235,7 @@ class GitHubSource:
         prefix, _, suffix = self.tag.replace("{model}", model).partition("{version}")
         if not (tag.startswith(prefix) and tag.endswith(suffix)):
             raise ArtifactNotFound(
-                f"{self.name}: the latest release's tag {printable(tag, 80)!r} does not have "
+                f"{self.name}: the latest release's tag '{printable(tag, 80)}' does not have "
                 f"the form {self.tag!r}"
             )
         return tag[len(prefix) : len(tag) - len(suffix)]
@@ -465,7 +465,7 @@ def _short_version(version: str, where: str) -> str:
     if len(version) > MAX_VERSION_CHARS:
         raise BadResponse(
             f"{where}: a version name of {len(version)} characters (at most {MAX_VERSION_CHARS}): "
-            f"{printable(version, 60)!r}; not a release of this source"
+            f"'{printable(version, 60)}'; not a release of this source"
         )
     return version
 
@@ -484,7 +484,7 @@ def version_in_pointer(body: bytes, where: str) -> str:
     try:
         text = body.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise BadResponse(f"{where}: not UTF-8 text: {printable(body, 60)!r}") from None
+        raise BadResponse(f"{where}: not UTF-8 text: '{printable(body, 60)}'") from None
     return _short_version(text, where)
 
 
