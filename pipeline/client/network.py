@@ -170,6 +170,18 @@ def _default_resolve(host: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+def _proxied(url: str) -> bool:
+    """Whether httpx sends a request for `url` through a proxy named in the environment
+    (HTTPS_PROXY, ALL_PROXY, NO_PROXY...): then the proxy resolves the name and connects."""
+    import urllib.request
+
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(url)
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass_environment(parts.hostname or "", proxies)
+
+
 def _origin(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -598,9 +610,12 @@ class Http:
                 f"--allow-redirect-host {host} (or ${REDIRECT_HOSTS_ENV})"
             )
         home_class = self._class_of(home[1])
+        proxied = self._transport is None and _proxied(target)
         try:
             addresses = self._addresses(host)
         except (OSError, UnicodeError) as e:
+            if proxied:  # the proxy resolves the name (an address literal is always checked)
+                return target, None
             raise BadResponse(f"{where}: {host} does not resolve ({e}); not followed") from None
 
         def refusal(ip: str) -> str | None:
@@ -616,7 +631,7 @@ class Http:
             why = refusal(ip)
             if why:
                 raise BadResponse(f"{where}: {why}; not followed")
-        return target, refusal
+        return target, None if proxied else refusal  # through a proxy, the peer is the proxy
 
     def _addresses(self, host: str) -> list[str]:
         """The addresses of `host`: itself when it is an IP literal, else what it resolves to."""

@@ -299,6 +299,28 @@ def test_a_redirected_connection_into_another_network_is_refused_after_connectin
     assert good.count(MANIFEST) == 0  # connected, refused before a byte of the request
 
 
+def test_behind_a_proxy_the_proxy_resolves_an_allowed_redirect_host(
+    hostile, good, monkeypatch
+) -> None:
+    # where only the proxy can resolve outside names, a redirect to an allowed host still works
+    hostile.always(MANIFEST, Fault.redirect(f"http://cdn.invalid{MANIFEST}"))
+
+    def no_dns(host: str) -> list[str]:  # what such a network answers (and no lookup leaves)
+        raise OSError(f"{host}: Name or service not known")
+
+    def client() -> Http:
+        policy = RetryPolicy.for_downloads(max_attempts=1)
+        return Http(policy, allow_redirect_hosts=["cdn.invalid"], resolve=no_dns)
+
+    with pytest.raises(BadResponse, match="cdn.invalid does not resolve"):
+        client().get_bytes(hostile.url + MANIFEST, what="m")
+    monkeypatch.setenv("HTTP_PROXY", good.url)  # `good` serves the absolute-form request
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    body = client().get_bytes(hostile.url + MANIFEST, what="m")
+    assert body == (good.root / MANIFEST.lstrip("/")).read_bytes()
+    assert good.count(MANIFEST) == 1 and hostile.count(MANIFEST) == 2
+
+
 @pytest.fixture
 def gh(tmp_path: Path):
     d = tmp_path / "gh-build"
