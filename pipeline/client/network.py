@@ -591,15 +591,22 @@ class Http:
             BadResponse: a redirect this source may not follow (the message says why, and how to
                 allow a host when the operator may).
         """
-        target, _ = split_credentials(urljoin(current, location.strip()))
-        target = urlunsplit(urlsplit(target)._replace(fragment=""))
-        parts = urlsplit(target)
-        where = f"{what}: {_safe(first)} redirected to {_safe(target) if parts.scheme in ('http', 'https') else printable(location, 80)}"
+        try:
+            target, _ = split_credentials(urljoin(current, location.strip()))
+            target = urlunsplit(urlsplit(target)._replace(fragment=""))
+            parts = urlsplit(target)
+            scheme, host, port = _origin(target)
+        except ValueError:
+            raise BadResponse(
+                f"{what}: {_safe(first)} redirected to '{printable(location, 80)}': not a URL; "
+                "not followed"
+            ) from None
+        shown = _safe(target) if parts.scheme in ("http", "https") else printable(location, 80)
+        where = f"{what}: {_safe(first)} redirected to {shown}"
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BadResponse(f"{where}: not an http(s) URL; not followed")
         if urlsplit(current).scheme == "https" and parts.scheme == "http":
             raise BadResponse(f"{where}: from https to plain http; not followed")
-        scheme, host, port = _origin(target)
         home = _origin(first)
         if (scheme, host, port) == home:
             return target, None
