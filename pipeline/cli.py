@@ -413,9 +413,9 @@ def _transport_options(f):  # noqa: ANN001, ANN202
         envvar="RELEASE_SOURCE_DEADLINE",
         show_envvar=True,
         metavar="SECONDS",
-        help="Seconds one fetch may spend on one source, every request, retry and wait "
-        "included (latest, manifest, signature, files); then the next source is tried. "
-        "Default: 3600.",
+        help="Seconds one fetch (or listing) may spend on one source, every request, retry "
+        "and wait included (latest, manifest, signature, files); then the next source is "
+        "tried. Default: 3600.",
     )(f)
     f = click.option(
         "--timeout",
