@@ -246,11 +246,17 @@ def test_hf_obeys_timeout_and_retries(tmp_path: Path, hub) -> None:
     assert out.exit_code == 6 and "not finished within 2 s" in out.output, out.output
 
 
-def test_an_hf_small_file_is_capped(tmp_path: Path, hub) -> None:
+def test_hf_small_files_and_downloads_are_capped(tmp_path: Path, hub) -> None:
     hub.fail("GET", r"/acme/m/resolve/main/manifest\.json", status=200, body="x" * (17 * MB))
+    source = HfSource("acme/m", endpoint=hub.url, http=Http(progress=False))
     with peak_memory() as peak, pytest.raises(BadResponse, match="more than 16777216 bytes"):
-        HfSource("acme/m", endpoint=hub.url, http=Http(progress=False)).latest("m")
+        source.latest("m")
     assert peak[0] < 40 * MB, peak
+    hub.fail("GET", r"/resolve/v1\.0\.0/export_quantized\.pkl", status=200, body="x" * MB)
+    part = tmp_path / "q.part"
+    with pytest.raises(IntegrityError, match="more than the 1000 bytes the manifest says"):
+        source.download("m", "1.0.0", mf.QUANTIZED_FILE, part, 1000)
+    assert not part.exists() or part.stat().st_size <= 1000
 
 
 # -- finding 8: redirects --------------------------------------------------------------------------
