@@ -424,6 +424,61 @@ def info(state: _State, directory: Path, as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
+def _transport_options(f):  # noqa: ANN001, ANN202
+    """--retries / --timeout / --source-deadline / --allow-redirect-host (fetch and list)."""
+    f = click.option(
+        "--allow-redirect-host",
+        "allow_redirect_hosts",
+        multiple=True,
+        envvar="RELEASE_ALLOW_REDIRECT_HOSTS",
+        show_envvar=True,
+        metavar="HOST",
+        help="A host a source may redirect to beyond its own origin (repeatable; HOST, "
+        "HOST:PORT or *.DOMAIN; the variable: separated by spaces or commas). github: and hf: "
+        "already follow their own download hosts. Never a way from a public source to a "
+        "loopback, private or link-local address, and no credential follows a redirect to "
+        "another origin.",
+    )(f)
+    f = click.option(
+        "--source-deadline",
+        type=click.FloatRange(min=0, min_open=True),
+        envvar="RELEASE_SOURCE_DEADLINE",
+        show_envvar=True,
+        metavar="SECONDS",
+        help="Seconds one fetch (or listing) may spend on one source, every request, retry "
+        "and wait included (latest, manifest, signature, files); then the next source is "
+        "tried. Default: 3600.",
+    )(f)
+    f = click.option(
+        "--timeout",
+        default=900.0,
+        show_default=True,
+        type=click.FloatRange(min=1),
+        show_envvar=True,
+        help="Seconds one file may take, retries and waits included (every source: "
+        "http(s), github:, hf:, s3://).",
+    )(f)
+    return click.option(
+        "--retries",
+        default=5,
+        show_default=True,
+        type=click.IntRange(0),
+        show_envvar=True,
+        help="Retries of a request that timed out, was reset, or got a 5xx/429 (with "
+        "backoff; every source: http(s), github:, hf:, s3://).",
+    )(f)
+
+
+def _http(retries: int, timeout: float, allow_redirect_hosts: tuple[str, ...]):  # noqa: ANN202
+    """The one HTTP client of a command: its retries, time bounds and redirect hosts."""
+    from pipeline.client import Http, RetryPolicy
+
+    return Http(
+        RetryPolicy.for_downloads(max_attempts=retries + 1, max_total=timeout),
+        allow_redirect_hosts=allow_redirect_hosts,
+    )
+
+
 @cli.command()
 @click.argument("model")
 @click.option(
@@ -488,22 +543,7 @@ def info(state: _State, directory: Path, as_json: bool) -> None:
     show_envvar=True,
     help="Use only the cache (also RELEASE_OFFLINE=1); 'latest' is the newest cached version.",
 )
-@click.option(
-    "--retries",
-    default=5,
-    show_default=True,
-    type=click.IntRange(0),
-    show_envvar=True,
-    help="Retries of a request that timed out, was reset, or got a 5xx/429 (with backoff).",
-)
-@click.option(
-    "--timeout",
-    default=900.0,
-    show_default=True,
-    type=click.FloatRange(min=1),
-    show_envvar=True,
-    help="Seconds one file may take, retries and waits included.",
-)
+@_transport_options
 @click.option(
     "--load",
     is_flag=True,
@@ -530,6 +570,8 @@ def fetch(
     offline: bool | None,
     retries: int,
     timeout: float,
+    source_deadline: float | None,
+    allow_redirect_hosts: tuple[str, ...],
     load: bool,
 ) -> None:
     """Fetch MODEL's verified files into the cache and print the model file's path.
@@ -538,7 +580,7 @@ def fetch(
     pin); a local directory is integrity-only. Exit 5 when only corrupt or untrusted copies
     could be found, 6 when no source could be reached and nothing usable is cached.
     """
-    from pipeline.client import Client, Http, RetryPolicy, parse_source
+    from pipeline.client import Client, parse_source
     from pipeline.errors import UsageError
 
     _refuse_blank_env(
@@ -554,14 +596,15 @@ def fetch(
     )
 
     sources = _sources_or_local_root(state, sources, "fetch")
+    http = _http(retries, timeout, allow_redirect_hosts)
     try:
-        http = Http(RetryPolicy.for_downloads(max_attempts=retries + 1, max_total=timeout))
         parsed = [parse_source(s, http=http) for s in sources]
     except ValueError as e:
         raise UsageError(f"--source {e}") from e
     client = Client.from_env(
         sources=parsed,
         http=http,
+        source_deadline=source_deadline,
         variants=variants or None,
         cache_dir=cache_dir,
         public_key=public_key,
@@ -614,41 +657,61 @@ def _sources_or_local_root(
     "s3://BUCKET/PREFIX, or a directory. Default: [publish.local] root of the config.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_transport_options
 @click.pass_obj
-def list_versions(state: _State, model: str, sources: tuple[str, ...], as_json: bool) -> None:
+def list_versions(
+    state: _State,
+    model: str,
+    sources: tuple[str, ...],
+    as_json: bool,
+    retries: int,
+    timeout: float,
+    source_deadline: float | None,
+    allow_redirect_hosts: tuple[str, ...],
+) -> None:
     """The versions of MODEL each source offers, which one `latest` names, which are signed.
 
     A static mirror cannot list: it is asked for `latest` and probed for the versions the other
-    sources name. Exit 6 when no source answered.
+    sources name. A listing is capped (pages, versions, probes; said under the source when a cap
+    is reached) and everything a source sent is printed escaped. Exit 6 when no source answered.
     """
     from pipeline.client import parse_source
     from pipeline.client.listing import list_sources
+    from pipeline.client.network import DEFAULT_SOURCE_DEADLINE, source_deadlines
+    from pipeline.client.printable import printable
     from pipeline.errors import RemoteError, UsageError
 
     sources = _sources_or_local_root(state, sources, "list")
+    http = _http(retries, timeout, allow_redirect_hosts)
     try:
-        parsed = [parse_source(s) for s in sources]
+        parsed = [parse_source(s, http=http) for s in sources]
     except ValueError as e:
         raise UsageError(f"--source {e}") from e
-    listings = list_sources(parsed, model)
+    with source_deadlines(source_deadline or DEFAULT_SOURCE_DEADLINE):
+        listings = list_sources(parsed, model)
     if as_json:
         click.echo(
             json.dumps({"model": model, "sources": [x.to_dict() for x in listings]}, indent=2)
         )
     else:
         for x in listings:
+            name = printable(x.source)
             if x.error:
-                click.echo(f"{x.source}: unavailable: {x.error}")
+                click.echo(f"{name}: unavailable: {printable(x.error, 300)}")
                 continue
-            head = f"{x.source}: latest {x.latest or '(none)'}"
+            latest = printable(x.latest, 60) if x.latest else "(none)"
+            head = f"{name}: latest {latest}"
             if not x.listed:
                 head += " (cannot list: probed for the versions the other sources name)"
             click.echo(head)
             for v in x.ordered():
                 signed = {True: "signed", False: "unsigned", None: "?"}[x.versions[v]]
-                click.echo(f"  {v:<16} {signed:<9}{'<- latest' if v == x.latest else ''}".rstrip())
+                mark = "<- latest" if v == x.latest else ""
+                click.echo(f"  {printable(v, 60):<16} {signed:<9}{mark}".rstrip())
             if not x.versions:
-                click.echo(f"  no version of {model}")
+                click.echo(f"  no version of {printable(model, 60)}")
+            for note in x.notes:
+                click.echo(f"  ({printable(note, 200)})")
     if all(x.error for x in listings):
         raise RemoteError(f"list {model}: no source answered")
 

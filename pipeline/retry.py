@@ -183,6 +183,7 @@ class RetryPolicy:
         classify: Classifier,
         describe: Callable[[BaseException], str] = str,
         error: type[RemoteError] = RemoteError,
+        until: float | None = None,
     ) -> T:
         """Call `fn` until it succeeds, fails for good, or the attempts or time run out.
 
@@ -192,6 +193,8 @@ class RetryPolicy:
             classify: Retry for a transient failure, None for a final one.
             describe: one line for an exception, without secrets.
             error: the RemoteError subclass raised when the attempts or the time run out.
+            until: a deadline on `clock` that may end before `max_total` does (the client's
+                budget for one source): a wait that would end after it is not taken either.
 
         Raises:
             RemoteError: a final failure (`error` when attempts or time ran out).
@@ -234,6 +237,12 @@ class RetryPolicy:
                         f"{what} failed: {why}; {asked} {wait:.0f} s, beyond the "
                         f"{self.max_total:.0f} s this operation may take (gave up after {attempt} "
                         f"attempts in {elapsed:.0f} s); run the same command again later"
+                    ) from e
+                if until is not None and self.clock() + wait >= until:
+                    raise error(
+                        f"{what} failed: {why}; the next wait ({wait:.0f} s) would end after the "
+                        f"deadline of this operation (gave up after {attempt} attempts in "
+                        f"{elapsed:.0f} s)"
                     ) from e
                 log.warning(
                     "%s: %s; retry %d of %d in %.1f s",

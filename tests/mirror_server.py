@@ -14,9 +14,14 @@ counts every request, and applies faults per URL path, each consumed by one requ
     server.always(path, Fault.redirect_loop())   # 302 to itself, forever
     server.always(path, Fault.bad_encoding())    # Content-Encoding: gzip on a body that is not
     server.always(path, Fault.body(b"..."))      # these bytes instead of the file
+    server.always(path, Fault.encoded(raw, "gzip, gzip"))  # raw bytes, this Content-Encoding
+    server.always(path, Fault.redirect(url))     # 302 to any URL (another host, 169.254...)
+    server.always(path, Fault.endless(100 << 20))  # Content-Length 100 MB, "1"s until the
+                                                 # client stops reading (size 0: no length)
 
 `server.require_auth(user, password)` answers 401 to requests without that Basic Authorization;
-each `Hit` records the Authorization header it carried.
+`server.require_query(query)` answers 403 to requests whose query string is not that one. Each
+`Hit` records the Authorization header it carried, every request header and the query string.
 
 `on_body(path, sent)` is called after each chunk of a body, from the server's thread (tests use
 it to kill a client mid-download or fill a disk). Start it with `with MirrorServer(root) as s:`.
@@ -98,6 +103,21 @@ class Fault:
     def body(cls, data: bytes) -> Fault:
         return cls("body", data=data)
 
+    @classmethod
+    def encoded(cls, raw: bytes, encoding: str) -> Fault:
+        """`raw` as the body, sent as is, with `Content-Encoding: encoding`."""
+        return cls("encoded", data=raw, retry_after=encoding)
+
+    @classmethod
+    def redirect(cls, location: str, code: int = 302) -> Fault:
+        return cls("redirect", status_code=code, data=location.encode())
+
+    @classmethod
+    def endless(cls, size: int = 0, fill: bytes = b"1") -> Fault:
+        """A body of `size` bytes of `fill` (Content-Length says so), or with no length and no
+        end when `size` is 0, sent until the client stops reading or the server stops."""
+        return cls("endless", after=size, data=fill)
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -106,6 +126,11 @@ class Hit:
     range: str | None
     status: int
     authorization: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # every request header, in order
+    query: str = ""
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
 
 
 class MirrorServer:
@@ -120,6 +145,7 @@ class MirrorServer:
         self._stop = threading.Event()
         self.on_body: Callable[[str, int], None] | None = None
         self._auth: str | None = None
+        self._query: str | None = None
         self._server = QuietServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -141,6 +167,9 @@ class MirrorServer:
 
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._auth = f"Basic {token}"
+
+    def require_query(self, query: str) -> None:
+        self._query = query
 
     def clear(self) -> None:
         with self._lock:
@@ -207,16 +236,34 @@ class MirrorServer:
 
             def _serve(self, head: bool) -> None:
                 path = unquote(urlsplit(self.path).path)
+                query = urlsplit(self.path).query
                 rng = self.headers.get("Range")
                 auth = self.headers.get("Authorization")
                 faults = server._faults(path)
                 kinds = {f.kind: f for f in faults}
+                sent_headers = tuple(self.headers.items())
+
+                def hit(status: int, auth: str | None = None) -> Hit:
+                    return Hit(self.command, path, rng, status, auth, sent_headers, query)
+
                 if server._auth is not None and auth != server._auth:
-                    server._record(Hit(self.command, path, rng, 401, auth))
+                    server._record(hit(401, auth))
                     self._reply(401, b"unauthorized\n", {"WWW-Authenticate": 'Basic realm="m"'})
                     return
+                if server._query is not None and query != server._query:
+                    server._record(hit(403, auth))
+                    self._reply(403, b"forbidden\n")
+                    return
+                if "redirect" in kinds:
+                    f = kinds["redirect"]
+                    server._record(hit(f.status_code, auth))
+                    self._reply(f.status_code, b"", {"Location": f.data.decode()})
+                    return
+                if "endless" in kinds:
+                    self._endless(kinds["endless"], hit(200, auth))
+                    return
                 if "trickle_headers" in kinds:
-                    server._record(Hit(self.command, path, rng, 200, auth))
+                    server._record(hit(200, auth))
                     head_bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: " + b"a" * 4000
                     try:
                         for i in range(len(head_bytes)):
@@ -230,25 +277,25 @@ class MirrorServer:
                     self.close_connection = True
                     return
                 if "redirect_loop" in kinds:
-                    server._record(Hit(self.command, path, rng, 302, auth))
+                    server._record(hit(302, auth))
                     self._reply(302, b"", {"Location": self.path})
                     return
                 if "hang" in kinds:
-                    server._record(Hit(self.command, path, rng, 0, auth))
+                    server._record(hit(0, auth))
                     server._stop.wait(kinds["hang"].seconds)
                     self.close_connection = True
                     return
                 if "status" in kinds:
                     f = kinds["status"]
-                    server._record(Hit(self.command, path, rng, f.status_code))
+                    server._record(hit(f.status_code))
                     headers = {"Retry-After": f.retry_after} if f.retry_after else {}
                     self._reply(f.status_code, b"failure injected\n", headers)
                     return
                 file = (server.root / path.lstrip("/")).resolve()
-                if "body" in kinds:
-                    data = kinds["body"].data
+                if "body" in kinds or "encoded" in kinds:
+                    data = (kinds.get("body") or kinds["encoded"]).data
                 elif server.root.resolve() not in file.parents or not file.is_file():
-                    server._record(Hit(self.command, path, rng, 404, auth))
+                    server._record(hit(404, auth))
                     self._reply(404, b"not found\n")
                     return
                 else:
@@ -258,7 +305,7 @@ class MirrorServer:
                 if m and "ignore_range" not in kinds:
                     start = int(m.group(1))
                     if start >= len(data):
-                        server._record(Hit(self.command, path, rng, 416, auth))
+                        server._record(hit(416, auth))
                         self._reply(416, b"", {"Content-Range": f"bytes */{len(data)}"})
                         return
                     status = 206
@@ -266,11 +313,13 @@ class MirrorServer:
                 if "corrupt" in kinds and body:
                     i = min(kinds["corrupt"].after, len(body) - 1)
                     body[i] ^= 0xFF
-                server._record(Hit(self.command, path, rng, status, auth))
+                server._record(hit(status, auth))
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 if "bad_encoding" in kinds:
                     self.send_header("Content-Encoding", "gzip")
+                if "encoded" in kinds:
+                    self.send_header("Content-Encoding", kinds["encoded"].retry_after or "")
                 self.send_header("Accept-Ranges", "bytes")
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -309,5 +358,24 @@ class MirrorServer:
                     self.close_connection = True
                 elif cut is not None:
                     self.close_connection = True  # the client sees the body end early
+
+            def _endless(self, fault: Fault, hit: Hit) -> None:
+                server._record(hit)
+                self.send_response(200)
+                if fault.after:
+                    self.send_header("Content-Length", str(fault.after))
+                else:
+                    self.close_connection = True
+                self.end_headers()
+                block = (fault.data or b"1") * (CHUNK // max(1, len(fault.data or b"1")))
+                sent = 0
+                try:
+                    while not server._stop.is_set() and (not fault.after or sent < fault.after):
+                        piece = block if not fault.after else block[: fault.after - sent]
+                        self.wfile.write(piece)
+                        sent += len(piece)
+                except OSError:  # the client stopped reading: what it should do
+                    pass
+                self.close_connection = True
 
         return Handler

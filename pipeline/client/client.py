@@ -24,7 +24,14 @@ from pipeline.client.fetching import (
     offline_from_env,
     resolve,
 )
-from pipeline.client.network import Http
+from pipeline.client.network import (
+    DEFAULT_SOURCE_DEADLINE,
+    REDIRECT_HOSTS_ENV,
+    SOURCE_DEADLINE_ENV,
+    Http,
+    host_patterns,
+    source_deadlines,
+)
 from pipeline.client.sources import Source, parse_source
 from pipeline.client.trust import Trust
 from pipeline.errors import ConfigError
@@ -46,6 +53,8 @@ ENV = {
     "pin": "RELEASE_PIN",
     "allow_unverified": "RELEASE_ALLOW_UNVERIFIED",
     "max_age": "RELEASE_MAX_AGE_DAYS",
+    "source_deadline": SOURCE_DEADLINE_ENV,  # seconds one fetch may spend on one source
+    "allow_redirect_hosts": REDIRECT_HOSTS_ENV,  # comma- or whitespace-separated
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -78,14 +87,21 @@ class Client:
         max_age_days: refuse a newest manifest older than this (freeze detection).
         trust: a ready `Trust` instead of the options above.
         cache_dir: default `$RELEASE_CACHE_DIR`, else the platform cache dir.
-        http: the HTTP client (timeouts, retries) for mirror and GitHub sources.
+        http: the HTTP client (timeouts, retries) for the remote sources given as strings;
+            None makes one with the defaults.
+        allow_redirect_hosts: hosts a source may redirect to beyond its own origin (and the
+            download hosts github: and hf: name): `HOST`, `HOST:PORT` or `*.DOMAIN`.
+        source_deadline: seconds one fetch (or load) may spend on one source, every request
+            and wait included, from its first request; then the next source is tried
+            (default 3600; math.inf: none).
         offline: use only the cache; None reads $RELEASE_OFFLINE (once, here).
         variants: default order of variants (default: by what is installed).
         lock_timeout: seconds to wait for another process downloading the same file.
 
     Raises:
         ConfigError: an empty key, pin or identity, two trust roots, an unreadable key, a
-            certificate chain without an identity, an unusable Sigstore trust root.
+            certificate chain without an identity, an unusable Sigstore trust root, a
+            redirect host not of its forms, a source deadline that is not a positive number.
     """
 
     def __init__(
@@ -107,8 +123,20 @@ class Client:
         offline: bool | None = None,
         variants: Sequence[str] | None = None,
         lock_timeout: float | None = None,
+        allow_redirect_hosts: Sequence[str] | str | None = None,
+        source_deadline: float | None = None,
     ):
+        hosts = host_patterns(allow_redirect_hosts)
+        if http is None:
+            http = Http()
+        http.allow_redirect_hosts = tuple(dict.fromkeys((*http.allow_redirect_hosts, *hosts)))
         self.http = http
+        deadline = DEFAULT_SOURCE_DEADLINE if source_deadline is None else source_deadline
+        if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not deadline > 0:
+            raise ConfigError(
+                f"source deadline: expected a number of seconds > 0, found {source_deadline!r}"
+            )
+        self.source_deadline = float(deadline)
         self.sources: list[Source] = [
             parse_source(s, http=http) if isinstance(s, str) else s for s in sources
         ]
@@ -136,8 +164,8 @@ class Client:
 
         Reads RELEASE_SOURCES, RELEASE_CACHE_DIR, RELEASE_OFFLINE, RELEASE_PUBLIC_KEY,
         RELEASE_CERTIFICATE_CHAIN, RELEASE_IDENTITY, RELEASE_IDENTITY_ISSUER,
-        RELEASE_SIGSTORE_TRUST_ROOT, RELEASE_KEYLESS, RELEASE_PIN, RELEASE_ALLOW_UNVERIFIED and
-        RELEASE_MAX_AGE_DAYS.
+        RELEASE_SIGSTORE_TRUST_ROOT, RELEASE_KEYLESS, RELEASE_PIN, RELEASE_ALLOW_UNVERIFIED,
+        RELEASE_MAX_AGE_DAYS, RELEASE_SOURCE_DEADLINE and RELEASE_ALLOW_REDIRECT_HOSTS.
 
         Raises:
             ConfigError: a variable that is set but empty or blank, or not of its form.
@@ -164,6 +192,13 @@ class Client:
                     raise ConfigError(
                         f"${name}: expected a number of days, found {value!r}"
                     ) from None
+            elif option == "source_deadline":
+                try:
+                    options[option] = float(value)
+                except ValueError:
+                    raise ConfigError(
+                        f"${name}: expected a number of seconds, found {value!r}"
+                    ) from None
             else:
                 options[option] = value
         options.update({k: v for k, v in overrides.items() if v is not None})
@@ -178,15 +213,16 @@ class Client:
         self, model: str, version: str = "latest", *, variants: Sequence[str] | None = None
     ) -> Release:
         """The trusted manifest of `model` `version` (see fetching.resolve)."""
-        return resolve(
-            model,
-            version,
-            sources=self.sources,
-            trust=self.trust,
-            cache=self.cache,
-            offline=self.offline,
-            variants=self._variants(variants),
-        )
+        with source_deadlines(self.source_deadline):
+            return resolve(
+                model,
+                version,
+                sources=self.sources,
+                trust=self.trust,
+                cache=self.cache,
+                offline=self.offline,
+                variants=self._variants(variants),
+            )
 
     def fetch(
         self, model: str, version: str = "latest", *, variants: Sequence[str] | None = None
@@ -203,7 +239,8 @@ class Client:
             DiskFull: the cache has no room (nothing cached is changed).
         """
         chosen = self._variants(variants)
-        return fetch_release(self.resolve(model, version, variants=chosen), chosen)
+        with source_deadlines(self.source_deadline):  # one budget per source for the fetch
+            return fetch_release(self.resolve(model, version, variants=chosen), chosen)
 
     def load_model(
         self,
@@ -233,10 +270,11 @@ class Client:
 
         start = time.perf_counter()
         chosen = self._variants(variants)
-        release = self.resolve(model, version, variants=chosen)
-        return load_release(
-            release, chosen, smoke_test=smoke_test, start=start, input_limits=input_limits
-        )
+        with source_deadlines(self.source_deadline):  # one budget per source for the load
+            release = self.resolve(model, version, variants=chosen)
+            return load_release(
+                release, chosen, smoke_test=smoke_test, start=start, input_limits=input_limits
+            )
 
 
 def fetch(

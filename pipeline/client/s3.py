@@ -5,27 +5,42 @@ The bucket holds the release-store layout (`<prefix>/<model>/<version>/<file>`,
 `<prefix>/<model>/latest`), as `release publish --target s3` writes it. A public bucket, or a CDN
 in front of one, needs no boto3 at all: it is an `https://` mirror (`MirrorSource`).
 
-Credentials and endpoint come from boto3's standard chain and variables (`AWS_ACCESS_KEY_ID`,
-`AWS_PROFILE`, an instance role; `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` for R2, MinIO, B2...,
-`AWS_REGION`). botocore's standard retry mode retries throttling (503 SlowDown), 5xx and
-connection errors with backoff; a download resumes what the partial file already holds.
+boto3 does what only it knows: the credentials (`AWS_ACCESS_KEY_ID`, `AWS_PROFILE`, an instance
+role), the endpoint (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` for R2, MinIO, B2..., `AWS_REGION`)
+and the request signature. It signs each request as a pre-signed URL (no network), and the bytes
+come through this client's `Http`: the same bounds as every other source (a small file capped
+once decoded, a download stopped at the manifest's size, `--timeout` and `--retries`, the
+per-source deadline, redirects kept on the endpoint, no error body echoed), and a download resumes
+what the partial file already holds with a Range request. A bucket in another region than the one
+configured answers with its region (`x-amz-bucket-region`): the request is signed again for it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
-from pipeline import atomic
-from pipeline.client.network import Unreachable
+from pipeline.client.network import (
+    POINTER_LIMIT,
+    BadResponse,
+    Http,
+    HttpStatus,
+)
 from pipeline.errors import ArtifactNotFound, ConfigError, RemoteError
 
-CHUNK = 1 << 20
-_MISSING = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
+_EXPIRES_MIN = 900  # seconds a pre-signed URL stays valid, at least
 
 
 class S3Source:
-    """Releases in an S3 bucket under a prefix (see the module docstring)."""
+    """Releases in an S3 bucket under a prefix (see the module docstring).
+
+    Args:
+        bucket, prefix: where the release store is.
+        endpoint_url, region: boto3's, when not from its environment and config.
+        client: a boto3 S3 client to sign with (tests); None makes one on first use.
+        http: the HTTP client (timeouts, retries, redirect hosts); None makes a default one.
+    """
 
     def __init__(
         self,
@@ -35,8 +50,7 @@ class S3Source:
         endpoint_url: str | None = None,
         region: str | None = None,
         client: Any = None,
-        attempts: int = 5,
-        timeout: float = 60.0,
+        http: Http | None = None,
     ):
         if not bucket or "/" in bucket:
             raise ConfigError(f"s3 source: expected s3://BUCKET[/PREFIX], found bucket {bucket!r}")
@@ -44,8 +58,7 @@ class S3Source:
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.region = region
-        self.attempts = attempts
-        self.timeout = timeout
+        self.http = http or Http()
         self._client = client
         self.name = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
 
@@ -73,74 +86,149 @@ class S3Source:
                 "s3",
                 endpoint_url=self.endpoint_url,
                 region_name=self.region,
-                config=Config(
-                    retries={"mode": "standard", "max_attempts": self.attempts},
-                    connect_timeout=min(self.timeout, 10.0),
-                    read_timeout=self.timeout,
-                ),
+                config=Config(signature_version="s3v4"),
             )
         return self._client
 
     def key(self, *parts: str) -> str:
         return "/".join([self.prefix, *parts] if self.prefix else parts)
 
-    def _get(self, key: str, what: str, **kwargs: Any) -> Any:
+    def presign(self, operation: str, what: str, **params: Any) -> str:
+        """A pre-signed URL of `operation` on the bucket (signed here; nothing is sent).
+
+        Raises:
+            RemoteError: no credentials (with where to set them).
+        """
         from botocore import exceptions as bx
 
+        expires = max(_EXPIRES_MIN, int(self.http.policy.max_total) + 60)
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key, **kwargs)
-        except bx.ClientError as e:
-            err = e.response.get("Error") or {}
-            status = (e.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-            code = err.get("Code", "")
-            if code in _MISSING or status == 404:
-                raise ArtifactNotFound(f"{what}: not found ({code or status})") from None
-            if status is not None and (status >= 500 or status == 429):
-                raise Unreachable(f"{what}: HTTP {status} {code}") from None
-            raise RemoteError(f"{what}: HTTP {status} {code}: {err.get('Message', '')}") from None
+            return self.client.generate_presigned_url(
+                operation,
+                Params={"Bucket": self.bucket, **params},
+                ExpiresIn=min(expires, 7 * 86400),
+            )
         except (bx.NoCredentialsError, bx.PartialCredentialsError) as e:
             raise RemoteError(
                 f"{what}: {e}; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE "
                 "(a public bucket reads as an https:// mirror without credentials)"
             ) from None
-        except (bx.BotoCoreError, ConnectionError, TimeoutError) as e:
-            raise Unreachable(f"{what}: {type(e).__name__}: {e}") from None
+        except bx.BotoCoreError as e:
+            raise RemoteError(f"{what}: cannot sign the request: {type(e).__name__}: {e}") from None
+
+    def _with_region(self, what: str, fn: Any) -> Any:
+        """`fn()`; again once, signed for the bucket's region, when S3 names another one."""
+        try:
+            return fn()
+        except HttpStatus as e:
+            region = e.headers.get("x-amz-bucket-region")
+            current = self.client.meta.region_name
+            if region and region != current and self.endpoint_url is None:
+                self.region, self._client = region, None
+                return fn()
+            if e.status in (401, 403):
+                raise HttpStatus(
+                    f"{e}; check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE) and the "
+                    "bucket's policy",
+                    e.status,
+                    e.headers,
+                ) from None
+            raise
+
+    def get(self, key: str, what: str, limit: int | None = None) -> bytes:
+        """A small object (at most `limit` bytes, default the client's small-file limit)."""
+        extra = {} if limit is None else {"limit": limit}
+        return self._with_region(
+            what,
+            lambda: self.http.get_bytes(
+                self.presign("get_object", what, Key=key),
+                what=what,
+                source=self.name,
+                **extra,
+            ),
+        )
 
     def latest(self, model: str) -> str:
+        from pipeline.client.sources import version_in_pointer
+
         key = self.key(model, "latest")
+        what = f"{self.name}: {model}/latest"
         try:
-            body = self._get(key, f"{self.name}: {model}/latest")["Body"].read()
+            body = self.get(key, what, limit=POINTER_LIMIT)
         except ArtifactNotFound:
             raise ArtifactNotFound(f"{self.name}: no release of {model!r} (no {key})") from None
-        return body.decode("utf-8", "replace").strip()
+        return version_in_pointer(body, what)
 
     def read_bytes(self, model: str, version: str, filename: str) -> bytes:
         what = f"{self.name}: {model}/{version}/{filename}"
-        return self._get(self.key(model, version, filename), what)["Body"].read()
+        return self.get(self.key(model, version, filename), what)
 
     def download(self, model: str, version: str, filename: str, part: Path, size: int) -> None:
-        """Bring `part` to `size` bytes, resuming what it holds with a Range request (also after
-        a connection lost mid-body, up to `attempts` times)."""
-        from botocore import exceptions as bx
-
+        """Bring `part` to `size` bytes, resuming what it holds with a Range request; never past
+        `size` (see Http.download)."""
         what = f"{self.name}: {model}/{version}/{filename}"
-        for attempt in range(1, self.attempts + 1):
-            have = part.stat().st_size if part.exists() else 0
-            if have > size:
-                have = 0
-            if have == size:
-                return
-            extra = {"Range": f"bytes={have}-"} if have else {}
-            body = self._get(self.key(model, version, filename), what, **extra)["Body"]
-            try:
-                with atomic.open_nofollow(part, "r+b" if have else "wb") as f:
-                    f.seek(have)
-                    f.truncate()
-                    for chunk in body.iter_chunks(CHUNK):
-                        f.write(chunk)
-                return
-            except (bx.BotoCoreError, ConnectionError, TimeoutError) as e:
-                if attempt == self.attempts:
-                    raise Unreachable(
-                        f"{what}: download interrupted {attempt} times ({type(e).__name__}): {e}"
-                    ) from None
+        key = self.key(model, version, filename)
+        self._with_region(
+            what,
+            lambda: self.http.download(
+                self.presign("get_object", what, Key=key),
+                part,
+                size=size,
+                what=what,
+                source=self.name,
+            ),
+        )
+
+    def list_page(self, prefix: str, token: str | None, what: str) -> tuple[list[str], str | None]:
+        """One page of ListObjectsV2 under `prefix`: its keys, and the token of the next page
+        (None: the last one). The answer is bounded as every small file.
+
+        Raises:
+            BadResponse: not a listing (or an XML document with a DTD, which S3 never sends).
+        """
+        params: dict[str, Any] = {"Prefix": prefix}
+        if token:
+            params["ContinuationToken"] = token
+        body = self._with_region(
+            what,
+            lambda: self.http.get_bytes(
+                self.presign("list_objects_v2", what, **params),
+                what=what,
+                source=self.name,
+            ),
+        )
+        return parse_listing(body, what)
+
+
+def parse_listing(body: bytes, what: str) -> tuple[list[str], str | None]:
+    """The keys of a ListObjectsV2 answer and its next continuation token (None: the last page).
+
+    Raises:
+        BadResponse: not well-formed, has a DTD or entities (never in S3's answers; refused so
+            that no entity is ever expanded), or is not a ListBucketResult.
+    """
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise BadResponse(f"{what}: the listing carries a DTD; refused")
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as e:
+        raise BadResponse(f"{what}: not an S3 listing: {e}") from None
+
+    def local(tag: str) -> str:
+        return tag.rsplit("}", 1)[-1]
+
+    if local(root.tag) != "ListBucketResult":
+        raise BadResponse(f"{what}: not an S3 listing (<{local(root.tag)[:40]}>)")
+    keys: list[str] = []
+    truncated, token = False, None
+    for child in root:
+        name = local(child.tag)
+        if name == "Contents":
+            for item in child:
+                if local(item.tag) == "Key" and item.text:
+                    keys.append(item.text)
+        elif name == "IsTruncated":
+            truncated = (child.text or "").strip().lower() == "true"
+        elif name == "NextContinuationToken":
+            token = (child.text or "").strip() or None
+    return keys, token if truncated else None

@@ -14,25 +14,37 @@ latest release or the HF repository's `main` revision.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import logging
 import os
 import shutil
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pipeline import atomic
-from pipeline.client.network import Http, Unreachable, _safe
-from pipeline.errors import ArtifactNotFound, ConfigError, RemoteError
+from pipeline.client.network import (
+    POINTER_LIMIT,
+    BadResponse,
+    Http,
+    HttpStatus,
+    _safe,
+)
+from pipeline.client.printable import printable
+from pipeline.errors import ArtifactNotFound, ConfigError, IntegrityError, RemoteError
 from pipeline.manifest import MANIFEST_NAME
 
 log = logging.getLogger("pipeline.client")
 DEFAULT_TAG = "v{version}"
+MAX_VERSION_CHARS = 128  # a version name longer than this is not one (and is not echoed)
+# Where github.com sends a release asset's download (its storage hosts, old and current).
+GITHUB_DOWNLOAD_HOSTS = (
+    "release-assets.githubusercontent.com",
+    "objects.githubusercontent.com",
+    "github-releases.githubusercontent.com",
+)
+# Where huggingface.co sends a file's download: its LFS CDN and Xet storage, all under these.
+HF_DOWNLOAD_HOSTS = ("*.hf.co", "hf.co", "*.huggingface.co", "huggingface.co")
 
 
 class Source(Protocol):
@@ -81,9 +93,11 @@ class LocalSource:
         if not p.is_file():
             raise ArtifactNotFound(f"{self.name}: no release of {model!r} (no {model}/latest)")
         try:
-            return p.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
+            with open(p, "rb") as f:
+                body = f.read(POINTER_LIMIT + 1)
+        except OSError as e:
             raise RemoteError(f"{self.name}: cannot read {model}/latest: {e}") from None
+        return version_in_pointer(body, f"{self.name}: {model}/latest")
 
     def read_bytes(self, model: str, version: str, filename: str) -> bytes:
         path = self._path(model, version, filename)
@@ -96,8 +110,14 @@ class LocalSource:
 
     def download(self, model: str, version: str, filename: str, part: Path, size: int) -> None:
         src = self._path(model, version, filename)
+        found = src.stat().st_size
+        if found > size:  # never copy more than the manifest says
+            raise IntegrityError(
+                f"{self.name}: {model}/{version}/{filename}: {found} bytes, the manifest says "
+                f"{size}; not copied"
+            )
         have = part.stat().st_size if part.exists() else 0
-        if have > size or have > src.stat().st_size:
+        if have > size or have > found:
             have = 0
         with open(src, "rb") as fin, atomic.open_nofollow(part, "r+b" if have else "wb") as fout:
             fin.seek(have)
@@ -107,30 +127,45 @@ class LocalSource:
 
 
 class MirrorSource:
-    """A static HTTP(S) mirror of a release store: a plain web server, an S3 bucket, a CDN."""
+    """A static HTTP(S) mirror of a release store: a plain web server, an S3 bucket, a CDN.
+
+    The base URL may carry a query string (a token, a pre-signed base): each file's path is
+    appended to the base's path and the query kept on every request. Neither the query nor user
+    info in the URL is ever printed or logged. `headers` (e.g. an API key) go to the mirror's
+    own origin only; its redirects stay on that origin unless the Http allows another host.
+    """
 
     def __init__(
         self, base_url: str, *, http: Http | None = None, headers: dict[str, str] | None = None
     ):
-        self.base = base_url.rstrip("/")
+        parts = urlsplit(base_url)
+        self.base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        self.query = parts.query
         self.name = f"mirror:{_safe(self.base)}"
         self.http = http or Http()
         self.headers = headers
 
     def _url(self, *parts: str) -> str:
-        return self.base + "/" + "/".join(quote(p, safe="") for p in parts)
+        url = self.base + "/" + "/".join(quote(p, safe="") for p in parts)
+        return f"{url}?{self.query}" if self.query else url
 
     def latest(self, model: str) -> str:
+        what = f"{self.name}: {model}/latest"
         body = self.http.get_bytes(
-            self._url(model, "latest"), what=f"{self.name}: {model}/latest", headers=self.headers
+            self._url(model, "latest"),
+            what=what,
+            headers=self.headers,
+            limit=POINTER_LIMIT,
+            source=self.name,
         )
-        return body.decode("utf-8", "replace").strip()
+        return version_in_pointer(body, what)
 
     def read_bytes(self, model: str, version: str, filename: str) -> bytes:
         return self.http.get_bytes(
             self._url(model, version, filename),
             what=f"{self.name}: {model}/{version}/{filename}",
             headers=self.headers,
+            source=self.name,
         )
 
     def download(self, model: str, version: str, filename: str, part: Path, size: int) -> None:
@@ -140,6 +175,7 @@ class MirrorSource:
             size=size,
             what=f"{self.name}: {model}/{version}/{filename}",
             headers=self.headers,
+            source=self.name,
         )
 
 
@@ -149,8 +185,10 @@ class GitHubSource:
     Without a token it uses the public download URLs
     (`<web_url>/<owner>/<repo>/releases/download/<tag>/<name>`), which need no API calls and
     so no API rate limit. With a token (private repositories) it reads the release through the
-    REST API and downloads each asset from its API URL; httpx drops the token when GitHub
-    redirects to its storage host.
+    REST API and downloads each asset from the API's asset URL, which it builds itself from the
+    asset's id: the token goes to the API host and nowhere else (a redirect to storage drops it).
+    Redirects may lead to the web and API hosts and GitHub's download hosts
+    (`GITHUB_DOWNLOAD_HOSTS`, for github.com), and to what the Http allows.
     """
 
     def __init__(
@@ -174,6 +212,13 @@ class GitHubSource:
         self.name = f"github:{repo}"
         self._releases: dict[str, dict[str, Any]] = {}
 
+    @property
+    def redirect_hosts(self) -> tuple[str, ...]:
+        """The hosts this source's redirects may lead to."""
+        own = tuple(_host_port(u) for u in (self.web_url, self.api_url))
+        on_github = urlsplit(self.web_url).hostname == "github.com"
+        return own + (GITHUB_DOWNLOAD_HOSTS if on_github else ())
+
     def _api_headers(self) -> dict[str, str]:
         return {
             "Authorization": f"Bearer {self.token}",
@@ -181,21 +226,31 @@ class GitHubSource:
             "X-GitHub-Api-Version": "2022-11-28",
         }
 
+    def get_json(self, url: str, what: str, headers: dict[str, str] | None) -> Any:
+        """A JSON answer of this source (bounded as every small file; its redirects checked)."""
+        return self.http.get_json(
+            url, what=what, headers=headers, source=self.name, redirect_hosts=self.redirect_hosts
+        )
+
     def _version_of(self, model: str, tag: str) -> str:
         prefix, _, suffix = self.tag.replace("{model}", model).partition("{version}")
         if not (tag.startswith(prefix) and tag.endswith(suffix)):
             raise ArtifactNotFound(
-                f"{self.name}: the latest release's tag {tag!r} does not have the form {self.tag!r}"
+                f"{self.name}: the latest release's tag '{printable(tag, 80)}' does not have "
+                f"the form {self.tag!r}"
             )
         return tag[len(prefix) : len(tag) - len(suffix)]
 
     def _release(self, tag: str) -> dict[str, Any]:
         if tag not in self._releases:
-            self._releases[tag] = self.http.get_json(
+            release = self.get_json(
                 f"{self.api_url}/repos/{self.repo}/releases/tags/{quote(tag, safe='')}",
-                what=f"{self.name}: release {tag}",
-                headers=self._api_headers(),
+                f"{self.name}: release {tag}",
+                self._api_headers(),
             )
+            if not isinstance(release, dict):
+                raise BadResponse(f"{self.name}: release {tag}: not a release object")
+            self._releases[tag] = release
         return self._releases[tag]
 
     def _asset(self, model: str, version: str, filename: str) -> tuple[str, dict[str, str] | None]:
@@ -205,46 +260,74 @@ class GitHubSource:
             url = f"{self.web_url}/{self.repo}/releases/download/{quote(tag, safe='')}/{quote(filename, safe='')}"
             return url, None
         for asset in self._release(tag).get("assets") or []:
-            if asset.get("name") == filename and asset.get("url"):
-                return asset["url"], {
-                    **self._api_headers(),
-                    "Accept": "application/octet-stream",
-                }
+            if not isinstance(asset, dict) or asset.get("name") != filename:
+                continue
+            asset_id = asset.get("id")
+            if not isinstance(asset_id, int) or isinstance(asset_id, bool) or asset_id < 0:
+                raise BadResponse(
+                    f"{self.name}: release {tag}: asset {filename} has no usable id "
+                    f"({printable(asset_id, 40)})"
+                )
+            # Built here, not taken from the answer's `url`: the token goes to the API only.
+            url = f"{self.api_url}/repos/{self.repo}/releases/assets/{asset_id}"
+            return url, {**self._api_headers(), "Accept": "application/octet-stream"}
         raise ArtifactNotFound(f"{self.name}: release {tag} has no asset {filename}")
 
     def latest(self, model: str) -> str:
         if self.token:
-            release = self.http.get_json(
+            release = self.get_json(
                 f"{self.api_url}/repos/{self.repo}/releases/latest",
-                what=f"{self.name}: latest release",
-                headers=self._api_headers(),
+                f"{self.name}: latest release",
+                self._api_headers(),
             )
-            return self._version_of(model, str(release.get("tag_name", "")))
+            tag = release.get("tag_name") if isinstance(release, dict) else None
+            if not isinstance(tag, str):
+                raise BadResponse(f"{self.name}: latest release: no tag_name in the answer")
+            return _short_version(self._version_of(model, tag), f"{self.name}: latest release")
         # GitHub redirects /releases/latest/download/<name> to the latest release's asset.
+        what = f"{self.name}: latest release's {MANIFEST_NAME}"
         body = self.http.get_bytes(
             f"{self.web_url}/{self.repo}/releases/latest/download/{MANIFEST_NAME}",
-            what=f"{self.name}: latest release's {MANIFEST_NAME}",
+            what=what,
+            source=self.name,
+            redirect_hosts=self.redirect_hosts,
         )
-        return _version_in_manifest(body, f"{self.name}: latest release's {MANIFEST_NAME}")
+        return _version_in_manifest(body, what)
 
     def read_bytes(self, model: str, version: str, filename: str) -> bytes:
         url, headers = self._asset(model, version, filename)
-        return self.http.get_bytes(url, what=f"{self.name}: {version}/{filename}", headers=headers)
+        return self.http.get_bytes(
+            url,
+            what=f"{self.name}: {version}/{filename}",
+            headers=headers,
+            source=self.name,
+            redirect_hosts=self.redirect_hosts,
+        )
 
     def download(self, model: str, version: str, filename: str, part: Path, size: int) -> None:
         url, headers = self._asset(model, version, filename)
         self.http.download(
-            url, part, size=size, what=f"{self.name}: {version}/{filename}", headers=headers
+            url,
+            part,
+            size=size,
+            what=f"{self.name}: {version}/{filename}",
+            headers=headers,
+            source=self.name,
+            redirect_hosts=self.redirect_hosts,
         )
 
 
 class HfSource:
-    """One Hugging Face Hub model repository, through `huggingface_hub.hf_hub_download`.
+    """One Hugging Face Hub model repository, read over the Hub's plain HTTP download endpoint
+    (`<endpoint>/<repo>/resolve/<revision>/<file>`) with this client's `Http`: the same bounds
+    as every other source (sizes, deadlines, redirects, retries, `--timeout`), and resumable
+    downloads in our own cache. huggingface_hub is not needed to fetch.
 
     Versions are the revisions (tags) `v<version>`; `latest` is the version in the manifest on
-    `main`. The endpoint and token are huggingface_hub's own (`HF_ENDPOINT`, `HF_TOKEN`, or a
-    stored login) unless given. Partial downloads live in huggingface_hub's cache inside our
-    cache directory, so it resumes them across runs; finished files are moved into our cache.
+    `main`. The endpoint is `endpoint`, else `HF_ENDPOINT`, else https://huggingface.co; the token
+    is `token`, else `HF_TOKEN`, else huggingface_hub's stored login when it is installed. The token
+    goes to the endpoint's own origin only. Redirects may lead to the endpoint and, for
+    huggingface.co, to the Hub's CDN and Xet storage hosts (`HF_DOWNLOAD_HOSTS`).
     """
 
     def __init__(
@@ -256,74 +339,97 @@ class HfSource:
         revision: str = DEFAULT_TAG,
         latest_revision: str = "main",
         progress: bool | None = None,
+        http: Http | None = None,
     ):
         if repo_id.count("/") != 1 or not all(repo_id.split("/")):
             raise ConfigError(f"hf source: expected ORG/NAME, found {repo_id!r}")
         self.repo_id = repo_id
         self.token = token
-        self.endpoint = endpoint
+        self.endpoint = (endpoint or "https://huggingface.co").rstrip("/")
         self.revision = revision
         self.latest_revision = latest_revision
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.http = http or Http(progress=progress)
         self.name = f"hf:{repo_id}"
 
-    def _hub(self) -> Any:
+    @property
+    def redirect_hosts(self) -> tuple[str, ...]:
+        """The hosts this source's redirects may lead to."""
+        host = urlsplit(self.endpoint).hostname or ""
+        on_hub = host in ("huggingface.co", "hf.co")
+        return (_host_port(self.endpoint),) + (HF_DOWNLOAD_HOSTS if on_hub else ())
+
+    def _token(self) -> str | None:
+        if self.token:
+            return self.token
+        if os.environ.get("HF_TOKEN"):
+            return os.environ["HF_TOKEN"]
         try:
-            import huggingface_hub
+            from huggingface_hub import get_token
         except ImportError:
-            raise ConfigError(
-                f"{self.name}: the HF Hub source needs huggingface_hub, which is not installed: "
-                "pip install 'fastai-release[hf]' (or use a mirror, github: or a local source)"
-            ) from None
-        return huggingface_hub
+            return None
+        return get_token()
 
-    def _download(self, filename: str, revision: str, cache_dir: Path) -> Path:
-        hub = self._hub()
-        from huggingface_hub import errors
+    def headers(self) -> dict[str, str] | None:
+        token = self._token()
+        return {"Authorization": f"Bearer {token}"} if token else None
 
-        kwargs: dict[str, Any] = {}
-        if not self.progress:
-            kwargs["tqdm_class"] = _quiet_tqdm()
-        what = f"{self.name}@{revision}: {filename}"
+    def _repo_path(self) -> str:
+        return "/".join(quote(p, safe="") for p in self.repo_id.split("/"))
+
+    def api_url(self, *parts: str) -> str:
+        """`<endpoint>/api/models/<repo>/<parts...>`."""
+        tail = "/".join(quote(p, safe="") for p in parts)
+        return f"{self.endpoint}/api/models/{self._repo_path()}" + (f"/{tail}" if tail else "")
+
+    def _url(self, filename: str, revision: str) -> str:
+        return (
+            f"{self.endpoint}/{self._repo_path()}/resolve/{quote(revision, safe='')}/"
+            f"{quote(filename, safe='')}"
+        )
+
+    def _call(self, what: str, fn: Any) -> Any:
+        """`fn()`, with the Hub's answers for a missing or private repository explained."""
         try:
-            return Path(
-                hub.hf_hub_download(
-                    self.repo_id,
-                    filename,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    token=self.token,
-                    endpoint=self.endpoint,
-                    **kwargs,
-                )
-            )
-        except errors.LocalEntryNotFoundError as e:  # raised when the Hub cannot be reached
-            raise Unreachable(f"{what}: the Hub cannot be reached: {_first_line(e)}") from None
-        except errors.RepositoryNotFoundError as e:
-            hint = (
-                ""
-                if self.token or os.environ.get("HF_TOKEN")
-                else " (a private repository needs HF_TOKEN)"
-            )
-            raise ArtifactNotFound(f"{what}: {type(e).__name__}: {_first_line(e)}{hint}") from None
-        except (errors.RevisionNotFoundError, errors.EntryNotFoundError) as e:
-            raise ArtifactNotFound(f"{what}: {type(e).__name__}: {_first_line(e)}") from None
-        except errors.GatedRepoError as e:
-            raise RemoteError(f"{what}: access refused (set HF_TOKEN): {_first_line(e)}") from None
-        except errors.HfHubHTTPError as e:
-            status = getattr(getattr(e, "response", None), "status_code", None)
-            cls = Unreachable if status is None or status >= 500 or status == 429 else RemoteError
-            raise cls(f"{what}: HTTP {status}: {_first_line(e)}") from None
-        except OSError as e:  # connection errors surface as OSError subclasses too
-            raise Unreachable(f"{what}: {type(e).__name__}: {_first_line(e)}") from None
-        except Exception as e:  # httpx transport errors, when the library lets them through
-            if type(e).__module__.startswith(("httpx", "httpcore")):
-                raise Unreachable(f"{what}: {type(e).__name__}: {_first_line(e)}") from None
+            return fn()
+        except HttpStatus as e:
+            if e.status == 401:  # the Hub's answer for a missing or a private repository
+                hint = "" if self._token() else " (a private repository needs HF_TOKEN)"
+                code = e.headers.get("x-error-code") or "RepoNotFound"
+                raise ArtifactNotFound(f"{what}: HTTP 401 {code}{hint}") from None
+            if e.status == 403:
+                raise HttpStatus(
+                    f"{what}: access refused (HTTP 403): a gated or private repository needs "
+                    "HF_TOKEN with access to it",
+                    e.status,
+                    e.headers,
+                ) from None
             raise
 
+    def get_json(self, url: str, what: str) -> Any:
+        """A JSON answer of the Hub's API (bounded as every small file; redirects checked)."""
+        return self._call(
+            what,
+            lambda: self.http.get_json(
+                url,
+                what=what,
+                headers=self.headers(),
+                source=self.name,
+                redirect_hosts=self.redirect_hosts,
+            ),
+        )
+
     def _small(self, filename: str, revision: str) -> bytes:
-        with tempfile.TemporaryDirectory(prefix="release-hf-") as tmp:
-            return self._download(filename, revision, Path(tmp)).read_bytes()
+        what = f"{self.name}@{revision}: {filename}"
+        return self._call(
+            what,
+            lambda: self.http.get_bytes(
+                self._url(filename, revision),
+                what=what,
+                headers=self.headers(),
+                source=self.name,
+                redirect_hosts=self.redirect_hosts,
+            ),
+        )
 
     def latest(self, model: str) -> str:
         body = self._small(MANIFEST_NAME, self.latest_revision)
@@ -333,34 +439,54 @@ class HfSource:
         return self._small(filename, self.revision.format(model=model, version=version))
 
     def download(self, model: str, version: str, filename: str, part: Path, size: int) -> None:
-        cache_dir = part.parent / "hf"
-        link = self._download(
-            filename, self.revision.format(model=model, version=version), cache_dir
+        revision = self.revision.format(model=model, version=version)
+        what = f"{self.name}@{revision}: {filename}"
+        self._call(
+            what,
+            lambda: self.http.download(
+                self._url(filename, revision),
+                part,
+                size=size,
+                what=what,
+                headers=self.headers(),
+                source=self.name,
+                redirect_hosts=self.redirect_hosts,
+            ),
         )
-        blob = link.resolve()
-        if not blob.is_relative_to(cache_dir.resolve()):  # a link planted in the cache
-            raise OSError(errno.ELOOP, "leads out of the cache (not followed)", str(link))
-        try:
-            os.replace(blob, part)  # same file system: the cache directory
-        except OSError:
-            shutil.copyfile(blob, part)
-        with contextlib.suppress(OSError):
-            link.unlink()  # a dangling snapshot link only makes the library download again
 
 
-def _quiet_tqdm() -> Any:
-    from tqdm.auto import tqdm
-
-    class QuietTqdm(tqdm):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-    return QuietTqdm
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{parts.port}" if parts.port else host
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+def _short_version(version: str, where: str) -> str:
+    if len(version) > MAX_VERSION_CHARS:
+        raise BadResponse(
+            f"{where}: a version name of {len(version)} characters (at most {MAX_VERSION_CHARS}): "
+            f"'{printable(version, 60)}'; not a release of this source"
+        )
+    return version
+
+
+def version_in_pointer(body: bytes, where: str) -> str:
+    """The version a `latest` file names (its text, stripped).
+
+    Raises:
+        BadResponse: more than a version name could be, or not UTF-8 (only a short, escaped
+            excerpt is quoted: a hostile pointer never fills a log or a terminal).
+    """
+    if len(body) > POINTER_LIMIT:
+        raise BadResponse(
+            f"{where}: more than {POINTER_LIMIT} bytes; a `latest` file holds a version"
+        )
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise BadResponse(f"{where}: not UTF-8 text: '{printable(body, 60)}'") from None
+    return _short_version(text, where)
 
 
 def _version_in_manifest(body: bytes, where: str) -> str:
@@ -368,7 +494,9 @@ def _version_in_manifest(body: bytes, where: str) -> str:
         version = json.loads(body)["version"]
     except (ValueError, KeyError, TypeError, RecursionError):
         raise ArtifactNotFound(f"{where}: not a release manifest") from None
-    return str(version)
+    if not isinstance(version, str):
+        raise ArtifactNotFound(f"{where}: not a release manifest (version is not a string)")
+    return _short_version(version, where)
 
 
 def parse_source(spec: str, *, http: Http | None = None) -> Source:
@@ -384,7 +512,7 @@ def parse_source(spec: str, *, http: Http | None = None) -> Source:
         ValueError: the form is not one of these.
     """
     if spec.startswith("hf:"):
-        return HfSource(spec[3:], endpoint=os.environ.get("HF_ENDPOINT") or None)
+        return HfSource(spec[3:], endpoint=os.environ.get("HF_ENDPOINT") or None, http=http)
     if spec.startswith("github:"):
         return GitHubSource(
             spec[7:],
@@ -398,7 +526,7 @@ def parse_source(spec: str, *, http: Http | None = None) -> Source:
     if spec.startswith("s3://"):  # a private bucket; boto3 from the [s3] extra, imported on use
         from pipeline.client.s3 import S3Source
 
-        return S3Source.from_url(spec)
+        return S3Source.from_url(spec, http=http)
     if "://" in spec:
         raise ValueError(
             f"{spec}: not a source; expected hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror URL, s3://BUCKET/PREFIX or a directory"

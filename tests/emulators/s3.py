@@ -9,6 +9,12 @@ replies, a per-request hook), so real boto3 and plain HTTP clients run over the 
         s3.slow_down("PUT", r"/export\\.pkl", times=2)        # 503 SlowDown, as S3 throttles
         s3.objects("releases")                               # {key: bytes}, read past the proxy
 
+Hostile answers, for the client's bounds (each for the next `times` matching requests, default
+every one): `huge(method, pattern, size)` answers 200 with Content-Length `size` and streams "1"s
+until the client stops reading; `trickle(method, pattern, interval, size=1 MB)` sends the
+headers, then one byte of the body every `interval` seconds; `endless_listing(bucket)` answers every
+ListObjectsV2 with one more page to come (a new continuation token each time).
+
 moto keeps its state per process; `start()` resets it, so each emulator starts empty. Moto does
 not check signatures, but it answers an anonymous GET 403 unless the bucket policy allows it:
 `make_public(bucket)` sets the public-read policy a bucket behind a CDN would have.
@@ -21,15 +27,28 @@ import json
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
-from tests.emulators.base import Emulator, Fault, Reply, Request
+from tests.emulators.base import Aborted, Emulator, Fault, Reply, Request
 
 HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "expect"}
 SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
+
+
+@dataclass
+class Hostile:
+    """A hostile answer to the next `times` requests matching method and path (query included)."""
+
+    method: str
+    pattern: re.Pattern[str]
+    times: int
+    kind: str  # "huge" | "trickle" | "listing"
+    size: int = 0
+    interval: float = 0.0
 
 
 class S3Emulator(Emulator):
@@ -39,6 +58,8 @@ class S3Emulator(Emulator):
         super().__init__()
         self._moto: Any = None
         self._local = threading.local()
+        self._hostile: list[Hostile] = []
+        self._stopping = threading.Event()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -55,6 +76,7 @@ class S3Emulator(Emulator):
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # hostile answers still streaming end now
         super().stop()
         if self._moto is not None:
             self._moto.stop()
@@ -143,9 +165,78 @@ class S3Emulator(Emulator):
         with self.lock:
             self.faults.append(Fault(method, re.compile(pattern), times, reply=reply))
 
+    # --- hostile answers --------------------------------------------------------------------------
+
+    def huge(self, method: str, pattern: str, size: int, times: int = 1 << 30) -> None:
+        """200, Content-Length `size`, then "1"s until the client stops reading."""
+        with self.lock:
+            self._hostile.append(Hostile(method, re.compile(pattern), times, "huge", size=size))
+
+    def trickle(
+        self, method: str, pattern: str, interval: float, size: int = 1 << 20, times: int = 1 << 30
+    ) -> None:
+        """200, Content-Length `size`, then one byte every `interval` seconds."""
+        with self.lock:
+            self._hostile.append(
+                Hostile(method, re.compile(pattern), times, "trickle", size=size, interval=interval)
+            )
+
+    def endless_listing(self, bucket: str, times: int = 1 << 30) -> None:
+        """Every ListObjectsV2 of `bucket` says another page follows, with a new token."""
+        pattern = re.compile(rf"^/{re.escape(bucket)}/?\?(.*&)?list-type=2")
+        with self.lock:
+            self._hostile.append(Hostile("GET", pattern, times, "listing"))
+
+    def _take_hostile(self, req: Request) -> Hostile | None:
+        with self.lock:
+            for h in self._hostile:
+                if h.times > 0 and h.method == req.method and h.pattern.search(req.raw_path):
+                    h.times -= 1
+                    return h
+        return None
+
+    def _endless_page(self, req: Request) -> Reply:
+        n = int(req.query.get("continuation-token", "t0")[1:] or 0) + 1
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult '
+            'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>true</IsTruncated>'
+            f"<Contents><Key>k{n}</Key><Size>1</Size></Contents>"
+            f"<NextContinuationToken>t{n}</NextContinuationToken></ListBucketResult>"
+        )
+        return Reply(200, body.encode(), {"Content-Type": "application/xml"})
+
+    def _answer_hostile(self, req: Request, h: Hostile) -> None:
+        out = req.handler.wfile
+        size = h.size
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: text/plain\r\n\r\n"
+        sent = 0
+        try:
+            out.write(head.encode())
+            out.flush()
+            block = b"1" * (1 << 16)
+            while sent < size and not self._stopping.is_set():
+                if h.kind == "trickle":
+                    out.write(b"1")
+                    out.flush()
+                    sent += 1
+                    self._stopping.wait(h.interval)
+                else:
+                    piece = block[: size - sent]
+                    out.write(piece)
+                    sent += len(piece)
+        except OSError:  # the client stopped reading: what it should do
+            pass
+        req.handler.close_connection = True
+        raise Aborted  # answered here; nothing more to write
+
     # --- routing: forward to moto -------------------------------------------------------------
 
     def route(self, req: Request) -> Reply:
+        hostile = self._take_hostile(req)
+        if hostile is not None and hostile.kind == "listing":
+            return self._endless_page(req)
+        if hostile is not None:
+            self._answer_hostile(req, hostile)
         body = req.body()
         headers = {k: v for k, v in req.headers.items() if k.lower() not in HOP}
         if body or req.method in ("PUT", "POST"):

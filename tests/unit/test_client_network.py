@@ -28,6 +28,21 @@ class Clock:
         return self.now
 
 
+class Chunks(httpx.SyncByteStream):
+    """A body that arrives as a stream (httpx reads a Response built from bytes at once, and the
+    client reads the raw stream itself, to bound what it decodes)."""
+
+    def __init__(self, data: bytes, size: int = 1 << 16):
+        self.pieces = [data[i : i + size] for i in range(0, len(data), size)]
+
+    def __iter__(self):
+        yield from self.pieces
+
+
+def streamed(answer: httpx.Response) -> httpx.Response:
+    return httpx.Response(answer.status_code, headers=answer.headers, stream=Chunks(answer.content))
+
+
 def http_with(answers: list, policy: RetryPolicy | None = None) -> tuple[Http, Clock, list]:
     """An Http whose requests get `answers` in order (a Response, or an exception to raise)."""
     seen: list[httpx.Request] = []
@@ -37,7 +52,7 @@ def http_with(answers: list, policy: RetryPolicy | None = None) -> tuple[Http, C
         answer = answers.pop(0) if len(answers) > 1 else answers[0]
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return streamed(answer)
 
     clock = Clock()
     http = Http(
@@ -218,10 +233,12 @@ def test_httpx_request_log_lines_carry_no_query_string_or_user_info(caplog) -> N
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.host == "mirror.test":
             return httpx.Response(302, headers={"Location": signed})
-        return httpx.Response(200, content=b"{}")
+        return streamed(httpx.Response(200, content=b"{}"))
 
     http = Http(
         RetryPolicy.for_downloads(max_attempts=1),
+        allow_redirect_hosts=["objects.test"],  # another host: only when allowed
+        resolve=lambda host: ["93.184.216.34"],  # both are public addresses
         transport=httpx.MockTransport(handler),
         progress=False,
     )
