@@ -34,8 +34,9 @@ run `make docs-cli` (tests/docs/test_docs.py fails when this page is out of date
 `python -m pipeline`. Logs go to stderr, results (paths, plans) to stdout. Exit codes: 0 ok ·
 1 unexpected · 2 usage · 3 config/input · 4 validation gate failed · 5 integrity
 (checksum/signature) · 6 remote · 7 partial publish. A user error prints one message and no
-traceback (`--debug` shows it). An option whose help shows `[env var: ...]` can also be set from
-that environment variable.
+traceback (`--debug` shows it). Options can also be set from the environment: `--help` shows the
+variable where it applies (`[env var: ...]`), `RELEASE_` + the command + the option, such as
+`RELEASE_FETCH_PUBLIC_KEY` for `release fetch --public-key`.
 """
 
 

@@ -1,10 +1,11 @@
 """The fenced code blocks of README.md and docs/*.md, and what the docs tests do with each.
 
-A block preceded (on the nearest non-blank line above its fence) by
+A block preceded by
 
     <!-- not run: REASON -->
 
-is not executed, and the reason says why (it trains for minutes, needs a token, a network host or
+on the nearest non-blank line above its fence (a line of its own, or the end of the line before
+a fence inside a list item, where a line of its own would end the list) is not executed, and the reason says why (it trains for minutes, needs a token, a network host or
 a published release). Every other Python block runs (`make docs-check`, pytest-markdown-docs). In
 every shell block, each `release ...` command line is parsed against the real command line
 (`check_release_command`), marked or not; a shell block holding any other command (make, pip,
@@ -25,7 +26,7 @@ from markdown_it import MarkdownIt
 from tests.conftest import ROOT
 
 SHELL = ("sh", "bash", "shell", "console")
-NOT_RUN = re.compile(r"^\s*<!-- not run: (?P<reason>.+?) -->\s*$")
+NOT_RUN = re.compile(r"<!-- not run: (?P<reason>.+?) -->")
 PLACEHOLDER = "PLACEHOLDER"
 
 
@@ -66,7 +67,7 @@ def marker_reason(lines: list[str], fence_index: int) -> str | None:
     i = fence_index - 1
     while i >= 0 and not lines[i].strip():
         i -= 1
-    m = NOT_RUN.match(lines[i]) if i >= 0 else None
+    m = NOT_RUN.search(lines[i]) if i >= 0 else None
     return m.group("reason") if m else None
 
 
