@@ -1,4 +1,4 @@
-"""Train one model variant of a config and score it: the experiments behind the README's levers table.
+"""Train one model variant of a config and score it: the experiments behind the levers table in docs/demo-model.md.
 
     python -m benchmarks.levers --name small --set emb_sz=200 --set n_hid=400 [--config release.toml]
         [--train-csv FILE] [--sets eval,dev] [--latency]

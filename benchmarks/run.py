@@ -4,7 +4,7 @@
 
 Each comparison runs in this one process tree on this one machine, interleaved and repeated;
 medians and spreads are reported. Rows: size, latency, accuracy, checksum, start, concurrent,
-scale, build. See benchmarks/README section in the project README.
+scale, build. What each row measures and the last run: docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ def publish(
     if signer is None and any(p.name != "local" for p in publishers):
         log.warning(
             "publishing without a signature (no %s): servers will refuse this release's pickles "
-            "from a remote source unless they pin its manifest; see the README, Signing",
+            "from a remote source unless they pin its manifest; see docs/publishing.md, 'Signing'",
             signing.SIGNING_METHOD_ENV,
         )
     if dry_run and signer is not None and signer.method == "sigstore":
