@@ -27,7 +27,6 @@ from typing import Any
 from pipeline.client.fetching import FetchResult, read_verified
 from pipeline.client.onnx_graph import check_self_contained
 from pipeline.client.tokenizer import TextTokenizer, stock_language
-from pipeline.client.trust import Untrusted
 from pipeline.errors import ArtifactNotFound, InputError, IntegrityError
 from pipeline.manifest import MAX_TOKENIZER_SIZE
 
@@ -164,9 +163,9 @@ def load_verified(fetched: FetchResult, *, threads: int = 1) -> OnnxClassifier:
     authenticated or local one may hold the publisher's own patterns.
 
     Raises:
-        IntegrityError: the graph or the tokenizer file no longer matches the manifest, or the
-            graph reads data from outside itself.
-        Untrusted: the manifest is not authenticated and the tokenizer is not a stock one.
+        IntegrityError: the graph or the tokenizer file no longer matches the manifest, the
+            graph reads data from outside itself, or the manifest is not authenticated and the
+            tokenizer is not a stock one.
         ArtifactNotFound: the release lists no tokenizer for the onnx variant.
         InputError: the files are not an encoder-step graph and tokenizer this client drives.
     """
@@ -204,7 +203,7 @@ def tokenizer_from_bytes(data: bytes, source: str, *, stock_only: bool = False) 
 
     Raises:
         InputError: not valid JSON, too large, or not a tokenizer file this version reads.
-        Untrusted: `stock_only` and the spaCy part is not one of spaCy's own.
+        IntegrityError: `stock_only` and the spaCy part is not one of spaCy's own (exit 5).
     """
     if len(data) > MAX_TOKENIZER_SIZE:
         raise InputError(
@@ -219,11 +218,13 @@ def tokenizer_from_bytes(data: bytes, source: str, *, stock_only: bool = False) 
         raise InputError(f"{source}: expected a JSON object")
     tok = spec.get("tokenizer")
     if stock_only and isinstance(tok, dict) and stock_language(tok) is None:
-        raise Untrusted(
+        raise IntegrityError(
             f"{source}: its spaCy patterns and special cases are not those of any stock spaCy "
             "tokenizer this client knows, and its manifest is not authenticated: refusing to "
-            "run its regular expressions on queries (they could take hours on one). A release "
-            "tokenized by a customized spaCy loads when its manifest is signed or pinned"
+            "run its regular expressions on queries (one could take hours). A release "
+            "tokenized by a customized spaCy loads when its manifest is signed or pinned: "
+            "configure trust (--public-key, --certificate-chain, --keyless or --identity, "
+            "--pin), or fetch it from a directory of your own"
         )
     try:
         return TextTokenizer(spec, source)

@@ -277,12 +277,17 @@ class Predictor:
         return self.labels[index], dict(zip(self.labels, values, strict=True))
 
 
-def token_count(learn: Any, text: str) -> int:
-    """How many tokens `learn.predict(text)` would give its model: the inputs of the test
-    item fastai builds for it (its Datasets' transforms, tokenization included), summed over
-    the learner's inputs."""
-    dl = learn.dls.test_dl([text], num_workers=0)
-    item = dl.dataset[0]
+def token_count(learn: Any, text: str) -> int | None:
+    """How many tokens `learn.predict(text)` would give its model: the inputs of the test item
+    fastai builds for it (`test_set` over the validation transforms, as `test_dl` does;
+    tokenization included), summed over the learner's inputs. None when the learner's data is
+    not fastai's Datasets / TfmdLists (then nothing can be counted before predicting)."""
+    from fastai.data.core import Datasets, TfmdLists, test_set
+
+    ds = getattr(learn.dls, "valid_ds", None)
+    if not isinstance(ds, Datasets | TfmdLists):
+        return None
+    item = test_set(ds, [text])[0]
     item = item if isinstance(item, tuple | list) else (item,)
     n_inp = getattr(learn.dls, "n_inp", 1) or 1
     return sum(len(x) for x in item[:n_inp] if hasattr(x, "__len__"))
@@ -292,16 +297,16 @@ def learner_predict(
     learn: Any, text: str, limits: InputLimits, *, threads: int = DEFAULT_THREADS
 ) -> tuple[str, dict[str, float]]:
     """`learn.predict(text)` within `limits` and at `threads` torch threads: for a learner the
-    Predictor does not apply to. The text is tokenized once more than learn.predict does to
-    count its tokens (fastai's tokenizer, so the spaCy cost is paid; the model's is not, for a
-    text over the limit).
+    Predictor does not apply to. The text is tokenized once more than learn.predict does, to
+    count its tokens (with fastai's tokenizer: for a text over the limit the spaCy cost is
+    paid, the model's is not).
 
     Raises:
         InputTooLarge: `text` (its characters, a run, or its tokens) is over `limits`.
     """
     limits.check(text)
-    if limits.max_tokens is not None:
-        limits.check_tokens(token_count(learn, text))
+    if limits.max_tokens is not None and (n := token_count(learn, text)) is not None:
+        limits.check_tokens(n)
     with learn.no_bar(), torch_threads(threads):
         label, _, probs = learn.predict(text)
     names = [str(x) for x in learn.dls.vocab[-1]]

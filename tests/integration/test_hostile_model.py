@@ -210,7 +210,7 @@ def test_the_projects_own_graph_and_tokenizer_load_from_a_plain_mirror(server_an
 
 def test_a_tokenizer_with_a_catastrophic_pattern_is_refused_at_once(server_answers) -> None:
     answer = server_answers["m-redos"]
-    assert answer.get("exit") == 5 and answer["type"] == "Untrusted", answer
+    assert answer.get("exit") == 5 and answer["type"] == "IntegrityError", answer
     assert "not those of any stock spaCy tokenizer" in answer["error"]
     assert "signed or pinned" in answer["error"]
     assert answer["seconds"] < 10  # a download, a refusal; the pattern never runs
