@@ -138,7 +138,9 @@ class Predictor:
     """`predict(text) -> (label, {label: probability})` for a fastai text classifier.
 
     Thread-safe: the forward pass is serialised, since AWD_LSTM keeps its hidden state on
-    the module (as `learn.predict` does; it is not thread-safe at all).
+    the module (as `learn.predict` does; it is not thread-safe at all). Each forward pass runs
+    at `threads` torch intra-op threads (default 1), set for the call and restored after it:
+    see `torch_threads` for what that means to a host application's own torch work.
 
     Raises:
         UnsupportedLearner: from the constructor, when the learner's data pipeline is not a
