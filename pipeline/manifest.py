@@ -31,10 +31,25 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SAFE_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 MAX_NAME = 255
 # Names a release's own files may not take: they are the manifest and its signatures, which are
-# written and checked apart from the files the manifest lists.
+# written and checked apart from the files the manifest lists. Compared case-insensitively and
+# without trailing dots: on macOS's and Windows' file systems `MODEL.SIG` is `model.sig`, and
+# Windows drops a trailing dot (`model.sig.`).
 RESERVED_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME, "model.sig"})  # model.sig: OpenSSF
+# A version may not be called this (in any case): it is the pointer file beside the versions.
+LATEST_NAME = "latest"
 VARIANTS = frozenset(VARIANT_FILES)
 KINDS = frozenset({"model", "tokenizer", "report", "plot"})
+# Bounds on what an unauthenticated manifest makes a server do (every trust mode):
+# - the tokenizer file is parsed as JSON and held in memory: the demo's is about 3 MB (its
+#   vocabulary of 6,264 words and ~86k typo aliases); 64 MB leaves room for a 60k-word
+#   vocabulary with its aliases;
+# - golden queries are predicted at every load: `release build` writes at most 1,000
+#   (`[validate] golden_queries`, default 14), each an eval text, and no text longer than the
+#   input limit (pipeline/client/limits.py: 10,000 characters) can be predicted.
+MAX_TOKENIZER_SIZE = 64 * 1024 * 1024
+MAX_GOLDEN_QUERIES = 1_000
+MAX_GOLDEN_TEXT = 10_000
+MAX_LABEL = 1_000  # characters of a golden query's expected label
 
 
 def is_safe_name(name: object) -> bool:
@@ -43,18 +58,22 @@ def is_safe_name(name: object) -> bool:
 
 
 def is_safe_version(version: object) -> bool:
-    """A version usable as a directory name: letters, digits, `.`, `_`, `+`, `-`."""
+    """A version usable as a directory name: letters, digits, `.`, `_`, `+`, `-`; never
+    `latest` in any case (the pointer file's name)."""
     return (
         isinstance(version, str)
         and len(version) <= MAX_NAME
         and version not in (".", "..")
+        and version.lower() != LATEST_NAME
         and bool(_SAFE_VERSION.fullmatch(version))
     )
 
 
 def is_reserved_name(name: str) -> bool:
-    """manifest.json, its signature, and any name a signature format may take beside it."""
-    return name in RESERVED_NAMES or name.startswith(MANIFEST_NAME)
+    """manifest.json, its signature, and any name a signature format may take beside it, in
+    any case and with any trailing dots (the same file on case-insensitive file systems)."""
+    folded = name.lower().rstrip(".")
+    return folded in RESERVED_NAMES or folded.startswith(MANIFEST_NAME)
 
 
 @dataclass(frozen=True)
@@ -186,7 +205,12 @@ class Manifest:
                 f"model: expected a plain name (letters, digits, . _ -), found {model!r}"
             )
         version = field_of("version", str)
-        if version is not None and not is_safe_version(version):
+        if version is not None and version.lower() == LATEST_NAME:
+            problems.append(
+                f"version: {version!r} is the name of the pointer to the newest version, "
+                "not a version"
+            )
+        elif version is not None and not is_safe_version(version):
             problems.append(
                 f"version: expected letters, digits, '.', '_', '+' or '-', found {version!r}"
             )
@@ -206,7 +230,7 @@ class Manifest:
         raw_golden = field_of("golden_queries", list, required=False) or []
 
         files: list[FileEntry] = []
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # folded name -> name as listed
         for i, f in enumerate(raw_files or []):
             where = f"files[{i}]"
             if not isinstance(f, dict):
@@ -224,11 +248,18 @@ class Manifest:
                 ok = False
             elif is_reserved_name(name):
                 problems.append(
-                    f"{where}.name: {name!r} is reserved for the manifest and its signatures"
+                    f"{where}.name: {name!r} is reserved for the manifest and its signatures "
+                    "(in any case)"
                 )
                 ok = False
-            elif name in seen:
-                problems.append(f"{where}.name: {name!r} is listed twice")
+            elif name.lower() in seen:
+                other = seen[name.lower()]
+                problems.append(
+                    f"{where}.name: {name!r} is listed twice"
+                    if other == name
+                    else f"{where}.name: {name!r} and {other!r} differ only in case (one file "
+                    "on a case-insensitive file system)"
+                )
                 ok = False
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 problems.append(
@@ -250,17 +281,40 @@ class Manifest:
                     f"{where}.kind: expected one of {sorted(KINDS)}, found {found(kind)}"
                 )
                 ok = False
+            elif kind == "tokenizer" and isinstance(size, int) and size > MAX_TOKENIZER_SIZE:
+                problems.append(
+                    f"{where}.size: {size:,} bytes for a tokenizer file, more than the "
+                    f"{MAX_TOKENIZER_SIZE:,} allowed"
+                )
+                ok = False
             if ok:
-                seen.add(name)
+                seen[name.lower()] = name
                 files.append(FileEntry(name, size, digest, variant, kind))
         golden = []
+        if len(raw_golden) > MAX_GOLDEN_QUERIES:
+            problems.append(
+                f"golden_queries: {len(raw_golden):,} queries, more than the "
+                f"{MAX_GOLDEN_QUERIES:,} a build writes ([validate] golden_queries)"
+            )
+            raw_golden = []
         for i, g in enumerate(raw_golden):
             if (
                 isinstance(g, dict)
                 and isinstance(g.get("text"), str)
                 and isinstance(g.get("expected"), str)
+                and len(g["text"]) <= MAX_GOLDEN_TEXT
+                and len(g["expected"]) <= MAX_LABEL
             ):
                 golden.append(GoldenQuery(g["text"], g["expected"]))
+            elif (
+                isinstance(g, dict)
+                and isinstance(g.get("text"), str)
+                and isinstance(g.get("expected"), str)
+            ):
+                problems.append(
+                    f"golden_queries[{i}]: a text of {len(g['text']):,} characters and a label "
+                    f"of {len(g['expected']):,}; at most {MAX_GOLDEN_TEXT:,} and {MAX_LABEL:,}"
+                )
             else:
                 problems.append(
                     f"golden_queries[{i}]: expected {{text, expected}} strings, found {found(g)}"

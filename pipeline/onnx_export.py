@@ -352,3 +352,43 @@ class _DropMessage(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return self.fragment not in record.getMessage()
+
+
+# --- the stock tokenizers an unauthenticated tokenizer.json may be ---------------------------
+
+STOCK_TABLE = Path(__file__).parent / "client" / "spacy_stock.py"
+
+
+def stock_tokenizer_digests() -> dict[str, str]:
+    """`stock_digest` -> "lang (spaCy x.y.z)" for every language whose blank spaCy tokenizer
+    this exporter can write (those needing another library, e.g. Japanese, are left out)."""
+    import pkgutil
+
+    import spacy
+    import spacy.lang
+
+    from pipeline.client.tokenizer import stock_digest
+
+    langs: dict[str, list[str]] = {}
+    for module in sorted(pkgutil.iter_modules(spacy.lang.__path__), key=lambda m: m.name):
+        if not module.ispkg:
+            continue
+        try:
+            spec = spacy_rules_spec(spacy.blank(module.name))
+        except (ImportError, InputError):
+            continue
+        langs.setdefault(stock_digest(spec), []).append(module.name)
+    return {k: f"{', '.join(v)} (spaCy {spacy.__version__})" for k, v in langs.items()}
+
+
+def write_stock_table(path: Path = STOCK_TABLE) -> Path:
+    """Add this spaCy's stock tokenizers to pipeline/client/spacy_stock.py (entries of other
+    spaCy versions stay: servers may load releases built with them)."""
+    from pipeline import atomic
+    from pipeline.client.spacy_stock import STOCK
+
+    table = {**STOCK, **stock_tokenizer_digests()}
+    lines = "".join(f'    "{k}": "{v}",\n' for k, v in sorted(table.items(), key=lambda kv: kv[1]))
+    head = path.read_text(encoding="utf-8").split("STOCK: dict[str, str] = {")[0]
+    atomic.write_text(path, head + "STOCK: dict[str, str] = {\n" + lines + "}\n")
+    return path

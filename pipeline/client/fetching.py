@@ -119,6 +119,8 @@ def offline_from_env(offline: bool | None) -> bool:
 def _check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _SAFE.fullmatch(value) or value in (".", ".."):
         raise InputError(f"{kind}: expected letters, digits, '.', '_', '+' or '-', found {value!r}")
+    if kind == "version" and value.lower() == "latest":  # the pointer file's name, not a version
+        raise InputError(f"version: {value!r} names the pointer to the newest version, not one")
     return value
 
 

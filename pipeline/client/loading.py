@@ -8,7 +8,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +20,20 @@ from pipeline.client.fetching import (
     read_verified,
     trust_hint,
 )
-from pipeline.client.limits import InputLimits
+from pipeline.client.limits import SMOKE_TEST_SECONDS, InputLimits
 from pipeline.client.network import CacheError
-from pipeline.client.predict import Predictor, UnsupportedLearner, stop_lookup_growth
+from pipeline.client.predict import (
+    DEFAULT_THREADS,
+    Predictor,
+    UnsupportedLearner,
+    default_threads,
+    learner_predict,
+    stop_lookup_growth,
+    torch_threads,
+)
 from pipeline.environment import current
 from pipeline.errors import ReleaseError
+from pipeline.manifest import GoldenQuery
 
 log = logging.getLogger("pipeline.client")
 _AGREEMENT = 1e-5  # the fast path must match learn.predict this closely, or it is not used
@@ -49,6 +58,7 @@ class LoadedModel:
     predictor: Any = None
     load_seconds: float = 0.0
     limits: InputLimits = field(default_factory=InputLimits)  # what predict() accepts
+    threads: int = DEFAULT_THREADS  # torch intra-op threads of a pickle variant's predict()
 
     @property
     def variant(self) -> str:
@@ -60,18 +70,19 @@ class LoadedModel:
 
     def predict(self, text: str) -> tuple[str, dict[str, float]]:
         """The label and every label's probability for `text`: `learn.predict` without its
-        per-call DataLoader, with the same results (to 1e-5).
+        per-call DataLoader, with the same results (to 1e-5); for a learner that fast path
+        does not apply to, `learn.predict` itself, within the same limits. A pickle variant
+        runs at `self.threads` torch threads (see `pipeline.client.predict.torch_threads`:
+        the count is set for the call and restored after it).
 
         Raises:
-            InputTooLarge: `text` is over `self.limits` (a ValueError; nothing was tokenized).
+            InputTooLarge: `text` is over `self.limits` (a ValueError; nothing was tokenized,
+                or, over the token limit, nothing reached the model).
         """
         self.limits.check(text)
         if self.predictor is not None:
             return self.predictor(text)
-        with self.learner.no_bar():
-            label, _, probs = self.learner.predict(text)
-        names = [str(x) for x in self.learner.dls.vocab[-1]]
-        return str(label), dict(zip(names, probs.tolist(), strict=True))
+        return learner_predict(self.learner, text, self.limits, threads=self.threads)
 
 
 def _major_minor(v: str) -> tuple[str, ...]:
@@ -166,8 +177,45 @@ def _load_learner(data: bytes, unverified: bool) -> Any:
         return load_learner(io.BytesIO(data))
 
 
+def run_smoke_test(
+    label_of: Callable[[str], str],
+    golden: Sequence[GoldenQuery],
+    *,
+    budget: float = SMOKE_TEST_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Ask the golden queries in order until `budget` seconds have passed; how many passed.
+
+    Every query asked must give its expected label; the first always is asked. Past the budget
+    the rest are skipped with a warning: a manifest cannot make a start last longer than that.
+
+    Raises:
+        ReleaseError: a query gave another label (names the query, both labels).
+    """
+    start = clock()
+    passed = 0
+    for q in golden:
+        if passed and clock() - start > budget:
+            log.warning(
+                "smoke test: stopped after %d of %d golden queries (%.0f s, the smoke test's "
+                "budget); the other %d were not asked",
+                passed,
+                len(golden),
+                budget,
+                len(golden) - passed,
+            )
+            break
+        got = label_of(q.text)
+        if got != q.expected:
+            raise ReleaseError(
+                f"smoke test: {q.text[:200]!r} gave {got!r}, the manifest expects {q.expected!r}"
+            )
+        passed += 1
+    return passed
+
+
 def _load_and_smoke(
-    fetched: FetchResult, smoke_test: bool, limits: InputLimits
+    fetched: FetchResult, smoke_test: bool, limits: InputLimits, threads: int
 ) -> tuple[Any, Predictor | None, int]:
     entry = fetched.manifest.variant(fetched.variant)
     # One read: these bytes are checked and these bytes are unpickled (the file is not reopened).
@@ -181,7 +229,7 @@ def _load_and_smoke(
     stop_lookup_growth(learn)  # before anything predicts: learn.predict too, Predictor or not
     predictor: Predictor | None
     try:
-        predictor = Predictor(learn, limits=limits)
+        predictor = Predictor(learn, limits=limits, threads=threads)
     except UnsupportedLearner as e:
         log.info("fast predict does not apply (%s); predict() uses learn.predict", e)
         predictor = None
@@ -189,7 +237,8 @@ def _load_and_smoke(
     if smoke_test and predictor is not None and golden:
         # Part of the smoke test: one comparison with fastai's own path guards the fast path
         # against library changes (without the smoke test nothing is predicted at start).
-        with learn.no_bar():
+        predictor.encode(golden[0].text)  # within the limits, before fastai's path runs on it
+        with learn.no_bar(), torch_threads(threads):
             _, _, expected = learn.predict(golden[0].text)
         got = predictor.probabilities(golden[0].text)
         diff = float((expected - got).abs().max())
@@ -201,33 +250,24 @@ def _load_and_smoke(
             predictor = None
     passed = 0
     if smoke_test:
-        model = LoadedModel(learn, fetched, 0, predictor=predictor, limits=limits)
-        for q in golden:
-            got_label = model.predict(q.text)[0]
-            if got_label != q.expected:
-                raise ReleaseError(
-                    f"smoke test: {q.text!r} gave {got_label!r}, the manifest expects {q.expected!r}"
-                )
-            passed += 1
+        model = LoadedModel(learn, fetched, 0, predictor=predictor, limits=limits, threads=threads)
+        passed = run_smoke_test(lambda text: model.predict(text)[0], golden)
     return learn, predictor, passed
 
 
 def _load_onnx_and_smoke(
     fetched: FetchResult, smoke_test: bool, limits: InputLimits
 ) -> tuple[Any, Any, int]:
-    from pipeline.client.onnx_model import default_threads, load_verified
+    from pipeline.client.onnx_model import default_threads as onnx_threads
+    from pipeline.client.onnx_model import load_verified
 
-    clf = load_verified(fetched, threads=default_threads())
+    clf = load_verified(fetched, threads=onnx_threads())
     clf.tokenizer.limits = limits
     passed = 0
     if smoke_test:
-        for q in fetched.manifest.golden_queries:
-            got = clf.predict(q.text).label
-            if got != q.expected:
-                raise ReleaseError(
-                    f"smoke test: {q.text!r} gave {got!r}, the manifest expects {q.expected!r}"
-                )
-            passed += 1
+        passed = run_smoke_test(
+            lambda text: clf.predict(text).label, fetched.manifest.golden_queries
+        )
     return clf, clf, passed
 
 
@@ -240,7 +280,8 @@ def load_release(
     input_limits: InputLimits | None = None,
 ) -> LoadedModel:
     """Load the first of `variants` of a trusted release that loads and passes the smoke test;
-    `input_limits` bounds what `predict()` accepts (default `InputLimits.from_env()`).
+    `input_limits` bounds what `predict()` accepts (default `InputLimits.from_env()`); a pickle
+    variant predicts at `$RELEASE_TORCH_THREADS` torch threads (default 1).
 
     Raises:
         EnvironmentMismatch: torch/fastai/numpy here cannot unpickle the model (exit 3).
@@ -249,6 +290,7 @@ def load_release(
     """
     start = time.perf_counter() if start is None else start
     limits = InputLimits.from_env() if input_limits is None else input_limits
+    threads = default_threads() if any(v != "onnx" for v in variants) else DEFAULT_THREADS
     env_error: EnvironmentMismatch | None = None
     if any(v != "onnx" for v in variants):
         try:
@@ -282,7 +324,7 @@ def load_release(
                 if variant == "onnx":
                     learn, predictor, passed = _load_onnx_and_smoke(fetched, smoke_test, limits)
                 else:
-                    learn, predictor, passed = _load_and_smoke(fetched, smoke_test, limits)
+                    learn, predictor, passed = _load_and_smoke(fetched, smoke_test, limits, threads)
             except ReleaseError as e:
                 failures.append(e)
                 reasons.append(f"{variant}: {e}")
@@ -309,7 +351,7 @@ def load_release(
             len(release.manifest.golden_queries) if smoke_test else 0,
             elapsed,
         )
-        return LoadedModel(learn, fetched, passed, reasons, predictor, elapsed, limits)
+        return LoadedModel(learn, fetched, passed, reasons, predictor, elapsed, limits, threads)
     raise _kind_of(failures)(
         f"{release.model} {release.version}: no variant could be loaded:\n"
         + "\n".join(f"  - {r}" for r in reasons)

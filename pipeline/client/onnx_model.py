@@ -4,7 +4,11 @@
 of one chunk plus the carried state in, class probabilities plus the new state out. `predict`
 runs a text through it chunk by chunk, as fastai does, so long texts get fastai's answer too.
 Nothing here executes code from the downloaded files: the graph is data for onnxruntime and the
-tokenizer file is JSON.
+tokenizer file is JSON. Both are hostile input unless the manifest was authenticated: the graph
+is refused if any tensor in it points outside its own bytes (`onnx_graph`), and is loaded with
+external data resolved only inside an empty private directory; an unauthenticated tokenizer
+must be one of spaCy's stock tokenizers (`spacy_stock`), and every tokenizer file is bounded
+in size and content (`tokenizer.spec_problems`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.client.fetching import FetchResult, read_verified
-from pipeline.client.tokenizer import TextTokenizer
+from pipeline.client.onnx_graph import check_self_contained
+from pipeline.client.tokenizer import TextTokenizer, stock_language
 from pipeline.errors import ArtifactNotFound, InputError, IntegrityError
+from pipeline.manifest import MAX_TOKENIZER_SIZE
 
 THREADS_ENV = "RELEASE_ONNX_THREADS"
 
@@ -43,6 +51,7 @@ class OnnxClassifier:
         threads: onnxruntime intra-op threads (1 is best for one query at a time).
 
     Raises:
+        IntegrityError: the graph has a tensor whose data lives outside it (external data).
         InputError: the graph's inputs are not the encoder-step graph this client drives.
     """
 
@@ -59,16 +68,29 @@ class OnnxClassifier:
             if isinstance(tokenizer, TextTokenizer)
             else TextTokenizer.from_file(tokenizer)
         )
+        name = "model_int8.onnx" if isinstance(model_path, bytes) else str(model_path)
+        model = model_path if isinstance(model_path, bytes) else Path(model_path).read_bytes()
+        check_self_contained(model, name)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        model = model_path if isinstance(model_path, bytes) else str(model_path)
-        self.session = ort.InferenceSession(
-            model, sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        # The bytes are an ONNX protobuf (never onnxruntime's own format, which the check above
+        # does not read), and should anything still name external data, onnxruntime looks for
+        # it in an empty directory of our own, not in the working directory.
+        opts.add_session_config_entry("session.load_model_format", "ONNX")
+        nowhere = tempfile.mkdtemp(prefix="onnx-no-external-data-")
+        try:
+            opts.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", nowhere
+            )
+            self.session = ort.InferenceSession(
+                model, sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        finally:
+            shutil.rmtree(nowhere, ignore_errors=True)
         self.labels = self.tokenizer.labels
-        self._init_state("model_int8.onnx" if isinstance(model_path, bytes) else model_path)
+        self._init_state(name)
         self.load_seconds = time.perf_counter() - t0
 
     def _init_state(self, model_path: Path | str) -> None:
@@ -137,8 +159,13 @@ def load_verified(fetched: FetchResult, *, threads: int = 1) -> OnnxClassifier:
     """The onnx variant of a fetched release, from the very bytes checked against the manifest
     (each file is read once, hashed, and parsed from that buffer).
 
+    An unauthenticated manifest's tokenizer must be a stock spaCy one (see `spacy_stock`); an
+    authenticated or local one may hold the publisher's own patterns.
+
     Raises:
-        IntegrityError: the graph or the tokenizer file no longer matches the manifest.
+        IntegrityError: the graph or the tokenizer file no longer matches the manifest, the
+            graph reads data from outside itself, or the manifest is not authenticated and the
+            tokenizer is not a stock one.
         ArtifactNotFound: the release lists no tokenizer for the onnx variant.
         InputError: the files are not an encoder-step graph and tokenizer this client drives.
     """
@@ -156,26 +183,52 @@ def load_verified(fetched: FetchResult, *, threads: int = 1) -> OnnxClassifier:
         path = paths.get(entry.name)
         if path is None:
             raise IntegrityError(f"{entry.name}: not fetched; refusing to load the onnx variant")
+        if entry.kind == "tokenizer" and entry.size > MAX_TOKENIZER_SIZE:
+            raise InputError(
+                f"{entry.name}: {entry.size:,} bytes, more than the {MAX_TOKENIZER_SIZE:,} a "
+                "tokenizer file may have; refusing to load the onnx variant"
+            )
         data[entry.name] = read_verified(path, entry)
-    tok = tokenizer_from_bytes(data[tokenizer.name], str(paths[tokenizer.name]))
+    tok = tokenizer_from_bytes(
+        data[tokenizer.name],
+        str(paths[tokenizer.name]),
+        stock_only=not (fetched.authenticated or fetched.local),
+    )
     return OnnxClassifier(data[fetched.path.name], tok, threads=threads)
 
 
-def tokenizer_from_bytes(data: bytes, source: str) -> TextTokenizer:
-    """A tokenizer from the verified bytes of its tokenizer.json.
+def tokenizer_from_bytes(data: bytes, source: str, *, stock_only: bool = False) -> TextTokenizer:
+    """A tokenizer from the verified bytes of its tokenizer.json; with `stock_only`, only one
+    whose spaCy part is a stock spaCy tokenizer (for a manifest nobody vouched for).
 
     Raises:
-        InputError: not valid JSON or not a tokenizer file this version reads.
+        InputError: not valid JSON, too large, or not a tokenizer file this version reads.
+        IntegrityError: `stock_only` and the spaCy part is not one of spaCy's own (exit 5).
     """
+    if len(data) > MAX_TOKENIZER_SIZE:
+        raise InputError(
+            f"{source}: {len(data):,} bytes, more than the {MAX_TOKENIZER_SIZE:,} a tokenizer "
+            "file may have"
+        )
     try:
         spec = json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise InputError(f"{source}: not a readable tokenizer file ({e})") from e
     if not isinstance(spec, dict):
         raise InputError(f"{source}: expected a JSON object")
+    tok = spec.get("tokenizer")
+    if stock_only and isinstance(tok, dict) and stock_language(tok) is None:
+        raise IntegrityError(
+            f"{source}: its spaCy patterns and special cases are not those of any stock spaCy "
+            "tokenizer this client knows, and its manifest is not authenticated: refusing to "
+            "run its regular expressions on queries (one could take hours). A release "
+            "tokenized by a customized spaCy loads when its manifest is signed or pinned: "
+            "configure trust (--public-key, --certificate-chain, --keyless or --identity, "
+            "--pin), or fetch it from a directory of your own"
+        )
     try:
         return TextTokenizer(spec, source)
-    except (KeyError, TypeError, re.error) as e:
+    except (KeyError, TypeError, AttributeError, re.error) as e:
         raise InputError(f"{source}: malformed tokenizer file ({type(e).__name__}: {e})") from e
 
 

@@ -21,6 +21,7 @@ The fastai rules are copied from fastai 2.8.12 (`fastai/text/core.py`, Apache-2.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -157,16 +158,27 @@ RULE_OPTIONS: dict[str, frozenset[str]] = {"lowercase": frozenset({"add_bos", "a
 
 
 def _rule(spec: Any, where: str) -> Callable[[str], str]:
-    name, kwargs = (spec, {}) if isinstance(spec, str) else (spec.get("name"), spec.get("kwargs"))
-    if name not in RULES:
+    if isinstance(spec, str):
+        name, kwargs = spec, {}
+    elif isinstance(spec, dict):
+        name, kwargs = spec.get("name"), spec.get("kwargs")
+    else:
+        raise InputError(f"{where}: a rule is a name or {{name, kwargs}}, found {_found(spec)}")
+    if not isinstance(name, str) or name not in RULES:
         raise InputError(
-            f"{where}: unknown text rule {name!r}; this client knows {', '.join(RULES)} "
+            f"{where}: unknown text rule {str(name)[:60]!r}; this client knows {', '.join(RULES)} "
             "(a newer fastai-release may know more)"
         )
     kwargs = kwargs or {}
+    if not isinstance(kwargs, dict):
+        raise InputError(
+            f"{where}: rule {name!r}: kwargs must be an object, found {_found(kwargs)}"
+        )
     bad = set(kwargs) - RULE_OPTIONS.get(name, frozenset())
     if bad:
-        raise InputError(f"{where}: rule {name!r} takes no option {', '.join(sorted(bad))}")
+        raise InputError(f"{where}: rule {name!r} takes no option {', '.join(sorted(bad))[:200]}")
+    if not all(isinstance(v, bool) for v in kwargs.values()):
+        raise InputError(f"{where}: rule {name!r}: options are true or false, found {kwargs!r}")
     fn = RULES[name]
     return (lambda t: fn(t, **kwargs)) if kwargs else fn
 
@@ -616,6 +628,219 @@ class SpacyRules:
         return out
 
 
+# --- what a tokenizer file may hold ------------------------------------------------------------
+
+# tokenizer.json is data, but data that sets how much work every query costs: how many special
+# cases are registered at load, how large the lookup tables are, how long the compiled patterns
+# are. These bounds hold in every trust mode; each is far above what real builds write (the
+# demo release: vocabulary 6,264, about 86k typo aliases, spaCy's English special cases 1,347 and
+# patterns up to 16k characters; spaCy's largest stock language, Indonesian, 15,963 special
+# cases and a 1.45 MB token_match pattern), so they refuse only files no build writes.
+MAX_VOCAB = 500_000  # fastai's max_vocab default is 60,000
+MAX_ALIASES = 2_000_000  # typo aliases grow with the vocabulary: ~14 per word in the demo
+MAX_RULES = 64  # fastai's default rules: 8
+MAX_SPECIAL_CASES = 100_000  # spaCy 3.8.18: 1,347 for English, 15,963 at most
+MAX_SPECIAL_CASE_CHARS = 256  # spaCy 3.8.18: 31 characters at most
+MAX_PIECES = 64  # pieces of one special case; spaCy 3.8.18: 3 at most
+MAX_PATTERN_CHARS = 4_000_000  # spaCy 3.8.18: 1.45 MB at most (a token_match)
+MAX_WORD_CHARS = 10_000  # one vocabulary word, alias, label or special token
+MAX_LABELS = 100_000
+MAX_BPTT = 100_000  # fastai's default: 72 tokens per chunk
+MAX_CACHE_SIZE = 100_000  # spaCy's default: 10,000 cached chunks
+# The regular-expression flags a pattern may carry (spaCy's use re.U and re.I); re.DEBUG would
+# print to stdout on compile, re.LOCALE does not apply to str patterns.
+_PATTERN_FLAGS = re.I | re.M | re.S | re.U | re.X | re.A
+_PATTERN_SLOTS = ("prefix_search", "suffix_search", "infix_finditer", "token_match", "url_match")
+_FASTAI_SPECIAL = re.compile(r"xx[a-z]{1,16}")  # fastai's special tokens: xxunk, xxbos, ...
+
+
+def _found(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
+
+
+def spec_problems(spec: dict[str, Any]) -> list[str]:
+    """What is wrong with a tokenizer file's shape or size, one line per problem (empty: fine).
+
+    Checks types, the bounds above and that ids stay inside the vocabulary; names, options and
+    patterns are checked where they are used.
+    """
+    problems: list[str] = []
+
+    def field(key: str, typ: type | tuple[type, ...], where: dict[str, Any] = spec) -> Any:
+        prefix = "" if where is spec else "tokenizer."
+        if key not in where:
+            problems.append(f"{prefix}{key}: missing")
+            return None
+        value = where[key]
+        if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
+            problems.append(
+                f"{prefix}{key}: expected {getattr(typ, '__name__', typ)}, found {_found(value)}"
+            )
+            return None
+        return value
+
+    def count(key: str, value: Any, cap: int) -> bool:
+        if value is not None and len(value) > cap:
+            problems.append(f"{key}: {len(value):,} entries, more than the {cap:,} allowed")
+            return False
+        return value is not None
+
+    def words(key: str, value: Any) -> None:
+        bad = next(
+            (i for i, w in enumerate(value) if not isinstance(w, str) or len(w) > MAX_WORD_CHARS),
+            None,
+        )
+        if bad is not None:
+            problems.append(
+                f"{key}[{bad}]: expected a word of at most {MAX_WORD_CHARS:,} characters, "
+                f"found {_found(value[bad])}"
+            )
+
+    for key in ("rules", "post_rules"):
+        value = field(key, list) if key == "rules" or key in spec else None
+        count(key, value, MAX_RULES)
+    vocab = field("vocab", list)
+    if count("vocab", vocab, MAX_VOCAB):
+        words("vocab", vocab)
+    n_vocab = len(vocab) if isinstance(vocab, list) else 0
+    for key in ("unmapped_tokens", "special_tokens"):
+        if key in spec:
+            value = field(key, list)
+            if count(key, value, MAX_VOCAB):
+                words(key, value)
+    aliases = spec.get("aliases")
+    if aliases is not None and not isinstance(aliases, dict):
+        problems.append(
+            f"aliases must map words to ids inside the vocabulary, found {_found(aliases)}"
+        )
+    elif count("aliases", aliases, MAX_ALIASES) and vocab is not None:
+        bad = next(
+            (
+                (k, i)
+                for k, i in aliases.items()
+                if not (isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_vocab)
+                or len(k) > MAX_WORD_CHARS
+            ),
+            None,
+        )
+        if bad is not None:
+            problems.append(
+                f"aliases must map words to ids inside the vocabulary (0 to {n_vocab - 1}); "
+                f"found {bad[0][:60]!r}: {_found(bad[1])}"
+            )
+    for key, default in (("unknown_id", 0), ("pad_id", 1)):
+        value = spec.get(key, default)
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not 0 <= value < max(n_vocab, 1)
+        ):
+            problems.append(f"{key}: expected an id inside the vocabulary, found {_found(value)}")
+    labels = field("labels", list)
+    if count("labels", labels, MAX_LABELS):
+        words("labels", labels)
+    chunking = field("chunking", dict)
+    if chunking is not None:
+        bptt, max_len = chunking.get("bptt"), chunking.get("max_len")
+        if not isinstance(bptt, int) or isinstance(bptt, bool) or not 1 <= bptt <= MAX_BPTT:
+            problems.append(f"chunking.bptt: expected 1 to {MAX_BPTT:,}, found {_found(bptt)}")
+        if max_len is not None and (
+            not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 0
+        ):
+            problems.append(
+                f"chunking.max_len: expected null or a count >= 0, found {_found(max_len)}"
+            )
+    tok = field("tokenizer", dict)
+    if tok is not None:
+        problems.extend(_spacy_problems(tok))
+    return problems
+
+
+def _spacy_problems(tok: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for slot in _PATTERN_SLOTS:
+        rx = tok.get(slot)
+        if rx is None:
+            continue
+        pattern = rx.get("pattern") if isinstance(rx, dict) else None
+        flags = rx.get("flags", 0) if isinstance(rx, dict) else None
+        if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_CHARS:
+            problems.append(
+                f"tokenizer.{slot}: expected {{pattern, flags}} with a pattern of at most "
+                f"{MAX_PATTERN_CHARS:,} characters, found {_found(rx)}"
+            )
+        if not isinstance(flags, int) or isinstance(flags, bool) or flags & ~_PATTERN_FLAGS:
+            problems.append(
+                f"tokenizer.{slot}.flags: expected a combination of re.I, M, S, U, X, A "
+                f"({int(_PATTERN_FLAGS)} at most), found {_found(flags)}"
+            )
+    if not isinstance(tok.get("faster_heuristics", True), bool):
+        problems.append(
+            f"tokenizer.faster_heuristics: expected true or false, found {_found(tok['faster_heuristics'])}"
+        )
+    size = tok.get("max_cache_size", 10000)
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_CACHE_SIZE:
+        problems.append(
+            f"tokenizer.max_cache_size: expected 0 to {MAX_CACHE_SIZE:,}, found {_found(size)}"
+        )
+    cases = tok.get("special_cases", {})
+    if not isinstance(cases, dict):
+        problems.append(f"tokenizer.special_cases: expected an object, found {_found(cases)}")
+    elif len(cases) > MAX_SPECIAL_CASES:
+        problems.append(
+            f"tokenizer.special_cases: {len(cases):,} entries, more than the "
+            f"{MAX_SPECIAL_CASES:,} allowed"
+        )
+    else:
+        for chunk, pieces in cases.items():
+            if (
+                not 0 < len(chunk) <= MAX_SPECIAL_CASE_CHARS
+                or not isinstance(pieces, list)
+                or not 0 < len(pieces) <= MAX_PIECES
+                or not all(isinstance(p, str) for p in pieces)
+            ):
+                problems.append(
+                    f"tokenizer.special_cases[{chunk[:60]!r}]: expected 1 to {MAX_PIECES} "
+                    f"strings for a case of 1 to {MAX_SPECIAL_CASE_CHARS} characters, "
+                    f"found {_found(pieces)}"
+                )
+                break
+    return problems
+
+
+def stock_digest(tok: dict[str, Any]) -> str:
+    """The sha256 of a tokenizer file's spaCy part as spaCy itself defines it for a language:
+    the five patterns, `faster_heuristics` and the special cases other than fastai's special
+    tokens (`xxunk`, `xxbos`, ...: each its own single piece, added by fastai). The cache size,
+    language and version fields are left out (the first is bounded, the others informational)."""
+    cases = {
+        k: v
+        for k, v in tok.get("special_cases", {}).items()
+        if not (_FASTAI_SPECIAL.fullmatch(k) and v == [k])
+    }
+    core = {slot: tok.get(slot) for slot in _PATTERN_SLOTS}
+    core["faster_heuristics"] = tok.get("faster_heuristics", True)
+    core["special_cases"] = cases
+    text = json.dumps(core, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def stock_language(tok: dict[str, Any]) -> str | None:
+    """The spaCy language (and version) whose stock tokenizer this is, or None: an
+    unauthenticated tokenizer file may only be one of these (pipeline/client/spacy_stock.py)."""
+    from pipeline.client.spacy_stock import STOCK
+
+    extra = [
+        k
+        for k, v in tok.get("special_cases", {}).items()
+        if _FASTAI_SPECIAL.fullmatch(k) and v == [k]
+    ]
+    if len(extra) > 64:  # fastai adds 9
+        return None
+    return STOCK.get(stock_digest(tok))
+
+
 # --- the whole pipeline: rules -> spaCy -> ids --------------------------------------------------
 
 
@@ -651,6 +876,12 @@ class TextTokenizer:
                 f"{source}: format version {spec['format_version']}; this fastai-release reads up "
                 f"to {FORMAT_VERSION}: upgrade fastai-release"
             )
+        problems = spec_problems(spec)
+        if problems:
+            shown = problems[:10] + (
+                [f"... and {len(problems) - 10} more"] if len(problems) > 10 else []
+            )
+            raise InputError(f"{source}: malformed tokenizer file ({'; '.join(shown)})")
         self.spec = spec
         self._rules = [_rule(r, f"{source}: rules") for r in spec["rules"]]
         self._post_rules = [_rule(r, f"{source}: post_rules") for r in spec.get("post_rules", [])]

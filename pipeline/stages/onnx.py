@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline import atomic
 from pipeline.client.limits import InputLimits
-from pipeline.client.tokenizer import TextTokenizer
+from pipeline.client.tokenizer import TextTokenizer, stock_language
 from pipeline.errors import GateFailed, InputError
 from pipeline.manifest import ONNX_FILE, TOKENIZER_FILE
 from pipeline.onnx_export import OPSET, export_fp32, quantize_int8, token_parity, tokenizer_spec
@@ -68,6 +68,14 @@ class ExportOnnx:
         learn = ctx.original_learner()
         spec = tokenizer_spec(learn)
         tokenizer = TextTokenizer(spec, TOKENIZER_FILE, limits=InputLimits.unlimited())
+        if stock_language(spec["tokenizer"]) is None:
+            log.warning(
+                "%s: the learner's spaCy tokenizer is not a stock one (spaCy %s, any language): "
+                "servers load the onnx variant only from a signed or pinned release or a local "
+                "directory (pipeline/client/spacy_stock.py)",
+                TOKENIZER_FILE,
+                spec["tokenizer"].get("spacy_version", "?"),
+            )
         sets = {"eval": list(ctx.eval_data.texts)}
         if ctx.train_data is not None:
             sets["train"] = list(ctx.train_data.texts)
