@@ -16,7 +16,13 @@ counts every request, and applies faults per URL path, each consumed by one requ
     server.always(path, Fault.body(b"..."))      # these bytes instead of the file
 
 `server.require_auth(user, password)` answers 401 to requests without that Basic Authorization;
-each `Hit` records the Authorization header it carried.
+each `Hit` records the Authorization header it carried, and the body bytes sent.
+
+Conditional requests, as a web server or CDN answers them: every 200 carries an `ETag` (a digest
+of the body) and a `Last-Modified` (the file's mtime); a GET or HEAD without Range whose
+`If-None-Match` names the current ETag, or (without If-None-Match) whose `If-Modified-Since` is
+not older than the file, is answered `304 Not Modified` with no body. `server.conditional = False`
+turns that off (a host that ignores them: always 200).
 
 `on_body(path, sent)` is called after each chunk of a body, from the server's thread (tests use
 it to kill a client mid-download or fill a disk). Start it with `with MirrorServer(root) as s:`.
@@ -24,6 +30,7 @@ it to kill a client mid-download or fill a disk). Start it with `with MirrorServ
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import struct
@@ -31,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -106,6 +114,7 @@ class Hit:
     range: str | None
     status: int
     authorization: str | None = None
+    sent: int = 0  # body bytes
 
 
 class MirrorServer:
@@ -120,6 +129,7 @@ class MirrorServer:
         self._stop = threading.Event()
         self.on_body: Callable[[str, int], None] | None = None
         self._auth: str | None = None
+        self.conditional = True  # answer If-None-Match / If-Modified-Since with 304
         self._server = QuietServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -253,6 +263,16 @@ class MirrorServer:
                     return
                 else:
                     data = file.read_bytes()
+                etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+                mtime = file.stat().st_mtime if file.is_file() else time.time()
+                modified = formatdate(mtime, usegmt=True)
+                if server.conditional and rng is None and _not_modified(self.headers, etag, mtime):
+                    server._record(Hit(self.command, path, rng, 304, auth))
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.send_header("Last-Modified", modified)
+                    self.end_headers()
+                    return
                 start, status = 0, 200
                 m = re.fullmatch(r"bytes=(\d+)-", rng or "")
                 if m and "ignore_range" not in kinds:
@@ -266,9 +286,13 @@ class MirrorServer:
                 if "corrupt" in kinds and body:
                     i = min(kinds["corrupt"].after, len(body) - 1)
                     body[i] ^= 0xFF
-                server._record(Hit(self.command, path, rng, status, auth))
+                sent = 0 if head else len(body)
+                server._record(Hit(self.command, path, rng, status, auth, sent))
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
+                if server.conditional:
+                    self.send_header("ETag", etag)
+                    self.send_header("Last-Modified", modified)
                 if "bad_encoding" in kinds:
                     self.send_header("Content-Encoding", "gzip")
                 self.send_header("Accept-Ranges", "bytes")
@@ -311,3 +335,17 @@ class MirrorServer:
                     self.close_connection = True  # the client sees the body end early
 
         return Handler
+
+
+def _not_modified(headers: object, etag: str, mtime: float) -> bool:
+    """RFC 9110 13.1: If-None-Match first; If-Modified-Since only without it."""
+    match = headers.get("If-None-Match")  # type: ignore[attr-defined]
+    if match is not None:
+        return match.strip() == "*" or etag in [t.strip() for t in match.split(",")]
+    since = headers.get("If-Modified-Since")  # type: ignore[attr-defined]
+    if since is None:
+        return False
+    try:
+        return int(mtime) <= parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError):
+        return False
