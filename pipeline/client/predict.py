@@ -18,10 +18,12 @@ checked against `InputLimits` first, on either path.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pipeline.client.limits import InputLimits
@@ -210,7 +212,9 @@ class Predictor:
             return self._activation(out)[0]
 
     def __call__(self, text: str) -> tuple[str, dict[str, float]]:
-        probs = self.probabilities(text)
+        return self._answer(self.probabilities(text))
+
+    def _answer(self, probs: Any) -> tuple[str, dict[str, float]]:
         index = int(self._decodes(probs[None])[0])
         values = probs.tolist()
         if len(values) != len(self.labels):
@@ -218,6 +222,117 @@ class Predictor:
                 f"the model gives {len(values)} outputs for {len(self.labels)} labels"
             )
         return self.labels[index], dict(zip(self.labels, values, strict=True))
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def _padding(self) -> tuple[int, int, int | None] | None:
+        """(pad id, bptt, max_len) when this learner's batches can be padded so that each text
+        gets exactly its own answer (fastai's Pad_Chunk with padding first, chunks of the
+        encoder's bptt), else None."""
+        fs = list(getattr(self._dl.before_batch, "fs", []) or [])
+        encoder = self._model[0] if hasattr(self._model, "__getitem__") else None
+        bptt = getattr(encoder, "bptt", None)
+        if len(fs) != 1 or type(fs[0]).__name__ != "Pad_Chunk" or not isinstance(bptt, int):
+            return None
+        pad = fs[0]
+        if not getattr(pad, "pad_first", False) or getattr(pad, "seq_len", None) != bptt:
+            return None
+        return int(pad.pad_idx), bptt, getattr(encoder, "max_len", None)
+
+    def probabilities_batch(self, texts: Sequence[str], *, batch_size: int = 64) -> list[Any]:
+        """`probabilities` of every text, in input order, by batches of at most `batch_size`.
+
+        Batches are padded as fastai pads them (whole chunks of padding before a text, which
+        the SentenceEncoder skips, the rest after it, which its pooling masks), sorted longest
+        first as fastai's SortedDL sorts them, but to a length rounded up to whole chunks:
+        fastai pads to the longest text only, and then the "last output" it pools for a short
+        text falls into that text's leading padding (`masked_concat_pool` counts the padding
+        of the last bptt positions), so `get_preds` and `predict` disagree. Rounded, every
+        text's outputs and pooling are the ones it gets alone; what remains is the batch-wide
+        scale of the quantized model's dynamic activations. A learner whose batches cannot be
+        padded this way, and a text longer than the encoder's `max_len`, run one at a time.
+
+        Raises:
+            InputTooLarge: a text is over `self.limits` (checked for every text before the
+                model runs at all).
+        """
+        from fastai.text.data import pad_chunk
+
+        xs = [self.encode(t) for t in texts]
+        out: list[Any] = [None] * len(xs)
+        padding = self._padding()
+        if padding is None:
+            return [self._probabilities_of(x) for x in xs]
+        pad_idx, bptt, max_len = padding
+        alone = [i for i, x in enumerate(xs) if max_len is not None and len(x) > max_len]
+        for i in alone:
+            out[i] = self._probabilities_of(xs[i])
+        order = sorted((i for i in range(len(xs)) if out[i] is None), key=lambda i: -len(xs[i]))
+        step = max(1, batch_size)
+        for start in range(0, len(order), step):
+            rows = order[start : start + step]
+            width = -(-len(xs[rows[0]]) // bptt) * bptt  # the longest, in whole chunks
+            samples = [
+                (pad_chunk(xs[i], pad_idx=pad_idx, pad_first=True, seq_len=bptt, pad_len=width),)
+                for i in rows
+            ]
+            probs = self._forward(self._dl.after_batch(self._dl.create_batch(samples))[0])
+            for j, i in enumerate(rows):
+                out[i] = probs[j]
+        return out
+
+    def _probabilities_of(self, x: Any) -> Any:
+        batch = self._dl.after_batch(self._dl.create_batch(self._dl.before_batch([(x,)])))
+        return self._forward(batch[0])[0]
+
+    def _forward(self, xb: Any) -> Any:
+        """The activation of the model's output for a batch of ids (one row per text)."""
+        torch = self._torch
+        if isinstance(xb, torch.Tensor):
+            xb = xb.as_subclass(torch.Tensor)  # as fastai's CastToTensor callback does
+        with self._lock, torch.inference_mode(), _contiguous_embeddings(self._model):
+            if self._model.training:
+                self._model.eval()
+            if hasattr(self._model, "reset"):
+                self._model.reset()  # fastai's ModelResetter does this before inference
+            out = self._model(xb)
+            if isinstance(out, tuple | list):  # RNN models return (logits, raw, dropped)
+                out = out[0]
+            return self._activation(out)
+
+    def predict_batch(
+        self, texts: Sequence[str], *, batch_size: int = 64
+    ) -> list[tuple[str, dict[str, float]]]:
+        """`self(text)` for every text, in input order, run in batches (see
+        probabilities_batch).
+
+        Raises:
+            InputTooLarge: a text is over `self.limits` (nothing was run).
+        """
+        return [self._answer(p) for p in self.probabilities_batch(texts, batch_size=batch_size)]
+
+
+def _contiguous(module: Any, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
+
+
+@contextlib.contextmanager
+def _contiguous_embeddings(model: Any) -> Iterator[None]:
+    """Hand every embedding contiguous ids while the block runs. fastai's SentenceEncoder
+    feeds a batch chunk by chunk as `input[:real_bs, i:i + bptt]`, a view that is not
+    contiguous when the batch has several rows and texts longer than one chunk, and the 8-bit
+    embedding of the quantized model (`quantized::embedding_byte`) refuses such ids. The hooks
+    are removed afterwards, so the learner pickles as it was."""
+    handles = [
+        m.register_forward_pre_hook(_contiguous)
+        for m in model.modules()
+        if "Embedding" in type(m).__name__
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 _predictors: weakref.WeakKeyDictionary[Any, Predictor] = weakref.WeakKeyDictionary()
