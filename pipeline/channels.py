@@ -226,9 +226,15 @@ def plan(
     base = max(candidates, key=lambda e: e.index.sequence, default=None)
     if base is not None:
         start = base.index
-    else:  # the first index of these targets: `latest` as the pointer names it
+    else:  # the first index of these targets: the versions every one of them holds, and
+        # `latest` where the pointer names it
         start = Index(model)
+        held = [set(t.store.versions(model)) for t in targets]
+        for v in sorted(set.intersection(*held) if held else set(), key=ix.version_key):
+            start = start.with_version(v)
         pointer = next((t.stored.latest for t in targets if t.stored.latest), None)
+        if pointer is None and start.versions:
+            pointer = start.versions[-1]
         if pointer:
             start = start.with_version(pointer, move_latest=True)
     if change.version is not None:
@@ -378,7 +384,13 @@ def index_after_publish(
     Raises:
         PartialPublishError, ReleaseError: as `apply`.
     """
-    p, results = change_index(publishers, model, Change("add", version), signer, dry_run=dry_run)
+    try:
+        p, results = change_index(
+            publishers, model, Change("add", version), signer, dry_run=dry_run
+        )
+    except ConfigError as e:  # a signed index and no signer: the release itself is published
+        log.warning("%s index not updated: %s", model, e)
+        return []
     for line in describe(p) if dry_run else p.summary():
         log.info("%s", line)
     return results

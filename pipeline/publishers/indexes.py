@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from pipeline import atomic
 from pipeline.errors import RemoteError
 from pipeline.index import INDEX_NAME, MAX_INDEX_BYTES, parse
-from pipeline.manifest import MANIFEST_NAME
+from pipeline.manifest import MANIFEST_NAME, is_safe_version
 
 INDEX_CACHE = "no-cache"  # S3/CDN: revalidate every time (a 304 costs a few hundred bytes)
 GITHUB_PENDING = re.compile(r"index-(\d+)\.json")
@@ -68,6 +68,8 @@ class IndexStore(Protocol):
     def write(self, model: str, data: bytes) -> None: ...
 
     def has_version(self, model: str, version: str) -> bool: ...
+
+    def versions(self, model: str) -> list[str]: ...
 
     def set_latest(self, model: str, version: str) -> None: ...
 
@@ -112,6 +114,16 @@ class LocalIndexStore:
 
     def has_version(self, model: str, version: str) -> bool:
         return (self.p.root / model / version / MANIFEST_NAME).is_file()
+
+    def versions(self, model: str) -> list[str]:
+        d = self.p.root / model
+        if not d.is_dir():
+            return []
+        return [
+            v.name
+            for v in d.iterdir()
+            if v.is_dir() and is_safe_version(v.name) and (v / MANIFEST_NAME).is_file()
+        ]
 
     def set_latest(self, model: str, version: str) -> None:
         atomic.write_text(self.p.root / model / "latest", version + "\n")
@@ -162,6 +174,15 @@ class S3IndexStore:
     def has_version(self, model: str, version: str) -> bool:
         key = self.p.key(model, version, MANIFEST_NAME)
         return key in self.p._list(key)
+
+    def versions(self, model: str) -> list[str]:
+        base = self.p.key(model) + "/"
+        out = []
+        for key in self.p._list(base):
+            parts = key[len(base) :].split("/")
+            if len(parts) == 2 and parts[1] == MANIFEST_NAME and is_safe_version(parts[0]):
+                out.append(parts[0])
+        return out
 
     def set_latest(self, model: str, version: str) -> None:
         from pipeline.publishers.s3 import LATEST, LATEST_CACHE
@@ -300,6 +321,14 @@ class GitHubIndexStore:
         published, _ = self.p._find(self.p.target.tag(model, version))
         return published is not None
 
+    def versions(self, model: str) -> list[str]:
+        self._ready()
+        tags = self.p._call(
+            "list releases",
+            lambda: [r.tag_name for r in self.p._repo.get_releases() if not r.draft],
+        )
+        return _versions_of(tags, self.p.target.tag_pattern, model)
+
     def set_latest(self, model: str, version: str) -> None:  # pragma: no cover - not offered
         raise NotImplementedError
 
@@ -392,8 +421,31 @@ class HubIndexStore:
         with self._session():
             return self.p._tag_target(self.p.target.tag(model, version)) is not None
 
+    def versions(self, model: str) -> list[str]:
+        self._ready()
+        with self._session():
+            exists = self.p._call(
+                "read the repository", lambda: self.p.api.repo_exists(self.p.repo_id)
+            )
+            if not exists:
+                return []
+            refs = self.p._call("list tags", lambda: self.p.api.list_repo_refs(self.p.repo_id))
+        return _versions_of([t.name for t in refs.tags], self.p.target.tag_pattern, model)
+
     def set_latest(self, model: str, version: str) -> None:  # pragma: no cover - not offered
         raise NotImplementedError
+
+
+def _versions_of(tags: list[str], pattern: str, model: str) -> list[str]:
+    """The versions of the tags that have the form `pattern` ("v{version}", "{model}-v{version}")."""
+    prefix, _, suffix = pattern.replace("{model}", model).partition("{version}")
+    out = []
+    for tag in tags:
+        if tag.startswith(prefix) and tag.endswith(suffix) and len(tag) > len(prefix) + len(suffix):
+            v = tag[len(prefix) : len(tag) - len(suffix)]
+            if is_safe_version(v) and v != "index":
+                out.append(v)
+    return out
 
 
 def store_for(publisher: Any) -> IndexStore:
