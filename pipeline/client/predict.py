@@ -225,10 +225,9 @@ class Predictor:
 
     # -- batches -------------------------------------------------------------------------------
 
-    def _padding(self) -> tuple[int, int, int | None] | None:
-        """(pad id, bptt, max_len) when this learner's batches can be padded so that each text
-        gets exactly its own answer (fastai's Pad_Chunk with padding first, chunks of the
-        encoder's bptt), else None."""
+    def _chunked(self) -> int | None:
+        """The encoder's bptt when batches can be made so that each text gets exactly its own
+        answer (fastai's Pad_Chunk, padding first, chunks of the encoder's bptt), else None."""
         fs = list(getattr(self._dl.before_batch, "fs", []) or [])
         encoder = self._model[0] if hasattr(self._model, "__getitem__") else None
         bptt = getattr(encoder, "bptt", None)
@@ -237,48 +236,43 @@ class Predictor:
         pad = fs[0]
         if not getattr(pad, "pad_first", False) or getattr(pad, "seq_len", None) != bptt:
             return None
-        return int(pad.pad_idx), bptt, getattr(encoder, "max_len", None)
+        return bptt
 
     def probabilities_batch(self, texts: Sequence[str], *, batch_size: int = 64) -> list[Any]:
         """`probabilities` of every text, in input order, by batches of at most `batch_size`.
 
-        Batches are padded as fastai pads them (whole chunks of padding before a text, which
-        the SentenceEncoder skips, the rest after it, which its pooling masks), sorted longest
-        first as fastai's SortedDL sorts them, but to a length rounded up to whole chunks:
-        fastai pads to the longest text only, and then the "last output" it pools for a short
-        text falls into that text's leading padding (`masked_concat_pool` counts the padding
-        of the last bptt positions), so `get_preds` and `predict` disagree. Rounded, every
-        text's outputs and pooling are the ones it gets alone; what remains is the batch-wide
-        scale of the quantized model's dynamic activations. A learner whose batches cannot be
-        padded this way, and a text longer than the encoder's `max_len`, run one at a time.
+        Texts are bucketed by their number of 72-token chunks (the encoder's bptt) and sorted
+        longest first, then each batch is padded by fastai's own `before_batch` (Pad_Chunk). In
+        a bucket the padding is shorter than a chunk and all of it follows the text, where the
+        SentenceEncoder's pooling masks it, so every text's outputs and pooling are the ones it
+        gets alone. Across buckets that does not hold: fastai pads a short text with whole
+        chunks in front, and the "last output" its `masked_concat_pool` picks (it counts the
+        padding of the last bptt positions) then lands in that leading padding, which is why
+        fastai's own `get_preds` disagrees with `predict` (by up to 0.65 in probability on the
+        tiny test model). What remains is the batch-wide scale of the quantized model's dynamic
+        INT8 activations. A learner whose batches are not padded this way runs one text at a
+        time.
 
         Raises:
             InputTooLarge: a text is over `self.limits` (checked for every text before the
                 model runs at all).
         """
-        from fastai.text.data import pad_chunk
-
         xs = [self.encode(t) for t in texts]
-        out: list[Any] = [None] * len(xs)
-        padding = self._padding()
-        if padding is None:
+        bptt = self._chunked()
+        if bptt is None:
             return [self._probabilities_of(x) for x in xs]
-        pad_idx, bptt, max_len = padding
-        alone = [i for i, x in enumerate(xs) if max_len is not None and len(x) > max_len]
-        for i in alone:
-            out[i] = self._probabilities_of(xs[i])
-        order = sorted((i for i in range(len(xs)) if out[i] is None), key=lambda i: -len(xs[i]))
+        out: list[Any] = [None] * len(xs)
+        buckets: dict[int, list[int]] = {}
+        for i in sorted(range(len(xs)), key=lambda i: -len(xs[i])):
+            buckets.setdefault(-(-len(xs[i]) // bptt), []).append(i)
         step = max(1, batch_size)
-        for start in range(0, len(order), step):
-            rows = order[start : start + step]
-            width = -(-len(xs[rows[0]]) // bptt) * bptt  # the longest, in whole chunks
-            samples = [
-                (pad_chunk(xs[i], pad_idx=pad_idx, pad_first=True, seq_len=bptt, pad_len=width),)
-                for i in rows
-            ]
-            probs = self._forward(self._dl.after_batch(self._dl.create_batch(samples))[0])
-            for j, i in enumerate(rows):
-                out[i] = probs[j]
+        for rows_of_bucket in buckets.values():
+            for start in range(0, len(rows_of_bucket), step):
+                rows = rows_of_bucket[start : start + step]
+                samples = self._dl.before_batch([(xs[i],) for i in rows])
+                probs = self._forward(self._dl.after_batch(self._dl.create_batch(samples))[0])
+                for j, i in enumerate(rows):
+                    out[i] = probs[j]
         return out
 
     def _probabilities_of(self, x: Any) -> Any:
