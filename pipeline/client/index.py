@@ -314,7 +314,7 @@ class Memory:
         processes sharing the cache never lower it)."""
         path = self.path(model)
         try:
-            with self.cache.lock(f"{model}@index", f"{model} index", timeout=30):
+            with self.cache.lock(f"{model}#index", f"{model} index", timeout=30):
                 known = self.load(model)
                 if known is not None and known.index.sequence >= env.index.sequence:
                     return

@@ -5,8 +5,13 @@ apply, idempotence, kill and resume), and every source reading it back."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -78,6 +83,13 @@ def emulators(tmp_path_factory):
             assert gh.errors == hub.errors == s3.errors == []
 
 
+class Fleet(NamedTuple):
+    publishers: list
+    signer: Any
+    store: Path
+    config: Path  # 0.0.1's release.toml (every target)
+
+
 @pytest.fixture(scope="module")
 def fleet(emulators, tmp_path_factory):
     """0.0.1 and 0.0.2 published, signed, to all four targets: (publishers, signer, store dir)."""
@@ -98,7 +110,7 @@ def fleet(emulators, tmp_path_factory):
         publish(c, settings=settings, policy=policy)
         configs[v] = c
     publishers = publishers_for(configs["0.0.1"], (), settings, policy)
-    return publishers, settings.signer(), tmp_path / "store"
+    return Fleet(publishers, settings.signer(), tmp_path / "store", configs["0.0.1"].path)
 
 
 @pytest.fixture
@@ -119,7 +131,7 @@ def s3(emulators):
 def stored(fleet) -> dict[str, bytes | None]:
     from pipeline.publishers.indexes import store_for
 
-    publishers, _, _ = fleet
+    publishers, _, _, _ = fleet
     return {p.name: store_for(p).read(MODEL).current for p in publishers}
 
 
@@ -150,7 +162,7 @@ def test_publish_lists_each_version_and_moves_latest_on_every_target(fleet, gh, 
 
 
 def test_promote_rollback_yank_undo_each_a_new_sequence_everywhere(fleet, s3) -> None:
-    publishers, signer, store = fleet
+    publishers, signer, store, _ = fleet
     change_index(publishers, MODEL, Change("unyank", "0.0.2"), signer)
     steps = [
         (Change("promote", "0.0.2", "canary"), {"canary": "0.0.2", "latest": "0.0.2"}, {}),
@@ -178,7 +190,7 @@ def test_promote_rollback_yank_undo_each_a_new_sequence_everywhere(fleet, s3) ->
 
 
 def test_dry_run_writes_nothing_and_a_rerun_writes_nothing(fleet, gh, hub, s3) -> None:
-    publishers, signer, _ = fleet
+    publishers, signer, _, _ = fleet
     change_index(publishers, MODEL, Change("promote", "0.0.2", "dry"), signer)
     before, seq = stored(fleet), the_index(fleet).sequence
     for e in (gh, hub, s3):
@@ -203,13 +215,13 @@ def test_dry_run_writes_nothing_and_a_rerun_writes_nothing(fleet, gh, hub, s3) -
 
 
 def test_promote_refuses_a_version_a_target_lacks(fleet) -> None:
-    publishers, signer, _ = fleet
+    publishers, signer, _, _ = fleet
     with pytest.raises(UsageError, match="not published on local, github, huggingface, s3"):
         change_index(publishers, MODEL, Change("promote", "9.9.9", "stable"), signer)
 
 
 def test_a_signed_index_is_not_replaced_by_an_unsigned_one(fleet) -> None:
-    publishers, _, _ = fleet
+    publishers, _, _, _ = fleet
     with pytest.raises(ConfigError, match="RELEASE_SIGNING_KEY"):
         change_index(publishers, MODEL, Change("promote", "0.0.1", "stable"), None)
 
@@ -241,7 +253,7 @@ def test_killed_anywhere_then_resumed_converges_on_every_target(fleet, monkeypat
     request of every target through the publishers' one retry wrapper, and the local store's
     two writes), then run again: every target ends with the same signed document, holding the
     change once, under one new sequence."""
-    publishers, signer, _ = fleet
+    publishers, signer, _, _ = fleet
     counter = {"n": 0}
     rng = random.Random(29)
     changes = [Change("promote", "0.0.1", "stable"), Change("yank", "0.0.2", reason="bad")]
@@ -284,7 +296,7 @@ def _wrap_all(m, publishers, wrap) -> None:
 
 
 def test_every_source_reads_the_index_and_serves_the_channel(fleet, gh, hub, s3, tmp_path) -> None:
-    publishers, signer, store = fleet
+    publishers, signer, store, _ = fleet
     change_index(publishers, MODEL, Change("promote", "0.0.1", "read"), signer)
     seq = the_index(fleet).sequence
     s3.make_public(BUCKET)
@@ -309,9 +321,72 @@ def test_every_source_reads_the_index_and_serves_the_channel(fleet, gh, hub, s3,
 
 
 def test_reissue_adds_an_expiry_and_a_new_sequence(fleet) -> None:
-    publishers, signer, _ = fleet
+    publishers, signer, _, _ = fleet
     before = the_index(fleet)
     change_index(publishers, MODEL, Change("reissue", expires_in=ix.expiry_in_days(7)), signer)
     after = the_index(fleet)
     assert after.sequence == before.sequence + 1 and after.expires is not None
     assert dict(after.channels) == dict(before.channels)
+
+
+@pytest.mark.slow
+def test_a_real_kill_mid_promote_then_the_same_command_finishes_it(fleet, gh, hub) -> None:
+    """`release promote` in a fresh interpreter, SIGKILLed by the emulator in the middle of
+    GitHub's asset replacement (the old index.json deleted, its reply lost, the new document not
+    yet renamed: GitHub serves no index), then the same command again, which finishes it (the
+    other kill points of every target: the in-process test above)."""
+    from tests.integration.publishing.test_kill_resume import Killer, sigint_default
+
+    publishers, signer, _, config = fleet
+    github_hub = [p for p in publishers if p.name in ("github", "huggingface")]
+    env = {
+        **os.environ,
+        "GITHUB_TOKEN": GH_TOKEN,
+        "GITHUB_API_URL": gh.api_url,
+        "HF_TOKEN": HF_TOKEN,
+        "HF_ENDPOINT": hub.url,
+        "RELEASE_SIGNING_KEY": KEY.private_pem,
+    }
+    args = [sys.executable, "-m", "pipeline", "--config", str(config), "promote", MODEL]
+    args += ["--target", "github", "--target", "huggingface"]
+    for n, (version, at, mode) in enumerate([("0.0.1", 2, "lost-reply")]):
+        before = _index_of(github_hub)
+        killer = Killer(at, mode, writes_only=True)
+        gh.hook = hub.hook = killer
+        try:
+            killer.proc = subprocess.Popen(
+                [*args, version, "--channel", "killed"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=sigint_default,
+            )
+            killer.started.set()
+            rc = killer.proc.wait(timeout=300)
+        finally:
+            gh.hook = hub.hook = None
+        assert killer.where is not None and rc == -signal.SIGKILL, (n, killer.where, rc)
+        assert killer.where.startswith("DELETE /api/v3/repos/alice/models/releases/assets/")
+        tag = github_index_tag(MODEL)
+        assets = [
+            a["name"] for r in gh.releases(GH_REPO) if r["tag_name"] == tag for a in r["assets"]
+        ]
+        assert assets == [f"index-{before.sequence + 1}.json"]  # no index.json at this moment
+        resumed = subprocess.run(
+            [*args, version, "--channel", "killed"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        after = _index_of(github_hub)
+        assert after.channels["killed"] == version and after.sequence == before.sequence + 1
+
+
+def _index_of(publishers) -> ix.Index:
+    from pipeline.publishers.indexes import store_for
+
+    docs = {store_for(p).read(MODEL).current for p in publishers}
+    assert len(docs) == 1 and None not in docs
+    return ix.parse(docs.pop(), "t").index
