@@ -237,7 +237,7 @@ def plan(
             pointer = start.versions[-1]
         if pointer:
             start = start.with_version(pointer, move_latest=True)
-    if change.version is not None:
+    if change.version is not None and change.kind in ("promote", "yank", "unyank"):
         missing = [t.store.name for t in targets if not t.store.has_version(model, change.version)]
         known = change.version in start.versions
         if change.kind == "promote" and missing:
@@ -390,6 +390,11 @@ def index_after_publish(
         )
     except ConfigError as e:  # a signed index and no signer: the release itself is published
         log.warning("%s index not updated: %s", model, e)
+        return []
+    except ReleaseError as e:
+        if not dry_run:
+            raise
+        log.warning("%s index: a real publish would update it; reading it failed: %s", model, e)
         return []
     for line in describe(p) if dry_run else p.summary():
         log.info("%s", line)

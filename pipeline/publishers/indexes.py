@@ -419,7 +419,10 @@ class HubIndexStore:
     def has_version(self, model: str, version: str) -> bool:
         self._ready()
         with self._session():
-            return self.p._tag_target(self.p.target.tag(model, version)) is not None
+            exists = self.p._call(
+                "read the repository", lambda: self.p.api.repo_exists(self.p.repo_id)
+            )
+            return exists and self.p._tag_target(self.p.target.tag(model, version)) is not None
 
     def versions(self, model: str) -> list[str]:
         self._ready()
