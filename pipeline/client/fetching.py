@@ -559,7 +559,10 @@ def resolve(
         return release
     if version == "latest":
         why = "no source offers an index or release this client can accept"
-        remembered = _remembered_release(model, version, channel, memory, why, **offline_args)
+        try:
+            remembered = _remembered_release(model, version, channel, memory, why, **offline_args)
+        except ArtifactNotFound as e:
+            raise _kind_of(failures)(f"{e}:\n" + "\n".join(f"  - {f}" for f in failures)) from None
         if remembered is not None:
             remembered.notes = [str(e).splitlines()[0] for e in failures]
             return remembered
@@ -606,7 +609,14 @@ def _remembered_release(
     sources: list[Source],
 ) -> Release | None:
     """For `latest` when no source can be used (offline, unreachable, replaying): the version
-    the index this client verified last names for `channel`, from the cache, or None."""
+    the index this client verified last names for `channel`, from the cache; None when no index
+    was verified here.
+
+    Raises:
+        ArtifactNotFound: an index was verified here, and the version it names for `channel` is
+            not in the cache (the newest cached version is not served instead: it may be the
+            very version the operator rolled back from).
+    """
     if version != "latest":
         return None
     known = memory.load(model)
@@ -614,19 +624,22 @@ def _remembered_release(
         return None
     try:
         pick = known.index.pick(channel)
-    except ReleaseError:
-        return None
+    except ReleaseError as e:
+        raise ArtifactNotFound(f"{model} ({why}): the index this client verified: {e}") from None
     found = _trusted_cached(cache, model, pick.version, trust, sources)
-    if found is None:
-        return None
-    release = _cached_release(found, cache, sources, True, trust)
-    if not any(
+    release = None if found is None else _cached_release(found, cache, sources, True, trust)
+    if release is None or not any(
         _has_variant(release.manifest, v)
         and release.refusal(v) is None
         and cache.installed(model, pick.version, release.manifest.variant(v))
         for v in variants
     ):
-        return None
+        raise ArtifactNotFound(
+            f"{model} ({why}): the index this client verified last (sequence "
+            f"{known.index.sequence}) names {pick.version} for channel {channel!r}, and the cache "
+            f"{cache.root} has no usable copy of it; not serving another version in its place. "
+            f"Fetch it where the network is available: `release fetch {model} --channel {channel}`"
+        )
     log.warning(
         "%s (%s): serving %s %s from the cache %s, as the index this client verified last "
         "(sequence %d) names it for channel %r",

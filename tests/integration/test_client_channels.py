@@ -6,6 +6,7 @@ Fake releases, no torch (the live model and batches are in test_fleet_live.py)."
 from __future__ import annotations
 
 import logging
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -186,6 +187,11 @@ def test_offline_latest_follows_the_remembered_index_not_the_newest_cached(
     assert fetched(c) == "1.0.0"
     offline = client(server, tmp_path / "cache", offline=True)
     assert fetched(offline) == "1.0.0"
+    # the version the index names is gone from the cache (pruned): the newest cached one, the
+    # one rolled back from, is not served in its place
+    shutil.rmtree(tmp_path / "cache" / "m" / "1.0.0")
+    with pytest.raises(ArtifactNotFound, match="names 1.0.0 for channel 'latest'"):
+        fetched(offline)
 
 
 def test_a_channel_needs_an_index(tmp_path) -> None:
