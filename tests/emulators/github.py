@@ -25,7 +25,8 @@ list, get (JSON, or 302 to storage with Accept: application/octet-stream), renam
 already_exists; a body cut short leaves an asset in state "starter", as GitHub does); storage at
 `/api/storage/{id}/{name}` (no auth); public `/{o}/{r}/releases/download/{tag}/{name}` (published
 releases only) answering 302 to storage; storage answers with an ETag and 304 to a matching
-If-None-Match, as GitHub's asset storage does. Tokens: `Authorization: token|Bearer T`; a token is
+If-None-Match, as GitHub's asset storage does, and so do the API's JSON answers (a weak ETag).
+Tokens: `Authorization: token|Bearer T`; a token is
 "write" unless given as `(login, "read")`, which gets push: false and 403 on writes.
 """
 
@@ -279,6 +280,13 @@ class GitHubEmulator(Emulator):
     def route(self, req: Request) -> Reply:
         with self.lock:
             reply = self._route(req)
+        if req.method == "GET" and reply.status == 200 and req.path.startswith(PREFIX + "/"):
+            # the REST API's conditional requests: a weak ETag per JSON answer, 304 when the
+            # client already has it (GitHub does not count a 304 against the rate limit)
+            etag = 'W/"' + hashlib.sha256(reply.body).hexdigest()[:32] + '"'
+            if etag in [t.strip() for t in req.headers.get("If-None-Match", "").split(",")]:
+                reply = Reply(304, b"")
+            reply.headers["ETag"] = etag
         reply.headers.update(self._headers())
         return reply
 

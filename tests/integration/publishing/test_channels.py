@@ -390,3 +390,39 @@ def _index_of(publishers) -> ix.Index:
     docs = {store_for(p).read(MODEL).current for p in publishers}
     assert len(docs) == 1 and None not in docs
     return ix.parse(docs.pop(), "t").index
+
+
+def test_an_idle_poll_is_one_small_request_on_every_host(fleet, gh, hub, s3, tmp_path) -> None:
+    """What a watching server's idle poll costs each host: the second read of an unchanged
+    index, with the first read's validator."""
+    from pipeline.client.index import read_index
+
+    _, _, store, _ = fleet
+    s3.make_public(BUCKET)
+    cases = [
+        (LocalSource(store), None, []),
+        (MirrorSource(s3.public_url(BUCKET, PREFIX)), s3, [("GET", 304)]),
+        (S3Source(BUCKET, PREFIX, endpoint_url=s3.url, region="us-east-1"), s3, [("GET", 304)]),
+        # the public download redirects to storage, which answers 304
+        (
+            GitHubSource(GH_REPO, web_url=gh.url, api_url=gh.api_url),
+            gh,
+            [("GET", 302), ("GET", 304)],
+        ),
+        (
+            GitHubSource(GH_REPO, token=GH_TOKEN, web_url=gh.url, api_url=gh.api_url),
+            gh,
+            [("GET", 304)],  # the release's JSON through the API
+        ),
+        (HfSource(HF_REPO, token=HF_TOKEN, endpoint=hub.url), hub, [("HEAD", 200)]),  # no body
+    ]
+    for source, host, expected in cases:
+        first = read_index(source, MODEL, hf_cache=tmp_path / "hf")
+        assert first.changed, source.name
+        if host is not None:
+            host.clear_log()
+        again = read_index(source, MODEL, first.validator, hf_cache=tmp_path / "hf")
+        assert not again.changed, source.name
+        got = [] if host is None else [(e.method, e.status) for e in host.log]
+        assert got == expected, source.name
+        assert host is None or all(e.sent == 0 for e in host.log), source.name
