@@ -4,7 +4,8 @@
 
 Each comparison runs in this one process tree on this one machine, interleaved and repeated;
 medians and spreads are reported. Rows: size, latency, accuracy, checksum, start, concurrent,
-scale, build. What each row measures and the last run: docs/benchmarks.md.
+fleet, scale, batch and rollout (benchmarks/fleet.py, also `python -m benchmarks.fleet`), build.
+What each row measures and the last run: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ ALL_ROWS = (
     "concurrent",
     "fleet",
     "scale",
+    "batch",
+    "rollout",
 )
 
 
@@ -432,6 +435,16 @@ def render(results: dict[str, Any], command: str) -> str:
                 f"| {k} | {mb(s['bytes'][k])} | {s['ratio_vs_original'][k]:.2f}x | {s['latency_1_thread'][k]['p50_ms']:.1f} ms | {s['speedup_vs_original'][k]:.2f}x |"
             )
         lines.append("")
+    if "batch" in r:
+        from benchmarks.fleet import batch_table
+
+        lines += ["## 9. `predict_batch` against a loop of `predict` (texts/s)", ""]
+        lines += batch_table(r["batch"], r["batch"]["model"]) + [""]
+    if "rollout" in r:
+        from benchmarks.fleet import rollout_table
+
+        lines += ["## 10. A channel rollout and rollback to watching servers", ""]
+        lines += rollout_table(r["rollout"], r["rollout"]["model"]) + [""]
     if "build" in r:
         b = r["build"]
         lines += [
@@ -511,6 +524,21 @@ def main(argv: list[str] | None = None) -> int:
     if "scale" in rows:
         log.info("row 7: 60,000-token vocabulary")
         results["rows"]["scale"] = row_scale(args.config, 60_000, texts, args.rounds)
+    if "batch" in rows or "rollout" in rows:
+        from benchmarks import fleet as fleet_bench
+
+        what = f"the demo model ({c.model.name} {c.model.version})"
+        for row, run_row in (
+            ("batch", lambda: fleet_bench.batch(c.build_dir, args.rounds)),
+            ("rollout", lambda: fleet_bench.rollout(c.build_dir, args.processes)),
+        ):
+            if row not in rows:
+                continue
+            log.info("row %s (benchmarks/fleet.py; alone: python -m benchmarks.fleet)", row)
+            before = fleet_bench.load_average()
+            out = run_row()
+            out.update(model=what, load_before=before, load_after=fleet_bench.load_average())
+            results["rows"][row] = out
     command = (
         "python -m benchmarks.run"
         + (f" {' '.join(argv)}" if argv else " " + " ".join(sys.argv[1:])).rstrip()

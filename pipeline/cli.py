@@ -543,6 +543,21 @@ def _http(retries: int, timeout: float, allow_redirect_hosts: tuple[str, ...]): 
     show_envvar=True,
     help="Use only the cache (also RELEASE_OFFLINE=1); 'latest' is the newest cached version.",
 )
+@click.option(
+    "--channel",
+    envvar="RELEASE_CHANNEL",
+    show_envvar=True,
+    help="With --version latest: the channel of the model index to follow (canary, stable, ...; "
+    "default latest). Yanked versions are skipped; an exact --version of one is served with a "
+    "warning.",
+)
+@click.option(
+    "--index-identity",
+    envvar="RELEASE_INDEX_IDENTITY",
+    show_envvar=True,
+    help="With a Sigstore trust root (--identity, --keyless): the identity that signs the model "
+    "index (the workflow that runs promote and yank). Without it the index is not used.",
+)
 @_transport_options
 @click.option(
     "--load",
@@ -568,6 +583,8 @@ def fetch(
     allow_unverified: bool | None,
     max_age_days: float | None,
     offline: bool | None,
+    channel: str | None,
+    index_identity: str | None,
     retries: int,
     timeout: float,
     source_deadline: float | None,
@@ -617,9 +634,13 @@ def fetch(
         allow_unverified=allow_unverified,
         max_age_days=max_age_days,
         offline=offline,
+        index_identity=index_identity,
     )
+    channel = channel if channel is None or version == "latest" else None
+    if channel is not None and not channel.strip():
+        raise UsageError("--channel: empty; give a channel name or leave the option out")
     if load:
-        loaded = client.load_model(model, version)
+        loaded = client.load_model(model, version, channel=channel)
         click.echo(str(loaded.fetched.path))
         click.echo(
             f"loaded {loaded.fetched.variant} variant; smoke test {loaded.smoke_passed}/"
@@ -627,7 +648,7 @@ def fetch(
             err=True,
         )
         return
-    click.echo(str(client.fetch(model, version).path))
+    click.echo(str(client.fetch(model, version, channel=channel).path))
 
 
 def _sources_or_local_root(
@@ -714,6 +735,251 @@ def list_versions(
                 click.echo(f"  ({printable(note, 200)})")
     if all(x.error for x in listings):
         raise RemoteError(f"list {model}: no source answered")
+
+
+def _index_options(f):  # noqa: ANN001, ANN202
+    """--target (repeatable), --dry-run, --expires-days: what every index command takes."""
+    f = click.option(
+        "--expires-days",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Give the new index an expiry this many days ahead (servers refuse it afterwards: "
+        "re-issue it before, `release reissue`). Default: keep the index's expiry (none at first).",
+    )(f)
+    f = click.option(
+        "--dry-run",
+        is_flag=True,
+        show_envvar=True,
+        help="Print what each target's index would become; change nothing.",
+    )(f)
+    return click.option(
+        "--target",
+        "-t",
+        "targets",
+        multiple=True,
+        help="Whose index to change (repeatable): local, github, huggingface, s3; default: "
+        "[publish] targets in the config. Signing: RELEASE_SIGNING_KEY (and _CERTIFICATE), or "
+        "RELEASE_SIGNING=sigstore in CI, as for publish.",
+    )(f)
+
+
+def _change_index(
+    state: _State,
+    model: str,
+    change,  # noqa: ANN001
+    targets: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    from pipeline import channels
+    from pipeline.publish import check_all, publishers_for
+    from pipeline.publishers.settings import PublishSettings
+
+    settings = PublishSettings.from_env()  # the only place the tokens and the key are read
+    publishers = publishers_for(state.config(), targets, settings)
+    signer = settings.signer()
+    check_all(publishers)
+    plan, results = channels.change_index(publishers, model, change, signer, dry_run=dry_run)
+    if dry_run:
+        click.echo("\n".join(channels.describe(plan)))
+        return
+    for line in plan.summary():
+        log.info("%s", line)
+    for r in results:
+        click.echo(r.line())
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("version")
+@click.option(
+    "--channel",
+    required=True,
+    help="The channel to point at VERSION (e.g. canary, stable, latest).",
+)
+@_index_options
+@click.pass_obj
+def promote(
+    state: _State,
+    model: str,
+    version: str,
+    channel: str,
+    targets: tuple[str, ...],
+    dry_run: bool,
+    expires_days: float | None,
+) -> None:
+    """Point CHANNEL of MODEL at VERSION on every target: the next index sequence, signed.
+
+    Also how a fleet rolls back: promote the older version (its sequence is still the higher
+    one). VERSION must be published on every target. Idempotent; a re-run after a kill
+    finishes the targets the first run missed (exit 7 when some fail).
+    """
+    from pipeline.channels import Change
+    from pipeline.index import check_channel, expiry_in_days
+
+    change = Change(
+        "promote", version, check_channel(channel), expires_in=expiry_in_days(expires_days)
+    )
+    _change_index(state, model, change, targets, dry_run)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("version")
+@click.option(
+    "--reason", help="Why (shown to every server that is pinned to it). Required unless --undo."
+)
+@click.option("--undo", is_flag=True, help="Withdraw the yank.")
+@_index_options
+@click.pass_obj
+def yank(
+    state: _State,
+    model: str,
+    version: str,
+    reason: str | None,
+    undo: bool,
+    targets: tuple[str, ...],
+    dry_run: bool,
+    expires_days: float | None,
+) -> None:
+    """Mark VERSION of MODEL yanked on every target (PEP 592): channels skip it (serving the
+    newest older version that is not yanked), an exact pin still gets it, with a warning that
+    carries REASON. `--undo` withdraws the yank."""
+    from pipeline.channels import Change
+    from pipeline.errors import UsageError
+    from pipeline.index import MAX_REASON, expiry_in_days
+
+    if undo:
+        if reason:
+            raise UsageError("yank --undo takes no --reason")
+        change = Change("unyank", version, expires_in=expiry_in_days(expires_days))
+    else:
+        if not reason or not reason.strip():
+            raise UsageError("yank: --reason is required (servers pinned to the version see it)")
+        if len(reason) > MAX_REASON:
+            raise UsageError(f"--reason: {len(reason)} characters, at most {MAX_REASON}")
+        change = Change(
+            "yank", version, reason=reason.strip(), expires_in=expiry_in_days(expires_days)
+        )
+    _change_index(state, model, change, targets, dry_run)
+
+
+@cli.command()
+@click.argument("model")
+@_index_options
+@click.pass_obj
+def reissue(
+    state: _State, model: str, targets: tuple[str, ...], dry_run: bool, expires_days: float | None
+) -> None:
+    """Sign MODEL's index again, unchanged, under the next sequence and a new issue time (and
+    --expires-days): for servers that refuse an old index (--max-age-days) or past its expiry."""
+    from pipeline.channels import Change
+    from pipeline.index import expiry_in_days
+
+    _change_index(
+        state, model, Change("reissue", expires_in=expiry_in_days(expires_days)), targets, dry_run
+    )
+
+
+@cli.command()
+@click.argument("model")
+@click.option(
+    "--source",
+    "-s",
+    "sources",
+    multiple=True,
+    show_envvar=True,
+    help="A source to read (repeatable): hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror, "
+    "s3://BUCKET/PREFIX, or a directory. Default: [publish.local] root of the config.",
+)
+@_trust_root_options
+@click.option(
+    "--index-identity",
+    envvar="RELEASE_INDEX_IDENTITY",
+    show_envvar=True,
+    help="With a Sigstore trust root: the identity that signs the model index.",
+)
+@click.option(
+    "--max-age-days",
+    type=click.FloatRange(min=0, min_open=True),
+    show_envvar=True,
+    help="Report an index issued longer ago than this as refused (as servers with it would).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def status(
+    ctx: click.Context,
+    model: str,
+    sources: tuple[str, ...],
+    public_key: str | None,
+    certificate_chain: str | None,
+    identity: str | None,
+    identity_issuer: str | None,
+    sigstore_trust_root: str | None,
+    index_identity: str | None,
+    max_age_days: float | None,
+    as_json: bool,
+) -> None:
+    """MODEL's index on each source: channels and what they serve, versions, yanked versions
+    with their reasons, sequence, signed (and verified, with a trust root), age.
+
+    Exit 6 when no source answered, 5 when a trust root is given and no source's index verifies.
+    """
+    from pipeline.client import parse_source
+    from pipeline.client.index import status as read_status
+    from pipeline.client.trust import Trust
+    from pipeline.errors import IntegrityError, RemoteError, UsageError
+
+    _refuse_blank_env(ctx, ("public_key", "certificate_chain", "identity", "identity_issuer"))
+    state: _State = ctx.obj
+    sources = _sources_or_local_root(state, sources, "status")
+    try:
+        parsed = [parse_source(s) for s in sources]
+    except ValueError as e:
+        raise UsageError(f"--source {e}") from e
+    trust = Trust.from_options(
+        public_key,
+        certificate_chain=certificate_chain,
+        identity=identity,
+        issuer=identity_issuer,
+        sigstore_trust_root=sigstore_trust_root,
+        max_age=None if max_age_days is None else max_age_days * 86400,
+    )
+    rows = read_status(parsed, model, trust=trust, index_identity=index_identity)
+    if as_json:
+        click.echo(json.dumps({"model": model, "sources": [r.to_dict() for r in rows]}, indent=2))
+    else:
+        for r in rows:
+            if r.sequence is None:
+                click.echo(
+                    f"{r.source}: {r.problem}" + (f"; latest {r.latest}" if r.latest else "")
+                )
+                continue
+            signed = r.verified or (
+                "signed (not checked: no trust root given)" if r.signed else "UNSIGNED"
+            )
+            click.echo(
+                f"{r.source}: sequence {r.sequence}, issued {r.issued} ({r.age_days:.1f} days ago), "
+                f"expires {r.expires or 'never'}; {signed}"
+            )
+            if r.problem:
+                click.echo(f"  REFUSED by servers: {r.problem}")
+            for name in sorted(r.channels):
+                served = r.serves.get(name)
+                note = (
+                    "" if served == r.channels[name] else f" (yanked: serves {served or 'nothing'})"
+                )
+                click.echo(f"  channel {name:<12} {r.channels[name]}{note}")
+            for v in reversed(r.versions):
+                y = f"  YANKED: {r.yanked[v]}" if v in r.yanked else ""
+                click.echo(f"  {v}{y}")
+            if r.latest is not None and r.latest != r.serves.get("latest"):
+                click.echo(f"  latest pointer (older clients): {r.latest}")
+    answered = [
+        r for r in rows if r.sequence is not None or (r.problem or "").startswith("no index")
+    ]
+    if not answered:
+        raise RemoteError(f"status {model}: no source answered")
+    if trust.root is not None and not any(r.verified for r in rows):
+        raise IntegrityError(f"status {model}: no source has an index signed by {trust.describe()}")
 
 
 @cli.group()

@@ -310,9 +310,13 @@ def export_fp32(stripped: Any, path: Path) -> Path:
         state += [torch.zeros(1, 1, rnn.hidden_size), torch.zeros(1, 1, rnn.hidden_size)]
     out_sz = step.rnns[-1].hidden_size  # the last layer's outputs are what is pooled
     state += [torch.full((1, out_sz), float("-inf")), torch.zeros(1, out_sz), torch.zeros(1, 1)]
-    # any ids inside every vocabulary (xxbos, xxunk); the length axis is declared dynamic
+    # any ids inside every vocabulary (xxbos, xxunk); the length and batch axes are dynamic
     tokens = torch.tensor([[2, 0, 0, 0]], dtype=torch.long)
     ins, outs = state_names(n)
+    # the batch axis is dynamic too, so a server can run texts of one length together
+    # (client/onnx_model.py predict_batch); one text at a time gives the same numbers as before
+    batch = {name: {1 if name[0] in "hc" else 0: "batch"} for name in (*ins, *outs)}
+    dynamic = {"tokens": {0: "batch", 1: "length"}, "probs": {0: "batch"}, **batch}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -321,7 +325,7 @@ def export_fp32(stripped: Any, path: Path) -> Path:
             str(path),
             input_names=["tokens", *ins],
             output_names=["probs", *outs],
-            dynamic_axes={"tokens": {1: "length"}},
+            dynamic_axes=dynamic,
             opset_version=OPSET,
             dynamo=False,
             do_constant_folding=True,

@@ -239,7 +239,7 @@ def publish(
             else:
                 atomic.write_bytes(sig_path, signature)
                 log.info("signed the release: %s", sig_path)
-        return _run(
+        results = _run(
             publishers,
             release_dir,
             manifest,
@@ -247,6 +247,21 @@ def publish(
             force=force,
             config_name=config.path.name,
         )
+    _update_index(publishers, manifest, signer, dry_run=dry_run)
+    return results
+
+
+def _update_index(
+    publishers: list[Publisher], manifest: Manifest, signer: signing.Signer | None, *, dry_run: bool
+) -> None:
+    """Every target published: list the version in each target's model index (pipeline/channels.py).
+
+    Raises:
+        PartialPublishError, ReleaseError: a target's index could not be written (run again).
+    """
+    from pipeline.channels import index_after_publish
+
+    index_after_publish(publishers, manifest.model, manifest.version, signer, dry_run=dry_run)
 
 
 def _run(

@@ -347,6 +347,37 @@ class Signer:
                 ) from None
             return out.read_bytes()
 
+    def sign_blob(self, name: str, data: bytes, subject: str) -> bytes:
+        """A bundle over a one-file release: `name` holding `data` (the model index,
+        pipeline/index.py), made exactly as `sign` makes `model.sig`, so one trust root checks both.
+
+        Raises:
+            ConfigError: the key or certificate cannot sign.
+            RemoteError: keyless signing failed (no OIDC token, Sigstore unreachable).
+        """
+        from pipeline.errors import RemoteError
+
+        with tempfile.TemporaryDirectory(prefix="release-sign-") as tmp_s:
+            tmp = Path(tmp_s)
+            secret = tmp / "secret"
+            secret.mkdir(mode=0o700)
+            view = tmp / subject
+            view.mkdir()
+            (view / name).write_bytes(data)
+            out = tmp / "bundle.sig"
+            try:
+                self._config(secret).sign(view, out)
+            except Exception as e:
+                if self.method != "sigstore":
+                    raise ConfigError(
+                        f"{self.method} signing of {name} failed: {type(e).__name__}: {_first_line(e)}"
+                    ) from None
+                raise RemoteError(
+                    f"Sigstore keyless signing of {name} failed: {type(e).__name__}: "
+                    f"{_first_line(e)}; it needs an OIDC token and Fulcio and Rekor (the internet)"
+                ) from None
+            return out.read_bytes()
+
 
 def release_files(manifest: Manifest) -> list[str]:
     """The names a release's bundle covers: manifest.json and every file of the manifest."""

@@ -21,7 +21,14 @@ counts every request, and applies faults per URL path, each consumed by one requ
 
 `server.require_auth(user, password)` answers 401 to requests without that Basic Authorization;
 `server.require_query(query)` answers 403 to requests whose query string is not that one. Each
-`Hit` records the Authorization header it carried, every request header and the query string.
+`Hit` records the Authorization header it carried, every request header, the query string and
+the body bytes sent.
+
+Conditional requests, as a web server or CDN answers them: every 200 carries an `ETag` (a digest
+of the body) and a `Last-Modified` (the file's mtime); a GET or HEAD without Range whose
+`If-None-Match` names the current ETag, or (without If-None-Match) whose `If-Modified-Since` is
+not older than the file, is answered `304 Not Modified` with no body. `server.conditional = False`
+turns that off (a host that ignores them: always 200).
 
 `on_body(path, sent)` is called after each chunk of a body, from the server's thread (tests use
 it to kill a client mid-download or fill a disk). Start it with `with MirrorServer(root) as s:`.
@@ -29,6 +36,7 @@ it to kill a client mid-download or fill a disk). Start it with `with MirrorServ
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import struct
@@ -36,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -128,6 +137,7 @@ class Hit:
     authorization: str | None = None
     headers: tuple[tuple[str, str], ...] = ()  # every request header, in order
     query: str = ""
+    sent: int = 0  # body bytes
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k.lower() == name.lower()), None)
@@ -146,6 +156,7 @@ class MirrorServer:
         self.on_body: Callable[[str, int], None] | None = None
         self._auth: str | None = None
         self._query: str | None = None
+        self.conditional = True  # answer If-None-Match / If-Modified-Since with 304
         self._server = QuietServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -243,8 +254,8 @@ class MirrorServer:
                 kinds = {f.kind: f for f in faults}
                 sent_headers = tuple(self.headers.items())
 
-                def hit(status: int, auth: str | None = None) -> Hit:
-                    return Hit(self.command, path, rng, status, auth, sent_headers, query)
+                def hit(status: int, auth: str | None = None, sent: int = 0) -> Hit:
+                    return Hit(self.command, path, rng, status, auth, sent_headers, query, sent)
 
                 if server._auth is not None and auth != server._auth:
                     server._record(hit(401, auth))
@@ -300,6 +311,16 @@ class MirrorServer:
                     return
                 else:
                     data = file.read_bytes()
+                etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+                mtime = file.stat().st_mtime if file.is_file() else time.time()
+                modified = formatdate(mtime, usegmt=True)
+                if server.conditional and rng is None and _not_modified(self.headers, etag, mtime):
+                    server._record(hit(304, auth))
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.send_header("Last-Modified", modified)
+                    self.end_headers()
+                    return
                 start, status = 0, 200
                 m = re.fullmatch(r"bytes=(\d+)-", rng or "")
                 if m and "ignore_range" not in kinds:
@@ -313,9 +334,12 @@ class MirrorServer:
                 if "corrupt" in kinds and body:
                     i = min(kinds["corrupt"].after, len(body) - 1)
                     body[i] ^= 0xFF
-                server._record(hit(status, auth))
+                server._record(hit(status, auth, 0 if head else len(body)))
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
+                if server.conditional:
+                    self.send_header("ETag", etag)
+                    self.send_header("Last-Modified", modified)
                 if "bad_encoding" in kinds:
                     self.send_header("Content-Encoding", "gzip")
                 if "encoded" in kinds:
@@ -379,3 +403,17 @@ class MirrorServer:
                 self.close_connection = True
 
         return Handler
+
+
+def _not_modified(headers: object, etag: str, mtime: float) -> bool:
+    """RFC 9110 13.1: If-None-Match first; If-Modified-Since only without it."""
+    match = headers.get("If-None-Match")  # type: ignore[attr-defined]
+    if match is not None:
+        return match.strip() == "*" or etag in [t.strip() for t in match.split(",")]
+    since = headers.get("If-Modified-Since")  # type: ignore[attr-defined]
+    if since is None:
+        return False
+    try:
+        return int(mtime) <= parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError):
+        return False

@@ -55,6 +55,8 @@ ENV = {
     "max_age": "RELEASE_MAX_AGE_DAYS",
     "source_deadline": SOURCE_DEADLINE_ENV,  # seconds one fetch may spend on one source
     "allow_redirect_hosts": REDIRECT_HOSTS_ENV,  # comma- or whitespace-separated
+    "channel": "RELEASE_CHANNEL",
+    "index_identity": "RELEASE_INDEX_IDENTITY",
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -97,6 +99,8 @@ class Client:
         offline: use only the cache; None reads $RELEASE_OFFLINE (once, here).
         variants: default order of variants (default: by what is installed).
         lock_timeout: seconds to wait for another process downloading the same file.
+        channel: the channel `latest` resolves through (the model index; default "latest").
+        index_identity: with a Sigstore trust root, the identity that signs model indexes.
 
     Raises:
         ConfigError: an empty key, pin or identity, two trust roots, an unreadable key, a
@@ -125,7 +129,13 @@ class Client:
         lock_timeout: float | None = None,
         allow_redirect_hosts: Sequence[str] | str | None = None,
         source_deadline: float | None = None,
+        channel: str | None = None,
+        index_identity: str | None = None,
     ):
+        from pipeline.index import DEFAULT_CHANNEL, check_channel
+
+        self.channel = check_channel(channel) if channel is not None else DEFAULT_CHANNEL
+        self.index_identity = index_identity
         hosts = host_patterns(allow_redirect_hosts)
         if http is None:
             http = Http()
@@ -165,7 +175,8 @@ class Client:
         Reads RELEASE_SOURCES, RELEASE_CACHE_DIR, RELEASE_OFFLINE, RELEASE_PUBLIC_KEY,
         RELEASE_CERTIFICATE_CHAIN, RELEASE_IDENTITY, RELEASE_IDENTITY_ISSUER,
         RELEASE_SIGSTORE_TRUST_ROOT, RELEASE_KEYLESS, RELEASE_PIN, RELEASE_ALLOW_UNVERIFIED,
-        RELEASE_MAX_AGE_DAYS, RELEASE_SOURCE_DEADLINE and RELEASE_ALLOW_REDIRECT_HOSTS.
+        RELEASE_MAX_AGE_DAYS, RELEASE_SOURCE_DEADLINE, RELEASE_ALLOW_REDIRECT_HOSTS,
+        RELEASE_CHANNEL and RELEASE_INDEX_IDENTITY.
 
         Raises:
             ConfigError: a variable that is set but empty or blank, or not of its form.
@@ -209,10 +220,28 @@ class Client:
     def _variants(self, variants: Sequence[str] | None) -> tuple[str, ...]:
         return tuple(variants) if variants else self.variants or default_variants()
 
+    def _channel(self, version: str, channel: str | None) -> str:
+        from pipeline.errors import UsageError
+        from pipeline.index import check_channel
+
+        if channel is None:
+            return self.channel
+        if version != "latest":
+            raise UsageError(
+                f"version {version} and channel {channel!r}: give an exact version or a channel"
+            )
+        return check_channel(channel)
+
     def resolve(
-        self, model: str, version: str = "latest", *, variants: Sequence[str] | None = None
+        self,
+        model: str,
+        version: str = "latest",
+        *,
+        variants: Sequence[str] | None = None,
+        channel: str | None = None,
     ) -> Release:
-        """The trusted manifest of `model` `version` (see fetching.resolve)."""
+        """The trusted manifest of `model` `version`, or of what `channel` names (default: the
+        client's channel) when `version` is "latest" (see fetching.resolve)."""
         with source_deadlines(self.source_deadline):
             return resolve(
                 model,
@@ -222,10 +251,48 @@ class Client:
                 cache=self.cache,
                 offline=self.offline,
                 variants=self._variants(variants),
+                channel=self._channel(version, channel),
+                index_identity=self.index_identity,
             )
 
+    def watch(
+        self,
+        model: str,
+        *,
+        channel: str | None = None,
+        every: float = 60.0,
+        jitter: float = 0.1,
+        variants: Sequence[str] | None = None,
+        input_limits: Any = None,
+        start: bool = True,
+    ) -> Any:
+        """A live model that follows `channel`: loaded now (as `load_model`), then polled every
+        `every` seconds (+- `jitter` of it) in a background thread; a new version is fetched,
+        verified and smoke-tested before it replaces the one in use (see client/watch.py).
+
+        Raises:
+            As load_model, for the first load.
+        """
+        from pipeline.client.watch import LiveModel
+
+        return LiveModel(
+            self,
+            model,
+            channel=self._channel("latest", channel),
+            every=every,
+            jitter=jitter,
+            variants=variants,
+            input_limits=input_limits,
+            start=start,
+        )
+
     def fetch(
-        self, model: str, version: str = "latest", *, variants: Sequence[str] | None = None
+        self,
+        model: str,
+        version: str = "latest",
+        *,
+        variants: Sequence[str] | None = None,
+        channel: str | None = None,
     ) -> FetchResult:
         """Bring the first variant that can be had into the cache, verified; load nothing.
 
@@ -240,7 +307,9 @@ class Client:
         """
         chosen = self._variants(variants)
         with source_deadlines(self.source_deadline):  # one budget per source for the fetch
-            return fetch_release(self.resolve(model, version, variants=chosen), chosen)
+            return fetch_release(
+                self.resolve(model, version, variants=chosen, channel=channel), chosen
+            )
 
     def load_model(
         self,
@@ -250,6 +319,7 @@ class Client:
         variants: Sequence[str] | None = None,
         smoke_test: bool = True,
         input_limits: Any = None,
+        channel: str | None = None,
     ) -> LoadedModel:
         """Fetch, verify, load and smoke-test a model: what a server calls on start.
 
@@ -271,7 +341,7 @@ class Client:
         start = time.perf_counter()
         chosen = self._variants(variants)
         with source_deadlines(self.source_deadline):  # one budget per source for the load
-            release = self.resolve(model, version, variants=chosen)
+            release = self.resolve(model, version, variants=chosen, channel=channel)
             return load_release(
                 release, chosen, smoke_test=smoke_test, start=start, input_limits=input_limits
             )
@@ -282,10 +352,11 @@ def fetch(
     version: str = "latest",
     *,
     variants: Sequence[str] | None = None,
+    channel: str | None = None,
     **client_options: Any,
 ) -> FetchResult:
-    """`Client(**client_options).fetch(model, version, variants=variants)`; see `Client`."""
-    return Client(**client_options).fetch(model, version, variants=variants)
+    """`Client(**client_options).fetch(model, version, variants=..., channel=...)`; see `Client`."""
+    return Client(**client_options).fetch(model, version, variants=variants, channel=channel)
 
 
 def load_model(
@@ -295,9 +366,15 @@ def load_model(
     variants: Sequence[str] | None = None,
     smoke_test: bool = True,
     input_limits: Any = None,
+    channel: str | None = None,
     **client_options: Any,
 ) -> LoadedModel:
     """`Client(**client_options).load_model(...)`: what a server calls on start; see `Client`."""
     return Client(**client_options).load_model(
-        model, version, variants=variants, smoke_test=smoke_test, input_limits=input_limits
+        model,
+        version,
+        variants=variants,
+        smoke_test=smoke_test,
+        input_limits=input_limits,
+        channel=channel,
     )

@@ -199,6 +199,8 @@ class Release:
     trust: Trust = field(default_factory=Trust)
     authenticated: str | None = None  # how the manifest was authenticated (trust.check)
     local: bool = False  # the manifest is the one in a local directory source
+    choice: Any = None  # the index's answer for the channel (client/index.Choice), if any
+    yanked: str | None = None  # why this version is yanked (an exact pin of it), if it is
 
     def refusal(self, variant: str) -> Untrusted | None:
         """Why `variant` may not be used with this manifest, or None (see trust.py)."""
@@ -558,41 +560,75 @@ def resolve(
     cache: Cache | None = None,
     offline: bool | None = None,
     variants: Sequence[str] = DEFAULT_VARIANTS,
+    channel: str = "latest",
+    index_identity: str | None = None,
 ) -> Release:
-    """Find the trusted manifest of `model` `version` (see the module docstring).
+    """Find the trusted manifest of `model` `version` (see the module docstring); for
+    `version="latest"`, the version `channel` names in the source's model index (see
+    client/index.py; without an index, `latest` as before).
 
     Raises:
         InputError: the model or version name is not a plain name.
         IntegrityError: every manifest found failed the trust checks, was older than the
-            newest version this cache verified (rollback), or too old (freeze) (exit 5).
+            newest version this cache verified (rollback), or too old (freeze) (exit 5); every
+            index was replayed, expired or badly signed.
         ArtifactNotFound: no source has the release, or offline with nothing cached.
         Unreachable: no source could be reached and nothing usable is cached.
     """
+    from pipeline.client import index as idx
+
     _check_name("model", model)
     if version != "latest":
         _check_name("version", version)
     trust = trust or Trust()
     cache = cache or Cache()
     sources = list(sources)
+    memory = idx.Memory(cache, trust, index_identity)
     offline_args = {"cache": cache, "trust": trust, "variants": variants, "sources": sources}
     if offline_from_env(offline):
-        return _offline_release(model, version, why="offline mode requested", **offline_args)
+        remembered = _remembered_release(
+            model, version, channel, memory, "offline mode requested", **offline_args
+        )
+        if remembered is not None:
+            return remembered
+        release = _offline_release(model, version, why="offline mode requested", **offline_args)
+        return release if version == "latest" else _pinned_note(release, memory)
     if version != "latest":
         cached = _trusted_cached(cache, model, version, trust, sources)
         if cached is not None:
             log.debug("%s %s: manifest from the cache %s", model, version, cache.root)
-            return _cached_release(cached, cache, sources, False, trust)
+            return _pinned_note(_cached_release(cached, cache, sources, False, trust), memory)
     if not sources:
         return _offline_release(model, version, why="no source configured", **offline_args)
     floor = _newest_verified(cache, model, trust, sources) if version == "latest" else None
     failures: list[Exception] = []
     rolled_back = False
     for i, source in enumerate(sources):
+        choice = None
         try:
-            found = _from_source(source, model, version, trust)
+            if version == "latest":
+                choice = idx.choose(
+                    source,
+                    model,
+                    channel,
+                    trust=trust,
+                    memory=memory,
+                    index_identity=index_identity,
+                )
+                if choice is None and channel != "latest":
+                    raise ArtifactNotFound(
+                        f"{source.name}: no model index of {model}, so no channel {channel!r}; "
+                        "`release promote` writes one"
+                    )
+            found = _from_source(source, model, choice.version if choice else version, trust)
             where = f"{source.name}: {model}/{found.version}/{MANIFEST_NAME}"
-            if floor is not None and version_key(found.manifest.version) < version_key(
-                floor.cv.version
+            # a version a verified index (or the operator's own directory) names may be lower
+            # than the cache's newest: that is an operator's rollback, the index's sequence is
+            # what never goes back
+            if (
+                floor is not None
+                and not (choice is not None and choice.trusted)
+                and version_key(found.manifest.version) < version_key(floor.cv.version)
             ):
                 rolled_back = True
                 raise IntegrityError(
@@ -600,7 +636,7 @@ def resolve(
                     f"which this cache already verified: refusing to roll back (pin "
                     f"--version {found.manifest.version} to go back on purpose)"
                 )
-            if version == "latest":
+            if version == "latest" and choice is None:  # an index's own age was checked
                 trust.check_age(found.manifest, where)
             if conflict := _conflict(cache, found, source, trust, sources):
                 raise IntegrityError(f"{where}: {conflict}")
@@ -620,7 +656,7 @@ def resolve(
             found.authenticated or "not authenticated",
         )
         ordered = [source, *sources[:i], *sources[i + 1 :]]
-        return Release(
+        release = Release(
             model,
             found.version,
             found.manifest,
@@ -632,7 +668,28 @@ def resolve(
             trust=trust,
             authenticated=found.authenticated,
             local=is_local(source),
+            choice=choice,
         )
+        if version != "latest":
+            release.yanked = idx.yank_reason(
+                model,
+                version,
+                memory=memory,
+                source=source,
+                trust=trust,
+                index_identity=index_identity,
+            )
+            idx.warn_yanked(model, version, release.yanked)
+        return release
+    if version == "latest":
+        why = "no source offers an index or release this client can accept"
+        try:
+            remembered = _remembered_release(model, version, channel, memory, why, **offline_args)
+        except ArtifactNotFound as e:
+            raise _kind_of(failures)(f"{e}:\n" + "\n".join(f"  - {f}" for f in failures)) from None
+        if remembered is not None:
+            remembered.notes = [str(e).splitlines()[0] for e in failures]
+            return remembered
     if rolled_back and floor is not None:
         release = _cached_release(floor, cache, sources, False, trust)
         if any(release.refusal(v) is None and _has_variant(release.manifest, v) for v in variants):
@@ -652,6 +709,73 @@ def resolve(
         f"{model} {version}: no source could provide a trusted manifest:\n"
         + "\n".join(f"  - {e}" for e in failures)
     )
+
+
+def _pinned_note(release: Release, memory: Any) -> Release:
+    """An exact version from the cache: the remembered index says whether it is yanked."""
+    from pipeline.client import index as idx
+
+    release.yanked = idx.yank_reason(release.model, release.version, memory=memory)
+    idx.warn_yanked(release.model, release.version, release.yanked)
+    return release
+
+
+def _remembered_release(
+    model: str,
+    version: str,
+    channel: str,
+    memory: Any,
+    why: str,
+    *,
+    cache: Cache,
+    trust: Trust,
+    variants: Sequence[str],
+    sources: list[Source],
+) -> Release | None:
+    """For `latest` when no source can be used (offline, unreachable, replaying): the version
+    the index this client verified last names for `channel`, from the cache; None when no index
+    was verified here.
+
+    Raises:
+        ArtifactNotFound: an index was verified here, and the version it names for `channel` is
+            not in the cache (the newest cached version is not served instead: it may be the
+            very version the operator rolled back from).
+    """
+    if version != "latest":
+        return None
+    known = memory.load(model)
+    if known is None:
+        return None
+    try:
+        pick = known.index.pick(channel)
+    except ReleaseError as e:
+        raise ArtifactNotFound(f"{model} ({why}): the index this client verified: {e}") from None
+    found = _trusted_cached(cache, model, pick.version, trust, sources)
+    release = None if found is None else _cached_release(found, cache, sources, True, trust)
+    if release is None or not any(
+        _has_variant(release.manifest, v)
+        and release.refusal(v) is None
+        and cache.installed(model, pick.version, release.manifest.variant(v))
+        for v in variants
+    ):
+        raise ArtifactNotFound(
+            f"{model} ({why}): the index this client verified last (sequence "
+            f"{known.index.sequence}) names {pick.version} for channel {channel!r}, and the cache "
+            f"{cache.root} has no usable copy of it; not serving another version in its place. "
+            f"Fetch it where the network is available: `release fetch {model} --channel {channel}`"
+        )
+    log.warning(
+        "%s (%s): serving %s %s from the cache %s, as the index this client verified last "
+        "(sequence %d) names it for channel %r",
+        model,
+        why,
+        model,
+        pick.version,
+        cache.root,
+        known.index.sequence,
+        channel,
+    )
+    return release
 
 
 def fetch_release(release: Release, variants: Sequence[str]) -> FetchResult:

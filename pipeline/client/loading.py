@@ -84,6 +84,24 @@ class LoadedModel:
             return self.predictor(text)
         return learner_predict(self.learner, text, self.limits, threads=self.threads)
 
+    def predict_batch(
+        self, texts: Sequence[str], *, batch_size: int = 64
+    ) -> list[tuple[str, dict[str, float]]]:
+        """`predict` of every text, in input order, run in batches of at most `batch_size`
+        where the variant can (the pickle's fast path: fastai's padding; onnx: texts of the
+        same length together, or one by one on a graph of batch 1), one by one otherwise.
+
+        Raises:
+            InputTooLarge: a text is over `self.limits` (every text is checked before any runs).
+        """
+        texts = list(texts)
+        for text in texts:
+            self.limits.check(text)
+        batch = getattr(self.predictor, "predict_batch", None)
+        if batch is not None:
+            return batch(texts, batch_size=batch_size)
+        return [self.predict(t) for t in texts]
+
 
 def _major_minor(v: str) -> tuple[str, ...]:
     return tuple(v.split("+")[0].split(".")[:2])

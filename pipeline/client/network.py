@@ -832,6 +832,46 @@ class Http:
         except (ValueError, RecursionError) as e:
             raise BadResponse(f"{what}: {_safe(url)} did not answer JSON: {e}") from None
 
+    def get_if_changed(
+        self,
+        url: str,
+        *,
+        what: str,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        headers: dict[str, str] | None = None,
+        limit: int = SMALL_FILE_LIMIT,
+    ) -> tuple[bytes | None, str | None, str | None]:
+        """A small file unless unchanged: (the body, or None when the server answered 304 Not
+        Modified to If-None-Match `etag` / If-Modified-Since `last_modified`; its ETag; its
+        Last-Modified). What polls a model index (pipeline/client/index.py) uses.
+
+        Raises:
+            As get_bytes.
+        """
+        h = {**(headers or {})}
+        if etag:
+            h["If-None-Match"] = etag
+        elif last_modified:
+            h["If-Modified-Since"] = last_modified
+
+        def attempt(deadline: float) -> tuple[bytes | None, str | None, str | None]:
+            with self._stream(url, h, what, deadline) as (r, check):
+                if r.status_code == 304:
+                    return None, etag, last_modified
+                self._check_status(r, what, url)
+                rate = _Rate(self.policy, self.clock)
+                body = bytearray()
+                for chunk in r.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise RemoteError(f"{what}: {_safe(url)}: more than {limit} bytes")
+                    check()
+                    rate.update(len(body), False)
+                return bytes(body), r.headers.get("ETag"), r.headers.get("Last-Modified")
+
+        return self._run(what, attempt)
+
     def download(
         self,
         url: str,

@@ -102,6 +102,14 @@ class OnnxClassifier:
                 "encoder-step graph (tokens, h_i/c_i, pool_*)"
             )
         self._state_names = [n for n in inputs if n != "tokens"]
+        # graphs built before batches (batch axis fixed at 1) run a batch one text at a time
+        self._batch_axes = [
+            next((i for i, d in enumerate(inputs[n].shape) if not isinstance(d, int)), None)
+            for n in self._state_names
+        ]
+        self.batched = (
+            not isinstance(inputs["tokens"].shape[0], int) and None not in self._batch_axes
+        )
         outputs = [o.name for o in self.session.get_outputs()]
         expected = ["probs", *(f"{n}_out" for n in self._state_names)]
         if outputs != expected:
@@ -142,6 +150,69 @@ class OnnxClassifier:
                 # carry the LSTM state, restart the pooling.
                 state = [*out[1 : 1 + k], *self._initial[k:]]
         return probs[0]
+
+    def probabilities_same_length(self, rows: Sequence[Sequence[int]]) -> Any:
+        """Class probabilities of several texts of the same number of tokens, in one run of
+        the graph per chunk (the batch-axis-dynamic graph; see `batched`): (n, n_classes)."""
+        np = self._np
+        ids = np.asarray(rows, dtype=np.int64)
+        n, sl = ids.shape
+        if sl == 0:
+            raise InputError("an empty token sequence has no prediction")
+        bptt, max_len = self.tokenizer.chunking.bptt, self.tokenizer.chunking.max_len
+        initial = [
+            np.repeat(s, n, axis=axis)
+            for s, axis in zip(self._initial, self._batch_axes, strict=True)
+        ]
+        state, k, probs = list(initial), self._n_carried, None
+        for i in range(0, sl, bptt):
+            feed = dict(zip(self._state_names, state, strict=True))
+            feed["tokens"] = ids[:, i : i + bptt]
+            out = self.session.run(None, feed)
+            probs = out[0]
+            if max_len is None or sl - i <= max_len:
+                state = out[1:]
+            else:
+                state = [*out[1 : 1 + k], *initial[k:]]
+        return probs
+
+    def predict_batch(
+        self, texts: Sequence[str], *, batch_size: int = 64
+    ) -> list[tuple[str, dict[str, float]]]:
+        """`self(text)` for every text, in input order. With a batch-axis-dynamic graph, texts
+        of the same number of tokens run together, `batch_size` at most (the graph pools every
+        token it reads, so padding would change the answer); an older graph runs them one by
+        one. Each text is checked against the tokenizer's input limits first.
+
+        Raises:
+            InputTooLarge: a text is over the limits (nothing was run).
+        """
+        ids = [self.tokenizer.ids(t) for t in texts]
+        out: list[Any] = [None] * len(ids)
+        if not self.batched:
+            for i, row in enumerate(ids):
+                out[i] = self.probabilities(row)
+        else:
+            by_length: dict[int, list[int]] = {}
+            for i, row in enumerate(ids):
+                by_length.setdefault(len(row), []).append(i)
+            step = max(1, batch_size)
+            for group in by_length.values():
+                for start in range(0, len(group), step):
+                    rows = group[start : start + step]
+                    if len(rows) == 1:
+                        out[rows[0]] = self.probabilities(ids[rows[0]])
+                        continue
+                    probs = self.probabilities_same_length([ids[i] for i in rows])
+                    for j, i in enumerate(rows):
+                        out[i] = probs[j]
+        answers = []
+        for p in out:
+            i = int(p.argmax())
+            answers.append(
+                (self.labels[i], dict(zip(self.labels, (float(x) for x in p), strict=True)))
+            )
+        return answers
 
     def predict(self, text: str) -> Prediction:
         """The label, index and probabilities for `text`."""

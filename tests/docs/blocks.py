@@ -47,7 +47,8 @@ class Block:
         return f"{self.path.relative_to(ROOT)}:{self.line}"
 
     def commands(self) -> list[str]:
-        """The command lines of a shell block: continuations joined, console output left out."""
+        """The command lines of a shell block: continuations joined, comment lines and console output
+        left out."""
         lines = self.code.splitlines()
         if self.lang == "console":
             lines = [ln[2:] for ln in lines if ln.startswith("$ ")]
@@ -59,7 +60,7 @@ class Block:
                 continue
             joined.append(carry + ln)
             carry = ""
-        return [c.strip() for c in joined if c.strip()]
+        return [c.strip() for c in joined if c.strip() and not c.strip().startswith("#")]
 
 
 def marker_reason(lines: list[str], fence_index: int) -> str | None:

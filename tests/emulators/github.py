@@ -20,11 +20,13 @@ Public API (small on purpose; clients of the download side rely on it):
 
 Routes: GET /user; GET /repos/{o}/{r}; releases: list, by id, by tag (published only; drafts are
 404 by tag, as on github.com), latest, create, update (un-draft creates the tag), delete; assets:
-list, get (JSON, or 302 to storage with Accept: application/octet-stream), delete; upload at
+list, get (JSON, or 302 to storage with Accept: application/octet-stream), rename (PATCH), delete; upload at
 `{url}/api/uploads/repos/{o}/{r}/releases/{id}/assets?name=&label=` (a duplicate name is 422
 already_exists; a body cut short leaves an asset in state "starter", as GitHub does); storage at
 `/api/storage/{id}/{name}` (no auth); public `/{o}/{r}/releases/download/{tag}/{name}` (published
-releases only) answering 302 to storage. Tokens: `Authorization: token|Bearer T`; a token is
+releases only) answering 302 to storage; storage answers with an ETag and 304 to a matching
+If-None-Match, as GitHub's asset storage does, and so do the API's JSON answers (a weak ETag).
+Tokens: `Authorization: token|Bearer T`; a token is
 "write" unless given as `(login, "read")`, which gets push: false and 403 on writes.
 """
 
@@ -278,6 +280,13 @@ class GitHubEmulator(Emulator):
     def route(self, req: Request) -> Reply:
         with self.lock:
             reply = self._route(req)
+        if req.method == "GET" and reply.status == 200 and req.path.startswith(PREFIX + "/"):
+            # the REST API's conditional requests: a weak ETag per JSON answer, 304 when the
+            # client already has it (GitHub does not count a 304 against the rate limit)
+            etag = 'W/"' + hashlib.sha256(reply.body).hexdigest()[:32] + '"'
+            if etag in [t.strip() for t in req.headers.get("If-None-Match", "").split(",")]:
+                reply = Reply(304, b"")
+            reply.headers["ETag"] = etag
         reply.headers.update(self._headers())
         return reply
 
@@ -285,7 +294,7 @@ class GitHubEmulator(Emulator):
         parts = [unquote(p) for p in req.path.strip("/").split("/")]
         m = req.method
         if req.path.startswith("/api/storage/"):
-            return self._storage(parts[2])
+            return self._storage(parts[2], req.headers.get("If-None-Match"))
         if req.path.startswith("/api/uploads/repos/"):
             # api/uploads/repos/{o}/{r}/releases/{id}/assets
             return self._upload(req, f"{parts[3]}/{parts[4]}", int(parts[6]))
@@ -435,6 +444,17 @@ class GitHubEmulator(Emulator):
                 if req.method == "DELETE":
                     del rel.assets[asset_id]
                     return Reply(204)
+                if req.method == "PATCH":  # rename (and relabel), as GitHub's "update an asset"
+                    data = req.json() or {}
+                    name = data.get("name", a.name)
+                    if any(o.name == name and o.id != a.id for o in rel.assets.values()):
+                        return self._error(
+                            422,
+                            "Validation Failed",
+                            errors=[{"resource": "ReleaseAsset", "code": "already_exists"}],
+                        )
+                    a.name, a.label = name, data.get("label", a.label)
+                    return Reply.json(self._asset_json(repo, rel, a))
                 if req.method == "GET":
                     if "application/octet-stream" in req.headers.get("Accept", ""):
                         if a.state != "uploaded":
@@ -483,21 +503,24 @@ class GitHubEmulator(Emulator):
         asset.state = "uploaded"
         return Reply.json(self._asset_json(repo, rel, asset), 201)
 
-    def _serve(self, a: Asset) -> Reply:
+    def _serve(self, a: Asset, if_none_match: str | None = None) -> Reply:
         data = a.data
+        etag = '"0x' + hashlib.sha256(a.data).hexdigest()[:16].upper() + '"'  # as Azure storage
+        if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+            return Reply(304, b"", {"ETag": etag})
         if self._corrupt.get(a.name, 0) > 0:
             self._corrupt[a.name] -= 1
             data = bytes([data[0] ^ 0xFF]) + data[1:] if data else b"x"
-        return Reply(200, data, {"Content-Type": "application/octet-stream"})
+        return Reply(200, data, {"Content-Type": "application/octet-stream", "ETag": etag})
 
-    def _storage(self, asset_id: str) -> Reply:
+    def _storage(self, asset_id: str, if_none_match: str | None = None) -> Reply:
         try:
             _, _, a = self._find_asset(int(asset_id))
         except (KeyError, ValueError):
             return self._error(404, "Not Found")
         if a.state != "uploaded":
             return self._error(404, "Not Found")
-        return self._serve(a)
+        return self._serve(a, if_none_match)
 
     def _public_download(self, full: str, tag: str, name: str) -> Reply:
         repo = self.repos.get(full)

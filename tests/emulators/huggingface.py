@@ -21,7 +21,7 @@ Routes: whoami-v2; repos/create (409 when it exists; a new repo gets an initial 
 *.bin, *.pt, *.pth, *.safetensors, *.png and anything over 10 MB, with the oid of the file already
 at that revision); LFS batch "basic" (no actions for objects already stored), PUT upload (checks
 sha256 and size), verify; NDJSON commit (header, file, lfsFile, deletedFile, deletedFolder);
-tag create/delete; validate-yaml; `HEAD|GET /{repo}/resolve/{rev}/{path}` with X-Repo-Commit,
+tag create/delete; branch create (from main or startingPoint); validate-yaml; `HEAD|GET /{repo}/resolve/{rev}/{path}` with X-Repo-Commit,
 ETag/X-Linked-Etag, X-Linked-Size, Range support, and X-Error-Code RepoNotFound /
 RevisionNotFound / EntryNotFound. Revisions are routed on the raw (URL-encoded) path.
 Tokens: `Authorization: Bearer T`; a token is "write" unless given as `(user, "read")`.
@@ -359,6 +359,15 @@ class HubEmulator(Emulator):
                     }
                 )
             return Reply.json({"files": out, "commitOid": c.oid if c else None})
+        if rest[0] == "branch" and len(rest) == 2 and m == "POST":
+            if rest[1] in repo.branches or rest[1] in repo.tags:
+                return self._err(409, f"Reference already exists: {rest[1]}")
+            start = (req.json() or {}).get("startingPoint") or "main"
+            c = repo.resolve(start)
+            if c is None:
+                return self._err(404, f"Invalid rev id: {start}", "RevisionNotFound")
+            repo.branches[rest[1]] = c.oid
+            return Reply.json({})
         if rest[0] == "commit" and m == "POST" and len(rest) == 2:
             return self._commit_route(req, repo, rest[1])
         if rest[0] == "tag" and len(rest) == 2:

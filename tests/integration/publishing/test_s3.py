@@ -59,9 +59,10 @@ def test_first_publish_then_identical_republish_writes_nothing(s3, policy, proje
     assert head["Metadata"]["blake3"] == mf.file_entry(config.build_dir / "export.pkl").blake3
     assert s3.head(BUCKET, f"{PREFIX}/tiny-intent/latest")["CacheControl"] == LATEST_CACHE
     first_writes = [(e.method, e.path) for e in s3.writes()]
-    assert len(first_writes) == 7  # 6 files + latest, one request each (all under 8 MiB)
-    assert first_writes[-1] == ("PUT", f"/{BUCKET}/{PREFIX}/tiny-intent/latest")
-    assert first_writes[-2] == ("PUT", f"/{BUCKET}/{BASE}manifest.json")  # publishes the version
+    assert len(first_writes) == 8  # 6 files + latest + the model index, one request each
+    assert first_writes[-1] == ("PUT", f"/{BUCKET}/{PREFIX}/tiny-intent/index.json")
+    assert first_writes[-2] == ("PUT", f"/{BUCKET}/{PREFIX}/tiny-intent/latest")
+    assert first_writes[-3] == ("PUT", f"/{BUCKET}/{BASE}manifest.json")  # publishes the version
 
     s3.clear_log()
     r = run(config, policy)
