@@ -75,6 +75,8 @@ def read_labelled_csv(
         labels: list[str] = []
         for row in reader:
             line = reader.line_num
+            if None in row:
+                raise InputError(extra_fields_message(path, line, len(header), row[None]))
             t, lab = (row.get(text_column) or "").strip(), (row.get(label_column) or "").strip()
             if not t:
                 raise InputError(
@@ -97,6 +99,17 @@ def read_labelled_csv(
             f"a classifier needs at least {min_classes} different labels"
         )
     return data
+
+
+def extra_fields_message(path: Path, line: int, n_header: int, extra: list[str]) -> str:
+    """A row with more fields than the header: csv's DictReader would drop the extra ones and
+    keep the row, so a label like `billing, urgent` without quotes trains as `billing`."""
+    n = n_header + len(extra)
+    return (
+        f"{path}: line {line}: {n} fields, the header has {n_header} (extra: "
+        f"{', '.join(repr(x) for x in extra[:3])}); a comma inside a text or label needs the "
+        'field in double quotes ("billing, urgent"): quote it, or remove the extra field'
+    )
 
 
 def check_eval_against_train(train: LabelledTexts, eval_: LabelledTexts) -> None:
