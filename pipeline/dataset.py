@@ -149,10 +149,25 @@ def _check_no_shared_text(held_out: LabelledTexts, other: LabelledTexts, what: s
     seen = {same_text_key(t) for t in other.texts}
     shared = [t for t in held_out.texts if same_text_key(t) in seen]
     if shared:
+        way_out = (
+            f"to train without them, `release init --csv {other.path} --eval-csv "
+            f"{held_out.path} --drop-overlap` writes a copy of {other.path.name} without those "
+            "rows and a config that trains on it (--force replaces an existing config; or pass "
+            "--config NEW.toml); or remove them from one of the two files"
+            if what == "an eval set"
+            else "remove them from one of the two files"
+        )
         raise InputError(
             f"{held_out.path}: {len(shared)} text(s) also in {other.path}, e.g. {shared[0]!r}; "
-            f"{what} must be unseen text or its accuracy means nothing"
+            f"{what} must be unseen text or its accuracy means nothing; {way_out}"
         )
+
+
+def shared_text_rows(rows: list[str], held_out: list[str]) -> list[int]:
+    """Indices of `rows` whose text is also in `held_out` (by `same_text_key`, the build's
+    check): the rows `release init --drop-overlap` leaves out of the training CSV."""
+    keys = {same_text_key(t) for t in held_out}
+    return [i for i, t in enumerate(rows) if same_text_key(t) in keys]
 
 
 def check_challenge(
