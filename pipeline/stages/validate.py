@@ -23,7 +23,7 @@ from pipeline.measure import (
     interleaved_latency,
     percentile,
 )
-from pipeline.stages.base import BuildContext
+from pipeline.stages.base import BuildContext, working_on
 
 log = logging.getLogger("pipeline.build")
 
@@ -215,15 +215,17 @@ def _onnx_predictions(clf, texts: list[str]) -> ev.Predictions:  # noqa: ANN001
 
 
 def predict_variants(
-    ctx: BuildContext, texts: list[str], onnx: Any = None
+    ctx: BuildContext, texts: list[str], onnx: Any = None, source: str = "the texts"
 ) -> dict[str, ev.Predictions]:
-    """Predictions of every built variant on `texts`, keyed "original", "quantized"[, "onnx"]."""
-    preds = {
-        "original": ev.predict_all(ctx.original_learner(), texts),
-        "quantized": ev.predict_all(ctx.quantized, texts),
-    }
+    """Predictions of every built variant on `texts`, keyed "original", "quantized"[, "onnx"];
+    an error names the variant and `source` (where the texts come from)."""
+    preds = {}
+    for name, learn in (("original", ctx.original_learner()), ("quantized", ctx.quantized)):
+        with working_on(f"predicting {source} ({len(texts)} texts) with the {name} variant"):
+            preds[name] = ev.predict_all(learn, texts)
     if onnx is not None:
-        preds["onnx"] = _onnx_predictions(onnx, texts)
+        with working_on(f"predicting {source} ({len(texts)} texts) with the onnx variant"):
+            preds["onnx"] = _onnx_predictions(onnx, texts)
     return preds
 
 
@@ -276,7 +278,7 @@ def challenge_accuracy(ctx: BuildContext, onnx: Any = None) -> dict[str, Any] | 
     texts, truth = list(data.texts), list(data.labels)
     classes = [str(x) for x in ctx.original_learner().dls.vocab[1]]
     log.info("accuracy on %d challenge texts ...", len(texts))
-    preds = predict_variants(ctx, texts, onnx)
+    preds = predict_variants(ctx, texts, onnx, str(data.path))
     variants = {
         name: {k: x[k] for k in ("accuracy", "per_class_accuracy", "predictions")}
         for name, x in accuracy_by_variant(preds, truth, classes).items()
