@@ -235,6 +235,7 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
             else f"**FAILED**: {len(failed)} of {len(gates)} gates failed ({', '.join(g['name'] for g in failed)}). Nothing from this build may be published."
         ),
         "",
+        *([f"**Warning: {v['did_not_train']}.**", ""] if v.get("did_not_train") else []),
         gates_table(gates),
         "",
         *(["What you can do:", "", gate_advice(gates), ""] if failed else []),

@@ -673,8 +673,9 @@ class Validate:
         for g in gate_results:  # advice from this build's settings
             g["advice"] = gate_advice_for(g, ctx.config, summary)
         ctx.gates_passed = all(g["passed"] for g in gate_results)
-        if summary["did_not_train"]:
-            log.warning("warning: %s", did_not_train_message(summary, ctx.config))
+        untrained = did_not_train_message(summary, ctx.config) if summary["did_not_train"] else None
+        if untrained:
+            log.warning("warning: %s", untrained)
         ctx.results["validate"] = {
             "eval_set": {"path": str(ctx.eval_data.path), "rows": len(texts), "classes": classes},
             "eval_texts": texts,
@@ -692,6 +693,7 @@ class Validate:
             "gates": gate_results,
             "top_confusions": confusions,
             "seconds": seconds,
+            "did_not_train": untrained,
             "probabilities": {name: p.probs.tolist() for name, p in preds.items()},
         }
         _log_summary(summary)

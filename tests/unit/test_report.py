@@ -140,3 +140,14 @@ def test_spread_takes_evenly_spaced_items_first() -> None:
     assert spread(items, 3)[:3] == ["c0", "c3", "c6"]
     assert sorted(spread(items, 3)) == sorted(items)
     assert spread(items, 12) == items
+
+
+def test_the_verdict_says_when_the_model_did_not_train() -> None:
+    from pipeline.report import render_markdown
+
+    meta, results = synthetic(5, 20)
+    assert "did not train" not in render_markdown(meta, results)
+    results["validate"]["did_not_train"] = "the model did not train: eval loss 1.60 against 1.61"
+    md = render_markdown(meta, results)
+    verdict = md.split("## Verdict", 1)[1].split("## ", 1)[0]
+    assert "**Warning: the model did not train: eval loss 1.60 against 1.61.**" in verdict
