@@ -139,6 +139,13 @@ def tfidf_baseline(
     train_texts: list[str], train_labels: list[str], eval_texts: list[str], seed: int
 ) -> list[str]:
     """Predictions of a TF-IDF (words + character n-grams) logistic regression: the bar to beat."""
+    model = fit_tfidf_baseline(train_texts, train_labels, seed)
+    return [str(x) for x in model.predict(eval_texts)]
+
+
+def fit_tfidf_baseline(train_texts: list[str], train_labels: list[str], seed: int) -> Any:
+    """The TF-IDF + logistic regression baseline fitted on the training rows (`.predict(texts)`):
+    fitted once per build, asked for the eval and the challenge set."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline, make_union
@@ -151,4 +158,4 @@ def tfidf_baseline(
         LogisticRegression(C=10, max_iter=2000, random_state=seed),
     )
     model.fit(train_texts, train_labels)
-    return [str(x) for x in model.predict(eval_texts)]
+    return model

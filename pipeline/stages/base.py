@@ -39,6 +39,7 @@ class BuildContext:
     onnx_checked: bool = False
     onnx_unsupported: str | None = None  # why the onnx export cannot reproduce the learner
     trained_learner_kept: bool = False  # training ran and its learner + train.key are written
+    baseline_model: Any = None  # the TF-IDF baseline, fitted once on the training rows
 
     def onnx_unsupported_reason(self) -> str | None:
         """Why this learner has no onnx variant (None: it can have one); computed once."""

@@ -323,9 +323,11 @@ def baseline_accuracy(
     """
     if ctx.train_data is None:
         return None
-    pred = ev.tfidf_baseline(
-        list(ctx.train_data.texts), list(ctx.train_data.labels), texts, ctx.config.train.seed
-    )
+    if ctx.baseline_model is None:  # fitted once, for the eval and the challenge set
+        ctx.baseline_model = ev.fit_tfidf_baseline(
+            list(ctx.train_data.texts), list(ctx.train_data.labels), ctx.config.train.seed
+        )
+    pred = [str(x) for x in ctx.baseline_model.predict(texts)]
     out: dict[str, Any] = {"name": BASELINE_NAME, "accuracy": ev.accuracy(pred, truth)}
     if quantized is not None:
         out["versus_quantized"] = ev.paired(quantized, pred, truth)

@@ -296,3 +296,22 @@ def test_a_model_at_chance_is_said_not_to_have_trained(ctx) -> None:
     assert not training_verdict({**no_base, "accuracy_original": 0.85}, sharp, truth, classes)[
         "did_not_train"
     ]
+
+
+def test_the_baseline_is_fitted_once_for_the_eval_and_the_challenge_set(ctx) -> None:
+    from pipeline.dataset import LabelledTexts
+    from pipeline.evaluation import tfidf_baseline
+    from pipeline.stages.validate import baseline_accuracy
+
+    texts = [f"{w} question {i}" for w in ("invoice", "parcel") for i in range(6)]
+    labels = ["billing"] * 6 + ["shipping"] * 6
+    ctx.train_data = LabelledTexts(Path("train.csv"), tuple(texts), tuple(labels))
+    eval_ = baseline_accuracy(ctx, ["invoice please", "parcel late"], ["billing", "shipping"])
+    model = ctx.baseline_model
+    challenge = baseline_accuracy(ctx, ["my parcel"], ["shipping"])
+    assert ctx.baseline_model is model  # not fitted again
+    seed = ctx.config.train.seed
+    assert eval_["predictions"] == tfidf_baseline(
+        texts, labels, ["invoice please", "parcel late"], seed
+    )
+    assert challenge["predictions"] == tfidf_baseline(texts, labels, ["my parcel"], seed)
