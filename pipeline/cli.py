@@ -122,6 +122,12 @@ def cli(ctx: click.Context, config: str, verbose: int, quiet: bool, debug: bool)
     show_default=True,
     help="Share of each class carved into the eval CSV.",
 )
+@click.option(
+    "--drop-overlap",
+    is_flag=True,
+    help="Leave training rows whose text is also in --eval-csv out of a copy of --csv "
+    "(<csv>-no-overlap.csv, counted and listed) and train on it; the build refuses shared texts.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing config and carved CSVs.")
 @click.pass_obj
 def init(
@@ -133,6 +139,7 @@ def init(
     text_column: str | None,
     label_column: str | None,
     eval_fraction: float,
+    drop_overlap: bool,
     force: bool,
 ) -> None:
     """Write a commented starter config (--config, default release.toml) for your own data.
@@ -153,6 +160,7 @@ def init(
         label_column=label_column,
         eval_fraction=eval_fraction,
         force=force,
+        drop_overlap=drop_overlap,
     )
     for line in summary_lines(s):
         log.info("%s", line)

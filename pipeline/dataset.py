@@ -75,6 +75,8 @@ def read_labelled_csv(
         labels: list[str] = []
         for row in reader:
             line = reader.line_num
+            if None in row:
+                raise InputError(extra_fields_message(path, line, len(header), row[None]))
             t, lab = (row.get(text_column) or "").strip(), (row.get(label_column) or "").strip()
             if not t:
                 raise InputError(
@@ -97,6 +99,17 @@ def read_labelled_csv(
             f"a classifier needs at least {min_classes} different labels"
         )
     return data
+
+
+def extra_fields_message(path: Path, line: int, n_header: int, extra: list[str]) -> str:
+    """A row with more fields than the header: csv's DictReader would drop the extra ones and
+    keep the row, so a label like `billing, urgent` without quotes trains as `billing`."""
+    n = n_header + len(extra)
+    return (
+        f"{path}: line {line}: {n} fields, the header has {n_header} (extra: "
+        f"{', '.join(repr(x) for x in extra[:3])}); a comma inside a text or label needs the "
+        'field in double quotes ("billing, urgent"): quote it, or remove the extra field'
+    )
 
 
 def check_eval_against_train(train: LabelledTexts, eval_: LabelledTexts) -> None:
@@ -136,10 +149,25 @@ def _check_no_shared_text(held_out: LabelledTexts, other: LabelledTexts, what: s
     seen = {same_text_key(t) for t in other.texts}
     shared = [t for t in held_out.texts if same_text_key(t) in seen]
     if shared:
+        way_out = (
+            f"to train without them, `release init --csv {other.path} --eval-csv "
+            f"{held_out.path} --drop-overlap` writes a copy of {other.path.name} without those "
+            "rows and a config that trains on it (--force replaces an existing config; or pass "
+            "--config NEW.toml); or remove them from one of the two files"
+            if what == "an eval set"
+            else "remove them from one of the two files"
+        )
         raise InputError(
             f"{held_out.path}: {len(shared)} text(s) also in {other.path}, e.g. {shared[0]!r}; "
-            f"{what} must be unseen text or its accuracy means nothing"
+            f"{what} must be unseen text or its accuracy means nothing; {way_out}"
         )
+
+
+def shared_text_rows(rows: list[str], held_out: list[str]) -> list[int]:
+    """Indices of `rows` whose text is also in `held_out` (by `same_text_key`, the build's
+    check): the rows `release init --drop-overlap` leaves out of the training CSV."""
+    keys = {same_text_key(t) for t in held_out}
+    return [i for i, t in enumerate(rows) if same_text_key(t) in keys]
 
 
 def check_challenge(

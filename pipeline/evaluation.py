@@ -15,15 +15,50 @@ class Predictions:
 
 
 def predict_all(learn: Any, texts: list[str], batch_size: int = 64) -> Predictions:
-    """Batched predictions in the input order (fastai sorts text batches by length; reordered back)."""
+    """Batched predictions in the input order (fastai sorts text batches by length; reordered
+    back), equal to `learn.predict` one text at a time.
+
+    fastai's SentenceEncoder reads a batch in `seq_len` slices and assumes every row's text
+    starts on a slice boundary; its padding breaks that when a batch mixes texts that differ by
+    `seq_len` tokens or more, and a short text then loses its words (fastai issue #3379). Such
+    texts go into separate batches (`length_groups`).
+    """
     import torch
 
     dl = learn.dls.test_dl(texts, bs=batch_size, num_workers=0)
+    seq_len = getattr(learn.model[0], "bptt", None)
+    lengths = getattr(dl, "res", None)
+    groups = (
+        length_groups(lengths, seq_len)
+        if seq_len and lengths is not None and len(lengths) == len(texts)
+        else [list(range(len(texts)))]
+    )
     with learn.no_bar(), torch.inference_mode():
-        probs, _ = learn.get_preds(dl=dl, reorder=True)
+        if len(groups) == 1:
+            probs, _ = learn.get_preds(dl=dl, reorder=True)
+        else:
+            parts = {}
+            for group in groups:
+                sub = learn.dls.test_dl([texts[i] for i in group], bs=batch_size, num_workers=0)
+                p, _ = learn.get_preds(dl=sub, reorder=True)
+                parts.update(zip(group, p, strict=True))
+            probs = torch.stack([parts[i] for i in range(len(texts))])
     classes = [str(c) for c in learn.dls.vocab[1]]
     probs = probs.float().numpy()
     return Predictions([classes[i] for i in probs.argmax(1)], probs)
+
+
+def length_groups(lengths: list[int], seq_len: int) -> list[list[int]]:
+    """Indices of `lengths` in groups whose longest and shortest differ by less than `seq_len`
+    (longest first): the batches fastai's chunked SentenceEncoder reads as one text at a time."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[groups[-1][0]] - lengths[i] < seq_len:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def accuracy(pred: list[str], truth: list[str]) -> float:
@@ -45,6 +80,28 @@ def confusion(pred: list[str], truth: list[str], classes: list[str]) -> list[lis
     for p, t in zip(pred, truth, strict=True):
         m[pos[t]][pos[p]] += 1
     return m
+
+
+def top_confusions(
+    confusions: dict[str, list[list[int]]], classes: list[str], k: int, by: str = "quantized"
+) -> list[dict[str, Any]]:
+    """The `k` most frequent (true, predicted) mistakes of variant `by`, with each variant's
+    count for the pair and the share of the true class's texts it takes (ties by name)."""
+    m = confusions[by]
+    pairs = [
+        (m[i][j], classes[i], classes[j], i, j)
+        for i in range(len(classes))
+        for j in range(len(classes))
+        if i != j and m[i][j] > 0
+    ]
+    pairs.sort(key=lambda x: (-x[0], x[1], x[2]))
+    out = []
+    for n, true, predicted, i, j in pairs[:k]:
+        row: dict[str, Any] = {"true": true, "predicted": predicted}
+        row.update({name: c[i][j] for name, c in confusions.items()})
+        row["share_of_true"] = n / max(1, sum(m[i]))
+        out.append(row)
+    return out
 
 
 def compare(a: Predictions, b: Predictions) -> dict[str, float]:
@@ -82,6 +139,13 @@ def tfidf_baseline(
     train_texts: list[str], train_labels: list[str], eval_texts: list[str], seed: int
 ) -> list[str]:
     """Predictions of a TF-IDF (words + character n-grams) logistic regression: the bar to beat."""
+    model = fit_tfidf_baseline(train_texts, train_labels, seed)
+    return [str(x) for x in model.predict(eval_texts)]
+
+
+def fit_tfidf_baseline(train_texts: list[str], train_labels: list[str], seed: int) -> Any:
+    """The TF-IDF + logistic regression baseline fitted on the training rows (`.predict(texts)`):
+    fitted once per build, asked for the eval and the challenge set."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline, make_union
@@ -94,4 +158,4 @@ def tfidf_baseline(
         LogisticRegression(C=10, max_iter=2000, random_state=seed),
     )
     model.fit(train_texts, train_labels)
-    return [str(x) for x in model.predict(eval_texts)]
+    return model

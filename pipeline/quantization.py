@@ -7,7 +7,8 @@ copies and the fp32 embedding, so it barely shrinks or speeds the model. Ours:
    holds the raw weights, EmbeddingDropout replaced by the embedding itself (they are the same
    thing at eval), one float parameter kept on the encoder (fastai's `one_param` reads its dtype).
 2. `quantize`: dynamic INT8 for LSTM and Linear, 8-bit row-wise (float qparams) for the embedding,
-   then the encoder's `encoder_dp` pointed back at the single quantized embedding (stored once).
+   then the encoder's `encoder_dp` pointed back at the single quantized embedding (stored once),
+   behind a `.contiguous()` (see `contiguous_embedding`).
 
 Everything left in the model is a torch or fastai class, so the pickle loads with plain fastai.
 """
@@ -180,11 +181,31 @@ def quantize(stripped: Any, modules: tuple[str, ...]) -> Any:
     model = torch.ao.quantization.quantize_dynamic(new.model, spec, dtype=torch.qint8)
     awd = model[0].module
     if shared_dp:
-        awd.encoder_dp = awd.encoder
+        awd.encoder_dp = (
+            contiguous_embedding(awd.encoder) if "embedding" in modules else awd.encoder
+        )
     awd.reset()
     model.eval()
     new.model = model
     return new
+
+
+def contiguous_embedding(embedding: Any) -> Any:
+    """`embedding` behind a `.contiguous()` of its indices, built from torch and fastai classes.
+
+    fastai's SentenceEncoder feeds a text longer than `seq_len` to the AWD_LSTM in slices
+    `input[:real_bs, i:i + seq_len]` of the batch: for a batch of several texts such a slice is
+    not contiguous, and the quantized embedding's op (`quantized::embedding_byte`) refuses it
+    ("Expect weight, indices, and offsets to be contiguous"); one text at a time (a 1-row slice)
+    happens to be contiguous. A subclass of ours would make the pickle need this package to
+    load, so the wrapper is `nn.Sequential(fastai.layers.Lambda(torch.Tensor.contiguous), emb)`:
+    plain `load_learner` reads it, and the embedding is the same object (pickled once).
+    """
+    import torch
+    from fastai.layers import Lambda
+    from torch import nn
+
+    return nn.Sequential(Lambda(torch.Tensor.contiguous), embedding)
 
 
 def float_tensor_bytes(model: Any) -> int:

@@ -8,6 +8,10 @@ from typing import Any
 
 from pipeline import atomic
 
+DETAIL_FILE = "predictions.json"  # per-text detail: kept in the build directory, never published
+PER_CLASS_ROWS = 30  # more classes: the per-class table lists the weakest ones
+CONFUSION_ANNOTATE_MAX = 25  # classes up to which a confusion image writes each cell's count
+CONFUSION_PLOT_MAX = 60  # more classes: no confusion image (the table of top confusions stays)
 PLOTS = ("latency.png", "confusion_original.png", "confusion_quantized.png", "confusion_onnx.png")
 
 
@@ -119,6 +123,77 @@ def versus_baseline_line(name: str, s: dict[str, Any], prefix: str) -> str:
     )
 
 
+def per_class_table(v: dict[str, Any], names: list[str]) -> list[str]:
+    """Each class's accuracy per variant; with more than `PER_CLASS_ROWS` classes, the weakest
+    ones (quantized accuracy, then name) and where the rest are."""
+    classes = v["eval_set"]["classes"]
+    acc = {x: v["variants"][x]["per_class_accuracy"] for x in names}
+
+    def weakness(c: str) -> tuple[float, str]:
+        a = acc["quantized"][c]
+        return (2.0 if a != a else a, c)  # nan (no eval text of the class) last
+
+    shown = classes if len(classes) <= PER_CLASS_ROWS else sorted(classes, key=weakness)
+    out = [""]
+    if len(classes) > PER_CLASS_ROWS:
+        shown = shown[:PER_CLASS_ROWS]
+        out += [
+            f"The {PER_CLASS_ROWS} classes of {len(classes)} the quantized model answers worst "
+            "(every class: `per_class_accuracy` in report.json):",
+            "",
+        ]
+    out += ["| class | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for c in shown:
+        out.append(f"| {c} | " + " | ".join(_pct(acc[x][c]) for x in names) + " |")
+    return out
+
+
+def confusion_plot_skipped(n_classes: int) -> str | None:
+    """Why a build with `n_classes` classes has no confusion image, or None."""
+    if n_classes <= CONFUSION_PLOT_MAX:
+        return None
+    return (
+        f"{n_classes} classes are too many to read in one image (it is drawn up to "
+        f"{CONFUSION_PLOT_MAX}); the table of the most frequent confusions above is its summary"
+    )
+
+
+def confusions_section(v: dict[str, Any], names: list[str]) -> list[str]:
+    """The most frequent mistakes as a table, then the confusion images or why there are none."""
+    out = []
+    top = v.get("top_confusions")
+    if top:
+        cols = [x for x in names if x in top[0]]
+        out += [
+            "",
+            f"Most frequent confusions of the quantized model (up to {len(top)}; count of eval "
+            "texts per variant):",
+            "",
+            "| true class | predicted | " + " | ".join(cols) + " | share of the true class |",
+            "|---|---|" + "---|" * len(cols) + "---|",
+        ]
+        for r in top:
+            counts = " | ".join(str(r[x]) for x in cols)
+            out.append(
+                f"| {r['true']} | {r['predicted']} | {counts} | {_pct(r['share_of_true'])} |"
+            )
+    elif top is not None:
+        out += ["", "No confusions: the quantized model answers every eval text right."]
+    skipped = confusion_plot_skipped(len(v["eval_set"]["classes"]))
+    out += [
+        "",
+        f"Confusion images: not drawn, {skipped}."
+        if skipped
+        else " ".join(f"![confusion matrix, {x}](confusion_{x}.png)" for x in names),
+    ]
+    if "per_text" in v or "eval_texts" in v:
+        out += [
+            "",
+            f"Each eval text's predictions: `{DETAIL_FILE}` in the build directory (not published).",
+        ]
+    return out
+
+
 def gate_advice(gates: list[dict[str, Any]]) -> str:
     """What a user can do about each failed gate, one Markdown bullet each ("" when none failed)."""
     return "\n".join(
@@ -146,7 +221,6 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
     gates = v["gates"]
     failed = [g for g in gates if not g["passed"]]
     lat = v["latency"]
-    classes = v["eval_set"]["classes"]
     out = [
         f"# {meta['model']} {meta['version']}: release report",
         "",
@@ -161,6 +235,7 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
             else f"**FAILED**: {len(failed)} of {len(gates)} gates failed ({', '.join(g['name'] for g in failed)}). Nothing from this build may be published."
         ),
         "",
+        *([f"**Warning: {v['did_not_train']}.**", ""] if v.get("did_not_train") else []),
         gates_table(gates),
         "",
         *(["What you can do:", "", gate_advice(gates), ""] if failed else []),
@@ -208,13 +283,9 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         if f"{prefix}baseline_mcnemar_p" in s:
             out += ["", versus_baseline_line(name, s, prefix)]
     names = _variants(v)
-    out += ["", "| class | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for c in classes:
-        cells = " | ".join(_pct(v["variants"][x]["per_class_accuracy"][c]) for x in names)
-        out.append(f"| {c} | {cells} |")
+    out += per_class_table(v, names)
+    out += confusions_section(v, names)
     out += [
-        "",
-        " ".join(f"![confusion matrix, {x}](confusion_{x}.png)" for x in names),
         "",
         "## Size",
         "",
@@ -289,6 +360,14 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
     out += ["", "## Build stages (up to this report)", "", "| stage | seconds |", "|---|---|"]
     out += [f"| {k} | skipped: {why} |" for k, why in meta.get("stages_skipped", {}).items()]
     out += [f"| {k} | {val:.1f} |" for k, val in meta.get("stage_seconds", {}).items()]
+    if v.get("seconds"):
+        out += [
+            "",
+            f"Validating ({v['eval_set']['rows']} eval texts, {len(v['eval_set']['classes'])} "
+            "classes), in seconds: "
+            + ", ".join(f"{part} {t:.1f}" for part, t in v["seconds"].items())
+            + ".",
+        ]
     return "\n".join(x for x in out if x is not None) + "\n"
 
 
@@ -312,31 +391,105 @@ def write_plots(directory: Path, results: dict[str, Any]) -> list[Path]:
     paths.append(directory / "latency.png")
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
+    n = len(classes)
     for name in _variants(v):
+        path = directory / f"confusion_{name}.png"
+        if confusion_plot_skipped(n):
+            path.unlink(missing_ok=True)  # an earlier build's image would be published
+            continue
         m = v["variants"][name]["confusion"]
-        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+        side = max(6.5, 0.22 * n)  # inches: a tick label per class stays legible
+        fontsize = 8 if n <= CONFUSION_ANNOTATE_MAX else max(4, 8 - n // 15)
+        fig, ax = plt.subplots(figsize=(side, side * 0.85))
         ax.imshow(m, cmap="Blues")
-        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-        ax.set_yticks(range(len(classes)), classes)
-        for i, row in enumerate(m):
-            for j, n in enumerate(row):
-                ax.text(j, i, str(n), ha="center", va="center", fontsize=8)
+        ax.set_xticks(
+            range(n), classes, rotation=90 if n > 12 else 45, ha="right", fontsize=fontsize
+        )
+        ax.set_yticks(range(n), classes, fontsize=fontsize)
+        if n <= CONFUSION_ANNOTATE_MAX:
+            for i, row in enumerate(m):
+                for j, count in enumerate(row):
+                    ax.text(j, i, str(count), ha="center", va="center", fontsize=8)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"Confusion matrix, {name} ({_pct(v['variants'][name]['accuracy'])})")
         fig.tight_layout()
-        paths.append(directory / f"confusion_{name}.png")
+        paths.append(path)
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     return paths
 
 
+def split_per_text(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the results report.json publishes, the per-text detail `DETAIL_FILE` keeps).
+
+    Every eval and challenge text with its label, each variant's and the baseline's prediction,
+    the probabilities and the confusion matrices grow with the rows and the classes (the
+    probabilities alone are rows x classes x variants numbers) and would be published with the
+    model; the build directory keeps them beside the report, out of the manifest, so they are
+    never published. `results` is not changed.
+    """
+    if "validate" not in results:
+        return results, {}
+    v = dict(results["validate"])
+    detail: dict[str, Any] = {}
+    for key in ("eval_texts", "eval_labels", "probabilities"):
+        if key in v:
+            detail[key] = v.pop(key)
+    if "probabilities" in detail:  # 6 decimals: a third of the bytes, finer than any use of them
+        import numpy as np
+
+        detail["probabilities"] = {
+            name: np.round(np.asarray(p, dtype=np.float64), 6).tolist()
+            for name, p in detail["probabilities"].items()
+        }
+    variants, detail["variants"] = {}, {}
+    for name, x in v.get("variants", {}).items():
+        variants[name] = {k: y for k, y in x.items() if k not in ("predictions", "confusion")}
+        detail["variants"][name] = {k: x[k] for k in ("predictions", "confusion") if k in x}
+    v["variants"] = variants
+    if v.get("baseline"):
+        v["baseline"] = {k: y for k, y in v["baseline"].items() if k != "predictions"}
+        detail["baseline_predictions"] = results["validate"]["baseline"].get("predictions")
+    if v.get("challenge"):
+        ch = dict(v["challenge"])
+        detail["challenge"] = {
+            "texts": ch.pop("texts", None),
+            "labels": ch.pop("labels", None),
+            "predictions": {n: x.get("predictions") for n, x in ch["variants"].items()},
+            "baseline_predictions": (ch.get("baseline") or {}).get("predictions"),
+        }
+        ch["variants"] = {
+            n: {k: y for k, y in x.items() if k != "predictions"} for n, x in ch["variants"].items()
+        }
+        if ch.get("baseline"):
+            ch["baseline"] = {k: y for k, y in ch["baseline"].items() if k != "predictions"}
+        v["challenge"] = ch
+    v["per_text"] = {
+        "file": DETAIL_FILE,
+        "published": False,
+        "holds": "each eval and challenge text, its label, every variant's and the baseline's "
+        "prediction, the probabilities and the confusion matrices",
+    }
+    return {**results, "validate": v}, detail
+
+
 def write_report(directory: Path, meta: dict[str, Any], results: dict[str, Any]) -> list[Path]:
-    """Write report.json, report.md and the plots; return their paths."""
+    """Write report.json, report.md and the plots; return their paths (the published files).
+
+    The per-text detail goes to `DETAIL_FILE` beside them, which is not published
+    (`split_per_text`).
+    """
     plots = write_plots(directory, results)
+    published, detail = split_per_text(results)
     atomic.write_text(
         directory / "report.json",
-        json.dumps({"meta": meta, **results}, indent=1, default=str) + "\n",
+        json.dumps({"meta": meta, **published}, indent=1, default=str) + "\n",
     )
+    if detail:
+        atomic.write_text(
+            directory / DETAIL_FILE,
+            json.dumps({"meta": meta, **detail}, default=str, separators=(",", ":")) + "\n",
+        )
     atomic.write_text(directory / "report.md", render_markdown(meta, results))
     return [directory / "report.json", directory / "report.md", *plots]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline import atomic
 from pipeline.config import placeholder_repo, starter_toml
+from pipeline.dataset import extra_fields_message, same_text_key, shared_text_rows
 from pipeline.errors import ConfigError, InputError
 
 log = logging.getLogger("pipeline.init")
@@ -32,6 +33,7 @@ LABEL_HINTS = (
     "label", "labels", "intent", "category", "class", "target", "tag", "topic", "sentiment", "y",
 )  # fmt: skip
 DEFAULT_EVAL_FRACTION = 0.2
+DROPPED_LISTED = 20  # rows `--drop-overlap` lists in the log (all of them are counted)
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Starter:
     learner_classes: list[str] | None = None
     onnx_note: str = ""
     notes: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # training texts also in the eval CSV, dropped
+    source_csv: Path | None = None  # the CSV the train file was written from (carved or dropped)
 
 
 def read_table(path: Path) -> Table:
@@ -75,7 +79,12 @@ def read_table(path: Path) -> Table:
         raise InputError(f"{path}: not UTF-8 (offset {e.start}); save the file as UTF-8") from e
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        rows = [dict(r) for r in reader]
+        rows = []
+        for r in reader:
+            if None in r:
+                n = len(reader.fieldnames or [])
+                raise InputError(extra_fields_message(path, reader.line_num, n, r[None]))
+            rows.append(dict(r))
     except csv.Error as e:
         raise InputError(f"{path}: not a readable CSV file: {e}") from e
     if not reader.fieldnames or not rows:
@@ -140,7 +149,8 @@ def detect_columns(
 def carve_eval(
     table: Table, text_column: str, label_column: str, fraction: float, seed: int = 42
 ) -> tuple[list[dict[str, str]], list[dict[str, str]], list[str]]:
-    """Split rows into train and eval, stratified by label; a text (case-folded) never in both.
+    """Split rows into train and eval, stratified by label; a text never in both (case, spacing
+    and punctuation aside: `dataset.same_text_key`, the build's own check).
 
     Rows with an empty text or label are dropped (and counted in the notes). A class with fewer
     than 2 distinct texts stays in train only. Returns (train rows, eval rows, notes).
@@ -153,7 +163,7 @@ def carve_eval(
         if not t or not lab:
             dropped += 1
             continue
-        groups[t.casefold()].append(r)
+        groups[same_text_key(t)].append(r)
     if dropped:
         notes.append(f"{dropped} rows with an empty text or label were left out")
     by_label: dict[str, list[str]] = defaultdict(list)
@@ -219,19 +229,33 @@ def init_config(
     label_column: str | None = None,
     eval_fraction: float = DEFAULT_EVAL_FRACTION,
     force: bool = False,
+    drop_overlap: bool = False,
 ) -> Starter:
     """Look at the data, carve an eval CSV when needed, and write a commented starter config.
 
+    With an eval CSV of its own, training rows whose text is also in it (case, spacing and
+    punctuation aside) make `release build` refuse the data: `drop_overlap` writes
+    `<csv stem>-no-overlap.csv` without them (counted and listed in `Starter.dropped`) and the
+    config trains on it; without it they are a note saying so.
+
     Raises:
-        ConfigError: the config file exists (without `force`), or no data was given.
+        ConfigError: the config file exists (without `force`), no data was given, a file to
+            write exists (without `force`), or `drop_overlap` with a trained learner.
         InputError: a CSV or the export.pkl cannot be used (the message says what to do).
     """
     config_path = Path(config_path)
     _check_arguments(config_path, csv_path, eval_csv, export_pkl, eval_fraction, force)
+    if drop_overlap and export_pkl is not None:
+        raise ConfigError(
+            f"--drop-overlap: {export_pkl} has already trained on its rows, so dropping rows from "
+            "the train CSV changes nothing it learnt; pass an --eval-csv of texts it never saw"
+        )
     main = read_table(csv_path) if csv_path else read_table(eval_csv)  # type: ignore[arg-type]
     text_column, label_column = detect_columns(main, text_column, label_column)
     s = Starter(config_path, text_column, label_column)
     train_rows, eval_rows = _split(s, main, csv_path, eval_csv, eval_fraction, force)
+    if csv_path is not None and eval_csv is not None:
+        train_rows = _without_overlap(s, main, train_rows, eval_rows, drop_overlap, force)
     s.train_counts = _label_counts(train_rows, label_column)
     s.eval_counts = _label_counts(eval_rows, label_column)
     vocab_note = ""
@@ -323,6 +347,41 @@ def _split(
     return (main.rows if csv_path else []), eval_table.rows
 
 
+def _without_overlap(
+    s: Starter,
+    train: Table,
+    train_rows: list[dict[str, str]],
+    eval_rows: list[dict[str, str]],
+    drop: bool,
+    force: bool,
+) -> list[dict[str, str]]:
+    """The training rows, less those whose text is also in the eval CSV when `drop` (written
+    to `<stem>-no-overlap.csv`, which the config then names); a note either way."""
+    col = s.text_column
+    shared = shared_text_rows(
+        [(r.get(col) or "").strip() for r in train_rows],
+        [(r.get(col) or "").strip() for r in eval_rows],
+    )
+    if not shared:
+        return train_rows
+    texts = [(train_rows[i].get(col) or "").strip() for i in shared]
+    if not drop:
+        s.notes.append(
+            f"{len(shared)} training row(s) share their text with {s.eval_csv} (e.g. "
+            f"{texts[0]!r}): `release build` refuses such data; rerun init with --drop-overlap "
+            "to train without them"
+        )
+        return train_rows
+    out = train.path.with_name(f"{train.path.stem}-no-overlap.csv")
+    if out.exists() and not force:
+        raise ConfigError(f"{out}: already exists; pass --force to overwrite it")
+    gone = set(shared)
+    kept = [r for i, r in enumerate(train_rows) if i not in gone]
+    _write_csv(out, train.header, kept)
+    s.dropped, s.source_csv, s.train_csv = texts, train.path, out
+    return kept
+
+
 def _render(s: Starter, base: Path, model: str, export_pkl: Path | None, vocab_note: str) -> str:
     """The starter: every key of the config declaration, the ones this data decides set."""
     classes = sorted(set(s.train_counts) | set(s.eval_counts))
@@ -359,6 +418,12 @@ def _render(s: Starter, base: Path, model: str, export_pkl: Path | None, vocab_n
             else "training rows"
         )
         notes["data.train_csv"] = f"{n_train} {what}"
+        if s.dropped:
+            notes["data.train_csv"] += (
+                f"; written by release init --drop-overlap: "
+                f"{_rel(s.source_csv or s.train_csv, base)} less {len(s.dropped)} row(s) whose "
+                f"text is also in the eval CSV, e.g. {s.dropped[0]!r}"
+            )
     comments = {
         "": [
             f"Starter release config written by `release init` on {when} for {src}your CSV data:",
@@ -398,6 +463,14 @@ def summary_lines(s: Starter) -> list[str]:
     ]
     if s.carved:
         out.append(f"carved {s.eval_csv} (stratified, no text shared with {s.train_csv})")
+    if s.dropped:
+        out.append(
+            f"dropped {len(s.dropped)} training row(s) whose text is also in {s.eval_csv} (case, "
+            f"spacing and punctuation aside); wrote {s.train_csv} without them:"
+        )
+        out += [f"  dropped: {t!r}" for t in s.dropped[:DROPPED_LISTED]]
+        if len(s.dropped) > DROPPED_LISTED:
+            out.append(f"  ... and {len(s.dropped) - DROPPED_LISTED} more")
     if s.onnx_note:
         out.append(f"onnx variant: {s.onnx_note}")
     out += s.notes

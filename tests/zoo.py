@@ -7,7 +7,8 @@ The tests release each one, or check that it is refused before any long work wit
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,8 @@ _FRAMES = [
 
 
 def dataset(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train (150 rows) and eval (30 rows) frames with `text`, `label`; no text in both.
+    """Train (150 rows) and eval (30 short rows, then one long row per class: see `long_texts`)
+    frames with `text`, `label`; no text in both.
 
     One row in three names a case number seen once, so min_freq 1 and 3 give other vocabularies.
     """
@@ -89,9 +91,10 @@ def dataset(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
             eval_.append((text, label))
         else:
             train.append((text, label))
+    texts, labels = zip(*eval_, strict=True)
     return (
         pd.DataFrame(train[:150], columns=["text", "label"]),
-        pd.DataFrame(eval_, columns=["text", "label"]),
+        pd.DataFrame(eval_ + long_texts(texts, labels), columns=["text", "label"]),
     )
 
 
@@ -323,3 +326,52 @@ ZOO: dict[str, tuple[Callable[[pd.DataFrame, Path], Any], str]] = {
     "multi-label (MultiCategoryBlock)": (multi_label, "refused: multi-label learner"),
     "own nn.Module (EmbeddingBag)": (bag_of_embeddings, "refused: not an AWD_LSTM text classifier"),
 }
+
+
+def long_texts(
+    texts: Sequence[str], labels: Sequence[str], per_class: int = 1, min_words: int = 170
+) -> list[tuple[str, str]]:
+    """(text, label) rows longer than twice fastai's `seq_len` (72 tokens): several texts of one
+    class run together, the way a ticket or an e-mail asks several things at once.
+
+    fastai's SentenceEncoder feeds such a text to the model in `seq_len` slices, which for a
+    batch of several texts are not contiguous: the path a batch of short texts never takes.
+    Deterministic; distinct rows (each starts at another text of its class).
+    """
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for t, lab in zip(texts, labels, strict=True):
+        by_label[lab].append(t)
+    out = []
+    for label in sorted(by_label):
+        pool = by_label[label]
+        for k in range(per_class):
+            parts: list[str] = []
+            i = k
+            while sum(len(p.split()) for p in parts) < min_words:
+                parts.append(pool[i % len(pool)].rstrip(".?! ") + ".")
+                i += 1 + k
+            out.append((" ".join(parts), label))
+    return out
+
+
+def many_classes(
+    n_classes: int = 80, train_per_class: int = 6, eval_per_class: int = 2, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and eval frames of `n_classes` intents (`intent_000`...), each named by a word of
+    its own inside shared phrasings: the shape of a 150-intent dataset, small enough to train a
+    tiny model on in seconds. No text in both."""
+    rng = random.Random(seed)
+    frames = [f.replace("{w}", "{w} thing") for f in _FRAMES]
+    train, eval_ = [], []
+    for k in range(n_classes):
+        label, word = f"intent_{k:03d}", f"topic{k}"
+        texts = [f.format(w=word) for f in frames]
+        texts += [f"{t} {rng.choice(['now', 'please', 'today', 'again'])}" for t in texts]
+        texts = sorted(set(texts))
+        rng.shuffle(texts)
+        eval_ += [(t, label) for t in texts[:eval_per_class]]
+        train += [(t, label) for t in texts[eval_per_class : eval_per_class + train_per_class]]
+    return (
+        pd.DataFrame(train, columns=["text", "label"]),
+        pd.DataFrame(eval_, columns=["text", "label"]),
+    )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.config import ReleaseConfig
-from pipeline.errors import ReleaseError
+from pipeline.errors import GateFailed, ReleaseError
 
 log = logging.getLogger("pipeline.build")
 
@@ -36,6 +38,8 @@ class BuildContext:
     gates_passed: bool | None = None
     onnx_checked: bool = False
     onnx_unsupported: str | None = None  # why the onnx export cannot reproduce the learner
+    trained_learner_kept: bool = False  # training ran and its learner + train.key are written
+    baseline_model: Any = None  # the TF-IDF baseline, fitted once on the training rows
 
     def onnx_unsupported_reason(self) -> str | None:
         """Why this learner has no onnx variant (None: it can have one); computed once."""
@@ -82,6 +86,27 @@ class StageError(ReleaseError):
     """An unexpected failure inside a stage, prefixed with the stage's name."""
 
 
+@contextmanager
+def working_on(what: str) -> Iterator[None]:
+    """An unexpected error inside names `what` (the input: a variant, a file, how many texts);
+    the runner then puts the stage's name in front."""
+    try:
+        yield
+    except (ReleaseError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        raise StageError(f"{what}: {type(e).__name__}: {e}") from e
+
+
+def _kept_note(ctx: BuildContext) -> str:
+    if not ctx.trained_learner_kept:
+        return ""
+    return (
+        f"; the trained learner is kept ({ctx.original_path}): run `release build` again and it "
+        "is reused, training skipped while the data and [train] are unchanged"
+    )
+
+
 def run_stages(stages: list[Stage], ctx: BuildContext) -> None:
     """Run `stages` in order, logging each with its time; a skip is logged with its reason.
 
@@ -101,13 +126,16 @@ def run_stages(stages: list[Stage], ctx: BuildContext) -> None:
         start = time.perf_counter()
         try:
             stage.run(ctx)
-        except ReleaseError as e:
+        except GateFailed as e:  # the verdict, with its own advice
             e.args = (f"{stage.name}: {e.args[0] if e.args else e}", *e.args[1:])
+            raise
+        except ReleaseError as e:
+            e.args = (f"{stage.name}: {e.args[0] if e.args else e}{_kept_note(ctx)}", *e.args[1:])
             raise
         except KeyboardInterrupt:
             raise
         except Exception as e:  # an unexpected failure still names its stage
-            raise StageError(f"{stage.name}: {type(e).__name__}: {e}") from e
+            raise StageError(f"{stage.name}: {type(e).__name__}: {e}{_kept_note(ctx)}") from e
         finally:
             ctx.stage_seconds[stage.name] = round(time.perf_counter() - start, 3)
         log.info("%s: done in %.1fs", prefix, ctx.stage_seconds[stage.name])

@@ -13,28 +13,57 @@ from pipeline.stages.report import build_meta
 log = logging.getLogger("pipeline.build")
 
 
+GOLDEN_MAX_WORDS = 64  # a golden query is asked at every server start: short ones first
+
+
 def golden_queries(ctx: BuildContext, n: int) -> list[mf.GoldenQuery]:
-    """Up to `n` eval queries every variant got right, confidently, spread over the classes."""
+    """Up to `n` eval queries every variant got right, confidently, spread over the classes.
+
+    One per class before any class gets a second; with more classes than `n`, the classes are
+    taken evenly spaced over the list (not its first `n`). A query of up to `GOLDEN_MAX_WORDS`
+    words is preferred to a more confident longer one (servers ask them at every start), and
+    none is over the client's default input limits, which would fail every smoke test.
+    """
+    from pipeline.client.limits import DEFAULT_MAX_TOKENS, InputLimits, InputTooLarge
+
     v = ctx.results["validate"]
     texts, truth = v["eval_texts"], v["eval_labels"]
     names = [x for x in ("original", "quantized", "onnx") if x in v["variants"]]
     preds = [v["variants"][x]["predictions"] for x in names]
     probs = [v["probabilities"][x] for x in names]
     classes = v["eval_set"]["classes"]
-    by_class: dict[str, list[tuple[float, int]]] = {c: [] for c in classes}
+    limits = InputLimits()
+    by_class: dict[str, list[tuple[bool, float, int]]] = {c: [] for c in classes}
     for i, t in enumerate(truth):
-        # a text longer than a manifest may carry (the input limit) would fail every load
-        if len(texts[i]) <= mf.MAX_GOLDEN_TEXT and all(p[i] == t for p in preds):
-            k = classes.index(t)
-            by_class[t].append((min(p[i][k] for p in probs), i))
+        if not all(p[i] == t for p in preds):
+            continue
+        words = len(texts[i].split())
+        try:
+            limits.check(texts[i])
+        except InputTooLarge:
+            continue
+        if words > DEFAULT_MAX_TOKENS // 2:  # tokens outnumber words: stay clear of the limit
+            continue
+        k = classes.index(t)
+        by_class[t].append((words > GOLDEN_MAX_WORDS, -min(p[i][k] for p in probs), i))
     for c in by_class:
-        by_class[c].sort(reverse=True)
+        by_class[c].sort()
+    order = spread([c for c in classes if by_class[c]], n)
     picked: list[int] = []
     while len(picked) < n and any(by_class.values()):
-        for c in classes:
+        for c in order:
             if by_class[c] and len(picked) < n:
-                picked.append(by_class[c].pop(0)[1])
+                picked.append(by_class[c].pop(0)[2])
     return [mf.GoldenQuery(texts[i], truth[i]) for i in sorted(picked)]
+
+
+def spread(items: list[str], n: int) -> list[str]:
+    """`items` reordered so its first `n` are evenly spaced over it (then the rest, in order)."""
+    if n >= len(items):
+        return items
+    first = [items[(i * len(items)) // n] for i in range(n)]
+    chosen = set(first)
+    return first + [x for x in items if x not in chosen]
 
 
 def onnx_environment(ctx: BuildContext) -> dict[str, str]:

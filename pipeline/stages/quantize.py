@@ -15,14 +15,22 @@ def export_learner(learn, path) -> None:  # noqa: ANN001
     """fastai's export without re-creating an optimizer afterwards, written atomically.
 
     Pickled with `pipeline.stable_pickle`, so the same learner gives the same bytes in every
-    process (sets in sorted order); the file loads with plain `load_learner`.
+    process (sets in sorted order); the file loads with plain `load_learner`. Each empty
+    DataLoader gets a fixed random-number generator: fastai seeds a new DataLoader's `rng` from
+    the global `random` state, which a build that skips training never seeds, and a pickled
+    generator that differs made an unchanged rebuild write other bytes. A loaded learner draws
+    nothing from it (`test_dl` and `dls.new` make DataLoaders with generators of their own).
     """
+    import random
+
     import torch
 
     from pipeline import stable_pickle
 
     dls, opt = learn.dls, learn.opt
     learn.dls, learn.opt = dls.new_empty(), None
+    for dl in learn.dls.loaders:
+        dl.rng = random.Random(0)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with warnings.catch_warnings():

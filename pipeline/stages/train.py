@@ -71,6 +71,11 @@ class TrainOrLoad:
             )
             export_learner(learn, ctx.original_path)
             shutil.rmtree(ctx.build_dir / "work", ignore_errors=True)
+            # The later stages work on the learner read back from export.pkl, as a build that
+            # skips training does: the learner fresh from training shares objects (strings,
+            # spaCy's special cases in another order) that its pickle holds as copies, so the
+            # quantized pickle made from it had other bytes than an unchanged rebuild's.
+            learn = load_exported(ctx.original_path)
         for data in (x for x in (ctx.eval_data, ctx.challenge_data) if x is not None):
             unknown = sorted(set(data.labels) - set(labels_of(learn)))
             if unknown:
@@ -80,3 +85,4 @@ class TrainOrLoad:
                 )
         ctx.learner = learn
         atomic.write_text(ctx.build_dir / KEY_FILE, ctx.train_key + "\n")
+        ctx.trained_learner_kept = c.train.export_pkl is None

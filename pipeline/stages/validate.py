@@ -10,12 +10,13 @@ so a failed build still leaves its report to read.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline import evaluation as ev
-from pipeline.config import ValidateConfig
+from pipeline.config import QUANTIZABLE_MODULES, ReleaseConfig, ValidateConfig
 from pipeline.manifest import ONNX_FILE, TOKENIZER_FILE
 from pipeline.measure import (
     fresh_process_load,
@@ -23,11 +24,12 @@ from pipeline.measure import (
     interleaved_latency,
     percentile,
 )
-from pipeline.stages.base import BuildContext
+from pipeline.stages.base import BuildContext, working_on
 
 log = logging.getLogger("pipeline.build")
 
 VARIANTS = ("original", "quantized", "onnx")
+TOP_CONFUSIONS = 15  # (true, predicted) pairs the report lists
 BASELINE_NAME = "TF-IDF word+char n-grams, logistic regression"
 
 
@@ -46,30 +48,94 @@ class Gate:
         return measured >= self.threshold if self.op == ">=" else measured <= self.threshold
 
 
-_SMALLER = (
-    "keep all of quantize.modules; a model with few parameters shrinks less, so lower "
-    "validate.min_size_ratio for it knowingly"
-)
-_FASTER = (
-    "timings vary: rebuild on a quiet machine with validate.threads = 1; a small model gains "
-    "less from INT8, so lower validate.min_speedup for it knowingly"
-)
-_CLOSER = (
-    'quantization changed answers: leave "embedding" (then "lstm") out of quantize.modules '
-    "and rebuild, or raise the threshold if the eval set is small"
-)
-_BETTER = (
-    "more (and more varied) training rows per class, train.epochs, train.lm_epochs (ULMFiT on "
-    "your texts), pretrained weights; or lower the threshold if the task allows"
-)
-_HOLD_UP = (
-    "the model keys on how its training rows are phrased: add training rows written the way "
-    "other people ask (terse noun phrases, imperatives, long questions, typos, other words), "
-    "never rows of the challenge set itself"
-)
-_QUICKER = (
-    "a smaller model (train.emb_sz, train.n_hid, train.n_layers) or a higher validate.max_p95_ms"
-)
+def advice_for(key: str, c: ReleaseConfig | None = None) -> str:
+    """What a user can do when the gate on `key` fails, from the settings of `c`: an option
+    already in place is left out or given with its current value, never recommended as if it
+    were not (None: every option, generically)."""
+    t = c.train if c else None
+    v = c.validate if c else None
+    modules = set(c.quantize.modules) if c else set()
+    base = key.removesuffix("_onnx").removesuffix("_quantized")
+    opts: list[str] = []
+    if key.startswith("challenge_"):
+        return (
+            "the model keys on how its training rows are phrased: add training rows written the "
+            "way other people ask (terse noun phrases, imperatives, long questions, typos, other "
+            "words), never rows of the challenge set itself"
+        )
+    if base in ("lead_over_majority_points", "baseline_deficit_points", "accuracy"):
+        opts.append("more (and more varied) training rows per class")
+        if base == "lead_over_majority_points":
+            opts.append("check the labels, add rows for the rare classes")
+        opts.append(f"more epochs (train.epochs{f' = {t.epochs} now' if t else ''})")
+        if t is None or t.export_pkl is None:
+            if t is None or t.lm_epochs == 0:
+                opts.append("train.lm_epochs (ULMFiT: a language model on your texts first)")
+            else:
+                opts.append(f"more train.lm_epochs ({t.lm_epochs} now)")
+            if t is None or not t.pretrained:
+                opts.append("pretrained weights (train.pretrained)")
+        if base == "baseline_deficit_points" and (t is None or t.emb_sz * t.n_hid > 200 * 400):
+            now = f", {t.emb_sz}/{t.n_hid} now" if t else ""
+            opts.append(f"a smaller network from scratch (train.emb_sz / train.n_hid{now})")
+        threshold = {
+            "lead_over_majority_points": None,
+            "baseline_deficit_points": "raise validate.max_baseline_deficit"
+            + (f" ({v.max_baseline_deficit:g} now)" if v else "")
+            + " to ship it knowingly",
+            "accuracy": "lower validate.min_accuracy if the task allows",
+        }[base]
+        if threshold:
+            opts.append(threshold)
+    elif base == "size_ratio":
+        if c is None:
+            opts.append("keep all of quantize.modules")
+        elif left := sorted(set(QUANTIZABLE_MODULES) - modules):
+            opts.append(f"quantize every module (quantize.modules leaves out {', '.join(left)})")
+        opts.append(
+            "a network with few parameters shrinks less (its pickle's vocabulary and tokenizer "
+            "weigh the same): lower validate.min_size_ratio"
+            + (f" ({v.min_size_ratio:g} now)" if v else "")
+            + " for it knowingly"
+        )
+    elif base == "speedup_p50":
+        quiet = "timings vary: rebuild on a quiet machine"
+        opts.append(
+            quiet if v is not None and v.threads == 1 else quiet + " with validate.threads = 1"
+        )
+        opts.append(
+            "a small network gains less from INT8: lower validate.min_speedup"
+            + (f" ({v.min_speedup:g} now)" if v else "")
+            + " for it knowingly"
+        )
+    elif base in ("accuracy_drop_points", "agreement"):
+        kept = [m for m in ("embedding", "lstm") if c is None or m in modules]
+        if kept:
+            opts.append(
+                f"quantization changed answers: leave {' (then '.join(map(repr, kept))}"
+                + (")" if len(kept) > 1 else "")
+                + " out of quantize.modules and rebuild"
+            )
+        opts.append("raise the threshold if the eval set is small")
+    elif base == "p95_ms":
+        now = f", {t.emb_sz}/{t.n_hid}/{t.n_layers} now" if t else ""
+        opts.append(f"a smaller model (train.emb_sz, train.n_hid, train.n_layers{now})")
+        opts.append("a higher validate.max_p95_ms")
+    lead = {
+        "lead_over_majority_points": "the model does no better than always answering the most "
+        "frequent eval class: ",
+        "baseline_deficit_points": "a TF-IDF + logistic regression model trained on the same "
+        "rows is clearly better: ",
+    }.get(base, "")
+    return lead + "; ".join(opts)
+
+
+_SMALLER = advice_for("size_ratio")
+_FASTER = advice_for("speedup_p50")
+_CLOSER = advice_for("agreement")
+_BETTER = advice_for("accuracy_quantized")
+_HOLD_UP = advice_for("challenge_accuracy_quantized")
+_QUICKER = advice_for("p95_ms_quantized")
 
 
 def gates_for(v: ValidateConfig) -> list[Gate]:
@@ -81,8 +147,7 @@ def gates_for(v: ValidateConfig) -> list[Gate]:
             ">",
             0.0,
             " points",
-            "the model does no better than always answering the most frequent eval class: check "
-            "the labels, add rows for the rare classes, train longer (train.epochs)",
+            advice_for("lead_over_majority_points"),
         ),
         Gate(
             "points behind the TF-IDF baseline",
@@ -90,10 +155,7 @@ def gates_for(v: ValidateConfig) -> list[Gate]:
             "<=",
             v.max_baseline_deficit,
             " points",
-            "a TF-IDF + logistic regression model trained on the same rows is clearly better: "
-            "more varied training data, train.lm_epochs (ULMFiT on your texts), pretrained "
-            "weights or a smaller model (train.emb_sz, train.n_hid); or raise "
-            "validate.max_baseline_deficit to ship it knowingly",
+            advice_for("baseline_deficit_points"),
         ),
     ]
     if not v.beat_majority:
@@ -215,15 +277,17 @@ def _onnx_predictions(clf, texts: list[str]) -> ev.Predictions:  # noqa: ANN001
 
 
 def predict_variants(
-    ctx: BuildContext, texts: list[str], onnx: Any = None
+    ctx: BuildContext, texts: list[str], onnx: Any = None, source: str = "the texts"
 ) -> dict[str, ev.Predictions]:
-    """Predictions of every built variant on `texts`, keyed "original", "quantized"[, "onnx"]."""
-    preds = {
-        "original": ev.predict_all(ctx.original_learner(), texts),
-        "quantized": ev.predict_all(ctx.quantized, texts),
-    }
+    """Predictions of every built variant on `texts`, keyed "original", "quantized"[, "onnx"];
+    an error names the variant and `source` (where the texts come from)."""
+    preds = {}
+    for name, learn in (("original", ctx.original_learner()), ("quantized", ctx.quantized)):
+        with working_on(f"predicting {source} ({len(texts)} texts) with the {name} variant"):
+            preds[name] = ev.predict_all(learn, texts)
     if onnx is not None:
-        preds["onnx"] = _onnx_predictions(onnx, texts)
+        with working_on(f"predicting {source} ({len(texts)} texts) with the onnx variant"):
+            preds["onnx"] = _onnx_predictions(onnx, texts)
     return preds
 
 
@@ -259,9 +323,11 @@ def baseline_accuracy(
     """
     if ctx.train_data is None:
         return None
-    pred = ev.tfidf_baseline(
-        list(ctx.train_data.texts), list(ctx.train_data.labels), texts, ctx.config.train.seed
-    )
+    if ctx.baseline_model is None:  # fitted once, for the eval and the challenge set
+        ctx.baseline_model = ev.fit_tfidf_baseline(
+            list(ctx.train_data.texts), list(ctx.train_data.labels), ctx.config.train.seed
+        )
+    pred = [str(x) for x in ctx.baseline_model.predict(texts)]
     out: dict[str, Any] = {"name": BASELINE_NAME, "accuracy": ev.accuracy(pred, truth)}
     if quantized is not None:
         out["versus_quantized"] = ev.paired(quantized, pred, truth)
@@ -276,7 +342,7 @@ def challenge_accuracy(ctx: BuildContext, onnx: Any = None) -> dict[str, Any] | 
     texts, truth = list(data.texts), list(data.labels)
     classes = [str(x) for x in ctx.original_learner().dls.vocab[1]]
     log.info("accuracy on %d challenge texts ...", len(texts))
-    preds = predict_variants(ctx, texts, onnx)
+    preds = predict_variants(ctx, texts, onnx, str(data.path))
     variants = {
         name: {k: x[k] for k in ("accuracy", "per_class_accuracy", "predictions")}
         for name, x in accuracy_by_variant(preds, truth, classes).items()
@@ -435,6 +501,77 @@ def summarize(
     return summary
 
 
+# accuracy gates whose failure a model that did not train explains
+_ACCURACY_KEYS = (
+    "lead_over_majority_points",
+    "baseline_deficit_points",
+    "accuracy_quantized",
+    "accuracy_onnx",
+    "challenge_accuracy_quantized",
+    "challenge_accuracy_onnx",
+    "challenge_baseline_deficit_points",
+)
+
+
+def training_verdict(
+    summary: dict[str, Any], probs: Any, truth: list[str], classes: list[str]
+) -> dict[str, Any]:
+    """Whether the original model learnt anything: its eval loss against a uniform guess's
+    (ln of the number of classes) and its accuracy against chance (the better of the majority
+    class and 1 / classes) and the TF-IDF baseline.
+
+    It did not train when it closes less than a tenth of the way from chance to the baseline,
+    or (no baseline) when its eval loss is at 90% of the uniform guess's or more: two epochs of
+    fit_one_cycle at lr 0.01 on 150 classes scored 1.6% (chance 0.7%, baseline 91%).
+    """
+    import numpy as np
+
+    index = {c: i for i, c in enumerate(classes)}
+    p_true = np.asarray(probs)[np.arange(len(truth)), [index[t] for t in truth]]
+    loss = float(-np.log(np.clip(p_true, 1e-12, 1.0)).mean())
+    chance_loss = float(np.log(len(classes)))
+    chance = max(summary.get("majority_accuracy") or 0.0, 1 / len(classes))
+    accuracy, base = summary["accuracy_original"], summary.get("baseline_accuracy")
+    if base is not None and base > chance + 0.05:
+        stuck = accuracy - chance < 0.1 * (base - chance)
+    else:
+        stuck = loss >= 0.9 * chance_loss
+    return {
+        "eval_loss_original": loss,
+        "chance_loss": chance_loss,
+        "chance_accuracy": chance,
+        "did_not_train": bool(stuck),
+    }
+
+
+def did_not_train_message(s: dict[str, Any], c: ReleaseConfig | None = None) -> str:
+    """The sentence a build says when the model learnt nothing (`s`: the summary with
+    `training_verdict`'s keys), with what to change."""
+    t = c.train if c else None
+    what = (
+        "it was loaded from train.export_pkl: train it longer or check its labels"
+        if t is not None and t.export_pkl is not None
+        else "more epochs"
+        + (f" (train.epochs = {t.epochs} now)" if t else "")
+        + " or a learning rate that suits that many epochs"
+        + (f" (train.lr = {t.lr:g} now)" if t else "")
+    )
+    return (
+        f"the model did not train: eval loss {s['eval_loss_original']:.2f} against "
+        f"{s['chance_loss']:.2f} for a uniform guess, accuracy {100 * s['accuracy_original']:.1f}% "
+        f"against {100 * s['chance_accuracy']:.1f}% by chance; {what}"
+    )
+
+
+def gate_advice_for(gate: dict[str, Any], c: ReleaseConfig, s: dict[str, Any]) -> str:
+    """A gate's advice for this build: from its settings, led by "the model did not train" when
+    an accuracy gate fails because it learnt nothing (`s`: the summary)."""
+    advice = advice_for(gate["key"], c)
+    if s.get("did_not_train") and gate["key"] in _ACCURACY_KEYS and not gate["passed"]:
+        return f"{did_not_train_message(s, c)}. Otherwise: {advice}"
+    return advice
+
+
 def versus_baseline(prefix: str, baseline: dict[str, Any] | None) -> dict[str, float]:
     """The quantized variant against the baseline text by text (nothing without a baseline)."""
     pair = (baseline or {}).get("versus_quantized")
@@ -495,22 +632,52 @@ class Validate:
         texts, truth = list(ctx.eval_data.texts), list(ctx.eval_data.labels)
         classes = [str(x) for x in ctx.original_learner().dls.vocab[1]]
         onnx = onnx_classifier(ctx)
+        seconds: dict[str, float] = {}  # where validation's time goes (many rows or classes)
+
+        def timed(part: str, fn: Any, *args: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                seconds[part] = round(time.perf_counter() - start, 3)
 
         log.info("accuracy on %d eval texts ...", len(texts))
-        preds = predict_variants(ctx, texts, onnx)
+        preds = timed(
+            "predicting the eval set", predict_variants, ctx, texts, onnx, str(ctx.eval_data.path)
+        )
         variants = accuracy_by_variant(preds, truth, classes)
         comparisons = agreements(preds)
-        baseline = baseline_accuracy(ctx, texts, truth, variants["quantized"]["predictions"])
+        baseline = timed(
+            "TF-IDF baseline",
+            baseline_accuracy,
+            ctx,
+            texts,
+            truth,
+            variants["quantized"]["predictions"],
+        )
         majority = majority_baseline(truth)
-        challenge = challenge_accuracy(ctx, onnx)
-        latency = latencies(ctx, texts, onnx)
-        loads = load_measurements(ctx, texts[0], onnx is not None)
+        challenge = (
+            timed("challenge set", challenge_accuracy, ctx, onnx)
+            if ctx.challenge_data is not None
+            else None
+        )
+        latency = timed("latency", latencies, ctx, texts, onnx)
+        loads = timed("fresh-process loads", load_measurements, ctx, texts[0], onnx is not None)
         sizes = file_sizes(ctx, onnx is not None)
+        confusions = ev.top_confusions(
+            {name: x["confusion"] for name, x in variants.items()}, classes, TOP_CONFUSIONS
+        )
         summary = summarize(
             variants, comparisons, sizes, latency, loads, baseline, majority, challenge
         )
+        summary.update(training_verdict(summary, preds["original"].probs, truth, classes))
         gate_results = gates(ctx.config.validate, summary)
+        for g in gate_results:  # advice from this build's settings
+            g["advice"] = gate_advice_for(g, ctx.config, summary)
         ctx.gates_passed = all(g["passed"] for g in gate_results)
+        untrained = did_not_train_message(summary, ctx.config) if summary["did_not_train"] else None
+        if untrained:
+            log.warning("warning: %s", untrained)
         ctx.results["validate"] = {
             "eval_set": {"path": str(ctx.eval_data.path), "rows": len(texts), "classes": classes},
             "eval_texts": texts,
@@ -526,6 +693,13 @@ class Validate:
             "load": loads,
             "sizes": sizes,
             "gates": gate_results,
+            "top_confusions": confusions,
+            "seconds": seconds,
+            "did_not_train": untrained,
             "probabilities": {name: p.probs.tolist() for name, p in preds.items()},
         }
         _log_summary(summary)
+        log.info(
+            "validation: %s",
+            ", ".join(f"{part} {t:.1f}s" for part, t in seconds.items()),
+        )

@@ -172,3 +172,18 @@ def test_publish_dry_run_without_a_build_prints_the_plan_and_touches_nothing(
     assert proc.returncode == 0, proc.stderr
     assert "local: planned · tiny-intent 0.0.1 · would build first" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["release.toml"]
+
+
+def test_init_drop_overlap_lists_the_dropped_rows(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").write_text(
+        "text,label\n" + "".join(f"train text {i},{'ab'[i % 2]}\n" for i in range(12))
+    )
+    (tmp_path / "test.csv").write_text("text,label\nTrain text 3!,b\nnew text,a\n")
+    r = run(
+        "--config", str(tmp_path / "r.toml"), "init", "--csv", str(tmp_path / "train.csv"),
+        "--eval-csv", str(tmp_path / "test.csv"), "--drop-overlap",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "dropped 1 training row(s) whose text is also in" in r.output
+    assert "dropped: 'train text 3'" in r.output
+    assert (tmp_path / "train-no-overlap.csv").read_text().count("\n") == 12  # header + 11

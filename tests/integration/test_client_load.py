@@ -96,6 +96,35 @@ def test_fast_predict_equals_learn_predict(tmp_path: Path, store, variant) -> No
     assert worst <= 1e-5
 
 
+@pytest.mark.parametrize("variant", ["original", "quantized", "onnx"])
+def test_long_texts_one_at_a_time_and_batched(tiny, tmp_path: Path, store, variant) -> None:
+    """Texts over 2 x seq_len through what a server loads: the client's predict() one at a
+    time, and the pickle variants' learner batched (fastai's chunked path, where the quantized
+    embedding once refused its non-contiguous slices), against the original learner."""
+    import numpy as np
+    from fastai.learner import load_learner
+
+    from pipeline.evaluation import predict_all
+    from tests.integration.conftest import assert_close_answers, long_eval_texts
+
+    root, m = store
+    long = long_eval_texts(tiny[0])
+    loaded = load_model(
+        m.model, sources=[LocalSource(root)], variants=[variant], cache_dir=tmp_path / "c"
+    )
+    assert loaded.variant == variant
+    one = np.array([list(loaded.predict(t)[1].values()) for t in long])
+    reference = load_learner(build_dir(tiny) / mf.ORIGINAL_FILE)
+    with reference.no_bar():
+        original = np.stack([reference.predict(t)[2].numpy() for t in long])
+    tolerance = 1e-5 if variant == "original" else 0.05
+    assert_close_answers(one, original, tolerance, f"{variant} one at a time")
+    if variant != "onnx":
+        # dynamic INT8 quantizes activations per batch: close to one at a time, not equal
+        batched = predict_all(loaded.learner, long)
+        assert_close_answers(batched.probs, one, tolerance, f"{variant} batched")
+
+
 def test_a_quantized_model_that_fails_to_load_falls_back(tiny, tmp_path: Path, caplog) -> None:
     root, m = republish(tiny, tmp_path, "garbage", quantized=b"\x80\x04not a learner at all")
     with caplog.at_level(logging.INFO, logger="pipeline"):

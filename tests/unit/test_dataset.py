@@ -160,6 +160,19 @@ def test_bad_csv_is_one_clear_error(tmp_path: Path, body: str, message: str) -> 
         read(csv(tmp_path, body))
 
 
+def test_a_row_with_more_fields_than_the_header_names_its_line(tmp_path: Path) -> None:
+    """An unquoted comma in a label: csv's DictReader would keep the row as "billing"."""
+    body = 'text,label\nhi,a\n"where, exactly",b\nmy invoice,billing, urgent\n'
+    with pytest.raises(InputError) as e:
+        read(csv(tmp_path, body))
+    message = str(e.value)
+    assert "line 4: 3 fields, the header has 2 (extra: ' urgent')" in message
+    assert 'needs the field in double quotes ("billing, urgent")' in message
+    # quoted, the same comma is a label of its own
+    fixed = read(csv(tmp_path, body.replace("billing, urgent", '"billing, urgent"'), "ok.csv"))
+    assert fixed.labels[-1] == "billing, urgent"
+
+
 def test_missing_csv(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         read(tmp_path / "none.csv")

@@ -192,3 +192,126 @@ def test_the_report_says_when_a_gap_to_the_baseline_can_be_chance() -> None:
         "challenge_baseline_mcnemar_p": 0.002,
     }
     assert "unlikely to be chance" in versus_baseline_line("challenge set", s, "challenge_")
+
+
+def test_an_error_after_training_names_its_input_and_says_the_learner_is_kept(ctx) -> None:
+    from pipeline.stages.base import working_on
+
+    class Trains(Recorder):
+        def run(self, ctx):
+            ctx.trained_learner_kept = True
+
+    class Fails(Recorder):
+        def run(self, ctx):
+            with working_on("predicting eval.csv (12 texts) with the quantized variant"):
+                raise RuntimeError("Expect weight, indices, and offsets to be contiguous.")
+
+    with pytest.raises(StageError) as e:
+        run_stages([Trains("training"), Fails("validating")], ctx)
+    message = str(e.value)
+    assert message.startswith(
+        "validating: predicting eval.csv (12 texts) with the quantized variant: RuntimeError: "
+        "Expect weight, indices, and offsets to be contiguous.; the trained learner is kept ("
+    ), message
+    assert "export.pkl): run `release build` again and it is reused, training skipped" in message
+    # a failure in training itself, or with no training in this run, promises nothing
+    for stages in ([Fails("training")], [Recorder("loading"), Fails("validating")]):
+        ctx.trained_learner_kept = False
+        with pytest.raises(StageError) as e:
+            run_stages(stages, ctx)
+        assert "kept" not in str(e.value)
+
+
+def test_texts_that_fastai_would_misread_in_one_batch_go_in_separate_batches() -> None:
+    from pipeline.evaluation import length_groups
+
+    # fastai issue #3379: rows that differ by seq_len tokens or more are not read correctly
+    # in one batch; groups hold rows less than seq_len apart, longest first
+    assert length_groups([10, 200, 150, 12, 140, 72], 72) == [[1, 2, 4], [5, 3, 0]]
+    assert length_groups([4, 76], 72) == [[1], [0]]
+    assert length_groups([5, 76, 40], 72) == [[1, 2, 0]]
+    assert length_groups([30, 30], 72) == [[0, 1]]
+    assert length_groups([], 72) == []
+
+
+def test_gate_advice_never_recommends_a_setting_already_in_place(ctx) -> None:
+    from pipeline.stages.validate import advice_for
+
+    c = ctx.config
+
+    def with_(section: str, **kw):  # noqa: ANN202
+        return dataclasses.replace(c, **{section: dataclasses.replace(getattr(c, section), **kw)})
+
+    assert "validate.threads = 1" not in advice_for("speedup_p50", with_("validate", threads=1))
+    assert "validate.threads = 1" in advice_for("speedup_p50_onnx", with_("validate", threads=4))
+    every = with_("quantize", modules=("lstm", "linear", "embedding"))
+    assert "quantize every module" not in advice_for("size_ratio", every)
+    assert "min_size_ratio (5 now)" in advice_for("size_ratio", every)
+    some = with_("quantize", modules=("lstm", "linear"))
+    assert "quantize.modules leaves out embedding" in advice_for("size_ratio", some)
+    assert "leave 'lstm' out of quantize.modules" in advice_for("agreement", some)
+    assert "'embedding'" not in advice_for("agreement", some)
+    ulmfit = with_("train", lm_epochs=10, pretrained=True)
+    for key in ("baseline_deficit_points", "accuracy_quantized", "lead_over_majority_points"):
+        advice = advice_for(key, ulmfit)
+        assert "more train.lm_epochs (10 now)" in advice and "ULMFiT" not in advice, advice
+        assert "pretrained" not in advice, advice
+        assert "train.epochs = " in advice
+    assert "a smaller network" not in advice_for(
+        "baseline_deficit_points", with_("train", emb_sz=200, n_hid=400)
+    )
+    # without a config: every option, generically (the defaults gates_for() carries)
+    assert "ULMFiT" in advice_for("baseline_deficit_points")
+
+
+def test_a_model_at_chance_is_said_not_to_have_trained(ctx) -> None:
+    """The issue's run: 150 classes, 2 epochs, 1.6% accuracy (chance 0.7%), baseline 91.4%."""
+    import numpy as np
+
+    from pipeline.stages.validate import gate_advice_for, training_verdict
+
+    classes = [f"c{i:03d}" for i in range(150)]
+    truth = [classes[i % 150] for i in range(600)]
+    rng = np.random.default_rng(0)
+    flat = rng.dirichlet(np.full(150, 50.0), size=600)  # near-uniform answers
+    s = {"accuracy_original": 0.016, "baseline_accuracy": 0.914, "majority_accuracy": 1 / 150}
+    verdict = training_verdict(s, flat, truth, classes)
+    assert verdict["did_not_train"] and verdict["chance_loss"] == pytest.approx(np.log(150))
+    s.update(verdict)
+    failed = {"key": "baseline_deficit_points", "passed": False}
+    advice = gate_advice_for(failed, ctx.config, s)
+    assert advice.startswith("the model did not train: eval loss ")
+    assert "accuracy 1.6% against 0.7% by chance; more epochs (train.epochs = " in advice
+    assert "train.lr = " in advice and "Otherwise: a TF-IDF" in advice
+    size = {"key": "size_ratio", "passed": False}
+    assert "did not train" not in gate_advice_for(size, ctx.config, s)
+    # a model that learnt: confident, mostly right
+    sharp = np.full((600, 150), 1e-4)
+    sharp[np.arange(600), [i % 150 for i in range(600)]] = 1 - 149e-4
+    learnt = {"accuracy_original": 0.85, "baseline_accuracy": 0.914, "majority_accuracy": 0.0067}
+    assert not training_verdict(learnt, sharp, truth, classes)["did_not_train"]
+    # without a baseline (no train CSV): the loss against a uniform guess decides
+    no_base = {"accuracy_original": 0.016, "baseline_accuracy": None, "majority_accuracy": 0.0067}
+    assert training_verdict(no_base, flat, truth, classes)["did_not_train"]
+    assert not training_verdict({**no_base, "accuracy_original": 0.85}, sharp, truth, classes)[
+        "did_not_train"
+    ]
+
+
+def test_the_baseline_is_fitted_once_for_the_eval_and_the_challenge_set(ctx) -> None:
+    from pipeline.dataset import LabelledTexts
+    from pipeline.evaluation import tfidf_baseline
+    from pipeline.stages.validate import baseline_accuracy
+
+    texts = [f"{w} question {i}" for w in ("invoice", "parcel") for i in range(6)]
+    labels = ["billing"] * 6 + ["shipping"] * 6
+    ctx.train_data = LabelledTexts(Path("train.csv"), tuple(texts), tuple(labels))
+    eval_ = baseline_accuracy(ctx, ["invoice please", "parcel late"], ["billing", "shipping"])
+    model = ctx.baseline_model
+    challenge = baseline_accuracy(ctx, ["my parcel"], ["shipping"])
+    assert ctx.baseline_model is model  # not fitted again
+    seed = ctx.config.train.seed
+    assert eval_["predictions"] == tfidf_baseline(
+        texts, labels, ["invoice please", "parcel late"], seed
+    )
+    assert challenge["predictions"] == tfidf_baseline(texts, labels, ["my parcel"], seed)

@@ -118,3 +118,72 @@ def test_files_written_honour_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert (tmp_path / "a").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b").stat().st_mode & 0o777 == 0o640
+
+
+def _labelled(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "intent"])
+        w.writerows(rows)
+    return path
+
+
+def test_drop_overlap_writes_a_train_copy_without_the_shared_texts(tmp_path: Path) -> None:
+    """A public dataset's official split shares texts with its train split: the build refuses
+    them, init --drop-overlap leaves them out of a copy of the train CSV, counted and listed."""
+    from pipeline.dataset import check_eval_against_train, read_labelled_csv
+    from pipeline.starter import summary_lines
+
+    train_rows = [(f"how do i pay invoice {i}", "billing") for i in range(8)]
+    train_rows += [(f"where is parcel {i}", "shipping") for i in range(8)]
+    train_rows += [("Where is my ORDER?", "shipping"), ("refund my card", "billing")]
+    eval_rows = [("where is my order", "shipping"), ("refund my card!", "billing")]
+    eval_rows += [("pay my bill", "billing"), ("track the truck", "shipping")]
+    train = _labelled(tmp_path / "train.csv", train_rows)
+    test = _labelled(tmp_path / "test.csv", eval_rows)
+    read = lambda p: read_labelled_csv(p, "text", "intent", min_classes=1)  # noqa: E731
+    # the build's check as it is, and its message names the way out
+    with pytest.raises(InputError) as e:
+        check_eval_against_train(read(train), read(test))
+    assert "2 text(s) also in" in str(e.value)
+    assert f"`release init --csv {train} --eval-csv {test} --drop-overlap`" in str(e.value)
+    # without the option: a note, the data as it is
+    s = init_config(tmp_path / "keep.toml", csv_path=train, eval_csv=test)
+    assert s.train_csv == train and not s.dropped
+    assert any("2 training row(s) share their text with" in n for n in s.notes)
+    # with it: a copy without the two rows, and a config that builds past the check
+    s = init_config(tmp_path / "r.toml", csv_path=train, eval_csv=test, drop_overlap=True)
+    assert s.train_csv == tmp_path / "train-no-overlap.csv"
+    assert s.dropped == ["Where is my ORDER?", "refund my card"]
+    kept = read(s.train_csv)
+    assert len(kept) == len(train_rows) - 2 and "refund my card" not in kept.texts
+    check_eval_against_train(kept, read(test))  # passes now
+    c = cfg.load(tmp_path / "r.toml")
+    assert c.data.train_csv == s.train_csv.resolve()
+    text = (tmp_path / "r.toml").read_text()
+    assert "written by release init --drop-overlap: train.csv less 2 row(s) whose text" in text
+    lines = summary_lines(s)
+    assert any("dropped 2 training row(s)" in x for x in lines)
+    assert "  dropped: 'refund my card'" in lines
+    assert sum(s.train_counts.values()) == 16
+    with pytest.raises(ConfigError, match="train-no-overlap.csv: already exists"):
+        init_config(tmp_path / "r2.toml", csv_path=train, eval_csv=test, drop_overlap=True)
+
+
+def test_init_refuses_a_row_with_more_fields_than_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\nmy invoice,billing\nmy parcel,shipping, urgent\n")
+    with pytest.raises(InputError, match="line 3: 3 fields, the header has 2"):
+        init_config(tmp_path / "r.toml", csv_path=path)
+
+
+def test_carving_keeps_texts_equal_but_for_punctuation_on_one_side(tmp_path: Path) -> None:
+    from pipeline.dataset import same_text_key
+
+    rows = [(f"question {i} about billing", "billing") for i in range(10)]
+    rows += [(f"question {i} about shipping", "shipping") for i in range(10)]
+    rows += [(f"Question {i} about billing?", "billing") for i in range(10)]
+    s = init_config(tmp_path / "r.toml", csv_path=_labelled(tmp_path / "all.csv", rows))
+    train, eval_ = read_table(s.train_csv), read_table(s.eval_csv)
+    seen = {same_text_key(r["text"]) for r in train.rows}
+    assert not any(same_text_key(r["text"]) in seen for r in eval_.rows)
