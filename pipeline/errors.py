@@ -71,3 +71,9 @@ class PartialPublishError(ReleaseError):
     """Some publish targets finished and some did not."""
 
     exit_code = 7
+
+
+def first_line(exc: BaseException, default: str = "") -> str:
+    """The first line of an error's message, at most 300 characters (`default` when it has
+    none): what a one-line report of a library's error shows, never a traceback or a dump."""
+    return (str(exc).strip().splitlines() or [default])[0][:300]

@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, IntegrityError
+from pipeline.errors import ConfigError, IntegrityError, first_line
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 
 log = logging.getLogger("pipeline.signing")
@@ -338,10 +338,10 @@ class Signer:
             except Exception as e:
                 if self.method != "sigstore":
                     raise ConfigError(
-                        f"{self.method} signing failed: {type(e).__name__}: {_first_line(e)}"
+                        f"{self.method} signing failed: {type(e).__name__}: {first_line(e, type(e).__name__)}"
                     ) from None
                 raise RemoteError(
-                    f"Sigstore keyless signing failed: {type(e).__name__}: {_first_line(e)}; it "
+                    f"Sigstore keyless signing failed: {type(e).__name__}: {first_line(e, type(e).__name__)}; it "
                     "needs an OIDC token (GitHub Actions: `permissions: id-token: write`) and "
                     "Fulcio and Rekor (the internet)"
                 ) from None
@@ -366,10 +366,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 # -- verifying ----------------------------------------------------------------------------------
@@ -427,7 +423,7 @@ class TrustRoot:
             raise
         except Exception as e:  # ValueError, InvalidSignature, OpenSSL and sigstore errors
             raise IntegrityError(
-                f"{where}: not signed by {self.describe()}: {type(e).__name__}: {_first_line(e)}; "
+                f"{where}: not signed by {self.describe()}: {type(e).__name__}: {first_line(e, type(e).__name__)}; "
                 "the release was altered, or signed by someone else: do not use it"
             ) from None
         digests: dict[str, str] = {}
@@ -465,14 +461,14 @@ class TrustRoot:
             except Exception as e:
                 raise ConfigError(
                     f"{where}: the Sigstore trust root given cannot be used ({type(e).__name__}: "
-                    f"{_first_line(e)})"
+                    f"{first_line(e, type(e).__name__)})"
                 ) from None
         try:
             return sign_sigstore.Verifier(identity=self.identity, oidc_issuer=self.issuer)
         except Exception as e:
             raise RemoteError(
                 f"{where}: Sigstore's trust root could not be loaded ({type(e).__name__}: "
-                f"{_first_line(e)}); keyless verification needs tuf-repo-cdn.sigstore.dev, or a "
+                f"{first_line(e, type(e).__name__)}); keyless verification needs tuf-repo-cdn.sigstore.dev, or a "
                 "trust root cached by an earlier run, or the file: --sigstore-trust-root "
                 "trusted_root.json (RELEASE_SIGSTORE_TRUST_ROOT)"
             ) from None
@@ -703,7 +699,7 @@ def read_sigstore_trust_root(value: str | bytes | Path, what: str) -> bytes:
         root.ct_keyring(KeyringPurpose.VERIFY)
     except Exception as e:
         raise ConfigError(
-            f"{what}: not a usable Sigstore trust root ({type(e).__name__}: {_first_line(e)}); "
+            f"{what}: not a usable Sigstore trust root ({type(e).__name__}: {first_line(e, type(e).__name__)}); "
             "it needs a Fulcio certificate authority, a Rekor key and a CT log key"
         ) from None
     return config

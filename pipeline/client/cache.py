@@ -60,6 +60,7 @@ from pipeline import atomic
 from pipeline.client.network import CacheError, DiskFull, RemoteError
 from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, check_file
+from pipeline.versions import version_key
 
 log = logging.getLogger("pipeline.client")
 CACHE_DIR_ENV = "RELEASE_CACHE_DIR"
@@ -152,15 +153,6 @@ def default_cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(os.environ.get(CACHE_DIR_ENV) or user_cache_dir("fastai-release"))
-
-
-def _version_key(v: str) -> tuple:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return (1, Version(v), v)
-    except InvalidVersion:
-        return (0, v, v)
 
 
 @dataclass
@@ -350,7 +342,7 @@ class Cache:
         d = self.root / model
         if self._lstat(d, f"{model}: listing the cached versions") is None:
             return []
-        return sorted(self._subdirs(d), key=_version_key, reverse=True)
+        return sorted(self._subdirs(d), key=version_key, reverse=True)
 
     def models(self) -> list[str]:
         return sorted(self._subdirs(self.root))

@@ -52,6 +52,7 @@ from pipeline.errors import (
     RemoteError,
 )
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest
+from pipeline.versions import version_key
 
 log = logging.getLogger("pipeline.client")
 DEFAULT_VARIANTS = ("quantized", "original")
@@ -168,16 +169,6 @@ def read_verified(path: Path, entry: FileEntry) -> bytes:
             f"{path}: blake3 {digest[:16]}…, manifest says {entry.blake3[:16]}…; refusing to load it"
         )
     return data
-
-
-def version_key(v: str) -> tuple:
-    """Order versions as PEP 440 does (1.10.0 after 1.9.0); names that are not versions first."""
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return (1, Version(v), v)
-    except InvalidVersion:
-        return (0, v, v)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from pipeline.errors import first_line
 from pipeline.retry import RETRY_STATUS, Retry, _header, classify_status, host_wait
 
 __all__ = [
@@ -127,7 +128,7 @@ def describe(exc: BaseException) -> str:
     import requests
 
     if isinstance(exc, requests.exceptions.RetryError):
-        return f"the server kept failing through PyGithub's own retries ({_first_line(exc)})"
+        return f"the server kept failing through PyGithub's own retries ({first_line(exc)})"
     try:
         from github import GithubException
     except ImportError:  # pragma: no cover
@@ -145,19 +146,14 @@ def describe(exc: BaseException) -> str:
         return exc.reason
     status = http_status(exc)
     if status is None and exc.__cause__ is not None:  # a library's wrapper: say what it wraps
-        return f"{_first_line(exc)} ({describe(exc.__cause__)})"
+        return f"{first_line(exc)} ({describe(exc.__cause__)})"
     if status is not None:
         response = getattr(exc, "response", None)
         server = getattr(exc, "server_message", None) or (
             _header(getattr(response, "headers", None), "X-Error-Message") or ""
         )
-        return f"HTTP {status}" + (f" {server}" if server else f" {_first_line(exc)}")
-    return f"{type(exc).__name__}: {_first_line(exc)}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines() or [""])[0][:300]
+        return f"HTTP {status}" + (f" {server}" if server else f" {first_line(exc)}")
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 class Redactor:

@@ -29,7 +29,7 @@ from typing import Any
 
 from pipeline.checksums import Blake3Stream
 from pipeline.config import S3Target
-from pipeline.errors import ConfigError, IntegrityError, RemoteError
+from pipeline.errors import ConfigError, IntegrityError, RemoteError, first_line
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, verify_dir
 from pipeline.publishers.base import (
     LocalFile,
@@ -42,9 +42,9 @@ from pipeline.publishers.base import (
 from pipeline.publishers.remote import RETRY_STATUS, _chain, host_wait
 from pipeline.publishers.settings import PublishSettings
 from pipeline.retry import Retry, RetryPolicy
+from pipeline.versions import LATEST, newer
 
 log = logging.getLogger("pipeline.publish")
-LATEST = "latest"
 IMMUTABLE = "public, max-age=31536000, immutable"  # a version's files never change
 LATEST_CACHE = "public, max-age=60"  # a CDN picks up a new release within a minute
 MULTIPART = 8 << 20
@@ -89,7 +89,7 @@ def describe_s3(exc: BaseException) -> str:
             err = e.response.get("Error") or {}
             status = (e.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
             return f"HTTP {status} {err.get('Code', '')}: {err.get('Message', '')}".strip(": ")
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def s3_client(target: S3Target, timeout: float) -> Any:
@@ -271,8 +271,6 @@ class S3Publisher(PlanApply):
             IntegrityError: the build does not match its manifest.
             RemoteError: the bucket failed or refused, after retries.
         """
-        from pipeline.publishers.local import _version_key
-
         release_dir = Path(release_dir)
         verify_dir(release_dir, manifest)
         files = local_files(release_dir, manifest)
@@ -297,7 +295,7 @@ class S3Publisher(PlanApply):
         plan.published = MANIFEST_NAME in objects
         plan.skipped = same
         current = self.latest(manifest.model)
-        move_latest = current is None or _version_key(manifest.version) > _version_key(current)
+        move_latest = newer(manifest.version, current)
         # A published manifest that is this build's own: missing or damaged files are repaired.
         conflict = plan.published and MANIFEST_NAME in differ
         if conflict:
@@ -430,11 +428,9 @@ class S3Publisher(PlanApply):
                 )
 
     def _move_latest(self, m: Manifest) -> None:
-        from pipeline.publishers.local import _version_key
-
         key = self.key(m.model, LATEST)
         current = self.latest(m.model)  # again: another publish may have moved it meanwhile
-        if current is not None and _version_key(current) >= _version_key(m.version):
+        if not newer(m.version, current):
             return
         self._call(
             f"write {key}",
