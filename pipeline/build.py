@@ -76,7 +76,8 @@ def build(
         lock.acquire(timeout=0)
     except Timeout:
         raise ReleaseError(
-            f"{build_dir}: another `release build` is running on this directory"
+            f"{build_dir}: another `release build` is running on this directory; wait for it "
+            "to finish, then run this command again"
         ) from None
     try:
         # A manifest from an earlier build would vouch for files this build overwrites.

@@ -1,4 +1,10 @@
-"""The error hierarchy. Each error carries the exit code the CLI maps it to (see DESIGN.md)."""
+"""The error hierarchy. Each error carries the exit code the CLI maps it to (see DESIGN.md).
+
+Errors a library user would catch also inherit the built-in that names their kind: ConfigError,
+InputError and IntegrityError are ValueErrors; RemoteError (and the client's CacheError) are
+OSErrors; ArtifactNotFound is a FileNotFoundError. Exit codes: 0 ok · 1 unexpected · 2 usage ·
+3 config/input (and the local cache) · 4 gate · 5 integrity/trust · 6 remote · 7 partial publish.
+"""
 
 from __future__ import annotations
 
@@ -55,14 +61,17 @@ class GateFailed(ReleaseError):
         super().__init__(message + ("\n" + table if table else ""))
 
 
-class IntegrityError(ReleaseError):
-    """A checksum or signature does not match."""
+class IntegrityError(ReleaseError, ValueError):
+    """A checksum or signature does not match: bytes that must not be used (a ValueError, as
+    a bad checksum is for `hashlib`/`binascii` users)."""
 
     exit_code = 5
 
 
-class RemoteError(ReleaseError):
-    """A network host failed or refused."""
+class RemoteError(ReleaseError, OSError):
+    """A network host failed or refused (an OSError, as `requests` and `urllib` errors are: a
+    server that catches OSError around I/O catches this too). Not a ConnectionError: a refused
+    token or an HTTP 404 is no broken connection, and the publishers retry ConnectionErrors."""
 
     exit_code = 6
 

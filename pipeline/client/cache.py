@@ -67,7 +67,7 @@ CACHE_DIR_ENV = "RELEASE_CACHE_DIR"
 DEFAULT_LOCK_TIMEOUT = 1200.0  # longer than one download's time budget (network.RetryPolicy)
 
 
-class CacheBusy(RemoteError):
+class CacheBusy(CacheError, TimeoutError):  # exit 3: the cache, not a remote, is busy
     """Another process kept a file's lock for longer than the bounded wait."""
 
 
@@ -90,7 +90,7 @@ def os_errors(what: str, path: Path) -> Iterator[None]:
     (a symbolic link met on the way: `link_error` naming the link)."""
     try:
         yield
-    except (CacheError, CacheBusy):
+    except ReleaseError:  # CacheError, CacheBusy, and RemoteError, which is an OSError too
         raise
     except OSError as e:
         if e.errno == errno.ELOOP:

@@ -156,7 +156,9 @@ def read_verified(path: Path, entry: FileEntry) -> bytes:
         if e.errno == errno.ELOOP:
             raise link_error(Path(e.filename or path), f"{path}: loading") from None
         raise IntegrityError(
-            f"{path}: cannot be read ({e.strerror}); refusing to load it"
+            f"{path}: cannot be read ({e.strerror}); refusing to load it: check the cache "
+            "directory's permissions and disk, then fetch again (`release cache verify` lists "
+            "damaged files; a fetch replaces them)"
         ) from None
     if len(data) != entry.size:
         raise IntegrityError(

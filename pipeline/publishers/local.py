@@ -131,7 +131,8 @@ class LocalStore(PlanApply):
                 verify_dir(staging, manifest)
                 if Manifest.read(staging) != manifest:
                     raise IntegrityError(
-                        f"{staging / MANIFEST_NAME}: copy differs from {release_dir / MANIFEST_NAME}"
+                        f"{staging / MANIFEST_NAME}: copy differs from {release_dir / MANIFEST_NAME}; "
+                        "nothing was published: run the same command again"
                     )
             result.uploaded, result.skipped = names, []
             self._update_latest(manifest)
@@ -147,4 +148,7 @@ class LocalStore(PlanApply):
         target = self.version_dir(manifest.model, manifest.version)
         published = verify_dir(target)
         if published != manifest:
-            raise IntegrityError(f"{target / MANIFEST_NAME}: differs from the build's manifest")
+            raise IntegrityError(
+                f"{target / MANIFEST_NAME}: differs from the build's manifest; publish the build "
+                "again with --force to replace the published version"
+            )
