@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/release info artifacts/releases/erp-intent/$$(cat artifacts/releases/erp-intent/latest)
 
 test: $(STAMP)
-	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline tests benchmarks && $(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -ra
 
 # Every benchmark row side by side (about 20 minutes on 2 cores, 12 of them a forced rebuild); writes benchmarks/results.{md,json}.
@@ -34,6 +34,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks
 	$(BIN)/ruff format --check pipeline tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf artifacts/build artifacts/releases artifacts/cache
