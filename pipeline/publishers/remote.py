@@ -17,6 +17,7 @@ functions, so importing this module costs nothing.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -186,7 +187,7 @@ class Redactor:
         return self(describe(exc))
 
 
-class RemotePublisher(PlanApply):
+class RemotePublisher(PlanApply, ABC):
     """The plumbing GitHub, the Hub and S3 share (see the module docstring).
 
     A subclass sets `name`, and implements `where` (the host and repository, at the start of
@@ -216,11 +217,13 @@ class RemotePublisher(PlanApply):
         self._checked = False
 
     @property
+    @abstractmethod
     def where(self) -> str:
-        raise NotImplementedError
+        """The host and repository, bucket or prefix, in words."""
 
+    @abstractmethod
     def _classify(self, exc: BaseException) -> Retry | None:
-        raise NotImplementedError
+        """A Retry for a failure worth another attempt, None for a final one."""
 
     def _describe(self, exc: BaseException) -> str:
         return self.redact.describe(exc)
@@ -231,8 +234,9 @@ class RemotePublisher(PlanApply):
             fn, what=f"{self.where}: {operation}", classify=self._classify, describe=self._describe
         )
 
+    @abstractmethod
     def check(self) -> None:
-        raise NotImplementedError
+        """Settings and secrets, before anything is uploaded anywhere (sets `_checked`)."""
 
     def _ensure_checked(self) -> None:
         if not self._checked:
@@ -269,17 +273,17 @@ class RemotePublisher(PlanApply):
         self._read(plan, files)
         return plan
 
+    @abstractmethod
     def _location(self, manifest: Manifest) -> str:
         """Where the release goes, in words (the plan's `location`)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _files(self, release_dir: Path, manifest: Manifest) -> Sequence[Any]:
         """What the target holds of a release: objects with `name`, `size` and `blake3`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _read(self, plan: Plan, files: Sequence[Any]) -> None:
         """Fill `plan` from the target's state (reads only)."""
-        raise NotImplementedError
 
     def apply(self, plan: Plan) -> PublishResult:
         """Carry out a plan (see the subclass's module docstring). Idempotent.
@@ -302,9 +306,13 @@ class RemotePublisher(PlanApply):
         result.verified = True
         return result
 
+    @abstractmethod
     def _carry_out(self, plan: Plan) -> None:
         """The target's steps for a plan that changes something; every file read back."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def verify(self, manifest: Manifest) -> None:
+        """Re-read what was published and check every blake3 (IntegrityError on a mismatch)."""
 
     def _read_back(
         self,
