@@ -8,6 +8,8 @@ OSErrors; ArtifactNotFound is a FileNotFoundError. Exit codes: 0 ok · 1 unexpec
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class ReleaseError(Exception):
     """Base class of every error a user can act on. Printed without a traceback."""
@@ -29,7 +31,7 @@ class ConfigError(ReleaseError, ValueError):
     def __init__(self, message: str, problems: list[str] | None = None):
         self.problems = list(problems or [])
         if self.problems:
-            message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+            message = message + "\n" + bullets(self.problems)
         super().__init__(message)
 
 
@@ -80,6 +82,11 @@ class PartialPublishError(ReleaseError):
     """Some publish targets finished and some did not."""
 
     exit_code = 7
+
+
+def bullets(items: Iterable[object]) -> str:
+    """One indented "  - item" line per item: the list under an error that found several."""
+    return "\n".join(f"  - {item}" for item in items)
 
 
 def first_line(exc: BaseException, default: str = "") -> str:

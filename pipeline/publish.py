@@ -24,6 +24,7 @@ from pipeline.errors import (
     ReleaseError,
     RemoteError,
     UsageError,
+    bullets,
 )
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from pipeline.publishers.base import Publisher, PublishResult
@@ -106,7 +107,7 @@ def check_all(publishers: list[Publisher]) -> None:
         cls = RemoteError if any(isinstance(e, RemoteError) for e in errors) else ConfigError
         raise cls(
             f"{len(errors)} publish targets cannot start (nothing was uploaded):\n"
-            + "\n".join(f"  - {e}" for e in errors)
+            + bullets(errors)
         )
 
 

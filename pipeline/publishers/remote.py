@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-from pipeline.errors import ConfigError, IntegrityError, first_line
+from pipeline.errors import ConfigError, IntegrityError, bullets, first_line
 from pipeline.manifest import MANIFEST_NAME, Manifest, verify_dir
 from pipeline.publishers.base import Plan, PlanApply, PublishResult, version_exists
 from pipeline.retry import RETRY_STATUS, Retry, RetryPolicy, _header, classify_status, host_wait
@@ -366,7 +366,5 @@ class RemotePublisher(PlanApply, ABC):
             problems.append(f"{MANIFEST_NAME}: differs from the build's manifest")
         if problems:
             raise IntegrityError(
-                f"{self.where}: {label} does not match the build:\n"
-                + "\n".join(f"  - {p}" for p in problems)
-                + f"\n{advice}"
+                f"{self.where}: {label} does not match the build:\n{bullets(problems)}\n{advice}"
             )

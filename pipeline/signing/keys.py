@@ -74,25 +74,17 @@ def load_private_key(pem: str | bytes, what: str = SIGNING_KEY_ENV) -> Any:
     Raises:
         ConfigError: not such a key (the key itself is never echoed).
     """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     data = _text(pem).strip()
     if not data:
         raise ConfigError(f"{what}: empty; expected a PEM EC private key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(
-            f"{what}: not a readable PEM private key ({type(e).__name__}); give an unencrypted "
-            "PEM EC private key (make one with `release keygen`)"
-        ) from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in _CURVES:
-        raise ConfigError(
-            f"{what}: expected an ECDSA P-256, P-384 or P-521 private key (what OpenSSF Model "
-            f"Signing uses), found {type(key).__name__}; make one with `release keygen`"
-        )
-    return key
+    return _ec_key(
+        data,
+        what,
+        private=True,
+        unreadable="give an unencrypted PEM EC private key (make one with `release keygen`)",
+        wrong=" (what OpenSSF Model Signing uses)",
+        instead="make one with `release keygen`",
+    )
 
 
 def load_public_key(pem: bytes, what: str = "public key") -> Any:
@@ -101,20 +93,40 @@ def load_public_key(pem: bytes, what: str = "public key") -> Any:
     Raises:
         ConfigError: not such a key.
     """
+    return _ec_key(
+        pem,
+        what,
+        private=False,
+        unreadable="give the public key `release keygen` printed beside the signing key",
+        wrong="",
+        instead="give the public half of the release signing key",
+    )
+
+
+def _ec_key(
+    pem: bytes, what: str, *, private: bool, unreadable: str, wrong: str, instead: str
+) -> Any:
+    """A PEM key that must be an EC key of one of `_CURVES` (ConfigError otherwise, with the
+    advice given; the key itself is never echoed)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    kind = "private" if private else "public"
     try:
-        key = serialization.load_pem_public_key(pem)
+        key = (
+            serialization.load_pem_private_key(pem, password=None)
+            if private
+            else serialization.load_pem_public_key(pem)
+        )
     except (ValueError, TypeError) as e:
         raise ConfigError(
-            f"{what}: not a readable PEM public key ({type(e).__name__}); give the public key "
-            "`release keygen` printed beside the signing key"
+            f"{what}: not a readable PEM {kind} key ({type(e).__name__}); {unreadable}"
         ) from None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVES:
+    expected = ec.EllipticCurvePrivateKey if private else ec.EllipticCurvePublicKey
+    if not isinstance(key, expected) or key.curve.name not in _CURVES:
         raise ConfigError(
-            f"{what}: expected an ECDSA P-256, P-384 or P-521 public key, found "
-            f"{type(key).__name__}; give the public half of the release signing key"
+            f"{what}: expected an ECDSA P-256, P-384 or P-521 {kind} key{wrong}, found "
+            f"{type(key).__name__}; {instead}"
         )
     return key
 

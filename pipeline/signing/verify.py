@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, IntegrityError, RemoteError, first_line
+from pipeline.errors import ConfigError, IntegrityError, RemoteError, bullets, first_line
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from pipeline.signing.certificates import _verify_certificates
 from pipeline.signing.keys import (
@@ -305,8 +305,7 @@ def verify_release_dir(directory: Path, root: TrustRoot) -> Manifest:
     if problems:
         raise IntegrityError(
             f"{directory}: {len(problems)} file(s) differ from what was signed:\n"
-            + "\n".join(f"  - {p}" for p in problems)
-            + "\nthe release was altered: do not use it; fetch or copy it again"
+            f"{bullets(problems)}\nthe release was altered: do not use it; fetch or copy it again"
         )
     return manifest
 
