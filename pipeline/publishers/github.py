@@ -28,10 +28,10 @@ from pipeline.checksums import Blake3Stream
 from pipeline.config import GitHubTarget
 from pipeline.errors import IntegrityError, RemoteError
 from pipeline.manifest import Manifest
-from pipeline.publishers.base import LocalFile, Plan, local_files, size_text
+from pipeline.publishers.base import LocalFile, Plan, size_text
 from pipeline.publishers.remote import RemotePublisher, classify_github
 from pipeline.publishers.settings import PublishSettings
-from pipeline.retry import Retry, RetryPolicy
+from pipeline.retry import Retry
 
 log = logging.getLogger("pipeline.publish")
 CHUNK = 1 << 20
@@ -83,19 +83,14 @@ class GitHubPublisher(RemotePublisher):
     """Publishes a release directory as a GitHub release (see the module docstring)."""
 
     name = "github"
+    target: GitHubTarget
+    settings: PublishSettings
+    _gh: Any = None  # the PyGithub client, made on first use
+    _repo: Any = None  # the repository, read by check()
 
-    def __init__(
-        self,
-        target: GitHubTarget,
-        settings: PublishSettings,
-        *,
-        policy: RetryPolicy | None = None,
-        config_name: str = "release.toml",
-    ):
-        super().__init__(target, settings, policy=policy, config_name=config_name)
-        self.repo_name = self.repo
-        self._gh: Any = None
-        self._repo: Any = None
+    @property
+    def repo_name(self) -> str:
+        return self.repo
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -233,9 +228,6 @@ class GitHubPublisher(RemotePublisher):
 
     def _location(self, manifest: Manifest) -> str:
         return f"{self.repo_name} release {self.target.tag(manifest.model, manifest.version)}"
-
-    def _files(self, release_dir: Path, manifest: Manifest) -> list[LocalFile]:
-        return local_files(release_dir, manifest)
 
     def _read(self, plan: Plan, files: list[LocalFile]) -> None:
         manifest = plan.manifest

@@ -56,7 +56,7 @@ from pipeline.publishers.remote import (
     host_wait,
 )
 from pipeline.publishers.settings import PublishSettings
-from pipeline.retry import Retry, RetryPolicy
+from pipeline.retry import Retry
 
 log = logging.getLogger("pipeline.publish")
 CARD = "README.md"
@@ -227,18 +227,13 @@ class HubPublisher(RemotePublisher):
     """Publishes a release directory to a Hugging Face Hub model repo (see the module docstring)."""
 
     name = "huggingface"
+    target: HubTarget
+    settings: PublishSettings
+    _api: Any = None  # the HfApi, made on first use
 
-    def __init__(
-        self,
-        target: HubTarget,
-        settings: PublishSettings,
-        *,
-        policy: RetryPolicy | None = None,
-        config_name: str = "release.toml",
-    ):
-        super().__init__(target, settings, policy=policy, config_name=config_name)
-        self.repo_id = self.repo
-        self._api: Any = None
+    @property
+    def repo_id(self) -> str:
+        return self.repo
 
     @property
     def where(self) -> str:

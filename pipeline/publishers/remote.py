@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 from pipeline.errors import ConfigError, IntegrityError, bullets, first_line
 from pipeline.manifest import MANIFEST_NAME, Manifest, verify_dir
-from pipeline.publishers.base import Plan, PlanApply, PublishResult, version_exists
+from pipeline.publishers.base import Plan, PlanApply, PublishResult, local_files, version_exists
 from pipeline.retry import RETRY_STATUS, Retry, RetryPolicy, _header, classify_status, host_wait
 
 T = TypeVar("T")
@@ -192,7 +192,8 @@ class RemotePublisher(PlanApply, ABC):
 
     A subclass sets `name`, and implements `where` (the host and repository, at the start of
     every log line and error), `_classify` (which failures are worth another attempt), `check`,
-    `_location`, `_files` and `_read` (for `plan`), `_carry_out` (for `apply`) and `verify`.
+    `_location` and `_read` (and `_files` when it holds other files than the release's) for
+    `plan`, `_carry_out` for `apply`, and `verify`.
     """
 
     name: str
@@ -277,9 +278,10 @@ class RemotePublisher(PlanApply, ABC):
     def _location(self, manifest: Manifest) -> str:
         """Where the release goes, in words (the plan's `location`)."""
 
-    @abstractmethod
     def _files(self, release_dir: Path, manifest: Manifest) -> Sequence[Any]:
-        """What the target holds of a release: objects with `name`, `size` and `blake3`."""
+        """What the target holds of a release: objects with `name`, `size` and `blake3` (the
+        release's files, the manifest and its signature, unless the target holds others)."""
+        return local_files(release_dir, manifest)
 
     @abstractmethod
     def _read(self, plan: Plan, files: Sequence[Any]) -> None:

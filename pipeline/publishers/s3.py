@@ -24,14 +24,13 @@ from __future__ import annotations
 import logging
 import mimetypes
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline.checksums import Blake3Stream
 from pipeline.config import S3Target
 from pipeline.errors import ConfigError, RemoteError, first_line
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
-from pipeline.publishers.base import LocalFile, Plan, local_files
+from pipeline.publishers.base import LocalFile, Plan
 from pipeline.publishers.remote import RETRY_STATUS, RemotePublisher, _chain, host_wait
 from pipeline.publishers.settings import PublishSettings
 from pipeline.retry import Retry, RetryPolicy
@@ -266,9 +265,6 @@ class S3Publisher(RemotePublisher):
 
     def _location(self, manifest: Manifest) -> str:
         return f"s3://{self.bucket}/{self._base(manifest)}"
-
-    def _files(self, release_dir: Path, manifest: Manifest) -> list[LocalFile]:
-        return local_files(release_dir, manifest)
 
     def _read(self, plan: Plan, files: list[LocalFile]) -> None:
         manifest = plan.manifest
