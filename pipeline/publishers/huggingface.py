@@ -20,14 +20,9 @@ the 6x larger original stays on the other targets), and `main` holds only the ne
    existing tag is moved, after the new commit is verified).
 
 huggingface_hub has its own backoff for uploads and downloads, and its default HTTP client has
-no timeout. The first publish installs, through the library's public `set_client_factory`, a
-client (the library's own request hooks, redirects and headers) whose transport checks whether
-a publish is under way: while one is (`_hub_session`, any thread), every request the library
-sends without a timeout of its own gets the publisher's, and every transient failure (5xx,
-429, timeout, reset) becomes `HostUnavailable` before the library's backoff sees it, so our one
-RetryPolicy decides; at any other time requests pass unchanged. No private part of
-huggingface_hub is touched, and nothing is swapped back and forth (a factory installed later by
-someone else is replaced again at the next publish).
+no timeout: every call to the Hub runs in a `hub_session` (pipeline/publishers/hub_session.py),
+which gives it the policy's timeouts and turns every transient failure into `HostUnavailable`
+before the library's backoff sees it, so our one RetryPolicy decides.
 """
 
 from __future__ import annotations
@@ -36,8 +31,6 @@ import contextlib
 import hashlib
 import logging
 import tempfile
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,13 +41,8 @@ from pipeline.errors import IntegrityError, RemoteError
 from pipeline.manifest import MANIFEST_NAME, QUANTIZED_FILE, SIGNATURE_NAME, Manifest
 from pipeline.publishers import modelcard
 from pipeline.publishers.base import Plan, local_files
-from pipeline.publishers.remote import (
-    RETRY_STATUS,
-    HostUnavailable,
-    RemotePublisher,
-    classify_hf,
-    host_wait,
-)
+from pipeline.publishers.hub_session import hub_session
+from pipeline.publishers.remote import RemotePublisher, classify_hf
 from pipeline.publishers.settings import PublishSettings
 from pipeline.retry import Retry
 
@@ -117,92 +105,6 @@ class _HubState:
     exists: bool
     tagged: str | None
     stale: list[str]
-
-
-_SESSIONS: list[float] = []  # the timeouts of the open publish sessions, innermost last
-_SESSIONS_LOCK = threading.Lock()
-
-
-def _session_timeout() -> float | None:
-    with _SESSIONS_LOCK:
-        return _SESSIONS[-1] if _SESSIONS else None
-
-
-def _install_client_factory() -> None:
-    """Make huggingface_hub's shared client one of ours (see the module docstring), unless it
-    already is. Public API only: `get_session`, `set_client_factory`, httpx's transport API."""
-    import httpx2
-    import huggingface_hub
-
-    current = huggingface_hub.get_session()
-    if getattr(current, "fastai_release_transport", False):
-        return
-    # what the library's own client sends with: request hooks (offline mode, request ids),
-    # redirects, headers; no timeout of its own (the library's default), so that a timeout a
-    # request carries is one the library chose for that call
-    hooks = {k: list(v) for k, v in current.event_hooks.items()}
-    follow, headers = current.follow_redirects, current.headers.copy()
-
-    class FailFast(httpx2.BaseTransport):
-        def __init__(self) -> None:
-            self.inner = httpx2.HTTPTransport()
-
-        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-            session = _session_timeout()
-            if session is None:  # no publish under way: the library's own behaviour
-                return self.inner.handle_request(request)
-            given = request.extensions.get("timeout") or {}
-            if all(v is None for v in given.values()):  # the library chose none for this call
-                request.extensions["timeout"] = httpx2.Timeout(
-                    session, connect=min(session, 10.0)
-                ).as_dict()
-            where = f"{request.method} {request.url.path}"
-            try:
-                response = self.inner.handle_request(request)
-            except httpx2.TimeoutException as e:
-                raise HostUnavailable(f"timed out ({type(e).__name__}) on {where}") from e
-            except httpx2.TransportError as e:
-                raise HostUnavailable(f"connection failed ({type(e).__name__}) on {where}") from e
-            if response.status_code in RETRY_STATUS:
-                response.read()
-                response.close()
-                raise HostUnavailable(
-                    f"HTTP {response.status_code} on {where}",
-                    response.status_code,
-                    host_wait(response.headers),
-                )
-            return response
-
-        def close(self) -> None:
-            self.inner.close()
-
-    class Client(httpx2.Client):
-        fastai_release_transport = True
-
-    def factory() -> Any:
-        return Client(
-            event_hooks=hooks,
-            follow_redirects=follow,
-            timeout=None,
-            headers=headers,
-            transport=FailFast(),
-        )
-
-    huggingface_hub.set_client_factory(factory)
-
-
-@contextlib.contextmanager
-def _hub_session(timeout: float) -> Iterator[None]:
-    """Within the block, huggingface_hub's requests (from any thread) time out after
-    `timeout` seconds (connect: at most 10) and fail fast on a transient failure."""
-    _install_client_factory()
-    with _SESSIONS_LOCK:
-        _SESSIONS.append(timeout)
-    try:
-        yield
-    finally:
-        with _SESSIONS_LOCK:
-            _SESSIONS.remove(timeout)
 
 
 def _git_sha1(content: Path | bytes) -> str:
@@ -282,7 +184,7 @@ class HubPublisher(RemotePublisher):
                     ) from None
                 raise
 
-        with _hub_session(self.policy.timeout):
+        with hub_session(self.policy.timeout):
             me = self._call("check the token", whoami)
         role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
         if role == "read":
@@ -384,7 +286,7 @@ class HubPublisher(RemotePublisher):
             manifest_blake3=next(f.blake3 for f in files if f.name == MANIFEST_NAME),
         ).encode()
         expected = {f.name: f.blake3 for f in files}
-        with _hub_session(self.policy.timeout):
+        with hub_session(self.policy.timeout):
             self._plan(plan, files, card, expected, tag)
 
     def _plan(
@@ -450,7 +352,7 @@ class HubPublisher(RemotePublisher):
         """One commit, read back, tag (module docstring). A commit that does not read back as
         the build gets no tag (IntegrityError)."""
         st: _HubState = plan.state
-        with _hub_session(self.policy.timeout):
+        with hub_session(self.policy.timeout):
             if not st.exists:
                 self._call(
                     "create the repository",
@@ -538,7 +440,7 @@ class HubPublisher(RemotePublisher):
             RemoteError: the Hub failed, after retries.
         """
         tag = self.target.tag(manifest.model, manifest.version)
-        with _hub_session(self.policy.timeout):
+        with hub_session(self.policy.timeout):
             oid = self._tag_target(tag)
             if oid is None:
                 raise IntegrityError(

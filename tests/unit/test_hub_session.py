@@ -7,7 +7,7 @@ import httpx2
 import huggingface_hub
 import pytest
 
-from pipeline.publishers.huggingface import _hub_session
+from pipeline.publishers.hub_session import hub_session
 from pipeline.publishers.remote import HostUnavailable
 from tests.emulators.base import Emulator, Reply
 
@@ -25,7 +25,7 @@ def test_fail_fast_and_timeouts_only_while_publishing() -> None:
         huggingface_hub.set_client_factory(lambda: httpx2.Client())
         server.fail("GET", "/busy", status=503, times=2)
         server.slow("GET", "/slow", seconds=0.6, times=2)
-        with _hub_session(0.2):
+        with hub_session(0.2):
             session = huggingface_hub.get_session()
             with pytest.raises(HostUnavailable, match="HTTP 503 on GET /busy"):
                 session.get(server.url + "/busy")
