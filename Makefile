@@ -45,6 +45,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/python scripts/check_architecture.py
+	$(BIN)/lint-imports --no-cache
 
 # The docs site (mkdocs.yml, docs/): --strict fails on a broken link or anchor and on a page
 # missing from the nav; then the Python examples of README.md and docs/ run (pytest-markdown-docs;

@@ -14,6 +14,7 @@ from pipeline.environment import library_versions
 from pipeline.errors import ReleaseError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, verify_dir
 from pipeline.stages import BuildContext, run_stages, stages_for
+from pipeline.versions import version_dir
 
 log = logging.getLogger("pipeline.build")
 
@@ -45,10 +46,7 @@ def current_build(config: ReleaseConfig) -> Manifest | None:
 
 def already_released(config: ReleaseConfig) -> str | None:
     """A warning when this version is already in the local store (versions are immutable)."""
-    from pipeline.publishers.local import LocalStore
-
-    store = LocalStore(config.publish.local_root)
-    target = store.version_dir(config.model.name, config.model.version)
+    target = version_dir(config.publish.local_root, config.model.name, config.model.version)
     if not (target / MANIFEST_NAME).is_file():
         return None
     return (
@@ -76,7 +74,8 @@ def build(
         lock.acquire(timeout=0)
     except Timeout:
         raise ReleaseError(
-            f"{build_dir}: another `release build` is running on this directory"
+            f"{build_dir}: another `release build` is running on this directory; wait for it "
+            "to finish, then run this command again"
         ) from None
     try:
         # A manifest from an earlier build would vouch for files this build overwrites.

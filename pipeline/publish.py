@@ -24,10 +24,12 @@ from pipeline.errors import (
     ReleaseError,
     RemoteError,
     UsageError,
+    bullets,
 )
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 from pipeline.publishers.base import Publisher, PublishResult
 from pipeline.publishers.local import LocalStore
+from pipeline.publishers.remote import RemotePublisher
 from pipeline.publishers.settings import PublishSettings
 from pipeline.retry import RetryPolicy
 
@@ -57,31 +59,33 @@ def publishers_for(
         target_cfg = config.publish.remote(t)
         target_cfg.require(f"needed by --target {t}", config.path.name)
         try:
-            if t == "s3":
-                import boto3  # noqa: F401  (the target needs it: say so before anything runs)
-
-                from pipeline.publishers.s3 import S3Publisher
-
-                out.append(S3Publisher(target_cfg, settings, policy=policy))
-            elif t == "github":
-                from pipeline.publishers.github import GitHubPublisher
-
-                out.append(
-                    GitHubPublisher(
-                        target_cfg, settings, policy=policy, config_name=config.path.name
-                    )
-                )
-            else:
-                from pipeline.publishers.huggingface import HubPublisher
-
-                out.append(HubPublisher(target_cfg, settings, policy=policy))
+            publisher = _remote_publisher(t)
         except ImportError as e:
             extra = "s3" if t == "s3" else "publish"
             raise ConfigError(
                 f"--target {t} needs the {extra} extra ({e.name} is not installed): "
                 f"pip install 'fastai-release[{extra}]'"
             ) from e
+        out.append(publisher(target_cfg, settings, policy=policy, config_name=config.path.name))
     return out
+
+
+def _remote_publisher(target: str) -> type[RemotePublisher]:
+    """The publisher class of a remote target, its client library imported (ImportError: not
+    installed, said before anything runs)."""
+    if target == "s3":
+        import boto3  # noqa: F401  (imported on use by the publisher: check it is there)
+
+        from pipeline.publishers.s3 import S3Publisher
+
+        return S3Publisher
+    if target == "github":
+        from pipeline.publishers.github import GitHubPublisher
+
+        return GitHubPublisher
+    from pipeline.publishers.huggingface import HubPublisher
+
+    return HubPublisher
 
 
 def check_all(publishers: list[Publisher]) -> None:
@@ -103,7 +107,7 @@ def check_all(publishers: list[Publisher]) -> None:
         cls = RemoteError if any(isinstance(e, RemoteError) for e in errors) else ConfigError
         raise cls(
             f"{len(errors)} publish targets cannot start (nothing was uploaded):\n"
-            + "\n".join(f"  - {e}" for e in errors)
+            + bullets(errors)
         )
 
 
@@ -193,52 +197,31 @@ def publish(
     settings = settings or PublishSettings.from_env()
     if publishers is None:
         publishers = publishers_for(config, targets, settings, policy)
-    build_dir = config.build_dir
     signer = settings.signer()  # a bad key is a config problem found before anything else
     check_all(publishers)
-    if dry_run:
-        manifest = current_build(config)
-        if manifest is None:
-            # Nothing to compare file by file yet: say what a real publish would do, change nothing.
-            log.info(
-                "%s: no finished build for the current inputs; a real publish builds first",
-                build_dir,
+    manifest = current_build(config) if dry_run else ensure_build(config)
+    if manifest is None:  # a dry run before any build: say what a real publish would do
+        log.info(
+            "%s: no finished build for the current inputs; a real publish builds first",
+            config.build_dir,
+        )
+        return [
+            PublishResult(
+                p.name,
+                "planned",
+                f"{config.model.name} {config.model.version}",
+                message="would build first, then publish the build (`release build`, then "
+                "`release publish --dry-run`, shows the file-by-file plan)",
             )
-            return [
-                PublishResult(
-                    p.name,
-                    "planned",
-                    f"{config.model.name} {config.model.version}",
-                    message="would build first, then publish the build (`release build`, then "
-                    "`release publish --dry-run`, shows the file-by-file plan)",
-                )
-                for p in publishers
-            ]
-    else:
-        manifest = ensure_build(config)
-
+            for p in publishers
+        ]
     if signer is None and any(p.name != "local" for p in publishers):
         log.warning(
             "publishing without a signature (no %s): servers will refuse this release's pickles "
             "from a remote source unless they pin its manifest; see docs/publishing.md, 'Signing'",
             signing.SIGNING_METHOD_ENV,
         )
-    if dry_run and signer is not None and signer.method == "sigstore":
-        signature = None  # keyless signing needs the network: a dry run only says it would sign
-        log.info("would sign %s %s with %s", manifest.model, manifest.version, signer.describe())
-    else:
-        signature = signature_for(build_dir, manifest, signer)
-    sig_path = build_dir / SIGNATURE_NAME
-    current_sig = sig_path.read_bytes() if sig_path.is_file() else None
-    with contextlib.ExitStack() as stack:
-        release_dir = build_dir
-        if signature is not None and signature != current_sig:
-            if dry_run:
-                release_dir = stack.enter_context(_plan_view(build_dir, signature))
-                log.info("would sign the release into %s", SIGNATURE_NAME)
-            else:
-                atomic.write_bytes(sig_path, signature)
-                log.info("signed the release: %s", sig_path)
+    with _signed(config.build_dir, manifest, signer, dry_run=dry_run) as release_dir:
         results = _run(
             publishers,
             release_dir,
@@ -262,6 +245,31 @@ def _update_index(
     from pipeline.channels import index_after_publish
 
     index_after_publish(publishers, manifest.model, manifest.version, signer, dry_run=dry_run)
+
+
+@contextlib.contextmanager
+def _signed(
+    build_dir: Path, manifest: Manifest, signer: signing.Signer | None, *, dry_run: bool
+) -> Iterator[Path]:
+    """The release directory to publish: the build, signed into model.sig when a signer is
+    given (a dry run signs into a view of it instead, or, keyless, only says it would sign)."""
+    if dry_run and signer is not None and signer.method == "sigstore":
+        signature = None  # keyless signing needs the network: a dry run only says it would sign
+        log.info("would sign %s %s with %s", manifest.model, manifest.version, signer.describe())
+    else:
+        signature = signature_for(build_dir, manifest, signer)
+    sig_path = build_dir / SIGNATURE_NAME
+    current_sig = sig_path.read_bytes() if sig_path.is_file() else None
+    if signature is None or signature == current_sig:
+        yield build_dir
+    elif dry_run:
+        with _plan_view(build_dir, signature) as view:
+            log.info("would sign the release into %s", SIGNATURE_NAME)
+            yield view
+    else:
+        atomic.write_bytes(sig_path, signature)
+        log.info("signed the release: %s", sig_path)
+        yield build_dir
 
 
 def _run(

@@ -60,13 +60,14 @@ from pipeline import atomic
 from pipeline.client.network import CacheError, DiskFull, RemoteError
 from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, check_file
+from pipeline.versions import version_key
 
 log = logging.getLogger("pipeline.client")
 CACHE_DIR_ENV = "RELEASE_CACHE_DIR"
 DEFAULT_LOCK_TIMEOUT = 1200.0  # longer than one download's time budget (network.RetryPolicy)
 
 
-class CacheBusy(RemoteError):
+class CacheBusy(CacheError, TimeoutError):  # exit 3: the cache, not a remote, is busy
     """Another process kept a file's lock for longer than the bounded wait."""
 
 
@@ -89,7 +90,7 @@ def os_errors(what: str, path: Path) -> Iterator[None]:
     (a symbolic link met on the way: `link_error` naming the link)."""
     try:
         yield
-    except (CacheError, CacheBusy):
+    except ReleaseError:  # CacheError, CacheBusy, and RemoteError, which is an OSError too
         raise
     except OSError as e:
         if e.errno == errno.ELOOP:
@@ -152,15 +153,6 @@ def default_cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(os.environ.get(CACHE_DIR_ENV) or user_cache_dir("fastai-release"))
-
-
-def _version_key(v: str) -> tuple:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return (1, Version(v), v)
-    except InvalidVersion:
-        return (0, v, v)
 
 
 @dataclass
@@ -350,7 +342,7 @@ class Cache:
         d = self.root / model
         if self._lstat(d, f"{model}: listing the cached versions") is None:
             return []
-        return sorted(self._subdirs(d), key=_version_key, reverse=True)
+        return sorted(self._subdirs(d), key=version_key, reverse=True)
 
     def models(self) -> list[str]:
         return sorted(self._subdirs(self.root))

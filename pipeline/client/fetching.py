@@ -52,6 +52,7 @@ from pipeline.errors import (
     RemoteError,
 )
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest
+from pipeline.versions import version_key
 
 log = logging.getLogger("pipeline.client")
 DEFAULT_VARIANTS = ("quantized", "original")
@@ -157,7 +158,9 @@ def read_verified(path: Path, entry: FileEntry) -> bytes:
         if e.errno == errno.ELOOP:
             raise link_error(Path(e.filename or path), f"{path}: loading") from None
         raise IntegrityError(
-            f"{path}: cannot be read ({e.strerror}); refusing to load it"
+            f"{path}: cannot be read ({e.strerror}); refusing to load it: check the cache "
+            "directory's permissions and disk, then fetch again (`release cache verify` lists "
+            "damaged files; a fetch replaces them)"
         ) from None
     if len(data) != entry.size:
         raise IntegrityError(
@@ -170,16 +173,6 @@ def read_verified(path: Path, entry: FileEntry) -> bytes:
             f"{path}: blake3 {digest[:16]}…, manifest says {entry.blake3[:16]}…; refusing to load it"
         )
     return data
-
-
-def version_key(v: str) -> tuple:
-    """Order versions as PEP 440 does (1.10.0 after 1.9.0); names that are not versions first."""
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return (1, Version(v), v)
-    except InvalidVersion:
-        return (0, v, v)
 
 
 @dataclass

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
-
 from pipeline.client.network import BadResponse
 from pipeline.client.sources import (
     MAX_VERSION_CHARS,
@@ -34,8 +32,9 @@ from pipeline.client.sources import (
     MirrorSource,
     Source,
 )
-from pipeline.errors import ArtifactNotFound, ReleaseError
+from pipeline.errors import ArtifactNotFound, ReleaseError, first_line
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME
+from pipeline.versions import version_key
 
 log = logging.getLogger("pipeline.client")
 MAX_PAGES = 100  # pages of one listing (GitHub: 100 releases each; S3: 1,000 keys each)
@@ -75,13 +74,6 @@ class SourceListing:
             "versions": [{"version": v, "signed": self.versions[v]} for v in self.ordered()],
             "notes": self.notes,
         }
-
-
-def version_key(v: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(v))
-    except InvalidVersion:
-        return (0, v)
 
 
 def _from_tag(pattern: str, model: str, tag: str) -> str | None:
@@ -256,10 +248,9 @@ def list_source(source: Source, model: str, probe: Sequence[str] = ()) -> Source
             out.listed = False
             out.versions = _probed(source, model, [*([latest] if latest else []), *probe], out)
     except ReleaseError as e:
-        out.error = (str(e).splitlines() or [type(e).__name__])[0][:300]
+        out.error = first_line(e, type(e).__name__)
     except Exception as e:  # a library's own error (boto3, huggingface_hub): say it, go on
-        first = (str(e).strip().splitlines() or [""])[0]
-        out.error = f"{type(e).__name__}: {first[:300]}"
+        out.error = f"{type(e).__name__}: {first_line(e)}"
     if out.error:
         out.versions, out.latest, out.notes = {}, None, []
     return out

@@ -85,13 +85,19 @@ class LocalSource:
     def _path(self, model: str, version: str, filename: str) -> Path:
         p = self.root / model / version / filename
         if not p.is_file():
-            raise ArtifactNotFound(f"{self.name}: no {model}/{version}/{filename}")
+            raise ArtifactNotFound(
+                f"{self.name}: no {model}/{version}/{filename}; check the model name and version "
+                f"(`release list {model} --source {self.root}` shows what this directory holds)"
+            )
         return p
 
     def latest(self, model: str) -> str:
         p = self.root / model / "latest"
         if not p.is_file():
-            raise ArtifactNotFound(f"{self.name}: no release of {model!r} (no {model}/latest)")
+            raise ArtifactNotFound(
+                f"{self.name}: no release of {model!r} (no {model}/latest); check the model name, "
+                "or publish one there (`release publish --target local`)"
+            )
         try:
             with open(p, "rb") as f:
                 body = f.read(POINTER_LIMIT + 1)
@@ -529,6 +535,6 @@ def parse_source(spec: str, *, http: Http | None = None) -> Source:
         return S3Source.from_url(spec, http=http)
     if "://" in spec:
         raise ValueError(
-            f"{spec}: not a source; expected hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror URL, s3://BUCKET/PREFIX or a directory"
+            f"{spec}: not a source; expected hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror URL, s3://BUCKET/PREFIX or a directory (write a directory as a path, without a scheme)"
         )
     return LocalSource(Path(spec).expanduser())

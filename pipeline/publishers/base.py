@@ -18,7 +18,7 @@ from pipeline.errors import VersionExistsError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
@@ -85,7 +85,7 @@ def describe_plan(result: PublishResult) -> list[str]:
     lines += [f"  - {s}" for s in plan.steps]
     for name in plan.upload:
         size = plan.sizes.get(name)
-        lines.append(f"  upload     {name}" + (f" ({_size(size)})" if size is not None else ""))
+        lines.append(f"  upload     {name}" + (f" ({size_text(size)})" if size is not None else ""))
     lines += [f"  identical  {name}" for name in plan.skipped]
     lines += [f"  refuse     {name} (differs from the published file)" for name in plan.refused]
     return lines

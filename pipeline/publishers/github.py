@@ -22,32 +22,21 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 from pipeline.checksums import Blake3Stream
 from pipeline.config import GitHubTarget
-from pipeline.errors import ConfigError, IntegrityError, RemoteError
-from pipeline.manifest import MANIFEST_NAME, Manifest, verify_dir
-from pipeline.publishers.base import (
-    LocalFile,
-    Plan,
-    PlanApply,
-    PublishResult,
-    local_files,
-    version_exists,
-)
-from pipeline.publishers.remote import Redactor, classify_github
+from pipeline.errors import IntegrityError, RemoteError
+from pipeline.manifest import Manifest
+from pipeline.publishers.base import LocalFile, Plan, size_text
+from pipeline.publishers.remote import RemotePublisher, classify_github
 from pipeline.publishers.settings import PublishSettings
-from pipeline.retry import RetryPolicy
+from pipeline.retry import Retry
 
 log = logging.getLogger("pipeline.publish")
 CHUNK = 1 << 20
 NOTES_LIMIT = 120_000  # GitHub refuses release bodies over 125,000 characters
 PROGRESS_MIN = 4 << 20  # log upload progress for files at least this big
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 class _ProgressReader:
@@ -90,27 +79,18 @@ class _GitHubState:
     upload: list[LocalFile]
 
 
-class GitHubPublisher(PlanApply):
+class GitHubPublisher(RemotePublisher):
     """Publishes a release directory as a GitHub release (see the module docstring)."""
 
     name = "github"
+    target: GitHubTarget
+    settings: PublishSettings
+    _gh: Any = None  # the PyGithub client, made on first use
+    _repo: Any = None  # the repository, read by check()
 
-    def __init__(
-        self,
-        target: GitHubTarget,
-        settings: PublishSettings,
-        *,
-        policy: RetryPolicy | None = None,
-        config_name: str = "release.toml",
-    ):
-        self.target = target
-        self.repo_name = target.require("needed by the github publisher", config_name)
-        self.settings = settings
-        self.policy = policy or RetryPolicy()
-        self.config_name = config_name  # the config file in use, for advice in errors
-        self.redact = Redactor(settings.secrets())
-        self._gh: Any = None
-        self._repo: Any = None
+    @property
+    def repo_name(self) -> str:
+        return self.repo
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -118,13 +98,8 @@ class GitHubPublisher(PlanApply):
     def where(self) -> str:
         return f"GitHub {self.repo_name}"
 
-    def _call(self, operation: str, fn: Any) -> Any:
-        return self.policy.run(
-            fn,
-            what=f"{self.where}: {operation}",
-            classify=lambda e: classify_github(e, self.policy.wall),
-            describe=self.redact.describe,
-        )
+    def _classify(self, exc: BaseException) -> Retry | None:
+        return classify_github(exc, self.policy.wall)
 
     def _client(self) -> Any:
         if self._gh is None:
@@ -153,12 +128,11 @@ class GitHubPublisher(PlanApply):
             ConfigError: GITHUB_API_URL is not an http(s) URL.
             RemoteError: no token, a rejected token, no such repository, or no write access.
         """
-        url = urlparse(self.settings.github_api_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(
-                f"GITHUB_API_URL: expected an http(s) URL like https://api.github.com or "
-                f"https://github.example.com/api/v3, found {self.settings.github_api_url!r}"
-            )
+        self._require_http_url(
+            "GITHUB_API_URL",
+            self.settings.github_api_url,
+            "https://api.github.com or https://github.example.com/api/v3",
+        )
         var = self.settings.github_token_var
         if not self.settings.github_token:
             raise RemoteError(
@@ -191,6 +165,7 @@ class GitHubPublisher(PlanApply):
                 f"{self.where}: the token in {var} may read but not write this repository; "
                 "give it contents: write (in GitHub Actions: `permissions: contents: write`)"
             )
+        self._checked = True
 
     # --- remote state -------------------------------------------------------------------------
 
@@ -251,28 +226,13 @@ class GitHubPublisher(PlanApply):
 
     # --- publish ------------------------------------------------------------------------------
 
-    def plan(self, release_dir: Path, manifest: Manifest, *, force: bool = False) -> Plan:
-        """What GitHub holds of this release and what publishing would do (reads only).
+    def _location(self, manifest: Manifest) -> str:
+        return f"{self.repo_name} release {self.target.tag(manifest.model, manifest.version)}"
 
-        Raises:
-            IntegrityError: the build does not match its manifest.
-            RemoteError: GitHub failed or refused, after retries.
-        """
-        release_dir = Path(release_dir)
-        verify_dir(release_dir, manifest)
-        if self._repo is None:
-            self.check()
-        files = local_files(release_dir, manifest)
+    def _read(self, plan: Plan, files: list[LocalFile]) -> None:
+        manifest = plan.manifest
         tag = self.target.tag(manifest.model, manifest.version)
         title = self.target.release_name.format(model=manifest.model, version=manifest.version)
-        plan = Plan(
-            self.name,
-            f"{self.repo_name} release {tag}",
-            release_dir,
-            manifest,
-            force=force,
-            sizes={f.name: f.size for f in files},
-        )
         published, drafts = self._find(tag)
         release = published or (drafts[0] if drafts else None)
         act = plan.steps.append
@@ -291,12 +251,12 @@ class GitHubPublisher(PlanApply):
         if published is not None and not upload and not different:
             plan.noop = True
             plan.message = "identical release already published"
-            return plan
+            return
         if different and published is not None:
             plan.refused = sorted(a.name for a in different)
-            if not force:
+            if not plan.force:
                 plan.upload = [f.name for f in upload if f.name not in plan.refused]
-                return plan
+                return
         if published is not None:
             act(f"turn published release {tag} back into a draft while its files are replaced")
         for a in unfinished:
@@ -313,25 +273,11 @@ class GitHubPublisher(PlanApply):
             )
         act(f"publish release {tag} with report.md as its notes")
         plan.upload = [f.name for f in upload]
-        return plan
 
-    def apply(self, plan: Plan) -> PublishResult:
-        """Carry out a plan: draft, upload, read back, publish. Idempotent (module docstring).
-
-        Raises:
-            IntegrityError: a re-download does not match what was uploaded (that asset is
-                deleted; run again).
-            VersionExistsError: the published release holds other files and the plan is not
-                forced.
-            RemoteError: GitHub failed or refused, after retries.
-        """
+    def _carry_out(self, plan: Plan) -> None:
+        """Draft, upload, read back, publish (module docstring). A re-download that does not
+        match deletes that asset and leaves the release a draft (IntegrityError)."""
         st: _GitHubState = plan.state
-        result = PublishResult.applying(plan)
-        if plan.noop:
-            result.verified = True
-            return result
-        if plan.blocked:
-            raise version_exists(plan)
         tag, title, release = st.tag, st.title, st.release
         for extra in st.drafts[1:]:
             self._call(f"delete duplicate draft {extra.id}", extra.delete_release)
@@ -355,15 +301,14 @@ class GitHubPublisher(PlanApply):
         for a in [*st.unfinished, *st.different]:
             self._call(f"delete asset {a.name}", a.delete_asset)
         uploaded = {f.name: self._upload(release, f) for f in st.upload}
-        for f in st.upload:
-            got = self._digest(uploaded[f.name])
-            if got != f.blake3:
-                self._call(f"delete asset {f.name}", uploaded[f.name].delete_asset)
-                raise IntegrityError(
-                    f"{self.where}: {f.name} reads back with blake3 {got[:16]}…, the build has "
-                    f"{f.blake3[:16]}…; deleted that asset and left release {tag} a draft: "
-                    "run the same command again to upload it again"
-                )
+        self._read_back(
+            st.upload,
+            lambda f: self._digest(uploaded[f.name]),
+            lambda f: self._call(f"delete asset {f.name}", uploaded[f.name].delete_asset),
+            label=lambda f: f.name,
+            outcome=f"deleted that asset and left release {tag} a draft: run the same command "
+            "again to upload it again",
+        )
         notes = self._notes(plan.release_dir, tag, st.files)
         self._call(
             f"publish release {tag}",
@@ -376,10 +321,7 @@ class GitHubPublisher(PlanApply):
                 make_latest="legacy" if not self.target.prerelease else "false",
             ),
         )
-        result.uploaded = [f.name for f in st.upload]
-        result.verified = True
         log.info("%s: release %s published with %d files", self.where, tag, len(st.files))
-        return result
 
     def _create_draft(self, tag: str, title: str, attempts: dict[str, int]) -> Any:
         attempts["n"] += 1
@@ -413,7 +355,7 @@ class GitHubPublisher(PlanApply):
                 asset = release.upload_asset_from_memory(
                     _ProgressReader(fh, f.size, label), f.size, f.name, content_type
                 )
-            log.info("%s: uploaded %s (%s)", self.where, f.name, _size(f.size))
+            log.info("%s: uploaded %s (%s)", self.where, f.name, size_text(f.size))
             return asset
 
         return self._call(f"upload {f.name}", upload)
@@ -439,31 +381,23 @@ class GitHubPublisher(PlanApply):
             IntegrityError: a file is missing or differs, or the release is not published.
             RemoteError: GitHub failed, after retries.
         """
-        if self._repo is None:
-            self.check()
+        self._ensure_checked()
         tag = self.target.tag(manifest.model, manifest.version)
         published, _ = self._find(tag)
         if published is None:
-            raise IntegrityError(f"{self.where}: no published release {tag}")
-        assets = {a.name: a for a in self._assets(published) if a.state == "uploaded"}
-        problems = []
-        for entry in manifest.files:
-            a = assets.get(entry.name)
-            if a is None:
-                problems.append(f"{entry.name}: missing")
-            elif self._digest(a) != entry.blake3:
-                problems.append(f"{entry.name}: blake3 differs from the manifest")
-        if MANIFEST_NAME not in assets:
-            problems.append(f"{MANIFEST_NAME}: missing")
-        else:
-            data = self._call(
-                f"download {MANIFEST_NAME}",
-                lambda: b"".join(assets[MANIFEST_NAME].download_asset(None, chunk_size=CHUNK)[2]),
-            )
-            if Manifest.from_json(data) != manifest:
-                problems.append(f"{MANIFEST_NAME}: differs from the build's manifest")
-        if problems:
             raise IntegrityError(
-                f"{self.where}: release {tag} does not match the build:\n"
-                + "\n".join(f"  - {p}" for p in problems)
+                f"{self.where}: no published release {tag}: publish it (`release publish "
+                "--target github`; a draft left by an interrupted run is finished by it)"
             )
+        assets = {a.name: a for a in self._assets(published) if a.state == "uploaded"}
+        self._compare_published(
+            manifest,
+            assets,
+            lambda name: self._digest(assets[name]),
+            lambda name: self._call(
+                f"download {name}",
+                lambda: b"".join(assets[name].download_asset(None, chunk_size=CHUNK)[2]),
+            ),
+            label=f"release {tag}",
+            advice="publish the build again with --force to replace them",
+        )

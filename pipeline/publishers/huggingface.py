@@ -19,10 +19,10 @@ the 6x larger original stays on the other targets), and `main` holds only the ne
    commit. The tag is what users pin, so a tag exists only for a verified commit (with --force an
    existing tag is moved, after the new commit is verified).
 
-huggingface_hub has its own backoff for uploads and downloads. While publishing, its HTTP client
-gets a transport that turns every transient failure (5xx, 429, timeout, reset) into
-`HostUnavailable` before the library's backoff sees it, so our one RetryPolicy decides, with
-timeouts (the library's default client has none).
+huggingface_hub has its own backoff for uploads and downloads, and its default HTTP client has
+no timeout: every call to the Hub runs in a `hub_session` (pipeline/publishers/hub_session.py),
+which gives it the policy's timeouts and turns every transient failure into `HostUnavailable`
+before the library's backoff sees it, so our one RetryPolicy decides.
 """
 
 from __future__ import annotations
@@ -31,33 +31,20 @@ import contextlib
 import hashlib
 import logging
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from pipeline import checksums
 from pipeline.config import HubTarget
-from pipeline.errors import ConfigError, IntegrityError, RemoteError
-from pipeline.manifest import MANIFEST_NAME, QUANTIZED_FILE, SIGNATURE_NAME, Manifest, verify_dir
+from pipeline.errors import IntegrityError, RemoteError
+from pipeline.manifest import MANIFEST_NAME, QUANTIZED_FILE, SIGNATURE_NAME, Manifest
 from pipeline.publishers import modelcard
-from pipeline.publishers.base import (
-    Plan,
-    PlanApply,
-    PublishResult,
-    local_files,
-    version_exists,
-)
-from pipeline.publishers.remote import (
-    RETRY_STATUS,
-    HostUnavailable,
-    Redactor,
-    classify_hf,
-    host_wait,
-)
+from pipeline.publishers.base import Plan, local_files
+from pipeline.publishers.hub_session import hub_session
+from pipeline.publishers.remote import RemotePublisher, classify_hf
 from pipeline.publishers.settings import PublishSettings
-from pipeline.retry import RetryPolicy
+from pipeline.retry import Retry
 
 log = logging.getLogger("pipeline.publish")
 CARD = "README.md"
@@ -120,60 +107,6 @@ class _HubState:
     stale: list[str]
 
 
-def _client_factory(timeout: float) -> Any:
-    """An httpx2 client like huggingface_hub's default, with timeouts and a fail-fast transport."""
-    import httpx2
-    from huggingface_hub.utils import _http
-
-    class FailFast(httpx2.BaseTransport):
-        def __init__(self) -> None:
-            self.inner = httpx2.HTTPTransport()
-
-        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-            where = f"{request.method} {request.url.path}"
-            try:
-                response = self.inner.handle_request(request)
-            except httpx2.TimeoutException as e:
-                raise HostUnavailable(f"timed out ({type(e).__name__}) on {where}") from e
-            except httpx2.TransportError as e:
-                raise HostUnavailable(f"connection failed ({type(e).__name__}) on {where}") from e
-            if response.status_code in RETRY_STATUS:
-                response.read()
-                response.close()
-                raise HostUnavailable(
-                    f"HTTP {response.status_code} on {where}",
-                    response.status_code,
-                    host_wait(response.headers),
-                )
-            return response
-
-        def close(self) -> None:
-            self.inner.close()
-
-    def factory() -> Any:
-        return httpx2.Client(
-            event_hooks={"request": [_http.hf_request_event_hook]},
-            follow_redirects=True,
-            timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
-            transport=FailFast(),
-        )
-
-    return factory
-
-
-@contextlib.contextmanager
-def _hub_session(timeout: float) -> Iterator[None]:
-    """Use our client factory for huggingface_hub's shared session, then restore the previous one."""
-    from huggingface_hub.utils import _http, set_client_factory
-
-    previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
-    set_client_factory(_client_factory(timeout))
-    try:
-        yield
-    finally:
-        set_client_factory(previous)
-
-
 def _git_sha1(content: Path | bytes) -> str:
     if isinstance(content, bytes):
         return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
@@ -192,33 +125,24 @@ def _sha256(content: Path | bytes) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-class HubPublisher(PlanApply):
+class HubPublisher(RemotePublisher):
     """Publishes a release directory to a Hugging Face Hub model repo (see the module docstring)."""
 
     name = "huggingface"
+    target: HubTarget
+    settings: PublishSettings
+    _api: Any = None  # the HfApi, made on first use
 
-    def __init__(
-        self, target: HubTarget, settings: PublishSettings, *, policy: RetryPolicy | None = None
-    ):
-        self.target = target
-        self.repo_id = target.require("needed by the huggingface publisher")
-        self.settings = settings
-        self.policy = policy or RetryPolicy()
-        self.redact = Redactor(settings.secrets())
-        self._api: Any = None
-        self._checked = False
+    @property
+    def repo_id(self) -> str:
+        return self.repo
 
     @property
     def where(self) -> str:
         return f"Hugging Face {self.repo_id}"
 
-    def _call(self, operation: str, fn: Any) -> Any:
-        return self.policy.run(
-            fn,
-            what=f"{self.where}: {operation}",
-            classify=classify_hf,
-            describe=self.redact.describe,
-        )
+    def _classify(self, exc: BaseException) -> Retry | None:
+        return classify_hf(exc)
 
     @property
     def api(self) -> Any:
@@ -241,11 +165,7 @@ class HubPublisher(PlanApply):
             ConfigError: HF_ENDPOINT is not an http(s) URL.
             RemoteError: no token, a rejected or read-only token, or a namespace it cannot use.
         """
-        url = urlparse(self.settings.hf_endpoint)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigError(
-                f"HF_ENDPOINT: expected an http(s) URL like https://huggingface.co, found {self.settings.hf_endpoint!r}"
-            )
+        self._require_http_url("HF_ENDPOINT", self.settings.hf_endpoint, "https://huggingface.co")
         if not self.settings.hf_token:
             raise RemoteError(
                 f"{self.where}: no token: set HF_TOKEN to a write token of a user or organisation "
@@ -264,12 +184,13 @@ class HubPublisher(PlanApply):
                     ) from None
                 raise
 
-        with _hub_session(self.policy.timeout):
+        with hub_session(self.policy.timeout):
             me = self._call("check the token", whoami)
         role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
         if role == "read":
             raise RemoteError(
-                f"{self.where}: the token in HF_TOKEN is a read token; publishing needs a write token"
+                f"{self.where}: the token in HF_TOKEN is a read token; publishing needs a write "
+                "token: set HF_TOKEN to one (https://huggingface.co/settings/tokens)"
             )
         namespace = self.repo_id.split("/")[0]
         names = [me.get("name")] + [o.get("name") for o in me.get("orgs") or []]
@@ -345,22 +266,18 @@ class HubPublisher(PlanApply):
 
     # --- plan and apply -----------------------------------------------------------------------
 
-    def plan(self, release_dir: Path, manifest: Manifest, *, force: bool = False) -> Plan:
-        """What the Hub holds of this release and what publishing would do (reads only).
+    def _location(self, manifest: Manifest) -> str:
+        return f"{self.repo_id}@{self.target.tag(manifest.model, manifest.version)}"
 
-        Raises:
-            IntegrityError: the build does not match its manifest.
-            RemoteError: the Hub failed or refused, after retries.
-        """
-        release_dir = Path(release_dir)
-        verify_dir(release_dir, manifest)
-        if not self._checked:
-            self.check()
-        files = hub_files(release_dir, manifest, self.target.variants)
+    def _files(self, release_dir: Path, manifest: Manifest) -> list[HubFile]:
+        return hub_files(release_dir, manifest, self.target.variants)
+
+    def _read(self, plan: Plan, files: list[HubFile]) -> None:
+        manifest = plan.manifest
         tag = self.target.tag(manifest.model, manifest.version)
         card = modelcard.render(
             manifest,
-            release_dir,
+            plan.release_dir,
             self.target,
             self.repo_id,
             tag,
@@ -369,17 +286,8 @@ class HubPublisher(PlanApply):
             manifest_blake3=next(f.blake3 for f in files if f.name == MANIFEST_NAME),
         ).encode()
         expected = {f.name: f.blake3 for f in files}
-        plan = Plan(
-            self.name,
-            f"{self.repo_id}@{tag}",
-            release_dir,
-            manifest,
-            force=force,
-            sizes={f.name: f.size for f in files},
-        )
-        with _hub_session(self.policy.timeout):
+        with hub_session(self.policy.timeout):
             self._plan(plan, files, card, expected, tag)
-        return plan
 
     def _plan(
         self, plan: Plan, files: list[HubFile], card: bytes, expected: dict[str, str], tag: str
@@ -440,22 +348,11 @@ class HubPublisher(PlanApply):
         plan.upload = upload
         plan.skipped = unchanged
 
-    def apply(self, plan: Plan) -> PublishResult:
-        """Carry out a plan: one commit, read back, tag. Idempotent (module docstring).
-
-        Raises:
-            IntegrityError: a download from the Hub does not match the build.
-            VersionExistsError: the tag holds other files and the plan is not forced.
-            RemoteError: the Hub failed or refused, after retries.
-        """
+    def _carry_out(self, plan: Plan) -> None:
+        """One commit, read back, tag (module docstring). A commit that does not read back as
+        the build gets no tag (IntegrityError)."""
         st: _HubState = plan.state
-        result = PublishResult.applying(plan)
-        if plan.noop:
-            result.verified = True
-            return result
-        if plan.blocked:
-            raise version_exists(plan)
-        with _hub_session(self.policy.timeout):
+        with hub_session(self.policy.timeout):
             if not st.exists:
                 self._call(
                     "create the repository",
@@ -477,12 +374,9 @@ class HubPublisher(PlanApply):
             if st.tagged is not None and st.tagged != oid:
                 self._call("delete the old tag", lambda: self._delete_tag(st.tag))
             self._call("tag the release", lambda: self._tag(st.tag, oid))
-        result.uploaded = list(plan.upload)
-        result.verified = True
         log.info(
             "%s: %s tagged %s (commit %s)", self.where, plan.manifest.version, st.tag, oid[:12]
         )
-        return result
 
     def _commit(
         self, manifest: Manifest, files: list[HubFile], card: bytes, stale: list[str]
@@ -546,10 +440,14 @@ class HubPublisher(PlanApply):
             RemoteError: the Hub failed, after retries.
         """
         tag = self.target.tag(manifest.model, manifest.version)
-        with _hub_session(self.policy.timeout):
+        with hub_session(self.policy.timeout):
             oid = self._tag_target(tag)
             if oid is None:
-                raise IntegrityError(f"{self.where}: no tag {tag}")
+                raise IntegrityError(
+                    f"{self.where}: no tag {tag}: {manifest.model} {manifest.version} is not "
+                    "published there; publish it (`release publish --target huggingface`), or "
+                    "check the version and [publish.huggingface] tag"
+                )
             expected = {
                 f.name: f.blake3
                 for f in manifest.files
@@ -562,5 +460,6 @@ class HubPublisher(PlanApply):
             differ = [d for d in differ if d not in (MANIFEST_NAME, SIGNATURE_NAME, PYPROJECT)]
             if differ:
                 raise IntegrityError(
-                    f"{self.where}: tag {tag} does not match the manifest ({', '.join(differ)})"
+                    f"{self.where}: tag {tag} does not match the manifest ({', '.join(differ)}); "
+                    "publish the build again with --force to replace them"
                 )

@@ -12,23 +12,15 @@ import shutil
 from pathlib import Path
 
 from filelock import FileLock
-from packaging.version import InvalidVersion, Version
 
 from pipeline import atomic
 from pipeline.checksums import blake3_file
 from pipeline.errors import IntegrityError
 from pipeline.manifest import MANIFEST_NAME, Manifest, verify_dir
 from pipeline.publishers.base import Plan, PlanApply, PublishResult, release_files, version_exists
+from pipeline.versions import LATEST, newer, version_dir
 
 log = logging.getLogger("pipeline.publish")
-LATEST = "latest"
-
-
-def _version_key(v: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(v))
-    except InvalidVersion:
-        return (0, v)
 
 
 class LocalStore(PlanApply):
@@ -43,7 +35,7 @@ class LocalStore(PlanApply):
         """Nothing to check before publishing: the root is created on first use."""
 
     def version_dir(self, model: str, version: str) -> Path:
-        return self.root / model / version
+        return version_dir(self.root, model, version)
 
     def latest(self, model: str) -> str | None:
         """The version the `latest` pointer names, or None."""
@@ -82,7 +74,7 @@ class LocalStore(PlanApply):
             sizes={n: (release_dir / n).stat().st_size for n in names},
         )
         latest = self.latest(manifest.model)
-        moves = latest is None or _version_key(manifest.version) > _version_key(latest)
+        moves = newer(manifest.version, latest)
         if target.is_dir():
             plan.published = True
             same, different = self._compare(release_dir, target, names)
@@ -139,7 +131,8 @@ class LocalStore(PlanApply):
                 verify_dir(staging, manifest)
                 if Manifest.read(staging) != manifest:
                     raise IntegrityError(
-                        f"{staging / MANIFEST_NAME}: copy differs from {release_dir / MANIFEST_NAME}"
+                        f"{staging / MANIFEST_NAME}: copy differs from {release_dir / MANIFEST_NAME}; "
+                        "nothing was published: run the same command again"
                     )
             result.uploaded, result.skipped = names, []
             self._update_latest(manifest)
@@ -147,7 +140,7 @@ class LocalStore(PlanApply):
 
     def _update_latest(self, manifest: Manifest) -> None:
         current = self.latest(manifest.model)
-        if current is None or _version_key(manifest.version) >= _version_key(current):
+        if current is None or not newer(current, manifest.version):
             atomic.write_text(self.root / manifest.model / LATEST, manifest.version + "\n")
 
     def verify(self, manifest: Manifest) -> None:
@@ -155,4 +148,7 @@ class LocalStore(PlanApply):
         target = self.version_dir(manifest.model, manifest.version)
         published = verify_dir(target)
         if published != manifest:
-            raise IntegrityError(f"{target / MANIFEST_NAME}: differs from the build's manifest")
+            raise IntegrityError(
+                f"{target / MANIFEST_NAME}: differs from the build's manifest; publish the build "
+                "again with --force to replace the published version"
+            )

@@ -89,9 +89,41 @@ def render(
     `hub_names` are the files the repo holds (default: every release file); the table lists
     those, and says where the others are.
     """
+    metrics = manifest.validation.get("metrics") or {}
+    report = _report(release_dir)
+    baseline = (report.get("validate") or {}).get("baseline") or {}
+    names = set(hub_names) if hub_names is not None else {f.name for f in manifest.files}
+    lines = [
+        "---",
+        _metadata(manifest, target, metrics),
+        "---",
+        "",
+        f"# {manifest.model} {manifest.version}",
+        "",
+        manifest.description or "A fastai text classifier (AWD_LSTM).",
+        "",
+        f"Labels ({len(manifest.labels)}): " + ", ".join(f"`{x}`" for x in manifest.labels) + ".",
+        "",
+        *_files_table(manifest, names, signed),
+        *_evaluation(metrics, baseline),
+        *how_to_use(manifest, repo_id, tag, names, signed, manifest_blake3),
+    ]
+    if signed:
+        lines += [
+            f"`{SIGNATURE_NAME}` is an OpenSSF Model Signing bundle over every file, `{MANIFEST_NAME}`",
+            "included. Check a download with `release verify DIR --public-key KEY` (or",
+            "`--certificate-chain`, `--identity`), or with model-signing itself:",
+            f"`model_signing verify key DIR --signature DIR/{SIGNATURE_NAME} --public_key KEY`.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _metadata(manifest: Manifest, target: HubTarget, metrics: dict[str, Any]) -> str:
+    """The card's YAML metadata, made by huggingface_hub's own ModelCardData (what the Hub
+    parses): library, tags, license, labels, eval results, the golden queries as examples."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    metrics = manifest.validation.get("metrics") or {}
     eval_rows = manifest.validation.get("eval_rows")
     dataset_name = f"{manifest.model} held-out eval set" + (
         f" ({eval_rows} texts)" if eval_rows else ""
@@ -141,27 +173,17 @@ def render(
         widget=[{"text": q.text, "example_title": q.expected} for q in manifest.golden_queries]
         or None,
     )
-    yaml = data.to_yaml().strip()
+    return data.to_yaml().strip()
 
-    report = _report(release_dir)
-    baseline = (report.get("validate") or {}).get("baseline") or {}
+
+def _files_table(manifest: Manifest, names: set[str], signed: bool) -> list[str]:
+    """ "## Files": what each file of the repo is, its size and blake3; where the others are."""
     lines = [
-        "---",
-        yaml,
-        "---",
-        "",
-        f"# {manifest.model} {manifest.version}",
-        "",
-        manifest.description or "A fastai text classifier (AWD_LSTM).",
-        "",
-        f"Labels ({len(manifest.labels)}): " + ", ".join(f"`{x}`" for x in manifest.labels) + ".",
-        "",
         "## Files",
         "",
         "| file | what | size | blake3 |",
         "|---|---|---|---|",
     ]
-    names = set(hub_names) if hub_names is not None else {f.name for f in manifest.files}
     what = {
         QUANTIZED_FILE: "the INT8 learner (`load_learner`)",
         ORIGINAL_FILE: "the learner as trained",
@@ -198,37 +220,35 @@ def render(
             f"targets): {', '.join(f'`{n}`' for n in elsewhere)}; `from_pretrained_fastai` "
             "downloads every file of a revision, so only what a user loads is here.",
         ]
-    if metrics:
-        lines += [
-            "",
-            "## Evaluation",
-            "",
-            "| | original `export.pkl` | quantized `export_quantized.pkl` |",
-            "|---|---|---|",
-            f"| accuracy | {_pct(metrics.get('accuracy_original'))} | {_pct(metrics.get('accuracy_quantized'))} |",
-        ]
-        if isinstance(metrics.get("size_original_bytes"), int | float):
-            lines.append(
-                f"| size | {metrics['size_original_bytes'] / 1e6:.1f} MB | {metrics['size_quantized_bytes'] / 1e6:.1f} MB |"
-            )
-        if isinstance(metrics.get("p50_ms_original"), int | float):
-            lines.append(
-                f"| `learn.predict` p50 | {metrics['p50_ms_original']:.1f} ms | {metrics['p50_ms_quantized']:.1f} ms |"
-            )
-        if isinstance(metrics.get("agreement"), int | float):
-            lines += ["", f"Top-1 agreement between the variants: {_pct(metrics['agreement'])}."]
-        lines += _accuracy_by_set(metrics, baseline)
-        lines += ["", "Every number comes from this release's `report.md` / `report.json`."]
-    lines += how_to_use(manifest, repo_id, tag, names, signed, manifest_blake3)
-    if signed:
-        lines += [
-            f"`{SIGNATURE_NAME}` is an OpenSSF Model Signing bundle over every file, `{MANIFEST_NAME}`",
-            "included. Check a download with `release verify DIR --public-key KEY` (or",
-            "`--certificate-chain`, `--identity`), or with model-signing itself:",
-            f"`model_signing verify key DIR --signature DIR/{SIGNATURE_NAME} --public_key KEY`.",
-            "",
-        ]
-    return "\n".join(lines)
+    return lines
+
+
+def _evaluation(metrics: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """ "## Evaluation": the variants side by side, then accuracy per held-out set (none
+    without metrics)."""
+    if not metrics:
+        return []
+    lines = [
+        "",
+        "## Evaluation",
+        "",
+        "| | original `export.pkl` | quantized `export_quantized.pkl` |",
+        "|---|---|---|",
+        f"| accuracy | {_pct(metrics.get('accuracy_original'))} | {_pct(metrics.get('accuracy_quantized'))} |",
+    ]
+    if isinstance(metrics.get("size_original_bytes"), int | float):
+        lines.append(
+            f"| size | {metrics['size_original_bytes'] / 1e6:.1f} MB | {metrics['size_quantized_bytes'] / 1e6:.1f} MB |"
+        )
+    if isinstance(metrics.get("p50_ms_original"), int | float):
+        lines.append(
+            f"| `learn.predict` p50 | {metrics['p50_ms_original']:.1f} ms | {metrics['p50_ms_quantized']:.1f} ms |"
+        )
+    if isinstance(metrics.get("agreement"), int | float):
+        lines += ["", f"Top-1 agreement between the variants: {_pct(metrics['agreement'])}."]
+    lines += _accuracy_by_set(metrics, baseline)
+    lines += ["", "Every number comes from this release's `report.md` / `report.json`."]
+    return lines
 
 
 def how_to_use(

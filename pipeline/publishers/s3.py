@@ -24,27 +24,19 @@ from __future__ import annotations
 import logging
 import mimetypes
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline.checksums import Blake3Stream
 from pipeline.config import S3Target
-from pipeline.errors import ConfigError, IntegrityError, RemoteError
-from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, verify_dir
-from pipeline.publishers.base import (
-    LocalFile,
-    Plan,
-    PlanApply,
-    PublishResult,
-    local_files,
-    version_exists,
-)
-from pipeline.publishers.remote import RETRY_STATUS, _chain, host_wait
+from pipeline.errors import ConfigError, RemoteError, first_line
+from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest
+from pipeline.publishers.base import LocalFile, Plan
+from pipeline.publishers.remote import RETRY_STATUS, RemotePublisher, _chain, host_wait
 from pipeline.publishers.settings import PublishSettings
 from pipeline.retry import Retry, RetryPolicy
+from pipeline.versions import LATEST, newer
 
 log = logging.getLogger("pipeline.publish")
-LATEST = "latest"
 IMMUTABLE = "public, max-age=31536000, immutable"  # a version's files never change
 LATEST_CACHE = "public, max-age=60"  # a CDN picks up a new release within a minute
 MULTIPART = 8 << 20
@@ -89,7 +81,7 @@ def describe_s3(exc: BaseException) -> str:
             err = e.response.get("Error") or {}
             status = (e.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
             return f"HTTP {status} {err.get('Code', '')}: {err.get('Message', '')}".strip(": ")
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def s3_client(target: S3Target, timeout: float) -> Any:
@@ -124,10 +116,11 @@ class _S3State:
     objects: dict[str, int] = field(default_factory=dict)
 
 
-class S3Publisher(PlanApply):
+class S3Publisher(RemotePublisher):
     """Publishes a release directory into an S3 bucket (see the module docstring)."""
 
     name = "s3"
+    plan_reads_bytes = False  # the plan compares the blake3 stored with each object
 
     def __init__(
         self,
@@ -136,11 +129,11 @@ class S3Publisher(PlanApply):
         *,
         policy: RetryPolicy | None = None,
         client: Any = None,
+        config_name: str = "release.toml",
     ):
-        self.target = target
-        self.bucket = target.require("needed by the s3 publisher")
+        super().__init__(target, settings, policy=policy, config_name=config_name)
+        self.bucket = self.repo
         self.prefix = target.prefix.strip("/")
-        self.policy = policy or RetryPolicy()
         self._client = client
 
     @property
@@ -156,10 +149,11 @@ class S3Publisher(PlanApply):
     def key(self, *parts: str) -> str:
         return "/".join([self.prefix, *parts] if self.prefix else parts)
 
-    def _call(self, operation: str, fn: Any) -> Any:
-        return self.policy.run(
-            fn, what=f"{self.where}: {operation}", classify=classify_s3, describe=describe_s3
-        )
+    def _classify(self, exc: BaseException) -> Retry | None:
+        return classify_s3(exc)
+
+    def _describe(self, exc: BaseException) -> str:
+        return self.redact(describe_s3(exc))
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -204,6 +198,7 @@ class S3Publisher(PlanApply):
                 raise
 
         self._call("read the bucket", head)
+        self._checked = True
 
     # --- remote state -------------------------------------------------------------------------
 
@@ -264,27 +259,16 @@ class S3Publisher(PlanApply):
 
     # --- plan and apply -----------------------------------------------------------------------
 
-    def plan(self, release_dir: Path, manifest: Manifest, *, force: bool = False) -> Plan:
-        """What the bucket holds of this version and what publishing would do (reads only).
+    def _base(self, manifest: Manifest) -> str:
+        """The version's key prefix, ending in "/"."""
+        return self.key(manifest.model, manifest.version) + "/"
 
-        Raises:
-            IntegrityError: the build does not match its manifest.
-            RemoteError: the bucket failed or refused, after retries.
-        """
-        from pipeline.publishers.local import _version_key
+    def _location(self, manifest: Manifest) -> str:
+        return f"s3://{self.bucket}/{self._base(manifest)}"
 
-        release_dir = Path(release_dir)
-        verify_dir(release_dir, manifest)
-        files = local_files(release_dir, manifest)
-        base = self.key(manifest.model, manifest.version) + "/"
-        plan = Plan(
-            self.name,
-            f"s3://{self.bucket}/{base}",
-            release_dir,
-            manifest,
-            force=force,
-            sizes={f.name: f.size for f in files},
-        )
+    def _read(self, plan: Plan, files: list[LocalFile]) -> None:
+        manifest = plan.manifest
+        base = self._base(manifest)
         objects = {k[len(base) :]: size for k, size in self._list(base).items()}
         same, differ = [], []
         for f in files:
@@ -297,13 +281,13 @@ class S3Publisher(PlanApply):
         plan.published = MANIFEST_NAME in objects
         plan.skipped = same
         current = self.latest(manifest.model)
-        move_latest = current is None or _version_key(manifest.version) > _version_key(current)
+        move_latest = newer(manifest.version, current)
         # A published manifest that is this build's own: missing or damaged files are repaired.
         conflict = plan.published and MANIFEST_NAME in differ
         if conflict:
             plan.refused = sorted(differ + extra)
-            if not force:
-                return plan
+            if not plan.force:
+                return
         upload = [f for f in files if f.name in differ]
         plan.state = _S3State(
             files, upload, extra, unfinished, conflict, move_latest, objects=objects
@@ -311,57 +295,62 @@ class S3Publisher(PlanApply):
         if not upload and not extra and not unfinished and not move_latest:
             plan.noop = True
             plan.message = "identical version already published"
-            return plan
-        act = plan.steps.append
+            return
+        plan.steps += self._steps(plan, upload, extra, unfinished, conflict, current)
+        plan.upload = [f.name for f in upload]
+
+    def _steps(
+        self,
+        plan: Plan,
+        upload: list[LocalFile],
+        extra: list[str],
+        unfinished: list[tuple[str, str]],
+        conflict: bool,
+        current: str | None,
+    ) -> list[str]:
+        """What `apply` will do, one line each, in order."""
+        manifest, base = plan.manifest, self._base(plan.manifest)
+        steps = []
         if conflict:
-            act(
+            steps.append(
                 f"delete {base}{MANIFEST_NAME} first: the version is unpublished while replaced (--force)"
             )
         if unfinished:
-            act(
+            steps.append(
                 f"abort {len(unfinished)} unfinished multipart upload(s) left by an interrupted run"
             )
         if extra:
-            act(
+            steps.append(
                 f"delete {len(extra)} object(s) the build does not have ({', '.join(extra)})"
                 + (" (--force)" if conflict else ": left by an interrupted publish")
             )
         data = [f for f in upload if f.name not in (MANIFEST_NAME, SIGNATURE_NAME)]
         if data:
             big = sum(1 for f in data if f.size > MULTIPART)
-            act(
+            steps.append(
                 f"upload {len(data)} file(s) with SHA-256 checksums"
                 + (f" ({big} multipart)" if big else "")
                 + f", Cache-Control {IMMUTABLE!r}"
             )
-        act(f"read back every file of the version and check its blake3 ({len(files)} files)")
+        steps.append(
+            f"read back every file of the version and check its blake3 ({len(plan.sizes)} files)"
+        )
         if any(f.name in (MANIFEST_NAME, SIGNATURE_NAME) for f in upload):
-            act(f"upload {MANIFEST_NAME} last (the version is published once it is there)")
-        if move_latest:
-            act(
+            steps.append(f"upload {MANIFEST_NAME} last (the version is published once it is there)")
+        if newer(manifest.version, current):
+            steps.append(
                 f"point {self.key(manifest.model, LATEST)} at {manifest.version} "
                 f"(was {current or 'unset'}), Cache-Control {LATEST_CACHE!r}"
             )
-        plan.upload = [f.name for f in upload]
-        return plan
+        return steps
 
-    def apply(self, plan: Plan) -> PublishResult:
-        """Carry out a plan (see the module docstring).
-
-        Raises:
-            IntegrityError: an object reads back with another blake3 (it is deleted; run again).
-            VersionExistsError: the version is published with other files and the plan is not
-                forced.
-            RemoteError: the bucket failed or refused, after retries.
-        """
-        result = PublishResult.applying(plan)
-        if plan.blocked:
-            raise version_exists(plan)
-        if plan.noop:
-            return result  # publish verifies by reading every object back
+    def _carry_out(self, plan: Plan) -> None:
+        """Clean up, upload the data files, read them back, then the signature and
+        manifest.json (which publish the version), read back too, then `latest`. An object
+        that reads back wrong is deleted (IntegrityError): the version stays unpublished."""
         st: _S3State = plan.state
         m = plan.manifest
-        base = self.key(m.model, m.version) + "/"
+        base = self._base(m)
         if st.unpublish:
             self._call(
                 f"delete {base}{MANIFEST_NAME}",
@@ -390,10 +379,7 @@ class S3Publisher(PlanApply):
         self._check_all(base, [f for f in st.files if f.name in last])
         if st.move_latest:
             self._move_latest(m)
-        result.uploaded = [f.name for f in st.upload]
-        result.verified = True
         log.info("%s: %s %s published (%d files)", self.where, m.model, m.version, len(st.files))
-        return result
 
     def _upload(self, base: str, f: LocalFile) -> None:
         from boto3.s3.transfer import TransferConfig
@@ -416,25 +402,22 @@ class S3Publisher(PlanApply):
         log.info("%s: uploaded %s%s (%.2f MB)", self.where, base, f.name, f.size / 1e6)
 
     def _check_all(self, base: str, files: list[LocalFile]) -> None:
-        for f in files:
-            got = self._digest(base + f.name)
-            if got != f.blake3:
-                self._call(
-                    f"delete {base}{f.name}",
-                    lambda f=f: self.client.delete_object(Bucket=self.bucket, Key=base + f.name),
-                )
-                raise IntegrityError(
-                    f"{self.where}: {base}{f.name} reads back with blake3 {got[:16]}…, the build "
-                    f"has {f.blake3[:16]}…; deleted that object (the version stays unpublished "
-                    "until it verifies): run the same command again"
-                )
+        self._read_back(
+            files,
+            lambda f: self._digest(base + f.name),
+            lambda f: self._call(
+                f"delete {base}{f.name}",
+                lambda: self.client.delete_object(Bucket=self.bucket, Key=base + f.name),
+            ),
+            label=lambda f: base + f.name,
+            outcome="deleted that object (the version stays unpublished until it verifies): run "
+            "the same command again",
+        )
 
     def _move_latest(self, m: Manifest) -> None:
-        from pipeline.publishers.local import _version_key
-
         key = self.key(m.model, LATEST)
         current = self.latest(m.model)  # again: another publish may have moved it meanwhile
-        if current is not None and _version_key(current) >= _version_key(m.version):
+        if not newer(m.version, current):
             return
         self._call(
             f"write {key}",
@@ -457,27 +440,16 @@ class S3Publisher(PlanApply):
             IntegrityError: an object is missing or differs, or the manifest differs.
             RemoteError: the bucket failed, after retries.
         """
-        base = self.key(manifest.model, manifest.version) + "/"
-        objects = {k[len(base) :] for k in self._list(base)}
-        problems = []
-        for entry in manifest.files:
-            if entry.name not in objects:
-                problems.append(f"{entry.name}: missing")
-            elif self._digest(base + entry.name) != entry.blake3:
-                problems.append(f"{entry.name}: blake3 differs from the manifest")
-        if MANIFEST_NAME not in objects:
-            problems.append(f"{MANIFEST_NAME}: missing")
-        else:
-            body = self._call(
-                f"download {base}{MANIFEST_NAME}",
-                lambda: self.client.get_object(Bucket=self.bucket, Key=base + MANIFEST_NAME)[
-                    "Body"
-                ].read(),
-            )
-            if Manifest.from_json(body) != manifest:
-                problems.append(f"{MANIFEST_NAME}: differs from the build's manifest")
-        if problems:
-            raise IntegrityError(
-                f"{self.where}: {base} does not match the build:\n"
-                + "\n".join(f"  - {p}" for p in problems)
-            )
+        base = self._base(manifest)
+        self._compare_published(
+            manifest,
+            {k[len(base) :] for k in self._list(base)},
+            lambda name: self._digest(base + name),
+            lambda name: self._call(
+                f"download {base}{name}",
+                lambda: self.client.get_object(Bucket=self.bucket, Key=base + name)["Body"].read(),
+            ),
+            label=base,
+            advice="delete the objects listed and publish again: a published version's missing "
+            "files are uploaded again",
+        )

@@ -25,13 +25,13 @@ from pipeline.client import (
     fetch,
     parse_source,
 )
+from pipeline.client.cache import CacheBusy
 from pipeline.client.sources import GitHubSource, HfSource, MirrorSource
 from pipeline.errors import (
     ArtifactNotFound,
     ConfigError,
     IntegrityError,
     ReleaseError,
-    RemoteError,
 )
 from pipeline.publishers.local import LocalStore
 from tests.conftest import KEY, make_release_dir, manifest_pin, sign_dir
@@ -266,7 +266,7 @@ def test_lock_wait_is_bounded(tmp_path: Path, store) -> None:
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RemoteError, match="another process has held"):
+        with pytest.raises(CacheBusy, match="another process has held") as e:
             fetch(
                 "m",
                 sources=[LocalSource(root)],
@@ -274,6 +274,7 @@ def test_lock_wait_is_bounded(tmp_path: Path, store) -> None:
                 cache_dir=cache.root,
                 lock_timeout=0.3,
             )
+        assert e.value.exit_code == 3  # the cache is busy: nothing remote failed
     finally:
         holder.kill()
         holder.wait(timeout=10)
