@@ -57,8 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import atomic
-from pipeline.client.network import CacheError, DiskFull, RemoteError
-from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError
+from pipeline.client.errors import CacheError, DiskFull
+from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError, RemoteError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, check_file
 
 log = logging.getLogger("pipeline.client")

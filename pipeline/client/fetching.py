@@ -40,7 +40,7 @@ import blake3
 
 from pipeline import atomic
 from pipeline.client.cache import Cache, CacheBusy, link_error
-from pipeline.client.network import CacheError, DiskFull, Unreachable
+from pipeline.client.errors import CacheError, DiskFull, Unreachable
 from pipeline.client.sources import Source
 from pipeline.client.trust import HOW_TO_TRUST, Trust, Untrusted, is_local, say_local_once
 from pipeline.errors import (

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import atomic
-from pipeline.client.network import Unreachable
+from pipeline.client.errors import Unreachable
 from pipeline.client.sources import GitHubSource, HfSource, LocalSource, MirrorSource, Source
 from pipeline.errors import ArtifactNotFound, InputError, IntegrityError, ReleaseError, RemoteError
 from pipeline.index import (

@@ -25,7 +25,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from pipeline.client.network import BadResponse
+from pipeline.client.errors import BadResponse
 from pipeline.client.sources import (
     MAX_VERSION_CHARS,
     GitHubSource,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.client.cache import CacheBusy
+from pipeline.client.errors import CacheError
 from pipeline.client.fetching import (
     FetchResult,
     Release,
@@ -21,7 +22,6 @@ from pipeline.client.fetching import (
     trust_hint,
 )
 from pipeline.client.limits import SMOKE_TEST_SECONDS, InputLimits
-from pipeline.client.network import CacheError
 from pipeline.client.predict import (
     DEFAULT_THREADS,
     Predictor,

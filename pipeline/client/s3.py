@@ -21,12 +21,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from pipeline.client.network import (
-    POINTER_LIMIT,
-    BadResponse,
-    Http,
-    HttpStatus,
-)
+from pipeline.client.errors import BadResponse, HttpStatus
+from pipeline.client.network import POINTER_LIMIT, Http
 from pipeline.errors import ArtifactNotFound, ConfigError, RemoteError
 
 _EXPIRES_MIN = 900  # seconds a pre-signed URL stays valid, at least

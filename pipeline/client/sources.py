@@ -23,16 +23,12 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pipeline import atomic
-from pipeline.client.network import (
-    POINTER_LIMIT,
-    BadResponse,
-    Http,
-    HttpStatus,
-    _safe,
-)
+from pipeline.client.errors import BadResponse, HttpStatus
+from pipeline.client.network import POINTER_LIMIT, Http
 from pipeline.client.printable import printable
 from pipeline.errors import ArtifactNotFound, ConfigError, IntegrityError, RemoteError
 from pipeline.manifest import MANIFEST_NAME
+from pipeline.redaction import safe_url
 
 log = logging.getLogger("pipeline.client")
 DEFAULT_TAG = "v{version}"
@@ -141,7 +137,7 @@ class MirrorSource:
         parts = urlsplit(base_url)
         self.base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self.query = parts.query
-        self.name = f"mirror:{_safe(self.base)}"
+        self.name = f"mirror:{safe_url(self.base)}"
         self.http = http or Http()
         self.headers = headers
 
