@@ -199,9 +199,9 @@ class Predictor:
         from fastai.text.core import Tokenizer
         from fastai.text.data import Numericalize
 
+        from pipeline.client.learner_spec import tokenizer_spec
         from pipeline.client.tokenizer import TextTokenizer
         from pipeline.errors import InputError
-        from pipeline.onnx_export import tokenizer_spec
 
         fs = list(self._encode.fs)
         kinds = [type(f) for f in fs]
