@@ -55,14 +55,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline import atomic
 from pipeline.client.errors import CacheError, DiskFull
 from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError, RemoteError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest, check_file
 
+if TYPE_CHECKING:
+    from pipeline.client.settings import ClientSettings
+
 log = logging.getLogger("pipeline.client")
-CACHE_DIR_ENV = "RELEASE_CACHE_DIR"
 DEFAULT_LOCK_TIMEOUT = 1200.0  # longer than one download's time budget (network.RetryPolicy)
 
 
@@ -147,11 +150,16 @@ def _shared_or_exclusive(path: Path, shared: bool, timeout: float, what: str) ->
         os.close(fd)  # releases the lock
 
 
-def default_cache_dir() -> Path:
-    """The platform cache directory (e.g. ~/.cache/fastai-release), or $RELEASE_CACHE_DIR."""
+def default_cache_dir(settings: ClientSettings | None = None) -> Path:
+    """`settings.cache_dir` ($RELEASE_CACHE_DIR; the environment's when no settings are
+    given), else the platform cache directory (e.g. ~/.cache/fastai-release)."""
     from platformdirs import user_cache_dir
 
-    return Path(os.environ.get(CACHE_DIR_ENV) or user_cache_dir("fastai-release"))
+    if settings is None:
+        from pipeline.client.settings import ClientSettings
+
+        settings = ClientSettings.from_env()
+    return settings.cache_dir or Path(user_cache_dir("fastai-release"))
 
 
 def _version_key(v: str) -> tuple:

@@ -15,7 +15,7 @@ The order of work on a server's start:
    the manifest, else a download from the manifest's source and then the others, each checked
    (size, blake3) before it enters the cache; a file that fails is deleted and the next source
    is tried;
-3. offline (`offline=True`, `RELEASE_OFFLINE=1`, or every source unreachable): the newest
+3. offline (`offline=True`, `RELEASE_OFFLINE=1` in the settings, or every source unreachable): the newest
    vouched cached version for `latest` (then, in the default mode, the newest unauthenticated
    one), the cached version otherwise, and a log line saying so.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,8 +38,9 @@ from typing import Any
 import blake3
 
 from pipeline import atomic
-from pipeline.client.cache import Cache, CacheBusy, link_error
+from pipeline.client.cache import Cache, CacheBusy, default_cache_dir, link_error
 from pipeline.client.errors import CacheError, DiskFull, Unreachable
+from pipeline.client.settings import ClientSettings
 from pipeline.client.sources import Source
 from pipeline.client.trust import HOW_TO_TRUST, Trust, Untrusted, is_local, say_local_once
 from pipeline.errors import (
@@ -55,7 +55,6 @@ from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, FileEntry, Manifest
 
 log = logging.getLogger("pipeline.client")
 DEFAULT_VARIANTS = ("quantized", "original")
-OFFLINE_ENV = "RELEASE_OFFLINE"
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # fullmatch: `$` would accept "1.0.0\n"
 
 
@@ -107,13 +106,6 @@ def default_variants() -> tuple[str, ...]:
     if not installed("torch"):
         return ("onnx", *DEFAULT_VARIANTS)
     return (*DEFAULT_VARIANTS, "onnx")
-
-
-def offline_from_env(offline: bool | None) -> bool:
-    """`offline` when given, else whether $RELEASE_OFFLINE is set to 1/true/yes/on."""
-    if offline is not None:
-        return offline
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -562,10 +554,13 @@ def resolve(
     variants: Sequence[str] = DEFAULT_VARIANTS,
     channel: str = "latest",
     index_identity: str | None = None,
+    settings: ClientSettings | None = None,
 ) -> Release:
     """Find the trusted manifest of `model` `version` (see the module docstring); for
     `version="latest"`, the version `channel` names in the source's model index (see
-    client/index.py; without an index, `latest` as before).
+    client/index.py; without an index, `latest` as before). `offline` None and `cache` None
+    take `settings`' (RELEASE_OFFLINE, RELEASE_CACHE_DIR; the environment's when no settings
+    are given).
 
     Raises:
         InputError: the model or version name is not a plain name.
@@ -581,11 +576,14 @@ def resolve(
     if version != "latest":
         _check_name("version", version)
     trust = trust or Trust()
-    cache = cache or Cache()
+    if offline is None or cache is None:
+        settings = ClientSettings.from_env() if settings is None else settings
+        offline = bool(settings.offline) if offline is None else offline
+        cache = cache or Cache(default_cache_dir(settings))
     sources = list(sources)
     memory = idx.Memory(cache, trust, index_identity)
     offline_args = {"cache": cache, "trust": trust, "variants": variants, "sources": sources}
-    if offline_from_env(offline):
+    if offline:
         remembered = _remembered_release(
             model, version, channel, memory, "offline mode requested", **offline_args
         )

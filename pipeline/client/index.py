@@ -25,8 +25,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +37,6 @@ from pipeline.client.errors import Unreachable
 from pipeline.client.sources import GitHubSource, HfSource, LocalSource, MirrorSource, Source
 from pipeline.errors import ArtifactNotFound, InputError, IntegrityError, ReleaseError, RemoteError
 from pipeline.index import (
-    DEFAULT_CHANNEL,
     INDEX_NAME,
     MAX_INDEX_BYTES,
     Envelope,
@@ -48,8 +47,6 @@ from pipeline.index import (
 )
 
 log = logging.getLogger("pipeline.client")
-CHANNEL_ENV = "RELEASE_CHANNEL"
-INDEX_IDENTITY_ENV = "RELEASE_INDEX_IDENTITY"
 MEMORY_NAME = ".index.json"  # in <cache>/<model>/: a dot name is never a version directory
 GITHUB_INDEX_TAG = "{model}-index"
 HF_INDEX_REVISION = "index"
@@ -99,14 +96,17 @@ def _local(source: LocalSource, model: str, name: str, v: Validator) -> Read:
     return Read(data, Validator(stamp=stamp))
 
 
-def _http(http: Any, url: str, what: str, v: Validator, headers: Any = None) -> Read:
-    data, etag, modified = http.get_if_changed(
+def _http(source: Any, url: str, what: str, v: Validator, headers: Any = None) -> Read:
+    """A conditional read through the source's Http (its bounds, deadline and redirect hosts)."""
+    data, etag, modified = source.http.get_if_changed(
         url,
         what=what,
         etag=v.etag,
         last_modified=None if v.etag else v.last_modified,
         headers=headers,
         limit=MAX_INDEX_BYTES,
+        source=source.name,
+        redirect_hosts=getattr(source, "redirect_hosts", ()),
     )
     if data is None:
         return Read(None, v)
@@ -150,43 +150,34 @@ def _github(source: GitHubSource, model: str, v: Validator) -> Read:
     tag = GITHUB_INDEX_TAG.format(model=model)
     what = f"{source.name}: release {tag}: {INDEX_NAME}"
     if not source.token:  # the public download URL: no API call, no API rate limit
-        url = f"{source.web_url}/{source.repo}/releases/download/{quote(tag, safe='')}/{INDEX_NAME}"
-        return _http(source.http, url, what, v)
+        return _http(source, source.download_url(tag, INDEX_NAME), what, v)
     # with a token (a private repository): the release through the API, answered 304 while
     # its assets are unchanged (a 304 does not count against GitHub's rate limit)
     api = f"{source.api_url}/repos/{source.repo}/releases/tags/{quote(tag, safe='')}"
-    read = _http(source.http, api, f"{source.name}: release {tag}", v, source._api_headers())
+    read = _http(source, api, f"{source.name}: release {tag}", v, source._api_headers())
     if read.data is None:
         return read
-    import json
-
     try:
         release = json.loads(read.data)
-        url = next(
-            a["url"]
-            for a in release.get("assets") or []
-            if a.get("name") == INDEX_NAME and a.get("state", "uploaded") == "uploaded"
-        )
-    except (ValueError, TypeError, KeyError, AttributeError, StopIteration):
-        raise ArtifactNotFound(f"{what}: the release has no {INDEX_NAME} asset") from None
-    headers = {**source._api_headers(), "Accept": "application/octet-stream"}
-    data = source.http.get_bytes(url, what=what, headers=headers, limit=MAX_INDEX_BYTES)
+    except (ValueError, RecursionError):
+        raise ArtifactNotFound(f"{what}: the release answer is not JSON") from None
+    url, headers = source.asset_in(release, tag, INDEX_NAME)  # the token to the API only
+    data = source.http.get_bytes(
+        url,
+        what=what,
+        headers=headers,
+        limit=MAX_INDEX_BYTES,
+        source=source.name,
+        redirect_hosts=source.redirect_hosts,
+    )
     return Read(data, read.validator)
 
 
-def _hf(source: HfSource, model: str, v: Validator, hf_cache: Path | None) -> Read:
-    import tempfile
-
-    if hf_cache is None:  # no place to keep the Hub's ETag: a full read each time
-        with tempfile.TemporaryDirectory(prefix="release-hf-") as tmp:
-            data = source._download(INDEX_NAME, HF_INDEX_REVISION, Path(tmp)).read_bytes()
-    else:  # huggingface_hub sends one HEAD and reuses its copy while the ETag is the same
-        data = source._download(INDEX_NAME, HF_INDEX_REVISION, hf_cache).read_bytes()
-    if len(data) > MAX_INDEX_BYTES:
-        raise RemoteError(f"{source.name}@{HF_INDEX_REVISION}: {INDEX_NAME} is too large")
-    if v.data is not None and data == v.data:
-        return Read(None, v)
-    return Read(data, Validator(data=data))
+def _hf(source: HfSource, v: Validator) -> Read:
+    """The index on the Hub's `index` branch, through the source's Http (If-None-Match)."""
+    what = f"{source.name}@{HF_INDEX_REVISION}: {INDEX_NAME}"
+    url = source.file_url(INDEX_NAME, HF_INDEX_REVISION)
+    return source.explained(what, lambda: _http(source, url, what, v, source.headers()))
 
 
 def read_index(
@@ -195,7 +186,6 @@ def read_index(
     validator: Validator | None = None,
     *,
     name: str = INDEX_NAME,
-    hf_cache: Path | None = None,
 ) -> Read:
     """The source's `index.json` of `model` (or, with `name="latest"`, its `latest` pointer,
     on sources with the store layout), unless unchanged since `validator`.
@@ -209,7 +199,7 @@ def read_index(
         return _local(source, model, name, v)
     if isinstance(source, MirrorSource):
         what = f"{source.name}: {model}/{name}"
-        return _http(source.http, source._url(model, name), what, v, source.headers)
+        return _http(source, source._url(model, name), what, v, source.headers)
     if type(source).__name__ == "S3Source":
         return _s3(source, model, name, v)
     if name != INDEX_NAME:
@@ -217,7 +207,7 @@ def read_index(
     if isinstance(source, GitHubSource):
         return _github(source, model, v)
     if isinstance(source, HfSource):
-        return _hf(source, model, v, hf_cache)
+        return _hf(source, v)
     reader = getattr(source, "read_index", None)  # a custom source may offer one
     if reader is None:
         raise ArtifactNotFound(f"{getattr(source, 'name', source)}: keeps no model index")
@@ -249,7 +239,7 @@ def index_root(trust: Any, index_identity: str | None) -> Any:
     if not index_identity:
         raise Unverifiable(
             "the trust root is a Sigstore identity, and an index is signed by whichever workflow "
-            f"changed it last: give that identity (--index-identity, ${INDEX_IDENTITY_ENV}) to "
+            "changed it last: give that identity (--index-identity, $RELEASE_INDEX_IDENTITY) to "
             "use channels and yanks; until then 'latest' works as without an index"
         )
     issuer = root.issuer if root is not None else trust.issuer
@@ -492,19 +482,6 @@ def warn_yanked(model: str, version: str, reason: str | None) -> None:
             version,
             reason,
         )
-
-
-def channel_from_env(channel: str | None, environ: Any = None) -> str:
-    """`channel` when given, else $RELEASE_CHANNEL, else the default channel.
-
-    Raises:
-        InputError: not a channel name.
-    """
-    from pipeline.index import check_channel
-
-    env = os.environ if environ is None else environ
-    value = channel if channel is not None else (env.get(CHANNEL_ENV) or DEFAULT_CHANNEL)
-    return check_channel(value.strip())
 
 
 # -- release status ---------------------------------------------------------------------------

@@ -26,11 +26,11 @@ from pipeline.client.predict import (
     DEFAULT_THREADS,
     Predictor,
     UnsupportedLearner,
-    default_threads,
     learner_predict,
     stop_lookup_growth,
     torch_threads,
 )
+from pipeline.client.settings import ClientSettings
 from pipeline.environment import current
 from pipeline.errors import ReleaseError
 from pipeline.manifest import GoldenQuery
@@ -274,12 +274,11 @@ def _load_and_smoke(
 
 
 def _load_onnx_and_smoke(
-    fetched: FetchResult, smoke_test: bool, limits: InputLimits
+    fetched: FetchResult, smoke_test: bool, limits: InputLimits, threads: int
 ) -> tuple[Any, Any, int]:
-    from pipeline.client.onnx_model import default_threads as onnx_threads
     from pipeline.client.onnx_model import load_verified
 
-    clf = load_verified(fetched, threads=onnx_threads())
+    clf = load_verified(fetched, threads=threads)
     clf.tokenizer.limits = limits
     passed = 0
     if smoke_test:
@@ -296,10 +295,13 @@ def load_release(
     smoke_test: bool = True,
     start: float | None = None,
     input_limits: InputLimits | None = None,
+    settings: ClientSettings | None = None,
 ) -> LoadedModel:
     """Load the first of `variants` of a trusted release that loads and passes the smoke test;
-    `input_limits` bounds what `predict()` accepts (default `InputLimits.from_env()`); a pickle
-    variant predicts at `$RELEASE_TORCH_THREADS` torch threads (default 1).
+    `input_limits` bounds what `predict()` accepts (default: `settings.input_limits`,
+    $RELEASE_MAX_INPUT_*); a pickle variant predicts at `settings.torch_threads` torch threads
+    ($RELEASE_TORCH_THREADS, default 1), an onnx one at `settings.onnx_threads`. No settings:
+    the environment's.
 
     Raises:
         EnvironmentMismatch: torch/fastai/numpy here cannot unpickle the model (exit 3).
@@ -307,8 +309,9 @@ def load_release(
         ReleaseError: no variant could be fetched, loaded and smoke-tested; lists each reason.
     """
     start = time.perf_counter() if start is None else start
-    limits = InputLimits.from_env() if input_limits is None else input_limits
-    threads = default_threads() if any(v != "onnx" for v in variants) else DEFAULT_THREADS
+    settings = ClientSettings.from_env() if settings is None else settings
+    limits = settings.input_limits if input_limits is None else input_limits
+    threads = settings.torch_threads if any(v != "onnx" for v in variants) else DEFAULT_THREADS
     env_error: EnvironmentMismatch | None = None
     if any(v != "onnx" for v in variants):
         try:
@@ -340,7 +343,9 @@ def load_release(
                 continue
             try:
                 if variant == "onnx":
-                    learn, predictor, passed = _load_onnx_and_smoke(fetched, smoke_test, limits)
+                    learn, predictor, passed = _load_onnx_and_smoke(
+                        fetched, smoke_test, limits, settings.onnx_threads
+                    )
                 else:
                     learn, predictor, passed = _load_and_smoke(fetched, smoke_test, limits, threads)
             except ReleaseError as e:

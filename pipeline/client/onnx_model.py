@@ -14,7 +14,6 @@ in size and content (`tokenizer.spec_problems`).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -29,8 +28,6 @@ from pipeline.client.onnx_graph import check_self_contained
 from pipeline.client.tokenizer import TextTokenizer, stock_language
 from pipeline.errors import ArtifactNotFound, InputError, IntegrityError
 from pipeline.manifest import MAX_TOKENIZER_SIZE
-
-THREADS_ENV = "RELEASE_ONNX_THREADS"
 
 
 @dataclass(frozen=True)
@@ -301,13 +298,3 @@ def tokenizer_from_bytes(data: bytes, source: str, *, stock_only: bool = False) 
         return TextTokenizer(spec, source)
     except (KeyError, TypeError, AttributeError, re.error) as e:
         raise InputError(f"{source}: malformed tokenizer file ({type(e).__name__}: {e})") from e
-
-
-def default_threads() -> int:
-    """onnxruntime threads per session: $RELEASE_ONNX_THREADS, else 1 (one query at a time is
-    fastest on one thread, and a server runs several workers)."""
-    value = os.environ.get(THREADS_ENV, "1")
-    try:
-        return max(1, int(value))
-    except ValueError:
-        raise InputError(f"${THREADS_ENV}: expected a whole number, found {value!r}") from None

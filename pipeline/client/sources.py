@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +25,7 @@ from pipeline import atomic
 from pipeline.client.errors import BadResponse, HttpStatus
 from pipeline.client.network import POINTER_LIMIT, Http
 from pipeline.client.printable import printable
+from pipeline.client.settings import ClientSettings
 from pipeline.errors import ArtifactNotFound, ConfigError, IntegrityError, RemoteError
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.redaction import safe_url
@@ -253,10 +253,28 @@ class GitHubSource:
         """The URL and headers that download one asset."""
         tag = self.tag.format(model=model, version=version)
         if not self.token:
-            url = f"{self.web_url}/{self.repo}/releases/download/{quote(tag, safe='')}/{quote(filename, safe='')}"
-            return url, None
-        for asset in self._release(tag).get("assets") or []:
+            return self.download_url(tag, filename), None
+        return self.asset_in(self._release(tag), tag, filename)
+
+    def download_url(self, tag: str, filename: str) -> str:
+        """The public download URL of a release asset (no API call, no token)."""
+        return (
+            f"{self.web_url}/{self.repo}/releases/download/{quote(tag, safe='')}/"
+            f"{quote(filename, safe='')}"
+        )
+
+    def asset_in(self, release: Any, tag: str, filename: str) -> tuple[str, dict[str, str] | None]:
+        """The API URL and headers that download `filename` of a release (an API answer).
+
+        Raises:
+            BadResponse: the asset has no usable id.
+            ArtifactNotFound: the release has no such (uploaded) asset.
+        """
+        assets = release.get("assets") if isinstance(release, dict) else None
+        for asset in assets if isinstance(assets, list) else []:
             if not isinstance(asset, dict) or asset.get("name") != filename:
+                continue
+            if asset.get("state", "uploaded") != "uploaded":
                 continue
             asset_id = asset.get("id")
             if not isinstance(asset_id, int) or isinstance(asset_id, bool) or asset_id < 0:
@@ -320,9 +338,10 @@ class HfSource:
     downloads in our own cache. huggingface_hub is not needed to fetch.
 
     Versions are the revisions (tags) `v<version>`; `latest` is the version in the manifest on
-    `main`. The endpoint is `endpoint`, else `HF_ENDPOINT`, else https://huggingface.co; the token
-    is `token`, else `HF_TOKEN`, else huggingface_hub's stored login when it is installed. The token
-    goes to the endpoint's own origin only. Redirects may lead to the endpoint and, for
+    `main`. The endpoint is `endpoint`, else https://huggingface.co (`parse_source` passes
+    `HF_ENDPOINT`); the token is `token`, else `settings.hf_token` (`HF_TOKEN`; the environment's
+    when no settings are given), else huggingface_hub's stored login when it is installed. The
+    token goes to the endpoint's own origin only. Redirects may lead to the endpoint and, for
     huggingface.co, to the Hub's CDN and Xet storage hosts (`HF_DOWNLOAD_HOSTS`).
     """
 
@@ -336,10 +355,13 @@ class HfSource:
         latest_revision: str = "main",
         progress: bool | None = None,
         http: Http | None = None,
+        settings: ClientSettings | None = None,
     ):
         if repo_id.count("/") != 1 or not all(repo_id.split("/")):
             raise ConfigError(f"hf source: expected ORG/NAME, found {repo_id!r}")
         self.repo_id = repo_id
+        if token is None:
+            token = (ClientSettings.from_env() if settings is None else settings).hf_token
         self.token = token
         self.endpoint = (endpoint or "https://huggingface.co").rstrip("/")
         self.revision = revision
@@ -357,8 +379,6 @@ class HfSource:
     def _token(self) -> str | None:
         if self.token:
             return self.token
-        if os.environ.get("HF_TOKEN"):
-            return os.environ["HF_TOKEN"]
         try:
             from huggingface_hub import get_token
         except ImportError:
@@ -377,13 +397,14 @@ class HfSource:
         tail = "/".join(quote(p, safe="") for p in parts)
         return f"{self.endpoint}/api/models/{self._repo_path()}" + (f"/{tail}" if tail else "")
 
-    def _url(self, filename: str, revision: str) -> str:
+    def file_url(self, filename: str, revision: str) -> str:
+        """`<endpoint>/<repo>/resolve/<revision>/<filename>`."""
         return (
             f"{self.endpoint}/{self._repo_path()}/resolve/{quote(revision, safe='')}/"
             f"{quote(filename, safe='')}"
         )
 
-    def _call(self, what: str, fn: Any) -> Any:
+    def explained(self, what: str, fn: Any) -> Any:
         """`fn()`, with the Hub's answers for a missing or private repository explained."""
         try:
             return fn()
@@ -403,7 +424,7 @@ class HfSource:
 
     def get_json(self, url: str, what: str) -> Any:
         """A JSON answer of the Hub's API (bounded as every small file; redirects checked)."""
-        return self._call(
+        return self.explained(
             what,
             lambda: self.http.get_json(
                 url,
@@ -416,10 +437,10 @@ class HfSource:
 
     def _small(self, filename: str, revision: str) -> bytes:
         what = f"{self.name}@{revision}: {filename}"
-        return self._call(
+        return self.explained(
             what,
             lambda: self.http.get_bytes(
-                self._url(filename, revision),
+                self.file_url(filename, revision),
                 what=what,
                 headers=self.headers(),
                 source=self.name,
@@ -437,10 +458,10 @@ class HfSource:
     def download(self, model: str, version: str, filename: str, part: Path, size: int) -> None:
         revision = self.revision.format(model=model, version=version)
         what = f"{self.name}@{revision}: {filename}"
-        self._call(
+        self.explained(
             what,
             lambda: self.http.download(
-                self._url(filename, revision),
+                self.file_url(filename, revision),
                 part,
                 size=size,
                 what=what,
@@ -495,27 +516,33 @@ def _version_in_manifest(body: bytes, where: str) -> str:
     return _short_version(version, where)
 
 
-def parse_source(spec: str, *, http: Http | None = None) -> Source:
+def parse_source(
+    spec: str, *, http: Http | None = None, settings: ClientSettings | None = None
+) -> Source:
     """A source from its command-line form.
 
     `hf:ORG/NAME`, `github:OWNER/REPO`, an `http(s)://` base URL of a static mirror,
     `s3://BUCKET/PREFIX` (a private bucket, pipeline.client.s3), or a local release-store
-    directory. GitHub reads `GITHUB_TOKEN` (or `GH_TOKEN`) for private repositories
-    and `GITHUB_SERVER_URL` / `GITHUB_API_URL` for GitHub Enterprise; the HF Hub reads
-    `HF_ENDPOINT` and `HF_TOKEN`.
+    directory. From `settings` (the environment's when none are given): GitHub's token
+    (`GITHUB_TOKEN` or `GH_TOKEN`) for private repositories and `GITHUB_SERVER_URL` /
+    `GITHUB_API_URL` for GitHub Enterprise; the HF Hub's `HF_ENDPOINT` and `HF_TOKEN`.
 
     Raises:
-        ValueError: the form is not one of these.
+        ValueError: the form is not one of these (ConfigError: a ValueError too).
     """
+    if spec.startswith(("hf:", "github:")) and settings is None:
+        settings = ClientSettings.from_env()
     if spec.startswith("hf:"):
-        return HfSource(spec[3:], endpoint=os.environ.get("HF_ENDPOINT") or None, http=http)
+        assert settings is not None
+        return HfSource(spec[3:], endpoint=settings.hf_endpoint, http=http, settings=settings)
     if spec.startswith("github:"):
+        assert settings is not None
         return GitHubSource(
             spec[7:],
-            token=os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or None,
+            token=settings.github_token,
             http=http,
-            web_url=os.environ.get("GITHUB_SERVER_URL") or "https://github.com",
-            api_url=os.environ.get("GITHUB_API_URL") or "https://api.github.com",
+            web_url=settings.github_server_url or "https://github.com",
+            api_url=settings.github_api_url or "https://api.github.com",
         )
     if spec.startswith(("http://", "https://")):
         return MirrorSource(spec, http=http)
