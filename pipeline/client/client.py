@@ -14,14 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.client.cache import Cache, default_cache_dir
-from pipeline.client.fetching import (
-    FetchResult,
-    Release,
-    default_variants,
-    fetch_release,
-    resolve,
-)
+from pipeline.client.fetching import resolve
 from pipeline.client.network import DEFAULT_SOURCE_DEADLINE, Http, host_patterns, source_deadlines
+from pipeline.client.release import FetchResult, Release, default_variants, fetch_release
 from pipeline.client.settings import ClientSettings
 from pipeline.client.sources import Source, parse_source
 from pipeline.client.trust import Trust

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.client.fetching import FetchResult, read_verified
 from pipeline.client.onnx_graph import check_self_contained
+from pipeline.client.release import FetchResult, read_verified
 from pipeline.client.tokenizer import TextTokenizer, stock_language
 from pipeline.errors import ArtifactNotFound, InputError, IntegrityError
 from pipeline.manifest import MAX_TOKENIZER_SIZE
