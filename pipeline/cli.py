@@ -896,7 +896,7 @@ def status(ctx: click.Context, model: str, as_json: bool, **_settings: Any) -> N
 
     Exit 6 when no source answered, 5 when a trust root is given and no source's index verifies.
     """
-    from pipeline.client.index import status as read_status
+    from pipeline.client.index_status import status as read_status
     from pipeline.errors import IntegrityError, RemoteError
 
     settings = _client_settings(ctx)

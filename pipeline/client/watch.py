@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.client.index import Read, Validator, read_index
+from pipeline.client.index_reads import Read, Validator, read_index
 from pipeline.errors import ArtifactNotFound, ReleaseError, RemoteError
 from pipeline.index import INDEX_NAME
 
