@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.client.errors import Unreachable
-from pipeline.client.sources import GitHubSource, HfSource, LocalSource, MirrorSource, Source
+from pipeline.client.github import GitHubSource
+from pipeline.client.hf import HfSource
+from pipeline.client.sources import LocalSource, MirrorSource, Source
 from pipeline.errors import ArtifactNotFound, RemoteError
 from pipeline.index import INDEX_NAME, MAX_INDEX_BYTES
 

@@ -26,14 +26,9 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from pipeline.client.errors import BadResponse
-from pipeline.client.sources import (
-    MAX_VERSION_CHARS,
-    GitHubSource,
-    HfSource,
-    LocalSource,
-    MirrorSource,
-    Source,
-)
+from pipeline.client.github import GitHubSource
+from pipeline.client.hf import HfSource
+from pipeline.client.sources import MAX_VERSION_CHARS, LocalSource, MirrorSource, Source
 from pipeline.errors import ArtifactNotFound, ReleaseError
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME
 
