@@ -410,6 +410,13 @@ class _Resolution:
                 failures=failures,
                 **self.cached_args,
             )
+        missing = bool(failures) and all(isinstance(e, ArtifactNotFound) for e in failures)
+        hint = (
+            f"\ncheck the model name and version: `release list {model} --source SOURCE` shows "
+            "what a source offers"
+            if missing
+            else ""
+        )
         raise kind_of(failures)(
-            f"{model} {version}: no source could provide a trusted manifest:\n{listed}"
+            f"{model} {version}: no source could provide a trusted manifest:\n{listed}{hint}"
         )

@@ -79,7 +79,8 @@ class GitHubSource:
         if not (tag.startswith(prefix) and tag.endswith(suffix)):
             raise ArtifactNotFound(
                 f"{self.name}: the latest release's tag '{printable(tag, 80)}' does not have "
-                f"the form {self.tag!r}"
+                f"the form {self.tag!r}; publish releases with that tag, or give the source the "
+                "tag's form (GitHubSource(tag=...))"
             )
         return tag[len(prefix) : len(tag) - len(suffix)]
 

@@ -32,6 +32,11 @@ from pipeline.manifest import FileEntry, Manifest
 
 log = logging.getLogger("pipeline.client")
 DEFAULT_VARIANTS = ("quantized", "original")
+# A cached file changed after it was verified: what to do about it.
+_AGAIN = (
+    " (the cached copy changed after it was verified: `release cache verify` lists what is "
+    "damaged; the next fetch downloads it again)"
+)
 
 
 class NoRoom(ReleaseError):
@@ -117,17 +122,18 @@ def read_verified(path: Path, entry: FileEntry) -> bytes:
         if e.errno == errno.ELOOP:
             raise link_error(Path(e.filename or path), f"{path}: loading") from None
         raise IntegrityError(
-            f"{path}: cannot be read ({e.strerror}); refusing to load it"
+            f"{path}: cannot be read ({e.strerror}); refusing to load it{_AGAIN}"
         ) from None
     if len(data) != entry.size:
         raise IntegrityError(
             f"{path}: {len(data) if len(data) <= entry.size else 'more than ' + str(entry.size)} "
-            f"bytes, manifest says {entry.size}; refusing to load it"
+            f"bytes, manifest says {entry.size}; refusing to load it{_AGAIN}"
         )
     digest = blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
     if digest != entry.blake3:
         raise IntegrityError(
-            f"{path}: blake3 {digest[:16]}…, manifest says {entry.blake3[:16]}…; refusing to load it"
+            f"{path}: blake3 {digest[:16]}…, manifest says {entry.blake3[:16]}…; refusing to "
+            f"load it{_AGAIN}"
         )
     return data
 
@@ -214,7 +220,9 @@ class Release:
         if self.offline:
             raise ArtifactNotFound(
                 f"{self.model} {self.version}: {entry.name} ({variant}) is not in the cache "
-                f"{self.cache.root}, and the client is offline"
+                f"{self.cache.root}, and the client is offline; fetch it where the network is "
+                f"available: `release fetch {self.model} --version {self.version} --variant "
+                f"{variant} --cache-dir {self.cache.root}`"
             )
         failures: list[Exception] = []
         for source in self.sources:

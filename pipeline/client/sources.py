@@ -75,18 +75,26 @@ class LocalSource:
     def _path(self, model: str, version: str, filename: str) -> Path:
         p = self.root / model / version / filename
         if not p.is_file():
-            raise ArtifactNotFound(f"{self.name}: no {model}/{version}/{filename}")
+            raise ArtifactNotFound(
+                f"{self.name}: no {model}/{version}/{filename}; check the model and version "
+                f"(`release list {model} --source {self.root}` shows what it holds)"
+            )
         return p
 
     def latest(self, model: str) -> str:
         p = self.root / model / "latest"
         if not p.is_file():
-            raise ArtifactNotFound(f"{self.name}: no release of {model!r} (no {model}/latest)")
+            raise ArtifactNotFound(
+                f"{self.name}: no release of {model!r} (no {model}/latest); check the model name "
+                f"and the directory (`release publish --target local` writes one there)"
+            )
         try:
             with open(p, "rb") as f:
                 body = f.read(POINTER_LIMIT + 1)
         except OSError as e:
-            raise RemoteError(f"{self.name}: cannot read {model}/latest: {e}") from None
+            raise RemoteError(
+                f"{self.name}: cannot read {model}/latest: {e}; check the directory's permissions"
+            ) from None
         return version_in_pointer(body, f"{self.name}: {model}/latest")
 
     def read_bytes(self, model: str, version: str, filename: str) -> bytes:
@@ -95,7 +103,8 @@ class LocalSource:
             return path.read_bytes()
         except OSError as e:
             raise RemoteError(
-                f"{self.name}: cannot read {model}/{version}/{filename}: {e}"
+                f"{self.name}: cannot read {model}/{version}/{filename}: {e}; check the "
+                "directory's permissions"
             ) from None
 
     def download(self, model: str, version: str, filename: str, part: Path, size: int) -> None:
@@ -207,9 +216,14 @@ def version_in_manifest(body: bytes, where: str) -> str:
     try:
         version = json.loads(body)["version"]
     except (ValueError, KeyError, TypeError, RecursionError):
-        raise ArtifactNotFound(f"{where}: not a release manifest") from None
+        raise ArtifactNotFound(
+            f"{where}: not a release manifest; is this the repository `release publish` writes to?"
+        ) from None
     if not isinstance(version, str):
-        raise ArtifactNotFound(f"{where}: not a release manifest (version is not a string)")
+        raise ArtifactNotFound(
+            f"{where}: not a release manifest (version is not a string); is this the repository "
+            "`release publish` writes to?"
+        )
     return short_version(version, where)
 
 
