@@ -7,6 +7,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -66,6 +67,51 @@ class _Group(click.Group):
                 err=True,
             )
             ctx.exit(1)
+
+
+class _SettingOption(click.Option):
+    """An option that is also a client setting: its environment variable is the one the library
+    reads (`pipeline/client/settings.py`, one table), shown by --help, and parsed there, by the
+    setting's one parser (`_client_settings`); click itself reads no variable for it.
+
+    `renamed=True`: the option was read from `RELEASE_<COMMAND>_<OPTION>` before (click's automatic
+    name), which is still read, with a warning, for one release.
+    """
+
+    def __init__(self, *args: Any, setting: str, renamed: bool = True, **kwargs: Any):
+        from pipeline.client.settings import BY_FIELD
+
+        self.setting, self.renamed = setting, renamed
+        kwargs.update(envvar=BY_FIELD[setting].name, show_envvar=True, allow_from_autoenv=False)
+        super().__init__(*args, **kwargs)
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        return None  # ClientSettings.from_env reads it (and refuses a blank or malformed one)
+
+
+def _setting(*decls: str, setting: str, renamed: bool = True, **kwargs: Any):  # noqa: ANN202
+    """`click.option` for an option that is a client setting (see `_SettingOption`)."""
+    return click.option(*decls, cls=_SettingOption, setting=setting, renamed=renamed, **kwargs)
+
+
+def _client_settings(ctx: click.Context) -> Any:
+    """The client's settings for this command: the environment (read once, each variable by its
+    one parser), then the setting options given on the command line on top."""
+    from click.core import ParameterSource
+
+    from pipeline.client.settings import ClientSettings
+
+    given: dict[str, Any] = {}
+    renamed: dict[str, str] = {}
+    command = (ctx.info_name or "").upper()
+    for p in ctx.command.params:
+        if not isinstance(p, _SettingOption) or p.name is None:
+            continue
+        if p.renamed:  # click's automatic name of earlier releases: RELEASE_FETCH_PUBLIC_KEY...
+            renamed[f"RELEASE_{command}_{p.name.upper()}"] = str(p.envvar)
+        if ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE:
+            given[p.setting] = ctx.params[p.name]
+    return ClientSettings.from_env(renamed=renamed).with_values(**given)
 
 
 @click.group(
@@ -128,7 +174,12 @@ def cli(ctx: click.Context, config: str, verbose: int, quiet: bool, debug: bool)
     help="Leave training rows whose text is also in --eval-csv out of a copy of --csv "
     "(<csv>-no-overlap.csv, counted and listed) and train on it; the build refuses shared texts.",
 )
-@click.option("--force", is_flag=True, help="Overwrite an existing config and carved CSVs.")
+@click.option(
+    "--force",
+    is_flag=True,
+    allow_from_autoenv=False,  # never from the environment
+    help="Overwrite an existing config and carved CSVs.",
+)
 @click.pass_obj
 def init(
     state: _State,
@@ -184,7 +235,7 @@ def schema() -> None:
 @click.option(
     "--force",
     is_flag=True,
-    show_envvar=True,
+    allow_from_autoenv=False,  # never from the environment
     help="Retrain even when the training inputs are unchanged.",
 )
 @click.pass_obj
@@ -237,7 +288,7 @@ def build(state: _State, force: bool) -> None:
     "--replace",
     "force",
     is_flag=True,
-    show_envvar=True,
+    allow_from_autoenv=False,  # never from the environment: versions stay immutable unless asked
     help="Replace a published version whose files differ (every target: the local copy, GitHub "
     "assets, the HF tag, the S3 objects); --replace is the same flag.",
 )
@@ -261,93 +312,69 @@ def publish(state: _State, targets: tuple[str, ...], dry_run: bool, force: bool)
 
 def _trust_root_options(f):  # noqa: ANN001, ANN202
     """--public-key / --certificate-chain / --identity / --identity-issuer (one trust root),
-    --sigstore-trust-root."""
-    f = click.option(
+    --sigstore-trust-root: client settings (RELEASE_PUBLIC_KEY...)."""
+    f = _setting(
         "--sigstore-trust-root",
-        show_envvar=True,
+        setting="sigstore_trust_root",
         help="Sigstore's trusted_root.json (a file), for --keyless / --identity without "
         "network: a server that cannot reach tuf-repo-cdn.sigstore.dev verifies keyless "
         "signatures with it. Default: fetched (and cached) over TUF.",
     )(f)
-    f = click.option(
+    f = _setting(
         "--identity-issuer",
-        show_envvar=True,
+        setting="issuer",
         help="The OIDC issuer of --identity / --keyless (default: GitHub Actions').",
     )(f)
-    f = click.option(
+    f = _setting(
         "--identity",
-        show_envvar=True,
+        setting="identity",
         help="The signer's certificate identity. Sigstore (keyless): e.g. "
         "https://github.com/OWNER/REPO/.github/workflows/release.yml@refs/tags/v{version}. "
         "With --certificate-chain (required there): the signing certificate's subject "
         "alternative name (URI, e-mail or DNS name) or its subject, e.g. "
         "'CN=release signer,O=Example'. May hold {version} and {model}.",
     )(f)
-    f = click.option(
+    f = _setting(
         "--certificate-chain",
-        show_envvar=True,
+        setting="certificate_chain",
         help="Your PKI's root certificate(s), PEM text or a file: the signing certificate must "
         "chain to it, be for code signing, be valid now and have the --identity given.",
     )(f)
-    return click.option(
+    return _setting(
         "--public-key",
-        show_envvar=True,
+        setting="public_key",
         help="The ECDSA public key that signs releases (PEM text, or a file; `release keygen` "
         "makes the pair).",
     )(f)
 
 
-def _refuse_blank_env(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """click treats an empty environment variable as unset; for a trust setting that would
-    silently turn a check off, so it is a configuration error instead (exit 3)."""
-    import os
+def _trust(settings: Any, **extra: Any) -> Any:
+    """The Trust of the settings' trust root options (and `extra`: max_age...)."""
+    from pipeline.client.trust import Trust
 
-    from pipeline.errors import ConfigError
-
-    for param in ctx.command.params:
-        if param.name not in names or ctx.params.get(param.name) not in (None, False):
-            continue
-        envvar = (
-            f"{ctx.auto_envvar_prefix}_{param.name.upper()}" if ctx.auto_envvar_prefix else None
-        )
-        if envvar and envvar in os.environ and not os.environ[envvar].strip():
-            raise ConfigError(
-                f"${envvar}: set but empty; an empty {param.opts[0]} never turns a check off: "
-                "give a value or unset the variable"
-            )
+    return Trust.from_options(
+        settings.public_key,
+        certificate_chain=settings.certificate_chain,
+        identity=settings.identity,
+        issuer=settings.issuer,
+        sigstore_trust_root=settings.sigstore_trust_root,  # a path (or the JSON text)
+        **extra,
+    )
 
 
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @_trust_root_options
 @click.pass_context
-def verify(
-    ctx: click.Context,
-    directory: Path,
-    public_key: str | None,
-    certificate_chain: str | None,
-    identity: str | None,
-    identity_issuer: str | None,
-    sigstore_trust_root: str | None,
-) -> None:
+def verify(ctx: click.Context, directory: Path, **_settings: Any) -> None:
     """Check every file of a build or release DIRECTORY against its manifest (exit 5 on a
     mismatch); with a trust root, also its model.sig and every file against what was signed."""
     from pipeline import signing
-    from pipeline.client.trust import Trust
     from pipeline.manifest import verify_dir
 
-    _refuse_blank_env(
-        ctx,
-        ("public_key", "certificate_chain", "identity", "identity_issuer", "sigstore_trust_root"),
-    )
+    settings = _client_settings(ctx)
     m = verify_dir(directory)
-    trust = Trust.from_options(
-        public_key,
-        certificate_chain=certificate_chain,
-        identity=identity,
-        issuer=identity_issuer,
-        sigstore_trust_root=None if sigstore_trust_root is None else Path(sigstore_trust_root),
-    )
+    trust = _trust(settings)
     if trust.root is None:
         click.echo(f"ok: {len(m.files)} files of {m.model} {m.version} match manifest.json")
         return
@@ -369,7 +396,12 @@ def verify(
     show_default=True,
     help="Directory for release-signing-key.pem (private, mode 600) and release-signing-key.pub.",
 )
-@click.option("--force", is_flag=True, help="Overwrite an existing key pair.")
+@click.option(
+    "--force",
+    is_flag=True,
+    allow_from_autoenv=False,  # never from the environment
+    help="Overwrite an existing key pair.",
+)
 def keygen(out_dir: Path, force: bool) -> None:
     """Write a new ECDSA P-256 key pair for signing releases; print the public key.
 
@@ -434,12 +466,12 @@ def info(state: _State, directory: Path, as_json: bool) -> None:
 
 def _transport_options(f):  # noqa: ANN001, ANN202
     """--retries / --timeout / --source-deadline / --allow-redirect-host (fetch and list)."""
-    f = click.option(
+    f = _setting(
         "--allow-redirect-host",
         "allow_redirect_hosts",
+        setting="allow_redirect_hosts",
+        renamed=False,
         multiple=True,
-        envvar="RELEASE_ALLOW_REDIRECT_HOSTS",
-        show_envvar=True,
         metavar="HOST",
         help="A host a source may redirect to beyond its own origin (repeatable; HOST, "
         "HOST:PORT or *.DOMAIN; the variable: separated by spaces or commas). github: and hf: "
@@ -447,44 +479,86 @@ def _transport_options(f):  # noqa: ANN001, ANN202
         "loopback, private or link-local address, and no credential follows a redirect to "
         "another origin.",
     )(f)
-    f = click.option(
+    f = _setting(
         "--source-deadline",
+        setting="source_deadline",
+        renamed=False,
         type=click.FloatRange(min=0, min_open=True),
-        envvar="RELEASE_SOURCE_DEADLINE",
-        show_envvar=True,
         metavar="SECONDS",
         help="Seconds one fetch (or listing) may spend on one source, every request, retry "
         "and wait included (latest, manifest, signature, files); then the next source is "
         "tried. Default: 3600.",
     )(f)
-    f = click.option(
+    f = _setting(
         "--timeout",
+        setting="timeout",
         default=900.0,
         show_default=True,
         type=click.FloatRange(min=1),
-        show_envvar=True,
         help="Seconds one file may take, retries and waits included (every source: "
         "http(s), github:, hf:, s3://).",
     )(f)
-    return click.option(
+    return _setting(
         "--retries",
+        setting="retries",
         default=5,
         show_default=True,
         type=click.IntRange(0),
-        show_envvar=True,
         help="Retries of a request that timed out, was reset, or got a 5xx/429 (with "
         "backoff; every source: http(s), github:, hf:, s3://).",
     )(f)
 
 
-def _http(retries: int, timeout: float, allow_redirect_hosts: tuple[str, ...]):  # noqa: ANN202
-    """The one HTTP client of a command: its retries, time bounds and redirect hosts."""
-    from pipeline.client import Http, RetryPolicy
-
-    return Http(
-        RetryPolicy.for_downloads(max_attempts=retries + 1, max_total=timeout),
-        allow_redirect_hosts=allow_redirect_hosts,
+def _sources_option(verb: str, what: str):  # noqa: ANN202
+    """--source (repeatable), a client setting (RELEASE_SOURCES)."""
+    return _setting(
+        "--source",
+        "-s",
+        "sources",
+        setting="sources",
+        multiple=True,
+        help=f"{what} (repeatable): hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror URL, "
+        "s3://BUCKET/PREFIX (boto3: the [s3] extra), or a local release-store directory; the "
+        f"variable: separated by spaces or commas. Default: [publish.local] root of the config "
+        f"(for {verb}).",
     )
+
+
+def _sources(state: _State, settings: Any, command: str, http: Any = None) -> list[Any]:
+    """The sources of a command, parsed: the settings' (--source, RELEASE_SOURCES), or the
+    config's local store when none was given.
+
+    Raises:
+        UsageError: a source that is not one of the forms (the message lists them).
+    """
+    from pipeline.client import parse_source
+    from pipeline.errors import UsageError
+
+    specs = settings.sources or _local_root(state, command)
+    try:
+        return [parse_source(s, http=http, settings=settings) for s in specs]
+    except ValueError as e:
+        raise UsageError(f"--source {e}") from e
+
+
+def _local_root(state: _State, command: str) -> tuple[str, ...]:
+    """The config's local store, for a command given no source."""
+    from pipeline.errors import UsageError
+
+    if not state.config_path.is_file():
+        raise UsageError(
+            f"{command}: no --source given (nor RELEASE_SOURCES) and no {state.config_path} to "
+            "take [publish.local] root from: give --source, or run where release.toml is "
+            "(or --config PATH)"
+        )
+    return (str(state.config().publish.local_root),)
+
+
+def _http(settings: Any):  # noqa: ANN202
+    """The one HTTP client of a command: its retries, time bounds and redirect hosts."""
+    from pipeline.client import Http
+
+    return Http(settings.retry_policy(), allow_redirect_hosts=settings.allow_redirect_hosts)
 
 
 @cli.command()
@@ -492,17 +566,7 @@ def _http(retries: int, timeout: float, allow_redirect_hosts: tuple[str, ...]): 
 @click.option(
     "--version", "version", default="latest", show_default=True, help="A version, or 'latest'."
 )
-@click.option(
-    "--source",
-    "-s",
-    "sources",
-    multiple=True,
-    show_envvar=True,
-    help="Where to fetch from, tried in order (repeatable): hf:ORG/NAME, github:OWNER/REPO, "
-    "an http(s):// mirror URL, s3://BUCKET/PREFIX (boto3: the [s3] extra), or a local "
-    "release-store directory. "
-    "Default: [publish.local] root of the config.",
-)
+@_sources_option("fetch", "Where to fetch from, tried in order")
 @click.option(
     "--variant",
     "variants",
@@ -511,58 +575,58 @@ def _http(retries: int, timeout: float, allow_redirect_hosts: tuple[str, ...]): 
     help="Variants in order of preference (repeatable). Default: by what is installed: "
     "quantized, original (then onnx if onnxruntime is installed); onnx first without torch.",
 )
-@click.option(
+@_setting(
     "--cache-dir",
+    setting="cache_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    show_envvar=True,
-    help="Default: $RELEASE_CACHE_DIR, else the platform cache dir.",
+    help="Default: the platform cache dir.",
 )
 @_trust_root_options
-@click.option(
+@_setting(
     "--keyless",
+    setting="keyless",
     is_flag=True,
     default=None,
-    show_envvar=True,
     help="Sigstore: trust what a github: source's release workflow signed (its identity).",
 )
-@click.option(
+@_setting(
     "--pin",
-    show_envvar=True,
+    setting="pin",
     help="Accept only the manifest.json with this blake3 (64 hex digits).",
 )
-@click.option(
+@_setting(
     "--allow-unverified",
+    setting="allow_unverified",
     is_flag=True,
     default=None,
-    show_envvar=True,
     help="Load pickles from a remote source even when nothing authenticates their manifest "
     "(a WARNING on every load). Without it they are refused (exit 5) unless onnx can be used.",
 )
-@click.option(
+@_setting(
     "--max-age-days",
+    setting="max_age_days",
     type=click.FloatRange(min=0, min_open=True),
-    show_envvar=True,
     help="Refuse a 'latest' whose signed manifest is older than this (a frozen mirror).",
 )
-@click.option(
+@_setting(
     "--offline",
+    setting="offline",
     is_flag=True,
     default=None,
-    show_envvar=True,
-    help="Use only the cache (also RELEASE_OFFLINE=1); 'latest' is the newest cached version.",
+    help="Use only the cache; 'latest' is the newest cached version.",
 )
-@click.option(
+@_setting(
     "--channel",
-    envvar="RELEASE_CHANNEL",
-    show_envvar=True,
+    setting="channel",
+    renamed=False,
     help="With --version latest: the channel of the model index to follow (canary, stable, ...; "
     "default latest). Yanked versions are skipped; an exact --version of one is served with a "
     "warning.",
 )
-@click.option(
+@_setting(
     "--index-identity",
-    envvar="RELEASE_INDEX_IDENTITY",
-    show_envvar=True,
+    setting="index_identity",
+    renamed=False,
     help="With a Sigstore trust root (--identity, --keyless): the identity that signs the model "
     "index (the workflow that runs promote and yank). Without it the index is not used.",
 )
@@ -573,31 +637,14 @@ def _http(retries: int, timeout: float, allow_redirect_hosts: tuple[str, ...]): 
     help="Also load the model (fastai, or onnxruntime for the onnx variant) and run the "
     "manifest's golden queries.",
 )
-@click.pass_obj
+@click.pass_context
 def fetch(
-    state: _State,
+    ctx: click.Context,
     model: str,
     version: str,
-    sources: tuple[str, ...],
     variants: tuple[str, ...],
-    cache_dir: Path | None,
-    public_key: str | None,
-    certificate_chain: str | None,
-    identity: str | None,
-    identity_issuer: str | None,
-    sigstore_trust_root: str | None,
-    keyless: bool | None,
-    pin: str | None,
-    allow_unverified: bool | None,
-    max_age_days: float | None,
-    offline: bool | None,
-    channel: str | None,
-    index_identity: str | None,
-    retries: int,
-    timeout: float,
-    source_deadline: float | None,
-    allow_redirect_hosts: tuple[str, ...],
     load: bool,
+    **_settings: Any,
 ) -> None:
     """Fetch MODEL's verified files into the cache and print the model file's path.
 
@@ -605,48 +652,23 @@ def fetch(
     pin); a local directory is integrity-only. Exit 5 when only corrupt or untrusted copies
     could be found, 6 when no source could be reached and nothing usable is cached.
     """
-    from pipeline.client import Client, parse_source
+    import dataclasses
+
+    from pipeline.client import Client
     from pipeline.errors import UsageError
 
-    _refuse_blank_env(
-        click.get_current_context(),
-        (
-            "public_key",
-            "certificate_chain",
-            "identity",
-            "identity_issuer",
-            "sigstore_trust_root",
-            "pin",
-        ),
-    )
-
-    sources = _sources_or_local_root(state, sources, "fetch")
-    http = _http(retries, timeout, allow_redirect_hosts)
-    try:
-        parsed = [parse_source(s, http=http) for s in sources]
-    except ValueError as e:
-        raise UsageError(f"--source {e}") from e
-    client = Client.from_env(
-        sources=parsed,
-        http=http,
-        source_deadline=source_deadline,
-        variants=variants or None,
-        cache_dir=cache_dir,
-        public_key=public_key,
-        certificate_chain=certificate_chain,
-        identity=identity,
-        issuer=identity_issuer,
-        sigstore_trust_root=None if sigstore_trust_root is None else Path(sigstore_trust_root),
-        keyless=keyless,
-        pin=pin,
-        allow_unverified=allow_unverified,
-        max_age_days=max_age_days,
-        offline=offline,
-        index_identity=index_identity,
-    )
-    channel = channel if channel is None or version == "latest" else None
+    settings = _client_settings(ctx)
+    http = _http(settings)
+    sources = _sources(ctx.obj, settings, "fetch", http)
+    channel = settings.channel if version == "latest" else None
     if channel is not None and not channel.strip():
         raise UsageError("--channel: empty; give a channel name or leave the option out")
+    client = Client.from_settings(
+        dataclasses.replace(settings, channel=None),  # the channel goes with `latest` only
+        sources=sources,
+        http=http,
+        variants=variants or None,
+    )
     if load:
         loaded = client.load_model(model, version, channel=channel)
         click.echo(str(loaded.fetched.path))
@@ -659,64 +681,27 @@ def fetch(
     click.echo(str(client.fetch(model, version, channel=channel).path))
 
 
-def _sources_or_local_root(
-    state: _State, sources: tuple[str, ...], command: str
-) -> tuple[str, ...]:
-    """The --source values, or the config's local store when none was given."""
-    from pipeline.errors import UsageError
-
-    if sources:
-        return sources
-    if not state.config_path.is_file():
-        raise UsageError(
-            f"{command}: no --source given and no {state.config_path} to take [publish.local] root from"
-        )
-    return (str(state.config().publish.local_root),)
-
-
 @cli.command("list")
 @click.argument("model")
-@click.option(
-    "--source",
-    "-s",
-    "sources",
-    multiple=True,
-    show_envvar=True,
-    help="A source to list (repeatable): hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror, "
-    "s3://BUCKET/PREFIX, or a directory. Default: [publish.local] root of the config.",
-)
+@_sources_option("list", "A source to list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_transport_options
-@click.pass_obj
-def list_versions(
-    state: _State,
-    model: str,
-    sources: tuple[str, ...],
-    as_json: bool,
-    retries: int,
-    timeout: float,
-    source_deadline: float | None,
-    allow_redirect_hosts: tuple[str, ...],
-) -> None:
+@click.pass_context
+def list_versions(ctx: click.Context, model: str, as_json: bool, **_settings: Any) -> None:
     """The versions of MODEL each source offers, which one `latest` names, which are signed.
 
     A static mirror cannot list: it is asked for `latest` and probed for the versions the other
     sources name. A listing is capped (pages, versions, probes; said under the source when a cap
     is reached) and everything a source sent is printed escaped. Exit 6 when no source answered.
     """
-    from pipeline.client import parse_source
     from pipeline.client.listing import list_sources
     from pipeline.client.network import DEFAULT_SOURCE_DEADLINE, source_deadlines
     from pipeline.client.printable import printable
-    from pipeline.errors import RemoteError, UsageError
+    from pipeline.errors import RemoteError
 
-    sources = _sources_or_local_root(state, sources, "list")
-    http = _http(retries, timeout, allow_redirect_hosts)
-    try:
-        parsed = [parse_source(s, http=http) for s in sources]
-    except ValueError as e:
-        raise UsageError(f"--source {e}") from e
-    with source_deadlines(source_deadline or DEFAULT_SOURCE_DEADLINE):
+    settings = _client_settings(ctx)
+    parsed = _sources(ctx.obj, settings, "list", _http(settings))
+    with source_deadlines(settings.source_deadline or DEFAULT_SOURCE_DEADLINE):
         listings = list_sources(parsed, model)
     if as_json:
         click.echo(
@@ -889,69 +874,36 @@ def reissue(
 
 @cli.command()
 @click.argument("model")
-@click.option(
-    "--source",
-    "-s",
-    "sources",
-    multiple=True,
-    show_envvar=True,
-    help="A source to read (repeatable): hf:ORG/NAME, github:OWNER/REPO, an http(s):// mirror, "
-    "s3://BUCKET/PREFIX, or a directory. Default: [publish.local] root of the config.",
-)
+@_sources_option("status", "A source to read")
 @_trust_root_options
-@click.option(
+@_setting(
     "--index-identity",
-    envvar="RELEASE_INDEX_IDENTITY",
-    show_envvar=True,
+    setting="index_identity",
+    renamed=False,
     help="With a Sigstore trust root: the identity that signs the model index.",
 )
-@click.option(
+@_setting(
     "--max-age-days",
+    setting="max_age_days",
     type=click.FloatRange(min=0, min_open=True),
-    show_envvar=True,
     help="Report an index issued longer ago than this as refused (as servers with it would).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def status(
-    ctx: click.Context,
-    model: str,
-    sources: tuple[str, ...],
-    public_key: str | None,
-    certificate_chain: str | None,
-    identity: str | None,
-    identity_issuer: str | None,
-    sigstore_trust_root: str | None,
-    index_identity: str | None,
-    max_age_days: float | None,
-    as_json: bool,
-) -> None:
+def status(ctx: click.Context, model: str, as_json: bool, **_settings: Any) -> None:
     """MODEL's index on each source: channels and what they serve, versions, yanked versions
     with their reasons, sequence, signed (and verified, with a trust root), age.
 
     Exit 6 when no source answered, 5 when a trust root is given and no source's index verifies.
     """
-    from pipeline.client import parse_source
-    from pipeline.client.index import status as read_status
-    from pipeline.client.trust import Trust
-    from pipeline.errors import IntegrityError, RemoteError, UsageError
+    from pipeline.client.index_status import status as read_status
+    from pipeline.errors import IntegrityError, RemoteError
 
-    _refuse_blank_env(ctx, ("public_key", "certificate_chain", "identity", "identity_issuer"))
-    state: _State = ctx.obj
-    sources = _sources_or_local_root(state, sources, "status")
-    try:
-        parsed = [parse_source(s) for s in sources]
-    except ValueError as e:
-        raise UsageError(f"--source {e}") from e
-    trust = Trust.from_options(
-        public_key,
-        certificate_chain=certificate_chain,
-        identity=identity,
-        issuer=identity_issuer,
-        sigstore_trust_root=sigstore_trust_root,
-        max_age=None if max_age_days is None else max_age_days * 86400,
-    )
-    rows = read_status(parsed, model, trust=trust, index_identity=index_identity)
+    settings = _client_settings(ctx)
+    parsed = _sources(ctx.obj, settings, "status")
+    days = settings.max_age_days
+    trust = _trust(settings, max_age=None if days is None else days * 86400)
+    rows = read_status(parsed, model, trust=trust, index_identity=settings.index_identity)
     if as_json:
         click.echo(json.dumps({"model": model, "sources": [r.to_dict() for r in rows]}, indent=2))
     else:
@@ -995,23 +947,29 @@ def cache() -> None:
     """Inspect and clean the client's cache (--cache-dir, $RELEASE_CACHE_DIR or the platform dir)."""
 
 
-_cache_dir_option = click.option(
+_cache_dir_option = _setting(
     "--cache-dir",
+    setting="cache_dir",
+    renamed=False,
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="RELEASE_CACHE_DIR",
-    show_envvar=True,
     help="Default: the platform cache dir.",
 )
+
+
+def _cache(ctx: click.Context) -> Any:
+    """The Cache of a `cache` command: --cache-dir, RELEASE_CACHE_DIR or the platform's."""
+    from pipeline.client import Cache, default_cache_dir
+
+    return Cache(default_cache_dir(_client_settings(ctx)))
 
 
 @cache.command("list")
 @_cache_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def cache_list(cache_dir: Path | None, as_json: bool) -> None:
+@click.pass_context
+def cache_list(ctx: click.Context, cache_dir: Path | None, as_json: bool) -> None:
     """Cached models and versions, their files and sizes (nothing is verified: see verify)."""
-    from pipeline.client import Cache
-
-    c = Cache(cache_dir)
+    c = _cache(ctx)
     rows = []
     for model in c.models():
         for version in c.versions(model):
@@ -1042,13 +1000,13 @@ def cache_list(cache_dir: Path | None, as_json: bool) -> None:
 
 @cache.command("verify")
 @_cache_dir_option
-def cache_verify(cache_dir: Path | None) -> None:
+@click.pass_context
+def cache_verify(ctx: click.Context, cache_dir: Path | None) -> None:
     """Check every cached file against its manifest (exit 5 on a mismatch; the next fetch
     replaces a damaged file)."""
-    from pipeline.client import Cache
     from pipeline.errors import IntegrityError
 
-    c = Cache(cache_dir)
+    c = _cache(ctx)
     problems = c.verify()
     if problems:
         raise IntegrityError(
@@ -1067,11 +1025,12 @@ def cache_verify(cache_dir: Path | None) -> None:
 )
 @click.option("--model", help="Only this model.")
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
-def cache_prune(cache_dir: Path | None, keep: int, model: str | None, dry_run: bool) -> None:
+@click.pass_context
+def cache_prune(
+    ctx: click.Context, cache_dir: Path | None, keep: int, model: str | None, dry_run: bool
+) -> None:
     """Remove all but the newest --keep versions, unused files and interrupted downloads."""
-    from pipeline.client import Cache
-
-    removed = Cache(cache_dir).prune(keep=keep, model=model, dry_run=dry_run)
+    removed = _cache(ctx).prune(keep=keep, model=model, dry_run=dry_run)
     for r in removed:
         click.echo(f"{'would remove' if dry_run else 'removed'} {r}")
     if not removed:

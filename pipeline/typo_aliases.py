@@ -19,6 +19,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pipeline.client.learner_spec import lookup_entries
+
 KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 MIN_LETTERS = 4
 DEFAULT_MIN_COUNT = 3  # fastai's own default min_freq: words it would keep in a vocabulary
@@ -84,16 +86,6 @@ def numericalize_of(learn: Any) -> Any:
         if isinstance(t, Numericalize):
             return t
     return None
-
-
-def lookup_entries(num: Any) -> dict[str, int]:
-    """`num.o2i` without fastai's lookups: o2i is a defaultdict, so every unknown word it was
-    asked (the validation split's, a prediction's) became a key mapping to xxunk. What is left
-    is the vocabulary and any aliases."""
-    o2i = num.o2i
-    unk = o2i.default_factory() if getattr(o2i, "default_factory", None) else 0
-    known = {str(w) for w in num.vocab}
-    return {k: i for k, i in o2i.items() if k in known or i != unk}
 
 
 def count_in_learner(learn: Any) -> int:

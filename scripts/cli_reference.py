@@ -35,8 +35,11 @@ run `make docs-cli` (tests/docs/test_docs.py fails when this page is out of date
 1 unexpected · 2 usage · 3 config/input · 4 validation gate failed · 5 integrity
 (checksum/signature) · 6 remote · 7 partial publish. A user error prints one message and no
 traceback (`--debug` shows it). Options can also be set from the environment: `--help` shows the
-variable where it applies (`[env var: ...]`), `RELEASE_` + the command + the option, such as
-`RELEASE_FETCH_PUBLIC_KEY` for `release fetch --public-key`.
+variable where it applies (`[env var: ...]`). The client's options (`fetch`, `list`, `status`,
+`verify`, `cache`) read the library's own names, the same `Client.from_env()` reads
+(`RELEASE_PUBLIC_KEY` for `--public-key`: [the settings table](serving.md#settings-from-the-environment));
+the others `RELEASE_` + the command + the option, such as `RELEASE_PUBLISH_DRY_RUN`. `--force` and
+`--replace` are never read from the environment.
 """
 
 

@@ -5,26 +5,16 @@ model-signing only to check a keyless signature)."""
 
 from pipeline.client.cache import Cache, CacheBusy, default_cache_dir
 from pipeline.client.client import Client, fetch, load_model
-from pipeline.client.fetching import FetchResult, Release, resolve
+from pipeline.client.errors import BadResponse, CacheError, DiskFull, Unreachable
+from pipeline.client.fetching import resolve
+from pipeline.client.github import GitHubSource
+from pipeline.client.hf import HfSource
 from pipeline.client.limits import InputLimits, InputTooLarge
 from pipeline.client.loading import EnvironmentMismatch, LoadedModel, check_environment
-from pipeline.client.network import (
-    BadResponse,
-    CacheError,
-    DiskFull,
-    Http,
-    RetryPolicy,
-    Unreachable,
-)
+from pipeline.client.network import Http, RetryPolicy
 from pipeline.client.predict import Predictor, predict  # the function shadows the module name
-from pipeline.client.sources import (
-    GitHubSource,
-    HfSource,
-    LocalSource,
-    MirrorSource,
-    Source,
-    parse_source,
-)
+from pipeline.client.release import FetchResult, Release
+from pipeline.client.sources import LocalSource, MirrorSource, Source, parse_source
 from pipeline.client.trust import Trust, Untrusted
 
 __all__ = [

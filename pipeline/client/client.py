@@ -8,66 +8,22 @@ Client for one call.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.client.cache import CACHE_DIR_ENV, Cache
-from pipeline.client.fetching import (
-    OFFLINE_ENV,
-    FetchResult,
-    Release,
-    default_variants,
-    fetch_release,
-    offline_from_env,
-    resolve,
-)
-from pipeline.client.network import (
-    DEFAULT_SOURCE_DEADLINE,
-    REDIRECT_HOSTS_ENV,
-    SOURCE_DEADLINE_ENV,
-    Http,
-    host_patterns,
-    source_deadlines,
-)
+from pipeline.client.cache import Cache, default_cache_dir
+from pipeline.client.fetching import resolve
+from pipeline.client.network import DEFAULT_SOURCE_DEADLINE, Http, host_patterns, source_deadlines
+from pipeline.client.release import FetchResult, Release, default_variants, fetch_release
+from pipeline.client.settings import ClientSettings
 from pipeline.client.sources import Source, parse_source
 from pipeline.client.trust import Trust
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     from pipeline.client.loading import LoadedModel
-
-# What `Client.from_env()` reads (each once); an empty value is an error, never "unset".
-ENV = {
-    "sources": "RELEASE_SOURCES",  # whitespace- or comma-separated, as `--source`
-    "cache_dir": CACHE_DIR_ENV,
-    "offline": OFFLINE_ENV,
-    "public_key": "RELEASE_PUBLIC_KEY",
-    "certificate_chain": "RELEASE_CERTIFICATE_CHAIN",
-    "identity": "RELEASE_IDENTITY",
-    "issuer": "RELEASE_IDENTITY_ISSUER",
-    "sigstore_trust_root": "RELEASE_SIGSTORE_TRUST_ROOT",
-    "keyless": "RELEASE_KEYLESS",
-    "pin": "RELEASE_PIN",
-    "allow_unverified": "RELEASE_ALLOW_UNVERIFIED",
-    "max_age": "RELEASE_MAX_AGE_DAYS",
-    "source_deadline": SOURCE_DEADLINE_ENV,  # seconds one fetch may spend on one source
-    "allow_redirect_hosts": REDIRECT_HOSTS_ENV,  # comma- or whitespace-separated
-    "channel": "RELEASE_CHANNEL",
-    "index_identity": "RELEASE_INDEX_IDENTITY",
-}
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _flag(name: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ConfigError(f"${name}: expected 1/0, true/false, yes/no or on/off, found {value!r}")
 
 
 class Client:
@@ -88,7 +44,7 @@ class Client:
         allow_unverified: load pickles of unauthenticated remote manifests (a WARNING each time).
         max_age_days: refuse a newest manifest older than this (freeze detection).
         trust: a ready `Trust` instead of the options above.
-        cache_dir: default `$RELEASE_CACHE_DIR`, else the platform cache dir.
+        cache_dir: default `settings.cache_dir` ($RELEASE_CACHE_DIR), else the platform cache dir.
         http: the HTTP client (timeouts, retries) for the remote sources given as strings;
             None makes one with the defaults.
         allow_redirect_hosts: hosts a source may redirect to beyond its own origin (and the
@@ -96,11 +52,15 @@ class Client:
         source_deadline: seconds one fetch (or load) may spend on one source, every request
             and wait included, from its first request; then the next source is tried
             (default 3600; math.inf: none).
-        offline: use only the cache; None reads $RELEASE_OFFLINE (once, here).
+        offline: use only the cache; None: `settings.offline` ($RELEASE_OFFLINE).
         variants: default order of variants (default: by what is installed).
         lock_timeout: seconds to wait for another process downloading the same file.
         channel: the channel `latest` resolves through (the model index; default "latest").
         index_identity: with a Sigstore trust root, the identity that signs model indexes.
+        settings: what the environment gives (`ClientSettings`); None reads it now, once. A
+            Client takes from it the defaults above (cache dir, offline), the tokens and
+            endpoints of the sources given as strings, and what a loaded model uses (input
+            limits, thread counts); `Client.from_env()` takes every setting from it.
 
     Raises:
         ConfigError: an empty key, pin or identity, two trust roots, an unreadable key, a
@@ -131,8 +91,11 @@ class Client:
         source_deadline: float | None = None,
         channel: str | None = None,
         index_identity: str | None = None,
+        settings: ClientSettings | None = None,
     ):
         from pipeline.index import DEFAULT_CHANNEL, check_channel
+
+        self.settings = ClientSettings.from_env() if settings is None else settings
 
         self.channel = check_channel(channel) if channel is not None else DEFAULT_CHANNEL
         self.index_identity = index_identity
@@ -148,7 +111,8 @@ class Client:
             )
         self.source_deadline = float(deadline)
         self.sources: list[Source] = [
-            parse_source(s, http=http) if isinstance(s, str) else s for s in sources
+            parse_source(s, http=http, settings=self.settings) if isinstance(s, str) else s
+            for s in sources
         ]
         self.trust = trust or Trust.from_options(
             public_key,
@@ -162,58 +126,38 @@ class Client:
             sigstore_trust_root=sigstore_trust_root,
         )
         self.cache = Cache(
-            None if cache_dir is None else Path(cache_dir),
+            default_cache_dir(self.settings) if cache_dir is None else Path(cache_dir),
             **({"lock_timeout": lock_timeout} if lock_timeout else {}),
         )
-        self.offline = offline_from_env(offline)  # None: $RELEASE_OFFLINE, read now, once
+        self.offline = bool(self.settings.offline) if offline is None else offline
         self.variants = tuple(variants) if variants else None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Client:
-        """A Client from the environment (read once, here), then `overrides` on top.
-
-        Reads RELEASE_SOURCES, RELEASE_CACHE_DIR, RELEASE_OFFLINE, RELEASE_PUBLIC_KEY,
-        RELEASE_CERTIFICATE_CHAIN, RELEASE_IDENTITY, RELEASE_IDENTITY_ISSUER,
-        RELEASE_SIGSTORE_TRUST_ROOT, RELEASE_KEYLESS, RELEASE_PIN, RELEASE_ALLOW_UNVERIFIED,
-        RELEASE_MAX_AGE_DAYS, RELEASE_SOURCE_DEADLINE, RELEASE_ALLOW_REDIRECT_HOSTS,
-        RELEASE_CHANNEL and RELEASE_INDEX_IDENTITY.
+        """A Client from the environment (read once, here), then `overrides` on top: every
+        setting of `pipeline.client.settings.SETTINGS` (RELEASE_SOURCES, RELEASE_PUBLIC_KEY,
+        RELEASE_OFFLINE, RELEASE_RETRIES... and the hosts' tokens), the same variables
+        `release fetch` reads.
 
         Raises:
             ConfigError: a variable that is set but empty or blank, or not of its form.
         """
-        env = os.environ if environ is None else environ
-        options: dict[str, Any] = {}
-        for option, name in ENV.items():
-            if name not in env:
-                continue
-            value = env[name]
-            if not value.strip():
-                raise ConfigError(
-                    f"${name}: set but empty; an empty value never turns a check off: give a "
-                    "value or unset the variable"
-                )
-            if option == "sources":
-                options[option] = value.replace(",", " ").split()
-            elif option in ("offline", "keyless", "allow_unverified"):
-                options[option] = _flag(name, value)
-            elif option == "max_age":
-                try:
-                    options["max_age_days"] = float(value)
-                except ValueError:
-                    raise ConfigError(
-                        f"${name}: expected a number of days, found {value!r}"
-                    ) from None
-            elif option == "source_deadline":
-                try:
-                    options[option] = float(value)
-                except ValueError:
-                    raise ConfigError(
-                        f"${name}: expected a number of seconds, found {value!r}"
-                    ) from None
-            else:
-                options[option] = value
+        return cls.from_settings(ClientSettings.from_env(environ), **overrides)
+
+    @classmethod
+    def from_settings(cls, settings: ClientSettings, **overrides: Any) -> Client:
+        """A Client with every setting of `settings` (sources, trust, channel, transport:
+        `CLIENT_OPTIONS`, and an Http of its retries and timeout), then `overrides` (those
+        not None) on top.
+
+        Raises:
+            ConfigError: as `Client`.
+        """
+        options: dict[str, Any] = settings.client_options()
         options.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**options)
+        if "http" not in options:
+            options["http"] = Http(settings.retry_policy())
+        return cls(**options, settings=settings)
 
     # -- the work ---------------------------------------------------------------------------
 
@@ -329,7 +273,7 @@ class Client:
         returned. A pickle variant of an unauthenticated remote manifest is skipped (onnx
         executes nothing), unless `allow_unverified` (then a WARNING on every load).
         `smoke_test=False` predicts nothing at start. `input_limits` (an `InputLimits`) bounds
-        what `predict()` accepts (default `InputLimits.from_env()`).
+        what `predict()` accepts (default: the settings', $RELEASE_MAX_INPUT_*).
 
         Raises:
             EnvironmentMismatch: torch/fastai/numpy here cannot unpickle the model (exit 3).
@@ -343,7 +287,12 @@ class Client:
         with source_deadlines(self.source_deadline):  # one budget per source for the load
             release = self.resolve(model, version, variants=chosen, channel=channel)
             return load_release(
-                release, chosen, smoke_test=smoke_test, start=start, input_limits=input_limits
+                release,
+                chosen,
+                smoke_test=smoke_test,
+                start=start,
+                input_limits=input_limits,
+                settings=self.settings,
             )
 
 

@@ -3,8 +3,8 @@
 - Where it is: `<base>/<model>/index.json` on a directory, a mirror or an S3 bucket; the asset
   `index.json` of the release `<model>-index` on GitHub; `index.json` on the branch `index` of
   an HF repository. `read_index` reads it with a conditional request where the host supports it
-  (ETag / If-None-Match, else Last-Modified / If-Modified-Since; S3's IfNoneMatch; a file's
-  stat; the HF Hub's own ETag check), so an idle poll costs one small request answered 304.
+  (index_reads.py: ETag / If-None-Match, else Last-Modified / If-Modified-Since; S3's
+  IfNoneMatch; a file's stat), so an idle poll costs one small request answered 304.
 - With a trust root, an index must be signed by it (the same root as `model.sig`; a Sigstore
   root needs the identity that signs indexes, `index_identity`, or the index is not used at
   all). A verified index is remembered in the cache (`<cache>/<model>/.index.json`, the
@@ -24,20 +24,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline import atomic
-from pipeline.client.network import Unreachable
-from pipeline.client.sources import GitHubSource, HfSource, LocalSource, MirrorSource, Source
-from pipeline.errors import ArtifactNotFound, InputError, IntegrityError, ReleaseError, RemoteError
+from pipeline.client.index_reads import (
+    GITHUB_INDEX_TAG,
+    HF_INDEX_REVISION,
+    Read,
+    Validator,
+    read_index,
+)
+from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError
 from pipeline.index import (
-    DEFAULT_CHANNEL,
     INDEX_NAME,
     MAX_INDEX_BYTES,
     Envelope,
@@ -47,182 +49,26 @@ from pipeline.index import (
     verify,
 )
 
+__all__ = [  # and the names of index_reads.py imported from here before the split
+    "GITHUB_INDEX_TAG",
+    "HF_INDEX_REVISION",
+    "MEMORY_NAME",
+    "Choice",
+    "Memory",
+    "Read",
+    "Unverifiable",
+    "Validator",
+    "check_envelope",
+    "choose",
+    "index_root",
+    "read_index",
+    "status",
+    "warn_yanked",
+    "yank_reason",
+]
+
 log = logging.getLogger("pipeline.client")
-CHANNEL_ENV = "RELEASE_CHANNEL"
-INDEX_IDENTITY_ENV = "RELEASE_INDEX_IDENTITY"
 MEMORY_NAME = ".index.json"  # in <cache>/<model>/: a dot name is never a version directory
-GITHUB_INDEX_TAG = "{model}-index"
-HF_INDEX_REVISION = "index"
-
-
-# -- reading, conditionally -------------------------------------------------------------------
-
-
-@dataclass
-class Validator:
-    """What a source said about the copy of a file this client read last (for the next poll)."""
-
-    etag: str | None = None
-    last_modified: str | None = None
-    stamp: tuple[int, int, int] | None = None  # a local file's (mtime_ns, size, inode)
-    data: bytes | None = None  # the bytes read last (sources that cannot answer 304)
-
-
-@dataclass(frozen=True)
-class Read:
-    """A conditional read: `data` None means "not modified since `validator`"."""
-
-    data: bytes | None
-    validator: Validator
-
-    @property
-    def changed(self) -> bool:
-        return self.data is not None
-
-
-def _local(source: LocalSource, model: str, name: str, v: Validator) -> Read:
-    path = Path(source.root) / model / name
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ArtifactNotFound(f"{source.name}: no {model}/{name}") from None
-    except OSError as e:
-        raise RemoteError(f"{source.name}: cannot read {model}/{name}: {e}") from None
-    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-    if v.stamp == stamp:
-        return Read(None, v)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_INDEX_BYTES + 1)
-    except OSError as e:
-        raise RemoteError(f"{source.name}: cannot read {model}/{name}: {e}") from None
-    return Read(data, Validator(stamp=stamp))
-
-
-def _http(http: Any, url: str, what: str, v: Validator, headers: Any = None) -> Read:
-    data, etag, modified = http.get_if_changed(
-        url,
-        what=what,
-        etag=v.etag,
-        last_modified=None if v.etag else v.last_modified,
-        headers=headers,
-        limit=MAX_INDEX_BYTES,
-    )
-    if data is None:
-        return Read(None, v)
-    return Read(data, Validator(etag=etag, last_modified=modified))
-
-
-def _s3(source: Any, model: str, name: str, v: Validator) -> Read:
-    from botocore import exceptions as bx
-
-    key = source.key(model, name)
-    what = f"{source.name}: {model}/{name}"
-    extra = {"IfNoneMatch": v.etag} if v.etag else {}
-    try:
-        obj = source.client.get_object(Bucket=source.bucket, Key=key, **extra)
-    except bx.ClientError as e:
-        status = (e.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        code = (e.response.get("Error") or {}).get("Code", "")
-        if status == 304 or code in ("304", "NotModified"):
-            return Read(None, v)
-        if status == 404 or code in ("NoSuchKey", "404", "NoSuchBucket", "NotFound"):
-            raise ArtifactNotFound(f"{what}: not found ({code or status})") from None
-        if status is not None and (status >= 500 or status == 429):
-            raise Unreachable(f"{what}: HTTP {status} {code}") from None
-        raise RemoteError(f"{what}: HTTP {status} {code}") from None
-    except (bx.BotoCoreError, ConnectionError, TimeoutError) as e:
-        raise Unreachable(f"{what}: {type(e).__name__}: {e}") from None
-    body = bytearray()
-    try:
-        for chunk in obj["Body"].iter_chunks(1 << 16):
-            body += chunk
-            if len(body) > MAX_INDEX_BYTES:
-                raise RemoteError(f"{what}: more than {MAX_INDEX_BYTES} bytes: not an index")
-    except (bx.BotoCoreError, ConnectionError, TimeoutError) as e:
-        raise Unreachable(f"{what}: {type(e).__name__}: {e}") from None
-    return Read(bytes(body), Validator(etag=obj.get("ETag")))
-
-
-def _github(source: GitHubSource, model: str, v: Validator) -> Read:
-    from urllib.parse import quote
-
-    tag = GITHUB_INDEX_TAG.format(model=model)
-    what = f"{source.name}: release {tag}: {INDEX_NAME}"
-    if not source.token:  # the public download URL: no API call, no API rate limit
-        url = f"{source.web_url}/{source.repo}/releases/download/{quote(tag, safe='')}/{INDEX_NAME}"
-        return _http(source.http, url, what, v)
-    # with a token (a private repository): the release through the API, answered 304 while
-    # its assets are unchanged (a 304 does not count against GitHub's rate limit)
-    api = f"{source.api_url}/repos/{source.repo}/releases/tags/{quote(tag, safe='')}"
-    read = _http(source.http, api, f"{source.name}: release {tag}", v, source._api_headers())
-    if read.data is None:
-        return read
-    import json
-
-    try:
-        release = json.loads(read.data)
-        url = next(
-            a["url"]
-            for a in release.get("assets") or []
-            if a.get("name") == INDEX_NAME and a.get("state", "uploaded") == "uploaded"
-        )
-    except (ValueError, TypeError, KeyError, AttributeError, StopIteration):
-        raise ArtifactNotFound(f"{what}: the release has no {INDEX_NAME} asset") from None
-    headers = {**source._api_headers(), "Accept": "application/octet-stream"}
-    data = source.http.get_bytes(url, what=what, headers=headers, limit=MAX_INDEX_BYTES)
-    return Read(data, read.validator)
-
-
-def _hf(source: HfSource, model: str, v: Validator, hf_cache: Path | None) -> Read:
-    import tempfile
-
-    if hf_cache is None:  # no place to keep the Hub's ETag: a full read each time
-        with tempfile.TemporaryDirectory(prefix="release-hf-") as tmp:
-            data = source._download(INDEX_NAME, HF_INDEX_REVISION, Path(tmp)).read_bytes()
-    else:  # huggingface_hub sends one HEAD and reuses its copy while the ETag is the same
-        data = source._download(INDEX_NAME, HF_INDEX_REVISION, hf_cache).read_bytes()
-    if len(data) > MAX_INDEX_BYTES:
-        raise RemoteError(f"{source.name}@{HF_INDEX_REVISION}: {INDEX_NAME} is too large")
-    if v.data is not None and data == v.data:
-        return Read(None, v)
-    return Read(data, Validator(data=data))
-
-
-def read_index(
-    source: Source,
-    model: str,
-    validator: Validator | None = None,
-    *,
-    name: str = INDEX_NAME,
-    hf_cache: Path | None = None,
-) -> Read:
-    """The source's `index.json` of `model` (or, with `name="latest"`, its `latest` pointer,
-    on sources with the store layout), unless unchanged since `validator`.
-
-    Raises:
-        ArtifactNotFound: the source has no index of `model` (or cannot hold one).
-        Unreachable, RemoteError: the source failed.
-    """
-    v = validator or Validator()
-    if isinstance(source, LocalSource):
-        return _local(source, model, name, v)
-    if isinstance(source, MirrorSource):
-        what = f"{source.name}: {model}/{name}"
-        return _http(source.http, source._url(model, name), what, v, source.headers)
-    if type(source).__name__ == "S3Source":
-        return _s3(source, model, name, v)
-    if name != INDEX_NAME:
-        raise ArtifactNotFound(f"{source.name}: has no {name} pointer to poll")
-    if isinstance(source, GitHubSource):
-        return _github(source, model, v)
-    if isinstance(source, HfSource):
-        return _hf(source, model, v, hf_cache)
-    reader = getattr(source, "read_index", None)  # a custom source may offer one
-    if reader is None:
-        raise ArtifactNotFound(f"{getattr(source, 'name', source)}: keeps no model index")
-    data = reader(model)
-    return Read(data, Validator(data=data)) if data != v.data else Read(None, v)
 
 
 # -- trust ------------------------------------------------------------------------------------
@@ -249,7 +95,7 @@ def index_root(trust: Any, index_identity: str | None) -> Any:
     if not index_identity:
         raise Unverifiable(
             "the trust root is a Sigstore identity, and an index is signed by whichever workflow "
-            f"changed it last: give that identity (--index-identity, ${INDEX_IDENTITY_ENV}) to "
+            "changed it last: give that identity (--index-identity, $RELEASE_INDEX_IDENTITY) to "
             "use channels and yanks; until then 'latest' works as without an index"
         )
     issuer = root.issuer if root is not None else trust.issuer
@@ -494,92 +340,8 @@ def warn_yanked(model: str, version: str, reason: str | None) -> None:
         )
 
 
-def channel_from_env(channel: str | None, environ: Any = None) -> str:
-    """`channel` when given, else $RELEASE_CHANNEL, else the default channel.
+def status(*args: Any, **kwargs: Any) -> Any:
+    """`release status` (index_status.status): each source's index of a model, checked."""
+    from pipeline.client.index_status import status as read_status
 
-    Raises:
-        InputError: not a channel name.
-    """
-    from pipeline.index import check_channel
-
-    env = os.environ if environ is None else environ
-    value = channel if channel is not None else (env.get(CHANNEL_ENV) or DEFAULT_CHANNEL)
-    return check_channel(value.strip())
-
-
-# -- release status ---------------------------------------------------------------------------
-
-
-@dataclass
-class SourceStatus:
-    """One source's index as `release status` shows it."""
-
-    source: str
-    sequence: int | None = None
-    issued: str | None = None
-    expires: str | None = None
-    age_days: float | None = None
-    channels: dict[str, str] = field(default_factory=dict)
-    serves: dict[str, str] = field(default_factory=dict)  # channel -> version (yanks skipped)
-    versions: list[str] = field(default_factory=list)
-    yanked: dict[str, str] = field(default_factory=dict)
-    signed: bool = False
-    verified: str | None = None  # how, when a trust root was given
-    problem: str | None = None  # why the index is not usable (or not there)
-    latest: str | None = None  # the `latest` pointer where there is one
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def status(
-    sources: list[Any],
-    model: str,
-    *,
-    trust: Any,
-    index_identity: str | None = None,
-    now: datetime | None = None,
-) -> list[SourceStatus]:
-    """Each source's index of `model`, read and checked (nothing remembered)."""
-    now = now or now_utc()
-    out = []
-    for source in sources:
-        s = SourceStatus(source.name)
-        out.append(s)
-        with contextlib.suppress(ReleaseError):
-            if (
-                isinstance(source, LocalSource | MirrorSource)
-                or type(source).__name__ == "S3Source"
-            ):
-                s.latest = source.latest(model)
-        try:
-            data = read_index(source, model).data
-            assert data is not None
-            env = parse(data, f"{source.name}: {model}/{INDEX_NAME}")
-        except ArtifactNotFound:
-            s.problem = "no index (clients use the 'latest' pointer)"
-            continue
-        except (ReleaseError, InputError) as e:
-            s.problem = str(e)
-            continue
-        idx = env.index
-        s.sequence, s.issued, s.expires = idx.sequence, idx.issued, idx.expires
-        s.age_days = round((now - idx.issued_at()).total_seconds() / 86400, 3)
-        s.channels, s.versions, s.yanked = dict(idx.channels), list(idx.versions), dict(idx.yanked)
-        s.signed = env.signature is not None
-        for name in idx.channels:
-            with contextlib.suppress(ReleaseError):
-                s.serves[name] = idx.pick(name).version
-        try:
-            _, s.verified = check_envelope(
-                data,
-                source,
-                model,
-                trust=trust,
-                memory=None,
-                index_identity=index_identity,
-                now=now,
-            )
-        except ReleaseError as e:
-            s.problem = str(e)
-    return out
+    return read_status(*args, **kwargs)

@@ -13,7 +13,6 @@ are configurable (`InputLimits(...)`, `load_model(input_limits=...)`, or the env
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -72,30 +71,15 @@ class InputLimits:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> InputLimits:
         """The defaults, or `$RELEASE_MAX_INPUT_CHARS` / `$RELEASE_MAX_INPUT_RUN` /
-        `$RELEASE_MAX_INPUT_TOKENS` when set (a whole number, or `none` for no limit).
+        `$RELEASE_MAX_INPUT_TOKENS` when set (a whole number, or `none` for no limit): the
+        input limits of `ClientSettings.from_env(environ)`.
 
         Raises:
-            InputError: a value that is neither.
+            InputError: a value that is neither (or another client setting not of its form).
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, int | None] = {}
-        for name, var, default in (
-            ("max_chars", MAX_CHARS_ENV, DEFAULT_MAX_CHARS),
-            ("max_run", MAX_RUN_ENV, DEFAULT_MAX_RUN),
-            ("max_tokens", MAX_TOKENS_ENV, DEFAULT_MAX_TOKENS),
-        ):
-            raw = env.get(var, "").strip()
-            if not raw:
-                values[name] = default
-            elif raw.lower() == "none":
-                values[name] = None
-            elif raw.isdigit() and int(raw) >= 1:
-                values[name] = int(raw)
-            else:
-                raise InputError(
-                    f"${var}: expected a whole number >= 1, or 'none' for no limit, found {raw!r}"
-                )
-        return cls(**values)
+        from pipeline.client.settings import ClientSettings
+
+        return ClientSettings.from_env(environ).input_limits
 
     def check(self, text: str) -> str:
         """`text` itself when it is within the limits.

@@ -23,15 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.client.network import BadResponse
-from pipeline.client.sources import (
-    MAX_VERSION_CHARS,
-    GitHubSource,
-    HfSource,
-    LocalSource,
-    MirrorSource,
-    Source,
-)
+from pipeline.client.errors import BadResponse
+from pipeline.client.github import GitHubSource
+from pipeline.client.hf import HfSource
+from pipeline.client.sources import MAX_VERSION_CHARS, LocalSource, MirrorSource, Source
 from pipeline.errors import ArtifactNotFound, ReleaseError, first_line
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME
 from pipeline.versions import version_key

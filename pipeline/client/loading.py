@@ -12,25 +12,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.client.cache import CacheBusy
-from pipeline.client.fetching import (
-    FetchResult,
-    Release,
-    _kind_of,
-    read_verified,
-    trust_hint,
-)
 from pipeline.client.limits import SMOKE_TEST_SECONDS, InputLimits
-from pipeline.client.network import CacheError
 from pipeline.client.predict import (
     DEFAULT_THREADS,
     Predictor,
     UnsupportedLearner,
-    default_threads,
     learner_predict,
     stop_lookup_growth,
     torch_threads,
 )
+from pipeline.client.release import Fallback, FetchResult, Release, read_verified
+from pipeline.client.settings import ClientSettings
 from pipeline.environment import current
 from pipeline.errors import ReleaseError
 from pipeline.manifest import GoldenQuery
@@ -274,12 +266,11 @@ def _load_and_smoke(
 
 
 def _load_onnx_and_smoke(
-    fetched: FetchResult, smoke_test: bool, limits: InputLimits
+    fetched: FetchResult, smoke_test: bool, limits: InputLimits, threads: int
 ) -> tuple[Any, Any, int]:
-    from pipeline.client.onnx_model import default_threads as onnx_threads
     from pipeline.client.onnx_model import load_verified
 
-    clf = load_verified(fetched, threads=onnx_threads())
+    clf = load_verified(fetched, threads=threads)
     clf.tokenizer.limits = limits
     passed = 0
     if smoke_test:
@@ -296,10 +287,13 @@ def load_release(
     smoke_test: bool = True,
     start: float | None = None,
     input_limits: InputLimits | None = None,
+    settings: ClientSettings | None = None,
 ) -> LoadedModel:
     """Load the first of `variants` of a trusted release that loads and passes the smoke test;
-    `input_limits` bounds what `predict()` accepts (default `InputLimits.from_env()`); a pickle
-    variant predicts at `$RELEASE_TORCH_THREADS` torch threads (default 1).
+    `input_limits` bounds what `predict()` accepts (default: `settings.input_limits`,
+    $RELEASE_MAX_INPUT_*); a pickle variant predicts at `settings.torch_threads` torch threads
+    ($RELEASE_TORCH_THREADS, default 1), an onnx one at `settings.onnx_threads`. No settings:
+    the environment's.
 
     Raises:
         EnvironmentMismatch: torch/fastai/numpy here cannot unpickle the model (exit 3).
@@ -307,55 +301,37 @@ def load_release(
         ReleaseError: no variant could be fetched, loaded and smoke-tested; lists each reason.
     """
     start = time.perf_counter() if start is None else start
-    limits = InputLimits.from_env() if input_limits is None else input_limits
-    threads = default_threads() if any(v != "onnx" for v in variants) else DEFAULT_THREADS
-    env_error: EnvironmentMismatch | None = None
-    if any(v != "onnx" for v in variants):
-        try:
-            for note in check_environment(release.manifest.environment):
-                log.warning("environment: %s", note)
-        except EnvironmentMismatch as e:
-            if "onnx" not in variants:
-                raise
-            env_error = e  # the pickle variants cannot load here; the onnx one still may
-    reasons: list[str] = []
-    failures: list[Exception] = []
+    settings = ClientSettings.from_env() if settings is None else settings
+    limits = settings.input_limits if input_limits is None else input_limits
+    threads = settings.torch_threads if any(v != "onnx" for v in variants) else DEFAULT_THREADS
+    env_error = _environment_error(release, variants)
+    tried = Fallback(release)
     for variant in variants:
         if variant != "onnx" and env_error is not None:
-            failures.append(env_error)
-            reasons.append(f"{variant}: {env_error}")
-            log.warning("%s variant skipped: %s", variant, env_error)
+            tried.failed(variant, env_error, str(env_error), "skipped")
             continue
         # held from the fetch until the bytes are read: `cache prune` cannot remove the file
         # in between (it waits, bounded, for this block to end)
         with release.cache.in_use():
-            try:
-                fetched = release.file(variant)
-            except (CacheError, CacheBusy):
-                raise
-            except ReleaseError as e:
-                failures.append(e)
-                reasons.append(f"{variant}: not available: {e}")
-                log.warning("%s variant not available, falling back: %s", variant, e)
+            fetched = tried.file(variant, why="not available: ", said="not available, falling back")
+            if fetched is None:
                 continue
             try:
                 if variant == "onnx":
-                    learn, predictor, passed = _load_onnx_and_smoke(fetched, smoke_test, limits)
+                    learn, predictor, passed = _load_onnx_and_smoke(
+                        fetched, smoke_test, limits, settings.onnx_threads
+                    )
                 else:
                     learn, predictor, passed = _load_and_smoke(fetched, smoke_test, limits, threads)
             except ReleaseError as e:
-                failures.append(e)
-                reasons.append(f"{variant}: {e}")
-                log.warning("%s variant rejected, falling back: %s", variant, e)
+                tried.failed(variant, e, str(e), "rejected, falling back")
                 continue
             except Exception as e:  # e.g. a pickle this torch cannot read: fall back, say why
-                failures.append(ReleaseError(str(e)))
-                reasons.append(f"{variant}: failed to load: {type(e).__name__}: {e}")
-                log.warning(
-                    "%s variant failed to load, falling back: %s: %s", variant, type(e).__name__, e
-                )
+                kind = f"{type(e).__name__}: {e}"
+                said = "failed to load, falling back"
+                tried.failed(variant, ReleaseError(str(e)), f"failed to load: {kind}", said, kind)
                 continue
-        fetched = dataclasses.replace(fetched, skipped=tuple(reasons))
+        fetched = dataclasses.replace(fetched, skipped=tuple(tried.reasons))
         elapsed = time.perf_counter() - start
         log.info(
             "loaded %s %s, %s variant (%s) from %s%s; smoke test %d/%d golden queries; %.2f s",
@@ -369,9 +345,26 @@ def load_release(
             len(release.manifest.golden_queries) if smoke_test else 0,
             elapsed,
         )
-        return LoadedModel(learn, fetched, passed, reasons, predictor, elapsed, limits, threads)
-    raise _kind_of(failures)(
-        f"{release.model} {release.version}: no variant could be loaded:\n"
-        + "\n".join(f"  - {r}" for r in reasons)
-        + trust_hint(failures)
-    )
+        return LoadedModel(
+            learn, fetched, passed, tried.reasons, predictor, elapsed, limits, threads
+        )
+    raise tried.error("loaded")
+
+
+def _environment_error(release: Release, variants: Sequence[str]) -> EnvironmentMismatch | None:
+    """Why the pickle variants cannot load here (None: they may), checked before anything is
+    fetched; the differences that do not matter are logged.
+
+    Raises:
+        EnvironmentMismatch: they cannot, and the onnx variant is not among `variants`.
+    """
+    if not any(v != "onnx" for v in variants):
+        return None
+    try:
+        for note in check_environment(release.manifest.environment):
+            log.warning("environment: %s", note)
+    except EnvironmentMismatch as e:
+        if "onnx" not in variants:
+            raise
+        return e  # the pickle variants cannot load here; the onnx one still may
+    return None

@@ -14,7 +14,6 @@ in size and content (`tokenizer.spec_problems`).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -24,13 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.client.fetching import FetchResult, read_verified
 from pipeline.client.onnx_graph import check_self_contained
+from pipeline.client.release import FetchResult, read_verified
 from pipeline.client.tokenizer import TextTokenizer, stock_language
 from pipeline.errors import ArtifactNotFound, InputError, IntegrityError
 from pipeline.manifest import MAX_TOKENIZER_SIZE
-
-THREADS_ENV = "RELEASE_ONNX_THREADS"
 
 
 @dataclass(frozen=True)
@@ -128,42 +125,28 @@ class OnnxClassifier:
             )
 
     def probabilities(self, ids: Sequence[int]) -> Any:
-        """Class probabilities for one text's token ids (fastai's SentenceEncoder loop)."""
+        """Class probabilities for one text's token ids (fastai's SentenceEncoder loop): a batch
+        of one, on either graph."""
         np = self._np
-        ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
-        sl = ids.shape[1]
-        if sl == 0:
-            raise InputError("an empty token sequence has no prediction")
-        bptt, max_len = self.tokenizer.chunking.bptt, self.tokenizer.chunking.max_len
-        state = list(self._initial)
-        k = self._n_carried
-        probs = None
-        for i in range(0, sl, bptt):
-            feed = dict(zip(self._state_names, state, strict=True))
-            feed["tokens"] = ids[:, i : i + bptt]
-            out = self.session.run(None, feed)
-            probs = out[0]
-            if max_len is None or sl - i <= max_len:
-                state = out[1:]
-            else:
-                # fastai drops the outputs of chunks more than max_len tokens from the end:
-                # carry the LSTM state, restart the pooling.
-                state = [*out[1 : 1 + k], *self._initial[k:]]
-        return probs[0]
+        return self.probabilities_same_length(np.asarray(ids, dtype=np.int64).reshape(1, -1))[0]
 
     def probabilities_same_length(self, rows: Sequence[Sequence[int]]) -> Any:
         """Class probabilities of several texts of the same number of tokens, in one run of
-        the graph per chunk (the batch-axis-dynamic graph; see `batched`): (n, n_classes)."""
+        the graph per chunk (more than one: the batch-axis-dynamic graph; see `batched`):
+        (n, n_classes). Chunks more than max_len tokens from the end carry the LSTM state and
+        restart the pooling, as fastai drops their outputs."""
         np = self._np
         ids = np.asarray(rows, dtype=np.int64)
         n, sl = ids.shape
         if sl == 0:
             raise InputError("an empty token sequence has no prediction")
         bptt, max_len = self.tokenizer.chunking.bptt, self.tokenizer.chunking.max_len
-        initial = [
-            np.repeat(s, n, axis=axis)
-            for s, axis in zip(self._initial, self._batch_axes, strict=True)
-        ]
+        initial = self._initial  # a batch of one runs on either graph
+        if n > 1:
+            initial = [
+                np.repeat(s, n, axis=axis)
+                for s, axis in zip(self._initial, self._batch_axes, strict=True)
+            ]
         state, k, probs = list(initial), self._n_carried, None
         for i in range(0, sl, bptt):
             feed = dict(zip(self._state_names, state, strict=True))
@@ -301,13 +284,3 @@ def tokenizer_from_bytes(data: bytes, source: str, *, stock_only: bool = False) 
         return TextTokenizer(spec, source)
     except (KeyError, TypeError, AttributeError, re.error) as e:
         raise InputError(f"{source}: malformed tokenizer file ({type(e).__name__}: {e})") from e
-
-
-def default_threads() -> int:
-    """onnxruntime threads per session: $RELEASE_ONNX_THREADS, else 1 (one query at a time is
-    fastest on one thread, and a server runs several workers)."""
-    value = os.environ.get(THREADS_ENV, "1")
-    try:
-        return max(1, int(value))
-    except ValueError:
-        raise InputError(f"${THREADS_ENV}: expected a whole number, found {value!r}") from None

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import weakref
 from collections import defaultdict
@@ -38,22 +37,9 @@ from pipeline.client.limits import InputLimits
 from pipeline.errors import InputError
 
 log = logging.getLogger("pipeline.client")
-THREADS_ENV = "RELEASE_TORCH_THREADS"
-DEFAULT_THREADS = 1
-
-
-def default_threads(environ: dict[str, str] | None = None) -> int:
-    """torch threads per predict: $RELEASE_TORCH_THREADS, else 1.
-
-    Raises:
-        InputError: the variable is set to something other than a whole number >= 1.
-    """
-    value = (os.environ if environ is None else environ).get(THREADS_ENV, "").strip()
-    if not value:
-        return DEFAULT_THREADS
-    if not value.isdigit() or int(value) < 1:
-        raise InputError(f"${THREADS_ENV}: expected a whole number >= 1, found {value!r}")
-    return int(value)
+DEFAULT_THREADS = (
+    1  # torch threads per predict (ClientSettings.torch_threads: RELEASE_TORCH_THREADS)
+)
 
 
 @contextlib.contextmanager
@@ -199,9 +185,8 @@ class Predictor:
         from fastai.text.core import Tokenizer
         from fastai.text.data import Numericalize
 
+        from pipeline.client.learner_spec import tokenizer_spec
         from pipeline.client.tokenizer import TextTokenizer
-        from pipeline.errors import InputError
-        from pipeline.onnx_export import tokenizer_spec
 
         fs = list(self._encode.fs)
         kinds = [type(f) for f in fs]

@@ -21,12 +21,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from pipeline.client.network import (
-    POINTER_LIMIT,
-    BadResponse,
-    Http,
-    HttpStatus,
-)
+from pipeline.client.errors import BadResponse, HttpStatus
+from pipeline.client.network import POINTER_LIMIT, Http
 from pipeline.errors import ArtifactNotFound, ConfigError, RemoteError
 
 _EXPIRES_MIN = 900  # seconds a pre-signed URL stays valid, at least
@@ -116,7 +112,7 @@ class S3Source:
         except bx.BotoCoreError as e:
             raise RemoteError(f"{what}: cannot sign the request: {type(e).__name__}: {e}") from None
 
-    def _with_region(self, what: str, fn: Any) -> Any:
+    def with_region(self, what: str, fn: Any) -> Any:
         """`fn()`; again once, signed for the bucket's region, when S3 names another one."""
         try:
             return fn()
@@ -138,7 +134,7 @@ class S3Source:
     def get(self, key: str, what: str, limit: int | None = None) -> bytes:
         """A small object (at most `limit` bytes, default the client's small-file limit)."""
         extra = {} if limit is None else {"limit": limit}
-        return self._with_region(
+        return self.with_region(
             what,
             lambda: self.http.get_bytes(
                 self.presign("get_object", what, Key=key),
@@ -168,7 +164,7 @@ class S3Source:
         `size` (see Http.download)."""
         what = f"{self.name}: {model}/{version}/{filename}"
         key = self.key(model, version, filename)
-        self._with_region(
+        self.with_region(
             what,
             lambda: self.http.download(
                 self.presign("get_object", what, Key=key),
@@ -189,7 +185,7 @@ class S3Source:
         params: dict[str, Any] = {"Prefix": prefix}
         if token:
             params["ContinuationToken"] = token
-        body = self._with_region(
+        body = self.with_region(
             what,
             lambda: self.http.get_bytes(
                 self.presign("list_objects_v2", what, **params),

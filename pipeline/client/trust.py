@@ -67,6 +67,67 @@ def is_local(source: Any) -> bool:
     return bool(getattr(source, "local", False))
 
 
+def _one_root(public_key: Any, certificate_chain: Any, identity: Any, keyless: bool) -> None:
+    """Raises ConfigError when more than one trust root is given (with a certificate chain,
+    the identity is the certificate's, not a trust root of its own)."""
+    given = [
+        w
+        for w, v in (
+            ("public key", public_key),
+            ("certificate chain", certificate_chain),
+            ("Sigstore identity", None if certificate_chain is not None else identity),
+            ("keyless", keyless or None),
+        )
+        if v is not None
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"trust: give one trust root, found {' and '.join(given)}")
+
+
+def _root(
+    public_key: Any,
+    certificate_chain: Any,
+    identity: str | None,
+    issuer: str | None,
+    sigstore_root: bytes,
+) -> signing.TrustRoot | None:
+    """The one trust root the options name (None: keyless, or none at all).
+
+    Raises:
+        ConfigError: an unreadable key or chain, a chain without an identity or with an issuer.
+    """
+    if public_key is not None:
+        pem = _material(public_key, "public key")
+        signing.load_public_key(pem or b"", "public key")
+        return signing.TrustRoot("key", pem or b"")
+    if certificate_chain is not None:
+        pem = _material(certificate_chain, "certificate chain")
+        _check_chain(pem or b"")
+        if identity is None:
+            raise ConfigError(
+                "certificate chain: give --identity too (RELEASE_IDENTITY; in Python "
+                "identity=...): the signing certificate's subject alternative name (a URI, "
+                'an e-mail address or a DNS name) or its subject, e.g. "CN=release '
+                'signer,O=Example" (`openssl x509 -noout -subject -ext subjectAltName -in '
+                "signer.pem` shows both). Any certificate your CA issued is no longer "
+                "enough: a TLS server certificate of the same CA would sign releases"
+            )
+        if issuer is not None:
+            raise ConfigError(
+                "OIDC issuer: applies to Sigstore identities, not to a certificate chain; "
+                "leave --identity-issuer out"
+            )
+        return signing.TrustRoot("certificate", pem or b"", identity=identity.strip())
+    if identity is not None:
+        return signing.TrustRoot(
+            "sigstore",
+            identity=identity.strip(),
+            issuer=(issuer or signing.GITHUB_ISSUER),
+            sigstore_root=sigstore_root,
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Trust:
     """The trust root (at most one of a key, a certificate chain, a Sigstore identity), an
@@ -124,19 +185,7 @@ class Trust:
                     f"{what}: empty; an empty value never turns checking off: give a value, or "
                     "leave the option (and its environment variable) out"
                 )
-        given = [
-            w
-            for w, v in (
-                ("public key", public_key),
-                ("certificate chain", certificate_chain),
-                # with a chain, the identity is the certificate's, not a trust root of its own
-                ("Sigstore identity", None if certificate_chain is not None else identity),
-                ("keyless", keyless or None),
-            )
-            if v is not None
-        ]
-        if len(given) > 1:
-            raise ConfigError(f"trust: give one trust root, found {' and '.join(given)}")
+        _one_root(public_key, certificate_chain, identity, keyless)
         sigstore_root = b""
         if sigstore_trust_root is not None:
             if not (keyless or (identity is not None and certificate_chain is None)):
@@ -147,36 +196,7 @@ class Trust:
             sigstore_root = signing.read_sigstore_trust_root(
                 sigstore_trust_root, "Sigstore trust root"
             )
-        root = None
-        if public_key is not None:
-            pem = _material(public_key, "public key")
-            signing.load_public_key(pem or b"", "public key")
-            root = signing.TrustRoot("key", pem or b"")
-        elif certificate_chain is not None:
-            pem = _material(certificate_chain, "certificate chain")
-            _check_chain(pem or b"")
-            if identity is None:
-                raise ConfigError(
-                    "certificate chain: give --identity too (RELEASE_IDENTITY; in Python "
-                    "identity=...): the signing certificate's subject alternative name (a URI, "
-                    'an e-mail address or a DNS name) or its subject, e.g. "CN=release '
-                    'signer,O=Example" (`openssl x509 -noout -subject -ext subjectAltName -in '
-                    "signer.pem` shows both). Any certificate your CA issued is no longer "
-                    "enough: a TLS server certificate of the same CA would sign releases"
-                )
-            if issuer is not None:
-                raise ConfigError(
-                    "OIDC issuer: applies to Sigstore identities, not to a certificate chain; "
-                    "leave --identity-issuer out"
-                )
-            root = signing.TrustRoot("certificate", pem or b"", identity=identity.strip())
-        elif identity is not None:
-            root = signing.TrustRoot(
-                "sigstore",
-                identity=identity.strip(),
-                issuer=(issuer or signing.GITHUB_ISSUER),
-                sigstore_root=sigstore_root,
-            )
+        root = _root(public_key, certificate_chain, identity, issuer, sigstore_root)
         if pin is not None:
             pin = pin.strip().lower()
             if not _HEX64.fullmatch(pin):

@@ -24,10 +24,9 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from pipeline.client.index import Read, Validator, read_index
+from pipeline.client.index_reads import Read, Validator, read_index
 from pipeline.errors import ArtifactNotFound, ReleaseError, RemoteError
 from pipeline.index import INDEX_NAME
 
@@ -78,7 +77,6 @@ class LiveModel:
         self._stop = threading.Event()
         self._validators: dict[tuple[str, str], Validator] = {}
         self._failed: dict[tuple[str, bytes], str] = {}  # (version, manifest) -> why
-        self._hf_cache = Path(client.cache.root) / ".partial" / "hf-index"
         self.checks = 0
         self.swaps = 0
         self.last_check: str | None = None
@@ -199,7 +197,6 @@ class LiveModel:
                             self.model,
                             self._validators.get((source.name, name)),
                             name=name,
-                            hf_cache=self._hf_cache,
                         )
                     except ArtifactNotFound:
                         if name == "latest":  # neither an index nor a pointer: resolve in full
@@ -218,8 +215,6 @@ class LiveModel:
         )
 
     def _refresh(self) -> bool:
-        from pipeline.client.loading import load_release
-
         release = self.client.resolve(self.model, channel=self.channel, variants=self._variants)
         notes = [n for n in release.notes if n]
         current = self.current.fetched.manifest
@@ -232,12 +227,7 @@ class LiveModel:
             self.last_error = self._failed[key]
             return False
         try:
-            new = load_release(
-                release,
-                self.client._variants(self._variants),
-                smoke_test=True,
-                input_limits=self._limits,
-            )
+            new = self._load(release)
         except ReleaseError as e:
             why = f"{release.version} could not be loaded, kept {self.version}: {e}"
             self._failed[key] = why
@@ -258,6 +248,7 @@ class LiveModel:
         return True
 
     def _load(self, release: Any) -> Any:
+        """`release` loaded and smoke-tested as the client loads (its settings, our limits)."""
         from pipeline.client.loading import load_release
 
         return load_release(
@@ -265,6 +256,7 @@ class LiveModel:
             self.client._variants(self._variants),
             smoke_test=True,
             input_limits=self._limits,
+            settings=self.client.settings,
         )
 
     # -- lifetime ------------------------------------------------------------------------------

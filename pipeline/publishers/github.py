@@ -105,7 +105,7 @@ class GitHubPublisher(RemotePublisher):
         if self._gh is None:
             from github import Auth, Github
 
-            from pipeline.client.network import redact_request_logs
+            from pipeline.redaction import redact_request_logs
 
             redact_request_logs()  # asset downloads redirect to signed storage URLs (urllib3 DEBUG)
 

@@ -206,7 +206,7 @@ class HubPublisher(RemotePublisher):
     def _download_digest(self, path: str, revision: str, cache: Path) -> str:
         from huggingface_hub import hf_hub_download
 
-        from pipeline.client.network import redact_request_logs
+        from pipeline.redaction import redact_request_logs
 
         redact_request_logs()  # the Hub redirects downloads to signed storage URLs
 

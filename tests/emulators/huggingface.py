@@ -502,6 +502,8 @@ class HubEmulator(Emulator):
         if req.method == "HEAD":
             headers["Content-Length"] = str(len(data))
             return Reply(200, b"", headers)
+        if req.headers.get("If-None-Match") == headers["ETag"]:  # as the Hub's resolve answers
+            return Reply(304, b"", headers)
         rng = re.match(r"bytes=(\d+)-(\d*)$", req.headers.get("Range", ""))
         if rng:
             start = int(rng.group(1))

@@ -235,9 +235,9 @@ def test_subword_tokenizer_trains_drops_whole_word_pieces_and_exports_alone(
     work = tmp_path / "work"
     with caplog.at_level(logging.INFO, logger="pipeline.train"):
         learn = _train(setup, work, tokenizer="subwords", phrase_dropout=0.5, unk_dropout=0.1)
-    from pipeline.onnx_export import _tokenizer_transforms
+    from pipeline.client.learner_spec import tokenizer_transforms
 
-    assert isinstance(_tokenizer_transforms(learn)[0].tok, SentencePieceTokenizer)
+    assert isinstance(tokenizer_transforms(learn)[0].tok, SentencePieceTokenizer)
     msg = next(r.getMessage() for r in caplog.records if "phrase dropout" in r.getMessage())
     words = msg.split("(", 1)[1].rstrip(")").split()
     assert "▁the" in words and all(w.startswith("▁") and "xx" not in w for w in words), msg
@@ -270,8 +270,8 @@ def test_typo_aliases_read_a_misspelled_common_word_as_the_word(setup, tmp_path:
     from fastai.learner import load_learner
 
     from pipeline import typo_aliases
+    from pipeline.client.learner_spec import tokenizer_spec
     from pipeline.client.tokenizer import TextTokenizer
-    from pipeline.onnx_export import tokenizer_spec
 
     learn = _train(setup, tmp_path, typo_aliases=True)
     num = typo_aliases.numericalize_of(learn)
@@ -334,8 +334,8 @@ def test_case_markers_false_makes_case_unable_to_change_an_answer(setup, tmp_pat
     from fastai.learner import load_learner
     from fastai.text.core import replace_all_caps, replace_maj
 
+    from pipeline.client.learner_spec import tokenizer_spec, tokenizer_transforms
     from pipeline.client.tokenizer import TextTokenizer
-    from pipeline.onnx_export import _tokenizer_transforms, tokenizer_spec
 
     learn = _train(setup, tmp_path, case_markers=False)
     texts = (
@@ -349,7 +349,7 @@ def test_case_markers_false_makes_case_unable_to_change_an_answer(setup, tmp_pat
     assert all(x == ids[0] for x in ids) and "xxmaj" not in [itos[i] for i in ids[0]]
     export_learner(quantize(strip(learn), ("lstm", "linear", "embedding")), tmp_path / "q.pkl")
     plain = load_learner(tmp_path / "q.pkl")  # fastai's own rules, pickled by reference
-    rules = _tokenizer_transforms(plain)[0].rules
+    rules = tokenizer_transforms(plain)[0].rules
     assert replace_maj not in rules and replace_all_caps not in rules and len(rules) == 6
     with plain.no_bar():
         probs = [plain.predict(t)[2] for t in texts]
@@ -363,9 +363,9 @@ def test_case_markers_false_makes_case_unable_to_change_an_answer(setup, tmp_pat
 def test_case_markers_default_keeps_fastais_rules(setup, tmp_path: Path) -> None:
     from fastai.text.core import defaults
 
-    from pipeline.onnx_export import _tokenizer_transforms
+    from pipeline.client.learner_spec import tokenizer_transforms
 
     learn = _train(setup, tmp_path)
-    assert _tokenizer_transforms(learn)[0].rules == defaults.text_proc_rules
+    assert tokenizer_transforms(learn)[0].rules == defaults.text_proc_rules
     ids = learn.dls.test_dl(["Customer Card"]).one_batch()[0][0].tolist()
     assert "xxmaj" in [str(learn.dls.vocab[0][i]) for i in ids]

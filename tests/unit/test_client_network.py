@@ -40,6 +40,8 @@ class Chunks(httpx.SyncByteStream):
 
 
 def streamed(answer: httpx.Response) -> httpx.Response:
+    if isinstance(answer.stream, Chunks):  # a raw body already (e.g. gzip bytes as sent)
+        return answer
     return httpx.Response(answer.status_code, headers=answer.headers, stream=Chunks(answer.content))
 
 
@@ -226,7 +228,7 @@ def test_credentials_leave_the_url_for_the_authorization_header() -> None:
 def test_httpx_request_log_lines_carry_no_query_string_or_user_info(caplog) -> None:
     import logging
 
-    from pipeline.client.network import _redacted
+    from pipeline.redaction import redacted as _redacted
 
     signed = "https://objects.test/blob?X-Amz-Signature=SIGNED123&X-Amz-Credential=KEY456"
 
@@ -264,7 +266,7 @@ def test_urllib3_debug_request_lines_carry_no_query_string(caplog) -> None:
 
     import urllib3
 
-    from pipeline.client.network import redact_request_logs
+    from pipeline.redaction import redact_request_logs
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -305,3 +307,67 @@ def test_urllib3_debug_request_lines_carry_no_query_string(caplog) -> None:
     assert any("/asset/7?<redacted>" in line for line in redirects), redirects
     for secret in ("SIGNED123", "TOK456"):
         assert secret not in caplog.text
+
+
+def test_importing_the_client_changes_no_logger_and_an_http_installs_the_redaction() -> None:
+    """No import-time side effects (issue 28): the URL redaction is installed on httpx's and
+    urllib3's loggers when an Http is made (once however many are), not when the client is
+    imported."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, logging\n"
+        "import pipeline.client, pipeline.client.network, pipeline.publishers.github\n"
+        "def state():\n"
+        "    names = sorted(logging.Logger.manager.loggerDict)\n"
+        "    loggers = [logging.getLogger(n) for n in names]\n"
+        "    return [n for n, lg in zip(names, loggers) if lg.filters or lg.handlers]\n"
+        "after_import = state()\n"
+        "from pipeline.client import Http\n"
+        "Http(); Http()\n"
+        "from pipeline.redaction import REQUEST_LOGGERS\n"
+        "counts = [len(logging.getLogger(n).filters) for n in REQUEST_LOGGERS]\n"
+        "print(json.dumps([after_import, counts]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    after_import, counts = json.loads(out)
+    assert after_import == []
+    assert counts == [1, 1, 1, 1]
+
+
+def test_a_conditional_read_is_bounded_decoded_and_counted_like_any_small_file() -> None:
+    """The index poll's read (get_if_changed): 304 keeps the validator; a body is decoded and
+    bounded as get_bytes' is; the request counts against its source's budget."""
+    import gzip
+
+    from pipeline.client.network import BadResponse, source_deadlines
+
+    body = b'{"sequence": 1}'
+    http, clock, seen = http_with(
+        [
+            httpx.Response(
+                200,
+                stream=Chunks(gzip.compress(body)),
+                headers={"Content-Encoding": "gzip", "ETag": '"v1"'},
+            ),
+            httpx.Response(304),
+        ]
+    )
+    assert http.get_if_changed(URL, what="index") == (body, '"v1"', None)
+    assert http.get_if_changed(URL, what="index", etag='"v1"') == (None, '"v1"', None)
+    assert seen[1].headers["If-None-Match"] == '"v1"'
+    bomb = Chunks(gzip.compress(b"x" * 5000))
+    http, clock, _ = http_with(
+        [httpx.Response(200, stream=bomb, headers={"Content-Encoding": "gzip"})]
+    )
+    with pytest.raises(BadResponse, match="more than 100 bytes once decoded"):
+        http.get_if_changed(URL, what="index", limit=100, headers={})
+    http, clock, _ = http_with([httpx.Response(503)])
+    with source_deadlines(2), pytest.raises(Unreachable, match="after 3 attempts in 2 s"):
+        http.get_if_changed(URL, what="index", source="s")

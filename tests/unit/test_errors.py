@@ -76,7 +76,7 @@ def test_not_found_and_unreadable_say_what_to_do(tmp_path: Path) -> None:
     source = LocalSource(tmp_path)
     with pytest.raises(ArtifactNotFound, match=r"check the model name.*release list m --source"):
         source.read_bytes("m", "1.0.0", "manifest.json")
-    with pytest.raises(ArtifactNotFound, match=r"publish one there \(`release publish"):
+    with pytest.raises(ArtifactNotFound, match=r"`release publish --target local`"):
         source.latest("m")
     (tmp_path / "export.pkl").mkdir()  # not readable as a file
     entry = FileEntry("export.pkl", 1, "0" * 64, "original")

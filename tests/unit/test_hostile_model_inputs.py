@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pipeline import manifest as mf
-from pipeline.client import onnx_graph, tokenizer
+from pipeline.client import onnx_graph, tokenizer, tokenizer_format
 from pipeline.client.fetching import _check_name
 from pipeline.client.loading import run_smoke_test
 from pipeline.client.onnx_graph import check_self_contained, external_reference
@@ -313,7 +313,7 @@ def test_tokenizer_bounds_hold_in_every_mode(
     monkeypatch: pytest.MonkeyPatch, overrides, message
 ) -> None:
     for name in ("MAX_VOCAB", "MAX_ALIASES", "MAX_LABELS"):
-        monkeypatch.setattr(tokenizer, name, 10)
+        monkeypatch.setattr(tokenizer_format, name, 10)
     with pytest.raises(InputError, match="malformed tokenizer file|a rule is|options are") as e:
         tokenizer_from_bytes(_bytes(_spec(**overrides)), "tokenizer.json")
     assert message in str(e.value)

@@ -206,7 +206,7 @@ ADVERSARIAL_UNITS = [
 def test_the_affix_search_answers_what_a_plain_search_does(spacy_pair) -> None:
     import re
 
-    from pipeline.client.tokenizer import _Affix
+    from pipeline.client.spacy_rules import _Affix
 
     _, spec = spacy_pair
     rng = random.Random(3)
@@ -234,7 +234,7 @@ def test_the_affix_search_answers_what_a_plain_search_does(spacy_pair) -> None:
 def test_the_linear_url_pattern_accepts_exactly_what_spacys_does(spacy_pair) -> None:
     import re
 
-    from pipeline.client.tokenizer import _URL_USERINFO, _linear_url
+    from pipeline.client.spacy_rules import _URL_USERINFO, _linear_url
 
     _, spec = spacy_pair
     url = spec["url_match"]

@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from pipeline.client import Client
+from pipeline.client.decoding import Decoder as _Decoder
 from pipeline.client.network import (
     BadResponse,
     HostPattern,
     Http,
     RetryPolicy,
     Unreachable,
-    _Decoder,
     address_class,
     source_deadlines,
 )
