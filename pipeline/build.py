@@ -12,6 +12,7 @@ from pipeline.checksums import blake3_bytes, blake3_file
 from pipeline.config import ReleaseConfig
 from pipeline.environment import library_versions
 from pipeline.errors import ReleaseError
+from pipeline.learner_file import input_digest
 from pipeline.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, verify_dir
 from pipeline.stages import BuildContext, run_stages, stages_for
 from pipeline.versions import version_dir
@@ -24,13 +25,10 @@ def build_key(config: ReleaseConfig) -> str:
     d = asdict(config)
     for k in ("path", "publish", "build"):
         d.pop(k)
-    files = [
-        config.data.train_csv,
-        config.data.eval_csv,
-        config.data.challenge_csv,
-        config.train.export_pkl,
-    ]
+    files = [config.data.train_csv, config.data.eval_csv, config.data.challenge_csv]
+    # export_pkl's digest: a remote learner's pin (a key never downloads)
     d["file_digests"] = [blake3_file(p) if p else None for p in files]
+    d["file_digests"].append(input_digest(config.train))
     d["libraries"] = library_versions()
     return blake3_bytes(json.dumps(d, sort_keys=True, default=str).encode())
 

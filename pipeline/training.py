@@ -473,8 +473,9 @@ def train_classifier(
     return learn
 
 
-def load_exported(path: Path) -> Any:
-    """Load an export.pkl and check that it is a fastai text classifier (AWD_LSTM).
+def load_exported(path: Path, name: str | None = None) -> Any:
+    """Load an export.pkl and check that it is a fastai text classifier (AWD_LSTM); `name`: what
+    the messages call it (default the path).
 
     Raises:
         InputError: the file does not unpickle as a fastai Learner holding an AWD_LSTM classifier.
@@ -484,6 +485,8 @@ def load_exported(path: Path) -> Any:
     import torch
     from fastai.learner import Learner
 
+    where = name or str(path)
+
     # fastai's load_learner, with the type checked before it touches `.dls` (so that a pickle of
     # something else gets a clear message instead of an AttributeError).
     try:
@@ -491,10 +494,10 @@ def load_exported(path: Path) -> Any:
             warnings.simplefilter("ignore")
             learn = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise InputError(f"{path}: not a loadable fastai export ({type(e).__name__}: {e})") from e
+        raise InputError(f"{where}: not a loadable fastai export ({type(e).__name__}: {e})") from e
     if not isinstance(learn, Learner):
         raise InputError(
-            f"{path}: expected a fastai Learner, found {type(learn).__module__}.{type(learn).__name__}"
+            f"{where}: expected a fastai Learner, found {type(learn).__module__}.{type(learn).__name__}"
         )
     learn.dls.cpu()
     from fastai.text.models.awdlstm import AWD_LSTM
@@ -508,13 +511,13 @@ def load_exported(path: Path) -> Any:
             else type(learn.model).__name__
         )
         raise InputError(
-            f"{path}: the model is {found}, not an AWD_LSTM text classifier; fastai-release "
+            f"{where}: the model is {found}, not an AWD_LSTM text classifier; fastai-release "
             "quantizes and exports AWD_LSTM only: train it with "
             "text_classifier_learner(dls, AWD_LSTM, ...)"
         )
     if _is_multi_label(learn):
         raise InputError(
-            f"{path}: a multi-label learner (MultiCategoryBlock, one or more labels per text) is "
+            f"{where}: a multi-label learner (MultiCategoryBlock, one or more labels per text) is "
             "not supported: the eval CSV, the gates and the client answer one label per text; "
             "train it with CategoryBlock (one label per row)"
         )

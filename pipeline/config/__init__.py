@@ -183,6 +183,20 @@ def _subwords(c: ReleaseConfig) -> bool:
     return c.train.tokenizer == "subwords"
 
 
+def _remote_learner(c: ReleaseConfig) -> bool:
+    return isinstance(c.train.export_pkl, str)  # a location; a local file is a Path
+
+
+def _pin_problem(c: ReleaseConfig, key: str) -> str | None:
+    """What is wrong with `train.<key>` (the export_pkl pin) given export_pkl, or None."""
+    value = getattr(c.train, key)
+    if value is None and _remote_learner(c):
+        return "nothing"
+    if value is not None and c.train.export_pkl is None:
+        return repr(value)
+    return None
+
+
 def _one_of_pair(c: ReleaseConfig) -> str | None:
     return (
         "only one"
@@ -197,6 +211,21 @@ RULES = (
         ("data.train_csv", "train.export_pkl"),
         "a CSV path (or train.export_pkl to load a trained learner)",
         lambda c: "nothing" if c.data.train_csv is None and c.train.export_pkl is None else None,
+    ),
+    # a download is checked before it is unpickled: by its size as it arrives, then its blake3
+    Rule(
+        "train.export_pkl_blake3",
+        ("train.export_pkl", "train.export_pkl_blake3"),
+        "the learner's blake3 with a remote train.export_pkl (`b3sum export.pkl` where it was "
+        "trained), or unset without train.export_pkl",
+        lambda c: _pin_problem(c, "export_pkl_blake3"),
+    ),
+    Rule(
+        "train.export_pkl_size",
+        ("train.export_pkl", "train.export_pkl_size"),
+        "the learner's size in bytes with a remote train.export_pkl (`wc -c < export.pkl` where "
+        "it was trained), or unset without train.export_pkl",
+        lambda c: _pin_problem(c, "export_pkl_size"),
     ),
     # a loaded learner is released byte for byte; the aliases are added after training here
     Rule(

@@ -12,6 +12,10 @@ check and the documentation. From that one declaration follow, for any root data
 A field that is neither a setting, a table (a dataclass) nor marked `internal()` is refused when
 the declaration is read, so a key cannot be added in a way that skips any of these. This module
 knows nothing of release.toml: `pipeline.config` declares its keys.
+
+A `Path | str` field is a location: a value starting with one of its `remote` prefixes
+(`https://`, `s3://`...) stays a string, checked by the setting's `check`; any other value is a
+path, resolved (and `must_exist` applied) as a `Path` field's.
 """
 
 from __future__ import annotations
@@ -140,6 +144,9 @@ class Setting:
     default_doc: str | None = None  # the reference's default cell, when the value alone misleads
     example: Any = None  # the starter's value for a key that is unset by default
     must_exist: str | None = None  # a path: "CSV file" -> "expected an existing CSV file"
+    # a location (`Path | str`): a value starting with one of these is remote, kept as the
+    # string and checked by `check`; any other value is a path (`must_exist` applies)
+    remote: tuple[str, ...] = ()
 
 
 def setting(default: Any = MISSING, **kwargs: Any) -> Any:
@@ -163,6 +170,7 @@ _TYPE_NAMES = {
     "float": "a number",
     "bool": "true or false",
     "path": "a path string",
+    "location": "a path or location string",
     "str_list": "a list of strings",
 }
 
@@ -173,7 +181,7 @@ class Key:
 
     name: str  # the field's name: "epochs"
     path: str  # dotted: "train.epochs"
-    kind: str  # str int float bool path str_list literal_bool table
+    kind: str  # str int float bool path location str_list literal_bool table
     optional: bool  # `X | None`: unset is allowed
     required: bool  # no default
     default: Any
@@ -192,7 +200,7 @@ class Key:
 
     def type_ok(self, v: Any) -> bool:
         k = self.kind
-        if k in ("str", "path"):
+        if k in ("str", "path", "location"):
             return isinstance(v, str)
         if k == "int":
             return isinstance(v, int) and not isinstance(v, bool)
@@ -216,6 +224,8 @@ def _kind(tp: Any, where: str) -> tuple[str, bool, tuple[Any, ...]]:
         lits = [a for a in members if get_origin(a) is Literal]
         if lits and len(lits) == 1 and set(members) - set(lits) == {bool}:
             return "literal_bool", optional, get_args(lits[0])
+        if set(members) == {Path, str}:  # a local path or a remote location (Setting.remote)
+            return "location", optional, literals
         if len(members) != 1:
             raise TypeError(f"{where}: {tp} is not a type a TOML key can have")
         tp = members[0]
@@ -249,6 +259,11 @@ def keys(cls: type, prefix: str = "") -> tuple[Key, ...]:
             raise TypeError(
                 f"{cls.__name__}.{f.name}: declare it with setting(default, doc=...) "
                 "(or internal() when it is not a key of the file)"
+            )
+        if kind == "location" and (s is None or not s.remote or s.check is None):
+            raise TypeError(
+                f"{cls.__name__}.{f.name}: a `Path | str` setting needs `remote` (the prefixes "
+                "of its remote forms) and a `check` of those forms"
             )
         default = f.default if f.default is not MISSING else None
         required = f.default is MISSING and f.default_factory is MISSING
@@ -349,11 +364,18 @@ def _value(k: Key, v: Any, p: Parse) -> Any:
     assert s is not None
     if k.kind == "float":
         v = float(v)
-    if s.check and (expected := s.check(v)):
-        p.problem(k.path, s.expect or expected, describe(v))
+    remote = k.kind == "location" and v.startswith(s.remote)
+    if s.check and (k.kind != "location" or remote) and (expected := s.check(v)):
+        p.problem(k.path, s.expect or expected, describe(_public(v) if remote else v))
     if k.kind == "str_list":
         return tuple(v)
-    if k.kind != "path":
+    if remote:
+        return v
+    if k.kind == "location" and "://" in v:  # a URL of a scheme no remote form has
+        where = ", ".join(s.remote)
+        p.problem(k.path, f"a path or a location starting with {where}", describe(_public(v)))
+        return None
+    if k.kind not in ("path", "location"):
         return v
     if v == "" and k.optional:
         return None
@@ -361,6 +383,17 @@ def _value(k: Key, v: Any, p: Parse) -> Any:
     if s.must_exist and not path.is_file():
         p.problem(k.path, f"an existing {s.must_exist}", f"no file at {path}")
     return path
+
+
+def _public(location: str) -> str:
+    """A location as a message may show it: without user info or a query (either may hold a
+    secret; both are cut, not checked)."""
+    scheme, sep, rest = location.partition("://")
+    if not sep:
+        return location.split("?", 1)[0]
+    netloc, slash, path = rest.partition("/")
+    netloc = netloc.rsplit("@", 1)[-1]
+    return f"{scheme}://{netloc}{slash}{path}".split("?", 1)[0].split("#", 1)[0]
 
 
 # --- renderers ----------------------------------------------------------------------------------
@@ -441,7 +474,8 @@ def _object_schema(cls: type, prefix: str) -> dict[str, Any]:
 
 def _key_schema(k: Key) -> dict[str, Any]:
     assert k.setting is not None
-    types_ = {"str": "string", "path": "string", "int": "integer", "float": "number"}
+    types_ = {"str": "string", "path": "string", "location": "string", "int": "integer"}
+    types_ |= {"float": "number"}
     types_ |= {"bool": "boolean", "str_list": "array"}
     out: dict[str, Any] = {"description": _meaning(k)}
     if k.kind == "literal_bool":

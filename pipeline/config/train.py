@@ -2,12 +2,109 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from pipeline.config.spec import Custom, OneOf, Range, setting
+from pipeline.config.spec import Custom, Matches, OneOf, Range, setting
 
 _SHARE = Range(0, 1)
+
+# --- train.export_pkl: a local path or a remote location ---------------------------------------
+
+REMOTE_PREFIXES = ("https://", "http://", "hf:", "github:", "s3://")
+REMOTE_FORMS = (
+    "https://HOST/PATH, hf:ORG/NAME[@REVISION]/FILE, github:OWNER/REPO@TAG/FILE or s3://BUCKET/KEY"
+)
+_REPO = r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
+_NAME = r"[^/\x00-\x1f\x7f]+"  # one path segment: a file at the top of a repo or release
+_FORMS = {
+    "hf": re.compile(rf"hf:(?P<repo>{_REPO})(?:@(?P<revision>[^/@\s]+))?/(?P<name>{_NAME})"),
+    "github": re.compile(rf"github:(?P<repo>{_REPO})@(?P<revision>[^/@\s]+)/(?P<name>{_NAME})"),
+    "s3": re.compile(
+        r"s3://(?P<repo>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<name>[^\x00-\x1f\x7f]+)"
+    ),
+}
+_BLAKE3 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True)
+class RemoteLearner:
+    """A remote `train.export_pkl`, parsed (`remote_learner`).
+
+    `kind` "url": `url` is the http(s) URL; "hf", "github": `repo` (ORG/NAME, OWNER/REPO),
+    `revision` (the Hub's revision, default main; the release's tag) and `name` (the file);
+    "s3": `repo` is the bucket, `name` the key.
+    """
+
+    kind: str
+    text: str  # as release.toml has it
+    url: str = ""
+    repo: str = ""
+    revision: str = ""
+    name: str = ""
+
+    @property
+    def shown(self) -> str:
+        """The location for a message or a log: a URL without its query string."""
+        if self.kind != "url":
+            return self.text
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def remote_learner(text: str) -> RemoteLearner:
+    """`text` (one of `REMOTE_FORMS`) parsed; a revision or tag may write `/` as `%2F`.
+
+    Raises:
+        ValueError: not one of those forms; the message is what was expected.
+    """
+    if text.startswith(("https://", "http://")):
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 (a port that is not a number raises here)
+        except ValueError:
+            raise ValueError(f"an http(s) URL ({REMOTE_FORMS})") from None
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "a URL without user:password@ (credentials come from the environment, never "
+                "from release.toml)"
+            )
+        if not parts.hostname or parts.path in ("", "/") or any(c.isspace() for c in text):
+            raise ValueError("the URL of a file: https://HOST/PATH")
+        return RemoteLearner("url", text, url=text.split("#", 1)[0])
+    for kind, rx in _FORMS.items():
+        m = rx.fullmatch(text)
+        if m:
+            g = m.groupdict()
+            revision = unquote(g.get("revision") or "") or ("main" if kind == "hf" else "")
+            return RemoteLearner(kind, text, repo=g["repo"], revision=revision, name=g["name"])
+    if text.startswith("hf:"):
+        folder = text.count("/") > 2
+        raise ValueError(
+            "hf:ORG/NAME[@REVISION]/FILE"
+            + (
+                " (a file at the top of the repository; for one in a folder use its "
+                "https://huggingface.co/ORG/NAME/resolve/REVISION/PATH URL)"
+                if folder
+                else ""
+            )
+        )
+    if text.startswith("github:"):
+        tagless = "@" not in text
+        raise ValueError(
+            "github:OWNER/REPO@TAG/FILE" + (" (the release's tag is required)" if tagless else "")
+        )
+    raise ValueError("s3://BUCKET/KEY (a bucket name of 3-63 lowercase letters, digits, . and -)")
+
+
+def _remote_problem(v: str) -> str | None:
+    try:
+        remote_learner(v)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _valid_pct(v: float) -> str | None:
@@ -19,11 +116,41 @@ def _valid_pct(v: float) -> str | None:
 class TrainConfig:
     """How the AWD_LSTM classifier is trained (or which trained learner is loaded instead)."""
 
-    export_pkl: Path | None = setting(
+    export_pkl: Path | str | None = setting(
         None,
-        doc="load this learner (`learn.export()`) instead of training one",
+        doc="load this learner (`learn.export()`) instead of training one: a path or a location",
+        more="A location is `https://HOST/PATH` (any web server; a public GitHub release "
+        "asset's download URL), `hf:ORG/NAME[@REVISION]/FILE` (a file at the top of a Hub "
+        "repository; `HF_TOKEN`, `HF_ENDPOINT`), `github:OWNER/REPO@TAG/FILE` (a release asset; "
+        "`GITHUB_TOKEN` for a private repository) or `s3://BUCKET/KEY` (boto3's credentials, "
+        "region and endpoint; the `[s3]` extra). It needs `export_pkl_blake3` and "
+        "`export_pkl_size`: the file is downloaded with the client's transport (retried, "
+        "resumed, never past that size) into the build directory, and its blake3 is checked "
+        "before anything unpickles it; a build that finds the pinned file there already "
+        "downloads nothing. `http://` works too (the pin keeps the bytes intact; a warning says "
+        "they travel in the clear, unless the host is this machine). "
+        "See [Train elsewhere, release in CI](train-elsewhere.md)",
         example="export.pkl",
         must_exist="fastai export.pkl",
+        remote=REMOTE_PREFIXES,
+        check=Custom(_remote_problem),
+    )
+    export_pkl_blake3: str | None = setting(
+        None,
+        doc="the blake3 of `export_pkl` (`b3sum export.pkl`); required when it is a location",
+        more="Checked before the learner is unpickled; a local `export_pkl` is checked against "
+        "it too when it is set",
+        check=Matches(_BLAKE3, "64 hex digits (a blake3 digest: `b3sum export.pkl`)"),
+        example="af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+    )
+    export_pkl_size: int | None = setting(
+        None,
+        doc="the size of `export_pkl` in bytes (`wc -c < export.pkl`); required when it is a "
+        "location",
+        more="A download never grows past it; a local `export_pkl` is checked against it too when "
+        "it is set",
+        example=23_456_789,
+        check=Range(1),
     )
     seed: int = setting(
         42, doc="seeds python, numpy, torch and the train/valid split", check=Range(0)

@@ -350,9 +350,9 @@ class HubIndexStore:
             self.p.check()
 
     def _session(self) -> Any:
-        from pipeline.publishers.huggingface import _hub_session
+        from pipeline.publishers.hub_session import hub_session
 
-        return _hub_session(self.p.policy.timeout)
+        return hub_session(self.p.policy.timeout)
 
     def _branch_exists(self) -> bool:
         refs = self.p._call("list branches", lambda: self.p.api.list_repo_refs(self.p.repo_id))

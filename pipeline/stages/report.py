@@ -8,11 +8,20 @@ from datetime import UTC, datetime
 
 from pipeline import __version__, environment
 from pipeline.gitinfo import commit_of
+from pipeline.learner_file import learner_name
 from pipeline.report import write_report
 from pipeline.stages.base import BuildContext
 from pipeline.typo_aliases import count_in_learner
 
 log = logging.getLogger("pipeline.build")
+# [train] keys that say where a learner comes from, not how it was trained
+_NOT_TRAINING = (
+    "export_pkl",
+    "export_pkl_blake3",
+    "export_pkl_size",
+    "pretrained_weights",
+    "pretrained_vocab",
+)
 
 
 def build_meta(ctx: BuildContext) -> dict:
@@ -47,15 +56,12 @@ class Report:
                 "train rows": len(ctx.train_data),
                 "vocabulary": len(learn.dls.vocab[0]),
                 "typo aliases (misspellings read as a word)": count_in_learner(learn),
-                **{
-                    k: v
-                    for k, v in asdict(t).items()
-                    if k not in ("export_pkl", "pretrained_weights", "pretrained_vocab")
-                },
+                **{k: v for k, v in asdict(t).items() if k not in _NOT_TRAINING},
             }
         else:
             ctx.results["train"] = {
-                "loaded from": str(t.export_pkl),
+                "loaded from": learner_name(t),
+                **({"pinned blake3": t.export_pkl_blake3.lower()} if t.export_pkl_blake3 else {}),
                 "vocabulary": len(learn.dls.vocab[0]),
                 "typo aliases (misspellings read as a word)": count_in_learner(learn),
             }

@@ -12,6 +12,7 @@ from pipeline import atomic
 from pipeline.checksums import blake3_bytes, blake3_file
 from pipeline.environment import library_versions
 from pipeline.errors import InputError
+from pipeline.learner_file import input_digest, place
 from pipeline.stages.base import BuildContext
 from pipeline.stages.quantize import export_learner
 from pipeline.training import labels_of, load_exported, train_classifier
@@ -27,7 +28,7 @@ def train_key(ctx: BuildContext) -> str:
         "train": {k: str(v) for k, v in asdict(c.train).items()},
         "columns": [c.data.text_column, c.data.label_column],
         "data": blake3_file(c.data.train_csv) if c.data.train_csv else None,
-        "export_pkl": blake3_file(c.train.export_pkl) if c.train.export_pkl else None,
+        "export_pkl": input_digest(c.train),  # a location's pin: no download for a key
         "libraries": library_versions(),
     }
     return blake3_bytes(json.dumps(parts, sort_keys=True).encode())
@@ -55,16 +56,15 @@ class TrainOrLoad:
         ctx.build_dir.mkdir(parents=True, exist_ok=True)
         (ctx.build_dir / KEY_FILE).unlink(missing_ok=True)
         if c.train.export_pkl is not None:
-            log.info("loading %s", c.train.export_pkl)
-            learn = load_exported(c.train.export_pkl)
+            # copied or downloaded, and checked against its pin, before anything unpickles it
+            name = place(c.train, ctx.original_path, config_name=c.path.name)
+            log.info("loading %s", name)
+            learn = load_exported(ctx.original_path, name=name)
             ctx.learner = learn
             if c.onnx.enabled is True and (why := ctx.onnx_unsupported_reason()):
                 from pipeline.stages.onnx import required_but_unsupported
 
                 raise required_but_unsupported(ctx, why)  # before any long work
-            tmp = ctx.build_dir / f".{ctx.original_path.name}.copy"
-            shutil.copyfile(c.train.export_pkl, tmp)
-            tmp.replace(ctx.original_path)
         else:
             learn = train_classifier(
                 c, ctx.train_data, ctx.build_dir / "work", interactive=sys.stderr.isatty()

@@ -262,22 +262,31 @@ def test_rebuild_skips_training_and_a_failed_gate_stops_the_release(
     assert not (work / "artifacts" / "releases").exists()
 
 
-def test_build_from_an_existing_export_pkl(tiny, tmp_path: Path) -> None:
+def test_build_from_an_export_pkl_trained_elsewhere(tiny, tmp_path: Path) -> None:
+    # a learner uploaded from the machine that trained it, fetched by its pinned location (a
+    # local export_pkl builds the same way: tests/integration/test_learner_zoo.py)
+    from tests.mirror_server import MirrorServer
+
     work, _ = tiny
     src = work / "artifacts" / "build" / "0.0.1" / "export.pkl"
     d = tmp_path / "load"
     d.mkdir()
     text = (FIXTURES / "tiny.toml").read_text().replace('train_csv = "bundled:train.csv"\n', "")
-    text = text.replace("[train]\n", f'[train]\nexport_pkl = "{src}"\n')
-    (d / "release.toml").write_text(text)
-    m = build(cfg.load(d / "release.toml"))
+    with MirrorServer(src.parent) as server:
+        url = f"{server.url}/export.pkl"
+        pin = f'export_pkl_blake3 = "{mf.blake3_file(src)}"\nexport_pkl_size = {src.stat().st_size}'
+        text = text.replace("[train]\n", f'[train]\nexport_pkl = "{url}"\n{pin}\n')
+        (d / "release.toml").write_text(text)
+        m = build(cfg.load(d / "release.toml"))
+        assert server.count("/export.pkl") == 1
     assert (
         mf.check_file(d / "artifacts" / "build" / "0.0.1" / "export.pkl", m.variant("original"))
         is None
     )
     assert m.variant("original").blake3 == mf.blake3_file(src)
     report = json.loads((d / "artifacts" / "build" / "0.0.1" / "report.json").read_text())
-    assert report["validate"]["baseline"] is None and report["train"]["loaded from"] == str(src)
+    assert report["validate"]["baseline"] is None and report["train"]["loaded from"] == url
+    assert report["train"]["pinned blake3"] == m.variant("original").blake3
 
 
 def test_export_pkl_that_is_not_a_learner_exits_3(tmp_path: Path) -> None:

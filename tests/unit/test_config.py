@@ -173,6 +173,85 @@ def test_subword_tokenizer_refused_with_word_weights_or_required_onnx(tmp_path: 
         config.load(write(tmp_path, MINIMAL + '[train]\ntokenizer = "bpe"\n'))
 
 
+PIN = 'export_pkl_blake3 = "' + "ab" * 32 + '"\nexport_pkl_size = 1000\n'
+
+
+def remote(location: str, pin: str = PIN) -> str:
+    return (
+        MINIMAL.replace('train_csv = "bundled:train.csv"\n', "")
+        + f"[train]\nexport_pkl = {location!r}\n{pin}"
+    ).replace("'", '"')
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "https://github.com/acme/learners/releases/download/learner-1/export.pkl",
+        "http://127.0.0.1:8080/export.pkl",
+        "hf:acme/learner/export.pkl",
+        "hf:acme/learner@refs%2Fpr%2F1/export.pkl",
+        "github:acme/learners@learner-1/export.pkl",
+        "s3://gpu-box/runs/7/export.pkl",
+    ],
+)
+def test_export_pkl_may_be_a_remote_location(tmp_path: Path, location: str) -> None:
+    c = config.load(write(tmp_path, remote(location)))
+    assert c.train.export_pkl == location and c.train.export_pkl_size == 1000
+    assert not (tmp_path / location).exists()  # a location, not a path checked for a file
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("ftp://host/export.pkl", "a path or a location starting with https://, http://, hf:"),
+        ("hf:acme/learner/models/export.pkl", "(a file at the top of the repository; for one"),
+        ("hf:acme/export.pkl", "hf:ORG/NAME[@REVISION]/FILE"),
+        ("github:acme/learners/export.pkl", "github:OWNER/REPO@TAG/FILE (the release's tag is"),
+        ("s3://Bucket_1/export.pkl", "s3://BUCKET/KEY"),
+        ("s3://bucket", "s3://BUCKET/KEY"),
+        ("https://host/", "the URL of a file"),
+    ],
+)
+def test_a_remote_location_of_no_known_form_is_refused(
+    tmp_path: Path, location: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, remote(location)))
+    assert len(e.value.problems) == 1 and expected in e.value.problems[0], e.value.problems
+
+
+def test_no_secret_of_a_location_is_echoed(tmp_path: Path) -> None:
+    for location in ("https://me:hunter2@host/x.pkl?sig=hunter3", "ftp://me:hunter2@h/x?t=hunter3"):
+        with pytest.raises(ConfigError) as e:
+            config.load(write(tmp_path, remote(location)))
+        assert "hunter" not in str(e.value), e.value.problems
+
+
+def test_a_remote_export_pkl_needs_its_pin_and_a_pin_needs_export_pkl(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, remote("hf:acme/learner/export.pkl", pin="")))
+    assert e.value.problems == [
+        "release.toml: train.export_pkl_blake3: expected the learner's blake3 with a remote "
+        "train.export_pkl (`b3sum export.pkl` where it was trained), or unset without "
+        "train.export_pkl, found nothing",
+        "release.toml: train.export_pkl_size: expected the learner's size in bytes with a remote "
+        "train.export_pkl (`wc -c < export.pkl` where it was trained), or unset without "
+        "train.export_pkl, found nothing",
+    ]
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, MINIMAL + "[train]\n" + PIN))
+    assert [p.split(": ")[1] for p in e.value.problems] == [
+        "train.export_pkl_blake3",
+        "train.export_pkl_size",
+    ]
+    assert e.value.problems[1].endswith("found 1000")
+    with pytest.raises(ConfigError, match="export_pkl_blake3: expected 64 hex digits"):
+        config.load(write(tmp_path, remote("hf:a/b/export.pkl", PIN.replace("ab", "xy", 1))))
+    (tmp_path / "export.pkl").write_bytes(b"x")  # a local file may be pinned, or not
+    assert config.load(write(tmp_path, remote("export.pkl"))).train.export_pkl_size == 1000
+    assert config.load(write(tmp_path, remote("export.pkl", ""))).train.export_pkl_size is None
+
+
 def test_checks_across_keys_all_at_once_and_not_on_a_key_already_wrong(tmp_path: Path) -> None:
     (tmp_path / "export.pkl").write_bytes(b"x")
     (tmp_path / "w.pth").write_bytes(b"x")
@@ -199,7 +278,10 @@ def test_checks_across_keys_all_at_once_and_not_on_a_key_already_wrong(tmp_path:
     with pytest.raises(ConfigError) as e:
         config.load(write(tmp_path, text.replace('export_pkl = "export.pkl"', "export_pkl = 3")))
     assert not any("with train.export_pkl" in p for p in e.value.problems), e.value.problems
-    assert "release.toml: train.export_pkl: expected a path string, found int 3" in e.value.problems
+    assert (
+        "release.toml: train.export_pkl: expected a path or location string, found int 3"
+        in e.value.problems
+    )
     (tmp_path / "v.pkl").write_bytes(b"x")
     both = MINIMAL + '[train]\npretrained_weights = "w.pth"\npretrained_vocab = "v.pkl"\n'
     with pytest.raises(ConfigError, match=r"train.pretrained: expected true when .*, found false"):

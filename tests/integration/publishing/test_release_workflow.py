@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from pipeline import signing
+from pipeline.checksums import blake3_file
+from pipeline.report import DETAIL_FILE
 from tests.conftest import FIXTURES, ROOT
 from tests.integration.publishing.conftest import (
     GH_REPO,
@@ -36,6 +38,7 @@ from tests.integration.publishing.conftest import (
 pytestmark = pytest.mark.slow
 WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
 EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+BUILD_STEP = "ran: Build (train or fetch the pinned learner, quantize, validate against the gates)"
 
 
 class StepFailed(Exception):
@@ -140,6 +143,12 @@ def play(
         # run is a repository that set the variable RELEASE_SIGNING=key and the key secret
         "vars.RELEASE_SIGNING || 'sigstore'": "key" if secrets["RELEASE_SIGNING_KEY"] else "",
         "vars.RELEASE_SIGNING_CERTIFICATE": "",
+        # a learner's location that needs none of these (the repository does not set them)
+        "secrets.LEARNER_HF_TOKEN": "",
+        "secrets.LEARNER_AWS_ACCESS_KEY_ID": "",
+        "secrets.LEARNER_AWS_SECRET_ACCESS_KEY": "",
+        "vars.LEARNER_AWS_REGION": "",
+        "vars.LEARNER_S3_ENDPOINT": "",
         "github.event_name == 'workflow_dispatch' && inputs.dry_run": "false",  # a tag push
     }
     env = {
@@ -174,7 +183,19 @@ def project(tmp_path: Path) -> Path:
     return p
 
 
-def test_release_workflow_steps_publish_end_to_end(project, tmp_path, gh, hub) -> None:
+def test_release_workflow_steps_publish_end_to_end(project, tmp_path, gh, hub, tiny) -> None:
+    # Trained elsewhere (here: the session's tiny build), uploaded as the asset of a "learner"
+    # release of the same repository, pinned in release.toml: the tag's build job fetches it
+    # with its own token (docs/train-elsewhere.md), then quantizes, validates and publishes.
+    learner = tiny[0] / "artifacts" / "build" / "0.0.1" / "export.pkl"
+    gh.add_release(GH_REPO, "learner-1", assets={"export.pkl": learner.read_bytes()})
+    location = f"github:{GH_REPO}@learner-1/export.pkl"
+    pin = (
+        f'export_pkl_blake3 = "{blake3_file(learner)}"\nexport_pkl_size = {learner.stat().st_size}'
+    )
+    toml = (project / "release.toml").read_text().replace('train_csv = "bundled:train.csv"\n', "")
+    toml = toml.replace("[train]\n", f'[train]\nexport_pkl = "{location}"\n{pin}\n')
+    (project / "release.toml").write_text(toml)
     pair = signing.generate()
     secrets = {
         "GITHUB_TOKEN": GH_TOKEN,
@@ -183,7 +204,8 @@ def test_release_workflow_steps_publish_end_to_end(project, tmp_path, gh, hub) -
     }
     summary, log = play(project, tmp_path, "v0.0.1", secrets, gh, hub)
     text = "\n".join(log)
-    assert "ran: Build (train, quantize, validate against the gates) -> exit 0" in text, text
+    assert f"downloading {location} (" in text, text
+    assert f"{BUILD_STEP} -> exit 0" in text, text
     assert "ran: Publish to GitHub Releases and the Hugging Face Hub -> exit 0" in text, text
     assert "**PASSED**" in summary.read_text()
     build = tmp_path / "runner-publish" / "artifacts" / "build" / "0.0.1"
@@ -193,7 +215,7 @@ def test_release_workflow_steps_publish_end_to_end(project, tmp_path, gh, hub) -
         if p.is_file() and not p.name.startswith(".")
     }
     assert {"manifest.json", "model.sig", "export_quantized.pkl", "model_int8.onnx"} <= set(files)
-    for name in ("train.key",):
+    for name in ("train.key", DETAIL_FILE):  # the build's own, never published
         files.pop(name, None)
     assert_github_release(gh, GH_REPO, "v0.0.1", files)
     assert_hub_release(hub, HF_REPO, "v0.0.1", files)
@@ -208,9 +230,6 @@ def test_a_mismatching_tag_stops_before_the_build(project, tmp_path, gh, hub) ->
     text = str(e.value)
     assert "ran: Check that the tag matches release.toml -> exit 1" in text
     assert "tag 'v9.9.9' does not match" in text
-    assert (
-        "skipped (an earlier step failed): Build (train, quantize, validate against the gates)"
-        in text
-    )
+    assert f"skipped (an earlier step failed): {BUILD_STEP.removeprefix('ran: ')}" in text
     assert "ran: Write the report to the job summary -> exit 0" in text  # if: always()
     assert gh.releases(GH_REPO) == [] and HF_REPO not in hub.repos
