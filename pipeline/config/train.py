@@ -194,8 +194,10 @@ class TrainConfig:
     threads: int = setting(
         0,
         doc="torch threads while training; 0 = every core",
-        more="Training is deterministic for a given value (same weights, byte-identical "
-        "pickles); results differ between values",
+        more="At 1 thread training is deterministic (same weights, byte-identical pickles on "
+        "any machine). With more threads, torch's CPU kernels may split work differently when "
+        "the machine is busy: 1 of 4 trainings of tests/fixtures/tiny.toml at 2 threads on a "
+        "loaded 2-core machine gave other weights. Set 1 where a rebuild must be byte-identical",
         check=Range(0, 1024),
     )
     pretrained: bool = setting(
