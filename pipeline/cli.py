@@ -94,6 +94,14 @@ def _setting(*decls: str, setting: str, renamed: bool = True, **kwargs: Any):  #
     return click.option(*decls, cls=_SettingOption, setting=setting, renamed=renamed, **kwargs)
 
 
+def _force_flag(*aliases: str, help: str) -> Any:
+    """`--force` (and `aliases`), the flag that overwrites or replaces: given on the command line
+    only, never read from the environment, so no CI variable can turn it on for every run."""
+    return click.option(
+        "--force", *aliases, "force", is_flag=True, allow_from_autoenv=False, help=help
+    )
+
+
 def _client_settings(ctx: click.Context) -> Any:
     """The client's settings for this command: the environment (read once, each variable by its
     one parser), then the setting options given on the command line on top."""
@@ -232,12 +240,7 @@ def schema() -> None:
 
 
 @cli.command()
-@click.option(
-    "--force",
-    is_flag=True,
-    allow_from_autoenv=False,  # never from the environment
-    help="Retrain even when the training inputs are unchanged.",
-)
+@_force_flag(help="Retrain even when the training inputs are unchanged.")
 @click.pass_obj
 def build(state: _State, force: bool) -> None:
     """Train (or load), strip, quantize, validate, report and checksum a release.
@@ -283,12 +286,8 @@ def build(state: _State, force: bool) -> None:
     show_envvar=True,
     help="Print what would be published, skipped or refused; change nothing.",
 )
-@click.option(
-    "--force",
+@_force_flag(
     "--replace",
-    "force",
-    is_flag=True,
-    allow_from_autoenv=False,  # never from the environment: versions stay immutable unless asked
     help="Replace a published version whose files differ (every target: the local copy, GitHub "
     "assets, the HF tag, the S3 objects); --replace is the same flag.",
 )
@@ -396,12 +395,7 @@ def verify(ctx: click.Context, directory: Path, **_settings: Any) -> None:
     show_default=True,
     help="Directory for release-signing-key.pem (private, mode 600) and release-signing-key.pub.",
 )
-@click.option(
-    "--force",
-    is_flag=True,
-    allow_from_autoenv=False,  # never from the environment
-    help="Overwrite an existing key pair.",
-)
+@_force_flag(help="Overwrite an existing key pair.")
 def keygen(out_dir: Path, force: bool) -> None:
     """Write a new ECDSA P-256 key pair for signing releases; print the public key.
 

@@ -153,12 +153,7 @@ class Index:
         Raises:
             InputError: not an index document of this format, or a field out of its bounds.
         """
-        if len(data) > MAX_INDEX_BYTES:
-            raise InputError(f"{where}: more than {MAX_INDEX_BYTES} bytes: not an index")
-        try:
-            d = json.loads(data)
-        except (ValueError, RecursionError) as e:
-            raise InputError(f"{where}: not JSON ({type(e).__name__})") from None
+        d = _bounded_json(data, where)
         if not isinstance(d, dict):
             raise InputError(f"{where}: expected a JSON object")
         if d.get("format") != FORMAT:
@@ -354,18 +349,28 @@ class Envelope:
         return hashlib.sha256(self.signed).hexdigest()
 
 
+def _bounded_json(data: bytes, where: str) -> Any:
+    """`data` parsed as JSON, when it is no larger than an index may be (the document and its
+    envelope have the same bound).
+
+    Raises:
+        InputError: too large, or not JSON.
+    """
+    if len(data) > MAX_INDEX_BYTES:
+        raise InputError(f"{where}: more than {MAX_INDEX_BYTES} bytes: not an index")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:
+        raise InputError(f"{where}: not JSON ({type(e).__name__})") from None
+
+
 def parse(data: bytes, where: str) -> Envelope:
     """An `index.json` read from anywhere: bounded, every field checked; not verified.
 
     Raises:
         InputError: not an index envelope of this format (names what is wrong).
     """
-    if len(data) > MAX_INDEX_BYTES:
-        raise InputError(f"{where}: more than {MAX_INDEX_BYTES} bytes: not an index")
-    try:
-        d = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        raise InputError(f"{where}: not JSON ({type(e).__name__})") from None
+    d = _bounded_json(data, where)
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise InputError(f"{where}: not a {FORMAT} envelope")
     signed = d.get("signed")

@@ -165,163 +165,23 @@ class Manifest:
         """
         if not isinstance(data, dict):
             raise InputError(f"{source}: expected a JSON object, found {type(data).__name__}")
-        problems: list[str] = []
-
-        def found(value: Any) -> str:
-            text = repr(value)
-            return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
-
-        def field_of(key: str, typ: type | tuple[type, ...], required: bool = True) -> Any:
-            if key not in data:
-                if required:
-                    problems.append(f"{key}: missing")
-                return None
-            value = data[key]
-            if value is None and not required:
-                return None
-            if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
-                name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-                problems.append(f"{key}: expected {name}, found {found(value)}")
-                return None
-            return value
-
-        def strings(key: str, value: Any) -> list[str]:
-            if value is None:
-                return []
-            bad = [i for i, x in enumerate(value) if not isinstance(x, str)]
-            for i in bad[:3]:
-                problems.append(f"{key}[{i}]: expected str, found {found(value[i])}")
-            return [] if bad else list(value)
-
-        schema = field_of("schema_version", int)
-        if schema is not None and not 1 <= schema <= SCHEMA_VERSION:
-            problems.append(
-                f"schema_version: this fastai-release reads 1 to {SCHEMA_VERSION}, found {schema}"
-                + ("; upgrade fastai-release" if schema > SCHEMA_VERSION else "")
-            )
-        model = field_of("model", str)
-        if model is not None and not is_safe_name(model):
-            problems.append(
-                f"model: expected a plain name (letters, digits, . _ -), found {model!r}"
-            )
-        version = field_of("version", str)
-        if version is not None and version.lower() == LATEST_NAME:
-            problems.append(
-                f"version: {version!r} is the name of the pointer to the newest version, "
-                "not a version"
-            )
-        elif version is not None and not is_safe_version(version):
-            problems.append(
-                f"version: expected letters, digits, '.', '_', '+' or '-', found {version!r}"
-            )
-        labels = strings("labels", field_of("labels", list))
-        raw_files = field_of("files", list)
-        environment = field_of("environment", dict)
-        if environment is not None:
-            for k, v in list(environment.items())[:100]:
-                if not isinstance(v, str):
-                    problems.append(f"environment.{k}: expected str, found {found(v)}")
-        created = field_of("created", str)
-        git_commit = field_of("git_commit", str, required=False)
-        description = field_of("description", str, required=False) or ""
-        build_key = field_of("build_key", str, required=False) or ""
-        tool = field_of("tool", str, required=False) or ""
-        validation = field_of("validation", dict, required=False) or {}
-        raw_golden = field_of("golden_queries", list, required=False) or []
-
-        files: list[FileEntry] = []
-        seen: dict[str, str] = {}  # folded name -> name as listed
-        for i, f in enumerate(raw_files or []):
-            where = f"files[{i}]"
-            if not isinstance(f, dict):
-                problems.append(f"{where}: expected an object, found {found(f)}")
-                continue
-            missing = [k for k in ("name", "size", "blake3") if k not in f]
-            if missing:
-                problems.append(f"{where}: missing {', '.join(missing)}")
-                continue
-            name, size, digest = f["name"], f["size"], f["blake3"]
-            variant, kind = f.get("variant"), f.get("kind", "model")
-            ok = True
-            if not is_safe_name(name):
-                problems.append(f"{where}.name: expected a plain file name, found {found(name)}")
-                ok = False
-            elif is_reserved_name(name):
-                problems.append(
-                    f"{where}.name: {name!r} is reserved for the manifest and its signatures "
-                    "(in any case)"
-                )
-                ok = False
-            elif name.lower() in seen:
-                other = seen[name.lower()]
-                problems.append(
-                    f"{where}.name: {name!r} is listed twice"
-                    if other == name
-                    else f"{where}.name: {name!r} and {other!r} differ only in case (one file "
-                    "on a case-insensitive file system)"
-                )
-                ok = False
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                problems.append(
-                    f"{where}.size: expected a non-negative integer, found {found(size)}"
-                )
-                ok = False
-            if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-                problems.append(
-                    f"{where}.blake3: expected 64 lowercase hex digits, found {found(digest)}"
-                )
-                ok = False
-            if variant is not None and variant not in VARIANTS:
-                problems.append(
-                    f"{where}.variant: expected one of {sorted(VARIANTS)} or null, found {found(variant)}"
-                )
-                ok = False
-            if kind not in KINDS:
-                problems.append(
-                    f"{where}.kind: expected one of {sorted(KINDS)}, found {found(kind)}"
-                )
-                ok = False
-            elif kind == "tokenizer" and isinstance(size, int) and size > MAX_TOKENIZER_SIZE:
-                problems.append(
-                    f"{where}.size: {size:,} bytes for a tokenizer file, more than the "
-                    f"{MAX_TOKENIZER_SIZE:,} allowed"
-                )
-                ok = False
-            if ok:
-                seen[name.lower()] = name
-                files.append(FileEntry(name, size, digest, variant, kind))
-        golden = []
-        if len(raw_golden) > MAX_GOLDEN_QUERIES:
-            problems.append(
-                f"golden_queries: {len(raw_golden):,} queries, more than the "
-                f"{MAX_GOLDEN_QUERIES:,} a build writes ([validate] golden_queries)"
-            )
-            raw_golden = []
-        for i, g in enumerate(raw_golden):
-            if (
-                isinstance(g, dict)
-                and isinstance(g.get("text"), str)
-                and isinstance(g.get("expected"), str)
-                and len(g["text"]) <= MAX_GOLDEN_TEXT
-                and len(g["expected"]) <= MAX_LABEL
-            ):
-                golden.append(GoldenQuery(g["text"], g["expected"]))
-            elif (
-                isinstance(g, dict)
-                and isinstance(g.get("text"), str)
-                and isinstance(g.get("expected"), str)
-            ):
-                problems.append(
-                    f"golden_queries[{i}]: a text of {len(g['text']):,} characters and a label "
-                    f"of {len(g['expected']):,}; at most {MAX_GOLDEN_TEXT:,} and {MAX_LABEL:,}"
-                )
-            else:
-                problems.append(
-                    f"golden_queries[{i}]: expected {{text, expected}} strings, found {found(g)}"
-                )
-        if problems:
-            shown = problems[:20] + (
-                [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
+        r = _Fields(data)
+        schema, model, version = _identity(r)
+        labels = r.strings("labels", r.get("labels", list))
+        raw_files = r.get("files", list)
+        environment = _environment(r)
+        created = r.get("created", str)
+        git_commit = r.get("git_commit", str, required=False)
+        description = r.get("description", str, required=False) or ""
+        build_key = r.get("build_key", str, required=False) or ""
+        tool = r.get("tool", str, required=False) or ""
+        validation = r.get("validation", dict, required=False) or {}
+        raw_golden = r.get("golden_queries", list, required=False) or []
+        files = _file_entries(raw_files or [], r.problems)
+        golden = _golden_queries(raw_golden, r.problems)
+        if r.problems:
+            shown = r.problems[:20] + (
+                [f"... and {len(r.problems) - 20} more"] if len(r.problems) > 20 else []
             )
             raise InputError(
                 f"{source}: not a valid release manifest:\n" + "\n".join(f"  - {p}" for p in shown)
@@ -409,3 +269,174 @@ def verify_dir(directory: Path, manifest: Manifest | None = None) -> Manifest:
             + "\nRebuild with `release build --force`, or fetch the release again."
         )
     return manifest
+
+
+# -- reading a manifest mapping (Manifest.from_dict): each step lists its problems, in order --
+
+
+def _found(value: Any) -> str:
+    """A value as a message quotes it: its type and the start of its repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
+
+
+class _Fields:
+    """The top-level fields of a manifest mapping, and every problem found in them so far."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = data
+        self.problems: list[str] = []
+
+    def get(self, key: str, typ: type | tuple[type, ...], required: bool = True) -> Any:
+        """`data[key]` when it is there and of type `typ`, else None (and a problem, unless it
+        is optional and absent or null)."""
+        if key not in self.data:
+            if required:
+                self.problems.append(f"{key}: missing")
+            return None
+        value = self.data[key]
+        if value is None and not required:
+            return None
+        if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
+            name = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+            self.problems.append(f"{key}: expected {name}, found {_found(value)}")
+            return None
+        return value
+
+    def strings(self, key: str, value: Any) -> list[str]:
+        """The list `value` of `key` when every item is a string (else [] and up to 3 problems)."""
+        if value is None:
+            return []
+        bad = [i for i, x in enumerate(value) if not isinstance(x, str)]
+        for i in bad[:3]:
+            self.problems.append(f"{key}[{i}]: expected str, found {_found(value[i])}")
+        return [] if bad else list(value)
+
+
+def _identity(r: _Fields) -> tuple[Any, Any, Any]:
+    """schema_version, model and version, each checked (None where it is not usable)."""
+    schema = r.get("schema_version", int)
+    if schema is not None and not 1 <= schema <= SCHEMA_VERSION:
+        r.problems.append(
+            f"schema_version: this fastai-release reads 1 to {SCHEMA_VERSION}, found {schema}"
+            + ("; upgrade fastai-release" if schema > SCHEMA_VERSION else "")
+        )
+    model = r.get("model", str)
+    if model is not None and not is_safe_name(model):
+        r.problems.append(f"model: expected a plain name (letters, digits, . _ -), found {model!r}")
+    version = r.get("version", str)
+    if version is not None and version.lower() == LATEST_NAME:
+        r.problems.append(
+            f"version: {version!r} is the name of the pointer to the newest version, not a version"
+        )
+    elif version is not None and not is_safe_version(version):
+        r.problems.append(
+            f"version: expected letters, digits, '.', '_', '+' or '-', found {version!r}"
+        )
+    return schema, model, version
+
+
+def _environment(r: _Fields) -> Any:
+    """The environment mapping; its first 100 values checked to be strings."""
+    environment = r.get("environment", dict)
+    if environment is not None:
+        for k, v in list(environment.items())[:100]:
+            if not isinstance(v, str):
+                r.problems.append(f"environment.{k}: expected str, found {_found(v)}")
+    return environment
+
+
+def _file_entries(raw_files: list[Any], problems: list[str]) -> list[FileEntry]:
+    """The entries of `files` that pass every check; a problem for each one that does not."""
+    files: list[FileEntry] = []
+    seen: dict[str, str] = {}  # folded name -> name as listed
+    for i, f in enumerate(raw_files):
+        where = f"files[{i}]"
+        if not isinstance(f, dict):
+            problems.append(f"{where}: expected an object, found {_found(f)}")
+            continue
+        missing = [k for k in ("name", "size", "blake3") if k not in f]
+        if missing:
+            problems.append(f"{where}: missing {', '.join(missing)}")
+            continue
+        found_here = _entry_problems(where, f, seen)
+        problems.extend(found_here)
+        if not found_here:
+            seen[f["name"].lower()] = f["name"]
+            files.append(
+                FileEntry(
+                    f["name"], f["size"], f["blake3"], f.get("variant"), f.get("kind", "model")
+                )
+            )
+    return files
+
+
+def _entry_problems(where: str, f: dict[str, Any], seen: dict[str, str]) -> list[str]:
+    """What is wrong with one file entry (which has a name, a size and a digest)."""
+    name, size, digest = f["name"], f["size"], f["blake3"]
+    variant, kind = f.get("variant"), f.get("kind", "model")
+    problems = []
+    if not is_safe_name(name):
+        problems.append(f"{where}.name: expected a plain file name, found {_found(name)}")
+    elif is_reserved_name(name):
+        problems.append(
+            f"{where}.name: {name!r} is reserved for the manifest and its signatures (in any case)"
+        )
+    elif name.lower() in seen:
+        other = seen[name.lower()]
+        problems.append(
+            f"{where}.name: {name!r} is listed twice"
+            if other == name
+            else f"{where}.name: {name!r} and {other!r} differ only in case (one file "
+            "on a case-insensitive file system)"
+        )
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        problems.append(f"{where}.size: expected a non-negative integer, found {_found(size)}")
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        problems.append(f"{where}.blake3: expected 64 lowercase hex digits, found {_found(digest)}")
+    if variant is not None and variant not in VARIANTS:
+        problems.append(
+            f"{where}.variant: expected one of {sorted(VARIANTS)} or null, found {_found(variant)}"
+        )
+    if kind not in KINDS:
+        problems.append(f"{where}.kind: expected one of {sorted(KINDS)}, found {_found(kind)}")
+    elif kind == "tokenizer" and isinstance(size, int) and size > MAX_TOKENIZER_SIZE:
+        problems.append(
+            f"{where}.size: {size:,} bytes for a tokenizer file, more than the "
+            f"{MAX_TOKENIZER_SIZE:,} allowed"
+        )
+    return problems
+
+
+def _golden_queries(raw_golden: list[Any], problems: list[str]) -> list[GoldenQuery]:
+    """The golden queries within their bounds; a problem for each other one (or for too many)."""
+    golden = []
+    if len(raw_golden) > MAX_GOLDEN_QUERIES:
+        problems.append(
+            f"golden_queries: {len(raw_golden):,} queries, more than the "
+            f"{MAX_GOLDEN_QUERIES:,} a build writes ([validate] golden_queries)"
+        )
+        raw_golden = []
+    for i, g in enumerate(raw_golden):
+        if (
+            isinstance(g, dict)
+            and isinstance(g.get("text"), str)
+            and isinstance(g.get("expected"), str)
+            and len(g["text"]) <= MAX_GOLDEN_TEXT
+            and len(g["expected"]) <= MAX_LABEL
+        ):
+            golden.append(GoldenQuery(g["text"], g["expected"]))
+        elif (
+            isinstance(g, dict)
+            and isinstance(g.get("text"), str)
+            and isinstance(g.get("expected"), str)
+        ):
+            problems.append(
+                f"golden_queries[{i}]: a text of {len(g['text']):,} characters and a label "
+                f"of {len(g['expected']):,}; at most {MAX_GOLDEN_TEXT:,} and {MAX_LABEL:,}"
+            )
+        else:
+            problems.append(
+                f"golden_queries[{i}]: expected {{text, expected}} strings, found {_found(g)}"
+            )
+    return golden

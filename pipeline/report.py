@@ -1,4 +1,5 @@
-"""report.json, report.md and the PNG plots of a build. Every number comes from this build's results."""
+"""report.json and report.md of a build (its PNG plots: report_plots.py). Every number comes from
+this build's results."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from pipeline import atomic
 
 DETAIL_FILE = "predictions.json"  # per-text detail: kept in the build directory, never published
 PER_CLASS_ROWS = 30  # more classes: the per-class table lists the weakest ones
-CONFUSION_ANNOTATE_MAX = 25  # classes up to which a confusion image writes each cell's count
 CONFUSION_PLOT_MAX = 60  # more classes: no confusion image (the table of top confusions stays)
-PLOTS = ("latency.png", "confusion_original.png", "confusion_quantized.png", "confusion_onnx.png")
 
 
 def _pct(x: float | None) -> str:
@@ -216,12 +215,28 @@ def _not_evaluated(meta: dict[str, Any], v: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
+    """report.md: the verdict and gates, accuracy, agreement, per class, size, latency, loading,
+    environment and stages, in that order."""
     v = results["validate"]
-    s = v["summary"]
+    names = _variants(v)
+    out = [
+        *_verdict_section(meta, v),
+        *_agreement_notes(results),
+        *per_class_table(v, names),
+        *confusions_section(v, names),
+        *_size_section(v["summary"]),
+        *_latency_section(v),
+        *_loading_section(v, names),
+        *_environment_and_stages(meta, results),
+    ]
+    return "\n".join(x for x in out if x is not None) + "\n"
+
+
+def _verdict_section(meta: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    """The title, the verdict, the gates (with advice for the failed ones) and the accuracy."""
     gates = v["gates"]
     failed = [g for g in gates if not g["passed"]]
-    lat = v["latency"]
-    out = [
+    return [
         f"# {meta['model']} {meta['version']}: release report",
         "",
         f"Built {meta['created']} from git commit `{meta.get('git_commit') or 'unknown'}` with {meta['tool']}.",
@@ -242,7 +257,13 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         *(["Not evaluated:", "", *_not_evaluated(meta, v), ""] if _not_evaluated(meta, v) else []),
         *accuracy_table(v),
     ]
-    out += [
+
+
+def _agreement_notes(results: dict[str, Any]) -> list[str]:
+    """How often the variants agree, the onnx tokenizer's parity, and the baseline's notes."""
+    v = results["validate"]
+    s = v["summary"]
+    out = [
         "",
         f"Top-1 agreement between the variants: {_pct(s['agreement'])}; probability difference mean "
         f"{s['mean_prob_diff']:.2e}, max {s['max_prob_diff']:.2e}.",
@@ -282,10 +303,12 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
             ]
         if f"{prefix}baseline_mcnemar_p" in s:
             out += ["", versus_baseline_line(name, s, prefix)]
-    names = _variants(v)
-    out += per_class_table(v, names)
-    out += confusions_section(v, names)
-    out += [
+    return out
+
+
+def _size_section(s: dict[str, Any]) -> list[str]:
+    """The files' sizes and the size ratio."""
+    out = [
         "",
         "## Size",
         "",
@@ -296,10 +319,17 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
     ]
     if "size_onnx_bytes" in s:
         out.append(f"| `model_int8.onnx` + `tokenizer.json` | {_mb(s['size_onnx_bytes'])} |")
-    out += [
+    return out + [
         "",
         f"Ratio: {s['size_ratio']:.2f}x"
         + (f" (onnx: {s['size_ratio_onnx']:.2f}x)." if "size_ratio_onnx" in s else "."),
+    ]
+
+
+def _latency_section(v: dict[str, Any]) -> list[str]:
+    """Latency per query of each timed variant, and the speedup."""
+    s, lat = v["summary"], v["latency"]
+    out = [
         "",
         f"## Latency per query (`learn.predict` unless marked client; batch 1, {lat['threads']} thread(s), {lat['queries']} eval queries, "
         f"variants interleaved, {lat['warmup']} warm-up calls each)",
@@ -320,7 +350,7 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         out.append(
             f"| {title} | {x['p50_ms']:.1f} ms | {x['p95_ms']:.1f} ms | {x['mean_ms']:.1f} ms |"
         )
-    out += [
+    return out + [
         "",
         f"Speedup at p50: {s['speedup_p50']:.2f}x"
         + (f" (onnx: {s['speedup_p50_onnx']:.2f}x)" if "speedup_p50_onnx" in s else "")
@@ -332,6 +362,12 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         ),
         "",
         "![latency](latency.png)",
+    ]
+
+
+def _loading_section(v: dict[str, Any], names: list[str]) -> list[str]:
+    """Each variant's load time and memory in a fresh process."""
+    out = [
         "",
         "## Loading on a server (each variant in a fresh process, plain `fastai.learner.load_learner`)",
         "",
@@ -351,7 +387,13 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
             "tokenizer); its RSS before load has neither torch nor fastai "
             f"(imported torch: {v['load']['onnx']['imported_torch']}).",
         ]
-    out += ["", "## Environment that wrote the pickles", ""]
+    return out
+
+
+def _environment_and_stages(meta: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """The environment that wrote the pickles, the training, and the build stages' seconds."""
+    v = results["validate"]
+    out = ["", "## Environment that wrote the pickles", ""]
     out += [f"- {k}: {val}" for k, val in meta["environment"].items()]
     if "train" in results:
         t = results["train"]
@@ -368,56 +410,7 @@ def render_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
             + ", ".join(f"{part} {t:.1f}" for part, t in v["seconds"].items())
             + ".",
         ]
-    return "\n".join(x for x in out if x is not None) + "\n"
-
-
-def write_plots(directory: Path, results: dict[str, Any]) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    v = results["validate"]
-    classes = v["eval_set"]["classes"]
-    paths = []
-    fig, ax = plt.subplots(figsize=(7, 4))
-    timed = [x for x in ("original", "quantized", "quantized_client", "onnx") if x in v["latency"]]
-    data = [v["latency"][x]["samples_ms"] for x in timed]
-    ax.boxplot(data, vert=False, tick_labels=timed, showfliers=True)
-    ax.set_xlabel("ms per predict (batch 1; torch rows: learn.predict unless _client)")
-    ax.set_title(f"Latency, {v['latency']['threads']} thread(s), interleaved")
-    ax.set_xscale("log")
-    fig.tight_layout()
-    paths.append(directory / "latency.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
-    n = len(classes)
-    for name in _variants(v):
-        path = directory / f"confusion_{name}.png"
-        if confusion_plot_skipped(n):
-            path.unlink(missing_ok=True)  # an earlier build's image would be published
-            continue
-        m = v["variants"][name]["confusion"]
-        side = max(6.5, 0.22 * n)  # inches: a tick label per class stays legible
-        fontsize = 8 if n <= CONFUSION_ANNOTATE_MAX else max(4, 8 - n // 15)
-        fig, ax = plt.subplots(figsize=(side, side * 0.85))
-        ax.imshow(m, cmap="Blues")
-        ax.set_xticks(
-            range(n), classes, rotation=90 if n > 12 else 45, ha="right", fontsize=fontsize
-        )
-        ax.set_yticks(range(n), classes, fontsize=fontsize)
-        if n <= CONFUSION_ANNOTATE_MAX:
-            for i, row in enumerate(m):
-                for j, count in enumerate(row):
-                    ax.text(j, i, str(count), ha="center", va="center", fontsize=8)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"Confusion matrix, {name} ({_pct(v['variants'][name]['accuracy'])})")
-        fig.tight_layout()
-        paths.append(path)
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
-    return paths
+    return out
 
 
 def split_per_text(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -480,6 +473,8 @@ def write_report(directory: Path, meta: dict[str, Any], results: dict[str, Any])
     The per-text detail goes to `DETAIL_FILE` beside them, which is not published
     (`split_per_text`).
     """
+    from pipeline.report_plots import write_plots
+
     plots = write_plots(directory, results)
     published, detail = split_per_text(results)
     atomic.write_text(

@@ -91,6 +91,14 @@ def sign_dir(
     return bundle
 
 
+def signed_release(directory: Path) -> tuple[mf.Manifest, dict[str, bytes]]:
+    """A release of `m` 1.0.0 (model files of 10,240 bytes) in `directory`, signed by KEY: its
+    manifest and its files by name (what a test puts on a host emulator)."""
+    m = make_release_dir(directory, "m", "1.0.0", payload=bytes(range(256)) * 40)
+    sign_dir(directory, m)
+    return m, {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+
 def manifest_pin(directory: Path) -> str:
     """The blake3 of a release directory's manifest.json (what --pin takes)."""
     return mf.blake3_file(Path(directory) / mf.MANIFEST_NAME)

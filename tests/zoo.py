@@ -110,12 +110,11 @@ def _small(**kw: Any) -> dict[str, Any]:
     return {**awd_lstm_clas_config, "emb_sz": 16, "n_hid": 24, "n_layers": 2, **kw}
 
 
-def from_df(df: pd.DataFrame, work: Path, *, predict_first: bool = False, **cfg: Any) -> Any:
-    """fastai's quickest path: TextDataLoaders.from_df (min_freq 3: it passes no min_freq on)
-    and text_classifier_learner."""
-    from fastai.text.all import AWD_LSTM, TextDataLoaders, text_classifier_learner
+def _dls_from_df(df: pd.DataFrame, work: Path, **kw: Any) -> Any:
+    """TextDataLoaders.from_df on the text and label columns: a fifth held out, batches of 16."""
+    from fastai.text.all import TextDataLoaders
 
-    dls = TextDataLoaders.from_df(
+    return TextDataLoaders.from_df(
         df,
         path=work,
         text_col="text",
@@ -124,8 +123,41 @@ def from_df(df: pd.DataFrame, work: Path, *, predict_first: bool = False, **cfg:
         seed=1,
         bs=16,
         num_workers=0,
+        **kw,
     )
-    learn = _fit(text_classifier_learner(dls, AWD_LSTM, pretrained=False, config=_small(**cfg)))
+
+
+def _dls_from_block(
+    df: pd.DataFrame, work: Path, text_block: Any, y_block: Any = None, **label: Any
+) -> Any:
+    """A DataBlock of `text_block` and `y_block` (default CategoryBlock) on the text and label
+    columns (`label`: ColReader's options): a fifth held out, batches of 16."""
+    from fastai.text.all import CategoryBlock, ColReader, DataBlock, RandomSplitter
+
+    block = DataBlock(
+        blocks=(text_block, y_block or CategoryBlock),
+        get_x=ColReader("text"),
+        get_y=ColReader("label", **label),
+        splitter=RandomSplitter(0.2, seed=1),
+    )
+    return block.dataloaders(df, bs=16, num_workers=0, path=work)
+
+
+def _awd_lstm(dls: Any, learner: dict[str, Any] | None = None, **cfg: Any) -> Any:
+    """text_classifier_learner on AWD_LSTM, untrained weights, `_small(**cfg)`; fitted.
+    `learner`: more of text_classifier_learner's arguments."""
+    from fastai.text.all import AWD_LSTM, text_classifier_learner
+
+    config = _small(**cfg)
+    return _fit(
+        text_classifier_learner(dls, AWD_LSTM, pretrained=False, config=config, **(learner or {}))
+    )
+
+
+def from_df(df: pd.DataFrame, work: Path, *, predict_first: bool = False, **cfg: Any) -> Any:
+    """fastai's quickest path: TextDataLoaders.from_df (min_freq 3: it passes no min_freq on)
+    and text_classifier_learner."""
+    learn = _awd_lstm(_dls_from_df(df, work), **cfg)
     if predict_first:
         with learn.no_bar():
             learn.predict("a zorblax question about a frobnicated widget")  # unknown words
@@ -141,27 +173,11 @@ def from_datablock(
     **cfg: Any,
 ) -> Any:
     """The DataBlock API, as in fastai's text tutorial."""
-    from fastai.text.all import (
-        AWD_LSTM,
-        CategoryBlock,
-        ColReader,
-        DataBlock,
-        RandomSplitter,
-        TextBlock,
-        text_classifier_learner,
-    )
+    from fastai.text.all import TextBlock
 
-    block = DataBlock(
-        blocks=(TextBlock.from_df("text", min_freq=min_freq, n_workers=0), CategoryBlock),
-        get_x=ColReader("text"),
-        get_y=ColReader("label"),
-        splitter=RandomSplitter(0.2, seed=1),
-    )
-    dls = block.dataloaders(df, bs=16, num_workers=0, path=work)
+    dls = _dls_from_block(df, work, TextBlock.from_df("text", min_freq=min_freq, n_workers=0))
     extra = {} if lin_ftrs is None else {"lin_ftrs": lin_ftrs}
-    return _fit(
-        text_classifier_learner(dls, AWD_LSTM, pretrained=False, config=_small(**cfg), **extra)
-    )
+    return _awd_lstm(dls, extra, **cfg)
 
 
 def ulmfit(df: pd.DataFrame, work: Path) -> Any:
@@ -184,17 +200,7 @@ def ulmfit(df: pd.DataFrame, work: Path) -> Any:
         )
     )
     lm.save_encoder("zoo_encoder")
-    dls = TextDataLoaders.from_df(
-        df,
-        path=work,
-        text_col="text",
-        label_col="label",
-        valid_pct=0.2,
-        seed=1,
-        bs=16,
-        num_workers=0,
-        text_vocab=dls_lm.vocab,
-    )
+    dls = _dls_from_df(df, work, text_vocab=dls_lm.vocab)
     learn = text_classifier_learner(dls, AWD_LSTM, pretrained=False, config=_small())
     learn.load_encoder("zoo_encoder")
     return _fit(learn)
@@ -202,26 +208,10 @@ def ulmfit(df: pd.DataFrame, work: Path) -> Any:
 
 def sentencepiece(df: pd.DataFrame, work: Path) -> Any:
     """A subword tokenizer (fastai's SentencePieceTokenizer), which the onnx client cannot run."""
-    from fastai.text.all import (
-        AWD_LSTM,
-        CategoryBlock,
-        ColReader,
-        DataBlock,
-        RandomSplitter,
-        SentencePieceTokenizer,
-        TextBlock,
-        text_classifier_learner,
-    )
+    from fastai.text.all import SentencePieceTokenizer, TextBlock
 
     tok = SentencePieceTokenizer(vocab_sz=120, cache_dir=work / "spm")
-    block = DataBlock(
-        blocks=(TextBlock.from_df("text", tok=tok, n_workers=0), CategoryBlock),
-        get_x=ColReader("text"),
-        get_y=ColReader("label"),
-        splitter=RandomSplitter(0.2, seed=1),
-    )
-    dls = block.dataloaders(df, bs=16, num_workers=0, path=work)
-    return _fit(text_classifier_learner(dls, AWD_LSTM, pretrained=False, config=_small()))
+    return _awd_lstm(_dls_from_block(df, work, TextBlock.from_df("text", tok=tok, n_workers=0)))
 
 
 def shout(t: str) -> str:
@@ -231,66 +221,27 @@ def shout(t: str) -> str:
 
 def custom_rules(df: pd.DataFrame, work: Path) -> Any:
     """fastai's default tokenizer with one extra, user-written rule."""
-    from fastai.text.all import (
-        AWD_LSTM,
-        CategoryBlock,
-        ColReader,
-        DataBlock,
-        RandomSplitter,
-        TextBlock,
-        defaults,
-        text_classifier_learner,
-    )
+    from fastai.text.all import TextBlock, defaults
 
-    block = DataBlock(
-        blocks=(
-            TextBlock.from_df("text", rules=[*defaults.text_proc_rules, shout], n_workers=0),
-            CategoryBlock,
-        ),
-        get_x=ColReader("text"),
-        get_y=ColReader("label"),
-        splitter=RandomSplitter(0.2, seed=1),
-    )
-    dls = block.dataloaders(df, bs=16, num_workers=0, path=work)
-    return _fit(text_classifier_learner(dls, AWD_LSTM, pretrained=False, config=_small()))
+    rules = [*defaults.text_proc_rules, shout]
+    return _awd_lstm(_dls_from_block(df, work, TextBlock.from_df("text", rules=rules, n_workers=0)))
 
 
 def multi_label(df: pd.DataFrame, work: Path) -> Any:
     """MultiCategoryBlock: several labels per text."""
-    from fastai.text.all import (
-        AWD_LSTM,
-        ColReader,
-        DataBlock,
-        MultiCategoryBlock,
-        RandomSplitter,
-        TextBlock,
-        text_classifier_learner,
-    )
+    from fastai.text.all import MultiCategoryBlock, TextBlock
 
-    block = DataBlock(
-        blocks=(TextBlock.from_df("text", n_workers=0), MultiCategoryBlock),
-        get_x=ColReader("text"),
-        get_y=ColReader("label", label_delim=" "),
-        splitter=RandomSplitter(0.2, seed=1),
+    dls = _dls_from_block(
+        df, work, TextBlock.from_df("text", n_workers=0), MultiCategoryBlock, label_delim=" "
     )
-    dls = block.dataloaders(df, bs=16, num_workers=0, path=work)
-    return _fit(text_classifier_learner(dls, AWD_LSTM, pretrained=False, config=_small()))
+    return _awd_lstm(dls)
 
 
 def bag_of_embeddings(df: pd.DataFrame, work: Path) -> Any:
     """A text model other than AWD_LSTM: a plain fastai Learner around a user's own nn.Module."""
-    from fastai.text.all import Learner, TextDataLoaders, accuracy
+    from fastai.text.all import Learner, accuracy
 
-    dls = TextDataLoaders.from_df(
-        df,
-        path=work,
-        text_col="text",
-        label_col="label",
-        valid_pct=0.2,
-        seed=1,
-        bs=16,
-        num_workers=0,
-    )
+    dls = _dls_from_df(df, work)
     model = _bag_model(len(dls.vocab[0]), len(dls.vocab[1]))
     return _fit(Learner(dls, model, metrics=accuracy))
 

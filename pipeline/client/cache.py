@@ -415,60 +415,44 @@ class Cache:
             DiskFull: no room for the manifest or the link.
         """
         where = f"{model} {version}"
+        what = f"{where}: installing {entry.name}"
+        target = self.version_dir(model, version)
         with (
             self.lock(f"{model}@{version}", where),
             self.lock(entry.blake3, f"{where}/{entry.name}"),  # no prune between check and link
-            os_errors(f"{where}: installing {entry.name}", self.version_dir(model, version)),
+            os_errors(what, target),
         ):
-            if (
-                check_nolink(self.root, blob, entry, f"{where}: installing {entry.name}")
-                is not None
-            ):
+            if check_nolink(self.root, blob, entry, what) is not None:
                 raise CacheError(
                     f"{where}: {entry.name}: the verified file {blob} is gone or changed before "
                     "it could be installed (another process changed the cache outside "
                     "`Cache.in_use`); fetch again"
                 )
-            return self._install(model, version, manifest_bytes, signature, entry, blob)
-
-    def _install(
-        self,
-        model: str,
-        version: str,
-        manifest_bytes: bytes,
-        signature: bytes | None,
-        entry: FileEntry,
-        blob: Path,
-    ) -> Path:
-        target = self.version_dir(model, version)
-        what = f"{model} {version}: installing {entry.name}"
-        model_dir = real_dir(self.root, self.root / model, what)
-        lstat_nolink(target, what)
-        current = self.read_version(model, version)
-        if current is not None and current.manifest_bytes == manifest_bytes:
-            if signature is not None and current.signature != signature:
-                replace_with(target / SIGNATURE_NAME, lambda p: write_new(p, signature))
-            path = target / entry.name
-            if check_nolink(self.root, path, entry, what) is not None:
-                replace_with(path, lambda p: link_or_copy(blob, p))
-            return path
-        # left by a killed process installing this version (we hold its lock); the staging
-        # directories of other versions may belong to processes installing them right now
-        atomic.remove_stale_staging(model_dir, version)
-        if current is not None:  # the same version with another manifest (republished)
-            log.warning(
-                "%s %s: the cached manifest differs from the source's; replacing the cached version",
-                model,
-                version,
-            )
-        with atomic.staged_dir(target, nofollow=True) as staging:
-            write_new(staging / MANIFEST_NAME, manifest_bytes)
-            if signature is not None:
-                write_new(staging / SIGNATURE_NAME, signature)
-            link_or_copy(blob, staging / entry.name)
-        return target / entry.name
-
-    # -- maintenance -------------------------------------------------------------------------
+            model_dir = real_dir(self.root, self.root / model, what)
+            lstat_nolink(target, what)
+            current = self.read_version(model, version)
+            if current is not None and current.manifest_bytes == manifest_bytes:
+                if signature is not None and current.signature != signature:
+                    replace_with(target / SIGNATURE_NAME, lambda p: write_new(p, signature))
+                path = target / entry.name
+                if check_nolink(self.root, path, entry, what) is not None:
+                    replace_with(path, lambda p: link_or_copy(blob, p))
+                return path
+            # left by a killed process installing this version (we hold its lock); the staging
+            # directories of other versions may belong to processes installing them right now
+            atomic.remove_stale_staging(model_dir, version)
+            if current is not None:  # the same version with another manifest (republished)
+                log.warning(
+                    "%s %s: the cached manifest differs from the source's; replacing the cached version",
+                    model,
+                    version,
+                )
+            with atomic.staged_dir(target, nofollow=True) as staging:
+                write_new(staging / MANIFEST_NAME, manifest_bytes)
+                if signature is not None:
+                    write_new(staging / SIGNATURE_NAME, signature)
+                link_or_copy(blob, staging / entry.name)
+            return target / entry.name
 
     # -- maintenance (cache_maintenance.py) ------------------------------------------------------
 

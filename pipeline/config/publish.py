@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pipeline.config.spec import Custom, Matches, Range, SubsetOf, setting, setting_of
 from pipeline.errors import ConfigError
@@ -20,10 +20,6 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _S3_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
 _HTTP_URL = re.compile(r"^https?://[^/\s]+(/\S*)?$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+/-]{0,127}$")
-
-
-def _repo(shape: str, rx: re.Pattern[str]) -> Matches:
-    return Matches(rx, f'"{shape}"', lambda v: ".." not in v and "--" not in v.split("/")[-1])
 
 
 def _tag_pattern(v: str) -> str | None:
@@ -59,6 +55,21 @@ def _s3_prefix(v: str) -> str | None:
     if not _S3_PREFIX.match(v) or (v.strip("/") and any(p in ("", ".", "..") for p in parts)):
         return 'a key prefix like "releases" or "team/models" (no empty, "." or ".." parts)'
     return None
+
+
+def _required_key(target: str, doc: str, *, example: str, check: Matches) -> Any:
+    """The `_Remote.required_key` of `target`: unset by default, refused by `publish` to that
+    target while unset (`_Remote.require`); `example` is what its messages suggest."""
+    return setting(
+        None, doc=doc, default_doc=f"unset (required for `{target}`)", example=example, check=check
+    )
+
+
+def _repo_key(target: str, shape: str, rx: re.Pattern[str], *, doc: str) -> Any:
+    """The `repo` of `target`, matching `rx`: `shape` ("owner/name") is what its messages
+    expect and suggest."""
+    check = Matches(rx, f'"{shape}"', lambda v: ".." not in v and "--" not in v.split("/")[-1])
+    return _required_key(target, doc, example=shape, check=check)
 
 
 _TAG_PATTERN = Custom(_tag_pattern, {"pattern": r"\{version\}"})
@@ -123,12 +134,8 @@ class GitHubTarget(_Remote):
     """[publish.github]: a GitHub repository's Releases."""
 
     name: ClassVar[str] = "github"
-    repo: str | None = setting(
-        None,
-        doc="owner/name whose Releases get the release",
-        default_doc="unset (required for `github`)",
-        example="owner/name",
-        check=_repo("owner/name", _GITHUB_REPO),
+    repo: str | None = _repo_key(
+        "github", "owner/name", _GITHUB_REPO, doc="owner/name whose Releases get the release"
     )
     tag_pattern: str = setting(
         "v{version}",
@@ -155,12 +162,11 @@ class HubTarget(_Remote):
     """[publish.huggingface]: a Hugging Face Hub model repository."""
 
     name: ClassVar[str] = "huggingface"
-    repo: str | None = setting(
-        None,
+    repo: str | None = _repo_key(
+        "huggingface",
+        "org/name",
+        _HF_REPO,
         doc="org/name of the model repo; created on first publish",
-        default_doc="unset (required for `huggingface`)",
-        example="org/name",
-        check=_repo("org/name", _HF_REPO),
     )
     private: bool = setting(False, doc="visibility of a repo this tool creates")
     tag_pattern: str = setting(
@@ -187,10 +193,9 @@ class S3Target(_Remote):
 
     name: ClassVar[str] = "s3"
     required_key: ClassVar[str] = "bucket"
-    bucket: str | None = setting(
-        None,
-        doc="the bucket (AWS S3, Cloudflare R2, MinIO, Backblaze B2, GCS interoperability)",
-        default_doc="unset (required for `s3`)",
+    bucket: str | None = _required_key(
+        "s3",
+        "the bucket (AWS S3, Cloudflare R2, MinIO, Backblaze B2, GCS interoperability)",
         example="bucket-name",
         check=Matches(_BUCKET, "an S3 bucket name (3-63 of a-z, 0-9, '.', '-')"),
     )

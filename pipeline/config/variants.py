@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from pipeline.config.spec import OneOf, Range, SubsetOf, setting
+from pipeline.config.spec import Check, OneOf, Range, SubsetOf, setting
 
 QUANTIZABLE_MODULES = ("lstm", "linear", "embedding")
 QUANTIZED_ENGINES = ("auto", "x86", "fbgemm", "qnnpack", "onednn")
 _AT_LEAST_0 = Range(0)
 _SHARE = Range(0, 1)
 _POINTS = Range(0, 100)
+
+
+def _off_unless_set(
+    doc: str, example: float, check: Check, *, more: str = "", demo: str = ""
+) -> Any:
+    """A gate that is off (None) unless release.toml sets it; its docs say so, and what the
+    demo's release.toml sets (`demo`)."""
+    off = f"off unless set (the demo sets {demo})" if demo else "off unless set"
+    return setting(
+        None, doc=doc, more=f"{more}; {off}" if more else off, example=example, check=check
+    )
 
 
 @dataclass(frozen=True)
@@ -51,19 +62,15 @@ class ValidateConfig:
     min_agreement: float = setting(
         0.99, doc="gate: share of eval texts where both variants give the same label", check=_SHARE
     )
-    min_accuracy: float | None = setting(
-        None,
-        doc="gate: quantized (and onnx) accuracy on the eval set",
-        more="off unless set (the demo sets 0.90)",
-        example=0.9,
-        check=_SHARE,
+    min_accuracy: float | None = _off_unless_set(
+        "gate: quantized (and onnx) accuracy on the eval set", 0.9, _SHARE, demo="0.90"
     )
-    max_p95_ms: float | None = setting(
-        None,
-        doc="gate: quantized (and onnx) p95 latency in ms on the build machine",
-        more="Measured on `learn.predict` and onnx `predict()`; off unless set (the demo sets 50.0)",
-        example=50.0,
-        check=Range(0.001),
+    max_p95_ms: float | None = _off_unless_set(
+        "gate: quantized (and onnx) p95 latency in ms on the build machine",
+        50.0,
+        Range(0.001),
+        more="Measured on `learn.predict` and onnx `predict()`",
+        demo="50.0",
     )
     beat_majority: bool = setting(
         True,
@@ -75,19 +82,17 @@ class ValidateConfig:
         more="The original model, on the eval set (needs `data.train_csv`)",
         check=_POINTS,
     )
-    min_challenge_accuracy: float | None = setting(
-        None,
-        doc="gate (with `data.challenge_csv`): quantized and onnx accuracy on it",
-        more="off unless set (the demo sets 0.90)",
-        example=0.9,
-        check=_SHARE,
+    min_challenge_accuracy: float | None = _off_unless_set(
+        "gate (with `data.challenge_csv`): quantized and onnx accuracy on it",
+        0.9,
+        _SHARE,
+        demo="0.90",
     )
-    max_challenge_baseline_deficit: float | None = setting(
-        None,
-        doc="gate (with `data.challenge_csv`): points the model may trail the baseline on it",
-        more="The quantized model against the TF-IDF baseline (0: it must not trail); off unless set",
-        example=5.0,
-        check=Range(-100, 100),
+    max_challenge_baseline_deficit: float | None = _off_unless_set(
+        "gate (with `data.challenge_csv`): points the model may trail the baseline on it",
+        5.0,
+        Range(-100, 100),
+        more="The quantized model against the TF-IDF baseline (0: it must not trail)",
     )
 
 

@@ -270,6 +270,14 @@ class GitHubEmulator(Emulator):
     def _error(status: int, message: str, **extra: object) -> Reply:
         return Reply.json({"message": message, **extra}, status)
 
+    @classmethod
+    def _already_exists(cls, resource: str, field: str | None = None) -> Reply:
+        """GitHub's 422 for a tag or an asset name that is taken (`field`: the one that is)."""
+        error = {"resource": resource, "code": "already_exists"}
+        if field is not None:
+            error["field"] = field
+        return cls._error(422, "Validation Failed", errors=[error])
+
     def _find_asset(self, asset_id: int) -> tuple[Repo, Release, Asset]:
         for repo in self.repos.values():
             for rel in repo.releases.values():
@@ -398,11 +406,7 @@ class GitHubEmulator(Emulator):
             )
         draft = bool(data.get("draft", False))
         if not draft and self._tag_taken(repo, tag):
-            return self._error(
-                422,
-                "Validation Failed",
-                errors=[{"resource": "Release", "code": "already_exists", "field": "tag_name"}],
-            )
+            return self._already_exists("Release", "tag_name")
         rel = Release(
             id=next(self._ids),
             tag_name=tag,
@@ -422,11 +426,7 @@ class GitHubEmulator(Emulator):
         tag = data.get("tag_name", rel.tag_name)
         draft = bool(data.get("draft", rel.draft))
         if not draft and self._tag_taken(repo, tag, other_than=rel.id):
-            return self._error(
-                422,
-                "Validation Failed",
-                errors=[{"resource": "Release", "code": "already_exists", "field": "tag_name"}],
-            )
+            return self._already_exists("Release", "tag_name")
         rel.tag_name = tag
         rel.name = data.get("name", rel.name)
         rel.body = data.get("body", rel.body)
@@ -448,11 +448,7 @@ class GitHubEmulator(Emulator):
                     data = req.json() or {}
                     name = data.get("name", a.name)
                     if any(o.name == name and o.id != a.id for o in rel.assets.values()):
-                        return self._error(
-                            422,
-                            "Validation Failed",
-                            errors=[{"resource": "ReleaseAsset", "code": "already_exists"}],
-                        )
+                        return self._already_exists("ReleaseAsset")
                     a.name, a.label = name, data.get("label", a.label)
                     return Reply.json(self._asset_json(repo, rel, a))
                 if req.method == "GET":
@@ -478,11 +474,7 @@ class GitHubEmulator(Emulator):
             return self._error(404, "Not Found")
         name = req.query.get("name", "")
         if any(a.name == name for a in rel.assets.values()):
-            return self._error(
-                422,
-                "Validation Failed",
-                errors=[{"resource": "ReleaseAsset", "code": "already_exists", "field": "name"}],
-            )
+            return self._already_exists("ReleaseAsset", "name")
         asset = Asset(
             id=next(self._ids),
             name=name,

@@ -11,8 +11,10 @@ import pytest
 from pipeline import config as cfg
 from pipeline import manifest as mf
 from pipeline.build import build
+from pipeline.client import Http, MirrorSource, RetryPolicy
 from pipeline.dataset import read_labelled_csv
 from tests.conftest import FIXTURES, ROOT
+from tests.mirror_server import MirrorServer
 from tests.zoo import long_texts
 
 BUNDLED_EVAL = ROOT / "pipeline" / "data" / "eval.csv"
@@ -74,3 +76,70 @@ def tiny(tmp_path_factory) -> tuple[Path, mf.Manifest]:
     (work / "release.toml").write_text(tiny_toml(work))
     manifest = build(cfg.load(work / "release.toml"))
     return work, manifest
+
+
+# -- a signed fake release in a local store, and HTTP mirrors serving it ---------------------------
+
+
+def build_store(
+    root: Path, tmp: Path, version: str = "1.0.0", quantized: int = 40_000, original: int = 400_000
+) -> mf.Manifest:
+    """Publish a fake release of `m` whose model files hold this many random bytes, signed by
+    the tests' KEY, into the local store `root`."""
+    import dataclasses
+    import random
+
+    from pipeline.publishers.local import LocalStore
+    from tests.conftest import make_release_dir, sign_dir
+
+    rng = random.Random(version)
+    d = tmp / f"build-{version}"
+    make_release_dir(d, "m", version)
+    (d / mf.QUANTIZED_FILE).write_bytes(rng.randbytes(quantized))
+    (d / mf.ORIGINAL_FILE).write_bytes(rng.randbytes(original))
+    old = mf.Manifest.read(d)
+    files = tuple(mf.file_entry(d / f.name, f.variant, f.kind) for f in old.files)
+    m = dataclasses.replace(old, files=files)
+    m.write(d)
+    sign_dir(d, m)
+    LocalStore(root).publish(d, m)
+    return m
+
+
+class Waits(list):
+    """Records the waits the retry policy asks for, without sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def mirror(server: MirrorServer, waits: Waits | None = None, **policy: Any) -> MirrorSource:
+    """A mirror source on `server` that retries quickly and sleeps into `waits`, not for real."""
+    p = {"max_attempts": 4, "base_delay": 0.05, "max_total": 30, "connect_timeout": 2, "timeout": 2}
+    http = Http(
+        RetryPolicy.for_downloads(**{**p, **policy}),
+        sleep=waits if waits is not None else Waits(),
+        progress=False,
+    )
+    return MirrorSource(server.url, http=http)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Path, mf.Manifest]:
+    """A local store holding `build_store`'s release: (its root, the release's manifest)."""
+    root = tmp_path / "store"
+    return root, build_store(root, tmp_path)
+
+
+@pytest.fixture
+def hostile(store):
+    """A mirror of `store` that a test makes misbehave (tests/mirror_server.py's faults)."""
+    with MirrorServer(store[0]) as s:
+        yield s
+
+
+@pytest.fixture
+def good(store):
+    """A second mirror of `store`, left well-behaved: where the client goes next."""
+    with MirrorServer(store[0]) as s:
+        yield s

@@ -7,12 +7,10 @@ loading is tested in test_client_load.py.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -30,8 +28,8 @@ from pipeline.cli import cli
 from pipeline.client import Cache, DiskFull, Http, MirrorSource, RetryPolicy
 from pipeline.client import fetch as client_fetch
 from pipeline.errors import IntegrityError
-from pipeline.publishers.local import LocalStore
-from tests.conftest import KEY, make_release_dir, manifest_pin, sign_dir
+from tests.conftest import KEY, manifest_pin, sign_dir
+from tests.integration.conftest import Waits, build_store, mirror
 from tests.mirror_server import Fault, MirrorServer
 
 fetch = functools.partial(client_fetch, public_key=KEY.public_pem)  # servers trust the tests' key
@@ -42,57 +40,11 @@ ORIG = f"/m/1.0.0/{mf.ORIGINAL_FILE}"
 MANIFEST = "/m/1.0.0/manifest.json"
 
 
-def build_store(
-    root: Path, tmp: Path, version: str = "1.0.0", quantized: int = 40_000, original: int = 400_000
-) -> mf.Manifest:
-    """Publish a fake release of `m` whose model files hold this many random bytes."""
-    rng = random.Random(version)
-    d = tmp / f"build-{version}"
-    make_release_dir(d, "m", version)
-    (d / mf.QUANTIZED_FILE).write_bytes(rng.randbytes(quantized))
-    (d / mf.ORIGINAL_FILE).write_bytes(rng.randbytes(original))
-    old = mf.Manifest.read(d)
-    files = tuple(mf.file_entry(d / f.name, f.variant, f.kind) for f in old.files)
-    m = dataclasses.replace(old, files=files)
-    m.write(d)
-    sign_dir(d, m)
-    LocalStore(root).publish(d, m)
-    return m
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> tuple[Path, mf.Manifest]:
-    root = tmp_path / "store"
-    return root, build_store(root, tmp_path)
-
-
 @pytest.fixture
 def server(store):
+    """The mirror of `store` the tests inject faults into (`good` is the other)."""
     with MirrorServer(store[0]) as s:
         yield s
-
-
-@pytest.fixture
-def second(store):
-    with MirrorServer(store[0]) as s:
-        yield s
-
-
-class Waits(list):
-    """Records the waits the retry policy asks for, without sleeping."""
-
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-def mirror(server: MirrorServer, waits: Waits | None = None, **policy) -> MirrorSource:
-    p = {"max_attempts": 4, "base_delay": 0.05, "max_total": 30, "connect_timeout": 2, "timeout": 2}
-    http = Http(
-        RetryPolicy.for_downloads(**{**p, **policy}),
-        sleep=waits if waits is not None else Waits(),
-        progress=False,
-    )
-    return MirrorSource(server.url, http=http)
 
 
 def ranges(server: MirrorServer, path: str) -> list[str | None]:
@@ -138,7 +90,7 @@ def test_server_ignoring_range_starts_over(tmp_path: Path, store, server) -> Non
 
 
 def test_corrupted_bytes_are_rejected_and_the_next_source_used(
-    tmp_path: Path, store, server, second, caplog
+    tmp_path: Path, store, server, good, caplog
 ) -> None:
     _, m = store
     server.always(Q, Fault.corrupt(at=123))
@@ -150,11 +102,11 @@ def test_corrupted_bytes_are_rejected_and_the_next_source_used(
     assert f"manifest says {m.variant('quantized').blake3[:16]}" in text and "blake3 " in text
     assert not list(cache.glob(".partial/*.part"))
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        r = fetch("m", sources=[mirror(server), mirror(second)], cache_dir=cache)
-    assert (r.variant, r.source) == ("quantized", f"mirror:{second.url}")
+        r = fetch("m", sources=[mirror(server), mirror(good)], cache_dir=cache)
+    assert (r.variant, r.source) == ("quantized", f"mirror:{good.url}")
     assert (
         "deleted the download" in caplog.text
-        and f"downloaded from mirror:{second.url}" in caplog.text
+        and f"downloaded from mirror:{good.url}" in caplog.text
     )
     # the command line: exit 5 when no source could repair it
     out = CliRunner().invoke(
@@ -176,10 +128,10 @@ def test_corrupted_bytes_are_rejected_and_the_next_source_used(
 
 
 def test_bad_signature_is_refused_and_the_next_source_used(
-    tmp_path: Path, store, server, second
+    tmp_path: Path, store, server, good
 ) -> None:
     root, m = store
-    # the first mirror serves a bundle by another key; the second the good one
+    # the first mirror serves a bundle by another key; the second (`good`) the good one
     bad_root = tmp_path / "bad"
     shutil.copytree(root, bad_root)
     sign_dir(bad_root / "m" / "1.0.0", m, signing.generate())
@@ -256,15 +208,15 @@ def test_all_sources_down_without_and_with_a_cache(tmp_path: Path, store, server
     assert f"release fetch m --version latest --cache-dir {empty}" in out.output
 
 
-def test_quantized_missing_from_one_mirror_only(tmp_path: Path, store, second) -> None:
+def test_quantized_missing_from_one_mirror_only(tmp_path: Path, store, good) -> None:
     root, _ = store
     partial_root = tmp_path / "partial"
     shutil.copytree(root, partial_root)
     (partial_root / "m" / "1.0.0" / mf.QUANTIZED_FILE).unlink()
     with MirrorServer(partial_root) as partial:
-        r = fetch("m", sources=[mirror(partial), mirror(second)], cache_dir=tmp_path / "c")
+        r = fetch("m", sources=[mirror(partial), mirror(good)], cache_dir=tmp_path / "c")
         assert [h.status for h in partial.requests(Q)] == [404]
-    assert (r.variant, r.source) == ("quantized", f"mirror:{second.url}")
+    assert (r.variant, r.source) == ("quantized", f"mirror:{good.url}")
 
 
 CHILD = """

@@ -28,8 +28,8 @@ from pipeline.client import (
 from pipeline.client import fetch as client_fetch
 from pipeline.errors import InputError, RemoteError
 from tests.conftest import KEY
-from tests.integration.test_client_faults import Waits, build_store, mirror
-from tests.mirror_server import Fault, MirrorServer
+from tests.integration.conftest import Waits, mirror
+from tests.mirror_server import Fault
 
 # The stores are signed with the tests' key (build_store), which these servers trust.
 fetch = functools.partial(client_fetch, public_key=KEY.public_pem)
@@ -37,24 +37,6 @@ TRUST_ENV = {"RELEASE_PUBLIC_KEY": KEY.public_pem}
 
 MANIFEST = "/m/1.0.0/manifest.json"
 Q = f"/m/1.0.0/{mf.QUANTIZED_FILE}"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> tuple[Path, mf.Manifest]:
-    root = tmp_path / "store"
-    return root, build_store(root, tmp_path)
-
-
-@pytest.fixture
-def hostile(store):
-    with MirrorServer(store[0]) as s:
-        yield s
-
-
-@pytest.fixture
-def good(store):
-    with MirrorServer(store[0]) as s:
-        yield s
 
 
 def _manifest_with(store_root: Path, **changes) -> bytes:

@@ -26,7 +26,7 @@ from pipeline.client import (
 from pipeline.client import fetch as client_fetch
 from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError
 from pipeline.publishers.local import LocalStore
-from tests.conftest import KEY, make_release_dir, manifest_pin, sign_dir
+from tests.conftest import KEY, manifest_pin, signed_release
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.huggingface import HubEmulator
 
@@ -39,9 +39,7 @@ TRUST_ENV = {"RELEASE_PUBLIC_KEY": KEY.public_pem}
 @pytest.fixture
 def release(tmp_path: Path) -> tuple[Path, mf.Manifest, dict[str, bytes]]:
     d = tmp_path / "build"
-    m = make_release_dir(d, "m", "1.0.0", payload=bytes(range(256)) * 40)
-    sign_dir(d, m)
-    files = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    m, files = signed_release(d)
     return d, m, files
 
 

@@ -38,11 +38,11 @@ from pipeline.client import (
 from pipeline.client import fetch as client_fetch
 from pipeline.client.s3 import S3Source
 from pipeline.errors import IntegrityError, RemoteError
-from tests.conftest import KEY, make_release_dir, sign_dir
+from tests.conftest import KEY, signed_release
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.huggingface import HubEmulator
 from tests.emulators.s3 import S3Emulator
-from tests.integration.test_client_faults import build_store, mirror
+from tests.integration.conftest import build_store, mirror
 from tests.mirror_server import Fault, MirrorServer
 
 fetch = functools.partial(client_fetch, public_key=KEY.public_pem)  # the stores are signed by KEY
@@ -74,24 +74,6 @@ def peak_memory() -> Iterator[list[int]]:
     finally:
         box.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> tuple[Path, mf.Manifest]:
-    root = tmp_path / "store"
-    return root, build_store(root, tmp_path)
-
-
-@pytest.fixture
-def hostile(store):
-    with MirrorServer(store[0]) as s:
-        yield s
-
-
-@pytest.fixture
-def good(store):
-    with MirrorServer(store[0]) as s:
-        yield s
 
 
 def port(server: MirrorServer) -> int:
@@ -224,10 +206,7 @@ def test_s3_obeys_timeout_and_retries(tmp_path: Path, s3, good) -> None:
 def hub(tmp_path: Path):
     from huggingface_hub import HfApi
 
-    d = tmp_path / "build"
-    m = make_release_dir(d, "m", "1.0.0", payload=bytes(range(256)) * 40)
-    sign_dir(d, m)
-    files = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    _, files = signed_release(tmp_path / "build")
     with HubEmulator(tokens={"hf_test": "alice"}, orgs={"alice": ["acme"]}) as emulator:
         emulator.add_repo("acme/m", files)
         HfApi(endpoint=emulator.url, token="hf_test").create_tag("acme/m", tag="v1.0.0")
@@ -329,10 +308,7 @@ def test_behind_a_proxy_the_proxy_resolves_an_allowed_redirect_host(
 
 @pytest.fixture
 def gh(tmp_path: Path):
-    d = tmp_path / "gh-build"
-    m = make_release_dir(d, "m", "1.0.0", payload=bytes(range(256)) * 40)
-    sign_dir(d, m)
-    files = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    _, files = signed_release(tmp_path / "gh-build")
     with GitHubEmulator(tokens={"ghp_test": "alice"}, repos=["acme/models"]) as emulator:
         emulator.add_release("acme/models", "v1.0.0", assets=files)
         yield emulator

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from pipeline.stages.strip import Strip
 from pipeline.stages.train import TrainOrLoad
 from pipeline.stages.validate import agreements, onnx_classifier, predict_variants
 from tests import zoo
+from tests.helpers import run_python
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,13 +176,8 @@ def test_onnx_required_refuses_an_unsupported_learner_before_quantizing(zoo_dir,
 
 def release(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        preexec_fn=lambda: os.umask(0o022),
+    return run_python(
+        "-m", "pipeline", *args, cwd=cwd, env=env, timeout=None, preexec_fn=lambda: os.umask(0o022)
     )
 
 

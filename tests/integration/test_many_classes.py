@@ -11,36 +11,17 @@ import pytest
 from pipeline import config as cfg
 from pipeline.build import build
 from tests import zoo
+from tests.helpers import small_build_toml
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """schema_version = 1
-[model]
-name = "many"
-version = "0.0.1"
-[data]
-train_csv = "train.csv"
-eval_csv = "eval.csv"
-[train]
-epochs = 5
-lr = 0.03
-batch_size = 32
-emb_sz = 16
-n_hid = 24
-n_layers = 2
-[onnx]
-enabled = false
-[validate]
-latency_queries = 2
-warmup = 0
-golden_queries = 10
-min_size_ratio = 0.0
-min_speedup = 0.0
-max_accuracy_drop = 100.0
-min_agreement = 0.0
-beat_majority = false
-max_baseline_deficit = 100.0
-"""
+CONFIG = small_build_toml(
+    "many",
+    train="epochs = 5\nlr = 0.03\nbatch_size = 32\n",
+    validate="golden_queries = 10\nmin_size_ratio = 0.0\nmin_speedup = 0.0\n"
+    "max_accuracy_drop = 100.0\nmin_agreement = 0.0\nbeat_majority = false\n"
+    "max_baseline_deficit = 100.0\n",
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from pipeline.client.tokenizer import RULES, Chunking, TextTokenizer
 from pipeline.dataset import read_labelled_csv
 from pipeline.errors import GateFailed
 from pipeline.manifest import ONNX_FILE, TOKENIZER_FILE
+from tests.helpers import run_python
 from tests.unit.test_tokenizer import CURATED, fuzz_texts
 
 pytestmark = pytest.mark.slow
@@ -153,13 +152,14 @@ def test_a_server_without_torch_loads_the_onnx_variant_and_unpickles_nothing(
     shutil.copytree(work / "artifacts" / "build" / "0.0.1", store / "0.0.1")
     (store / "latest").write_text("0.0.1\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RELEASE_OFFLINE")}
-    proc = subprocess.run(
-        [sys.executable, "-c", _NO_TORCH, str(tmp_path / "store"), str(tmp_path / "cache"), "hi"],
-        capture_output=True,
-        text=True,
+    proc = run_python(
+        "-c",
+        _NO_TORCH,
+        str(tmp_path / "store"),
+        str(tmp_path / "cache"),
+        "hi",
         cwd=tmp_path,
         env=env,
-        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -170,14 +170,11 @@ def test_a_server_without_torch_loads_the_onnx_variant_and_unpickles_nothing(
     assert abs(out["sum"] - 1) < 1e-5
     assert out["loaded"] == []
     # and from the command line
-    cli = subprocess.run(
-        [sys.executable, "-m", "pipeline", "fetch", "tiny-intent", "--variant", "onnx", "--load"]
-        + ["--source", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cli-cache")],
-        capture_output=True,
-        text=True,
+    cli = run_python(
+        *["-m", "pipeline", "fetch", "tiny-intent", "--variant", "onnx", "--load"],
+        *["--source", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cli-cache")],
         cwd=tmp_path,
         env=env,
-        timeout=120,
     )
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert cli.stdout.strip().endswith(ONNX_FILE) and "onnx variant" in cli.stderr

@@ -15,31 +15,15 @@ from pipeline.stages import BuildContext
 from pipeline.stages.base import StageError
 from pipeline.stages.train import TrainOrLoad
 from tests import zoo
+from tests.helpers import small_build_toml
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """schema_version = 1
-[model]
-name = "resume"
-version = "0.0.1"
-[data]
-train_csv = "train.csv"
-eval_csv = "eval.csv"
-[train]
-epochs = 1
-batch_size = 16
-emb_sz = 16
-n_hid = 24
-n_layers = 2
-[onnx]
-enabled = false
-[validate]
-latency_queries = 2
-warmup = 0
-golden_queries = 3
-min_size_ratio = 0.0
-min_speedup = 0.0
-"""
+CONFIG = small_build_toml(
+    "resume",
+    train="epochs = 1\nbatch_size = 16\n",
+    validate="golden_queries = 3\nmin_size_ratio = 0.0\nmin_speedup = 0.0\n",
+)
 
 
 def test_a_failure_after_training_keeps_the_learner_and_a_rerun_skips_training(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +34,7 @@ from pipeline.errors import (
 )
 from pipeline.publishers.local import LocalStore
 from tests.conftest import KEY, make_release_dir, manifest_pin, sign_dir
+from tests.helpers import installed_python
 
 
 def publish(
@@ -351,11 +351,7 @@ def test_client_imports_no_torch_fastai_click_httpx_or_model_signing() -> None:
         "('torch', 'fastai', 'click', 'httpx', 'huggingface_hub', 'boto3', 'model_signing',"
         " 'OpenSSL', 'sigstore') if m in sys.modules]))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    ).stdout
-    assert json.loads(out) == []
+    assert json.loads(installed_python(code)) == []
 
 
 def test_load_refuses_a_breaking_environment_before_downloading(tmp_path: Path, store) -> None:

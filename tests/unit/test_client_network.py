@@ -314,9 +314,8 @@ def test_importing_the_client_changes_no_logger_and_an_http_installs_the_redacti
     urllib3's loggers when an Http is made (once however many are), not when the client is
     imported."""
     import json
-    import os
-    import subprocess
-    import sys
+
+    from tests.helpers import installed_python
 
     code = (
         "import json, logging\n"
@@ -332,11 +331,7 @@ def test_importing_the_client_changes_no_logger_and_an_http_installs_the_redacti
         "counts = [len(logging.getLogger(n).filters) for n in REQUEST_LOGGERS]\n"
         "print(json.dumps([after_import, counts]))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    ).stdout
-    after_import, counts = json.loads(out)
+    after_import, counts = json.loads(installed_python(code))
     assert after_import == []
     assert counts == [1, 1, 1, 1]
 

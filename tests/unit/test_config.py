@@ -7,6 +7,7 @@ import pytest
 
 from pipeline import config
 from pipeline.errors import ConfigError
+from tests.helpers import MINIMAL_TOML as MINIMAL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,17 +16,6 @@ def write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "release.toml"
     p.write_text(text)
     return p
-
-
-MINIMAL = """
-schema_version = 1
-[model]
-name = "m"
-version = "1.0.0"
-[data]
-train_csv = "bundled:train.csv"
-eval_csv = "bundled:eval.csv"
-"""
 
 
 def test_demo_config_loads_with_bundled_data() -> None:

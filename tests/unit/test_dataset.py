@@ -183,21 +183,20 @@ def test_non_utf8_names_the_line(tmp_path: Path) -> None:
         read(csv(tmp_path, b"text,label\nhi,a\ncaf\xe9,b\n"))
 
 
-def test_eval_label_not_in_train(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("eval_rows", "problem"),
+    [
+        ("hey,c\n", "label 'c' never occur"),  # a label training never saw
+        ("HI,a\n", "1 text\\(s\\) also in"),  # a training text, in other case
+    ],
+    ids=["label-not-in-train", "text-leaked-from-train"],
+)
+def test_eval_set_checked_against_train(tmp_path: Path, eval_rows: str, problem: str) -> None:
     train = read(csv(tmp_path, "text,label\nhi,a\nho,b\n", "t.csv"))
     eval_ = read_labelled_csv(
-        csv(tmp_path, "text,label\nhey,c\n", "e.csv"), "text", "label", min_classes=1
+        csv(tmp_path, "text,label\n" + eval_rows, "e.csv"), "text", "label", min_classes=1
     )
-    with pytest.raises(InputError, match="label 'c' never occur"):
-        check_eval_against_train(train, eval_)
-
-
-def test_eval_text_leaked_from_train(tmp_path: Path) -> None:
-    train = read(csv(tmp_path, "text,label\nhi,a\nho,b\n", "t.csv"))
-    eval_ = read_labelled_csv(
-        csv(tmp_path, "text,label\nHI,a\n", "e.csv"), "text", "label", min_classes=1
-    )
-    with pytest.raises(InputError, match="1 text\\(s\\) also in"):
+    with pytest.raises(InputError, match=problem):
         check_eval_against_train(train, eval_)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pipeline import manifest as mf
-from pipeline.client import onnx_graph, tokenizer, tokenizer_format
+from pipeline.client import onnx_graph, tokenizer_format
 from pipeline.client.fetching import _check_name
 from pipeline.client.loading import run_smoke_test
 from pipeline.client.onnx_graph import check_self_contained, external_reference
@@ -26,6 +26,7 @@ from pipeline.client.onnx_model import tokenizer_from_bytes
 from pipeline.client.tokenizer import TextTokenizer, stock_language
 from pipeline.errors import InputError, IntegrityError, ReleaseError
 from tests.conftest import make_release_dir
+from tests.helpers import tokenizer_spec
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
@@ -239,22 +240,16 @@ def english() -> dict[str, Any]:
 
 
 def _spec(tok: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    spec = {
-        "format": tokenizer.FORMAT,
+    """fastai's default rules, a stock spaCy part (or `tok`) and a 5-word vocabulary."""
+    fields: dict[str, Any] = {
         "format_version": 2,
         "rules": ["fix_html", "replace_rep", "spec_add_spaces", "rm_useless_spaces", "lowercase"],
-        "post_rules": [],
         "tokenizer": tok or {"type": "spacy", "special_cases": {}},
         "special_tokens": [],
         "vocab": ["xxunk", "xxpad", "xxbos", "ab", "hello"],
         "unmapped_tokens": [],
-        "unknown_id": 0,
-        "pad_id": 1,
-        "chunking": {"bptt": 72, "max_len": 1440},
-        "labels": ["a", "b"],
     }
-    spec.update(overrides)
-    return spec
+    return tokenizer_spec(**{**fields, **overrides})
 
 
 def _bytes(spec: dict[str, Any]) -> bytes:

@@ -10,17 +10,9 @@ from pipeline import config
 from pipeline.errors import ConfigError, UsageError
 from pipeline.publish import publishers_for
 from pipeline.publishers.settings import PublishSettings
+from tests.helpers import MINIMAL_TOML as MINIMAL
 
 ROOT = Path(__file__).resolve().parents[2]
-MINIMAL = """
-schema_version = 1
-[model]
-name = "m"
-version = "1.0.0"
-[data]
-train_csv = "bundled:train.csv"
-eval_csv = "bundled:eval.csv"
-"""
 
 
 def load(tmp_path: Path, extra: str) -> config.ReleaseConfig:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.client.tokenizer import FORMAT, SpacyRules, TextTokenizer
+from pipeline.client.tokenizer import SpacyRules, TextTokenizer
 from pipeline.errors import InputError
+from tests.helpers import tokenizer_spec
 
 FASTAI_SPECIALS = ["xxunk", "xxpad", "xxbos", "xxeos", "xxfld", "xxrep", "xxwrep", "xxup", "xxmaj"]
 
@@ -126,26 +127,8 @@ def test_the_special_case_pass_is_exercised(spacy_pair) -> None:
     assert full("said ''hi''") == ["said", "''", "hi", "''"] != bare("said ''hi''")
 
 
-def _spec(**overrides) -> dict:
-    spec = {
-        "format": FORMAT,
-        "format_version": 1,
-        "rules": ["replace_maj", "lowercase"],
-        "post_rules": [],
-        "tokenizer": {"type": "spacy", "special_cases": {"xxbos": ["xxbos"], "xxmaj": ["xxmaj"]}},
-        "vocab": ["xxunk", "xxpad", "xxbos", "xxmaj", "hello", "world", "xxfake"],
-        "unmapped_tokens": ["xxfake"],
-        "unknown_id": 0,
-        "pad_id": 1,
-        "chunking": {"bptt": 72, "max_len": 1440},
-        "labels": ["a", "b"],
-    }
-    spec.update(overrides)
-    return spec
-
-
 def test_ids_unknown_tokens_and_unmapped_entries() -> None:
-    tok = TextTokenizer(_spec())
+    tok = TextTokenizer(tokenizer_spec())
     assert tok.tokens("Hello world xxfake") == ["xxbos", "xxmaj", "hello", "world", "xxfake"]
     # 'xxfake' pads the vocabulary; fastai's Numericalize maps it to xxunk like any unknown
     assert tok.ids("Hello world xxfake planet") == [2, 3, 4, 5, 0, 0]
@@ -153,31 +136,33 @@ def test_ids_unknown_tokens_and_unmapped_entries() -> None:
 
 
 def test_aliases_map_misspellings_and_never_override_a_vocabulary_word() -> None:
-    tok = TextTokenizer(_spec(format_version=2, aliases={"helo": 4, "wrold": 5, "world": 4}))
+    tok = TextTokenizer(
+        tokenizer_spec(format_version=2, aliases={"helo": 4, "wrold": 5, "world": 4})
+    )
     assert tok.ids("helo wrold world plnaet") == [2, 4, 5, 5, 0]
 
 
 def test_bad_aliases_are_input_errors() -> None:
     for aliases in ({"helo": 7}, {"helo": -1}, {"helo": "4"}, ["helo"]):
         with pytest.raises(InputError, match="aliases must map words to ids inside"):
-            TextTokenizer(_spec(format_version=2, aliases=aliases))
+            TextTokenizer(tokenizer_spec(format_version=2, aliases=aliases))
 
 
 def test_tokenizer_file_problems_are_input_errors(tmp_path: Path) -> None:
     path = tmp_path / "tokenizer.json"
-    path.write_text(json.dumps(_spec(rules=["replace_maj", "my_rule"])))
+    path.write_text(json.dumps(tokenizer_spec(rules=["replace_maj", "my_rule"])))
     with pytest.raises(InputError, match="unknown text rule 'my_rule'"):
         TextTokenizer.from_file(path)
-    path.write_text(json.dumps(_spec(format_version=99)))
+    path.write_text(json.dumps(tokenizer_spec(format_version=99)))
     with pytest.raises(InputError, match="format version 99.*upgrade fastai-release"):
         TextTokenizer.from_file(path)
-    path.write_text(json.dumps(_spec(rules=[{"name": "replace_rep", "kwargs": {"x": 1}}])))
+    path.write_text(json.dumps(tokenizer_spec(rules=[{"name": "replace_rep", "kwargs": {"x": 1}}])))
     with pytest.raises(InputError, match="rule 'replace_rep' takes no option x"):
         TextTokenizer.from_file(path)
     path.write_text("{not json")
     with pytest.raises(InputError, match="not a readable tokenizer file"):
         TextTokenizer.from_file(path)
-    spec = _spec()
+    spec = tokenizer_spec()
     del spec["vocab"]
     path.write_text(json.dumps(spec))
     with pytest.raises(InputError, match="malformed tokenizer file.*vocab"):
@@ -302,7 +287,7 @@ def test_input_limits(monkeypatch) -> None:
     with pytest.raises(InputError, match="expected a str"):
         limits.check(b"bytes")  # type: ignore[arg-type]
     assert InputLimits.unlimited().check("z" * 100_000)
-    tok = TextTokenizer(_spec(), limits=InputLimits(max_tokens=3))
+    tok = TextTokenizer(tokenizer_spec(), limits=InputLimits(max_tokens=3))
     with pytest.raises(InputTooLarge, match="4 tokens"):
         tok.ids("hello world planet")
     monkeypatch.setenv("RELEASE_MAX_INPUT_CHARS", "none")

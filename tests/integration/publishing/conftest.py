@@ -7,7 +7,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from tests.conftest import FIXTURES
 from tests.emulators.github import GitHubEmulator
 from tests.emulators.huggingface import HubEmulator
 from tests.emulators.s3 import S3Emulator
+from tests.helpers import run_python
 
 GH_TOKEN = "ghp_emulatorTOKEN0123456789"
 HF_TOKEN = "hf_emulatorTOKEN0123456789"
@@ -257,11 +257,4 @@ def env_for(gh: GitHubEmulator, hub: HubEmulator, **extra: str | None) -> dict[s
 
 def release(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """`release ARGS` in a fresh interpreter."""
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_python("-m", "pipeline", *args, cwd=cwd, env=env)

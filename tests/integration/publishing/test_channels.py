@@ -335,7 +335,7 @@ def test_a_real_kill_mid_promote_then_the_same_command_finishes_it(fleet, gh, hu
     GitHub's asset replacement (the old index.json deleted, its reply lost, the new document not
     yet renamed: GitHub serves no index), then the same command again, which finishes it (the
     other kill points of every target: the in-process test above)."""
-    from tests.integration.publishing.test_kill_resume import Killer, sigint_default
+    from tests.integration.publishing.kills import Killer, run_killed
 
     publishers, signer, _, config = fleet
     github_hub = [p for p in publishers if p.name in ("github", "huggingface")]
@@ -352,19 +352,9 @@ def test_a_real_kill_mid_promote_then_the_same_command_finishes_it(fleet, gh, hu
     for n, (version, at, mode) in enumerate([("0.0.1", 2, "lost-reply")]):
         before = _index_of(github_hub)
         killer = Killer(at, mode, writes_only=True)
-        gh.hook = hub.hook = killer
-        try:
-            killer.proc = subprocess.Popen(
-                [*args, version, "--channel", "killed"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=sigint_default,
-            )
-            killer.started.set()
-            rc = killer.proc.wait(timeout=300)
-        finally:
-            gh.hook = hub.hook = None
+        rc = run_killed(
+            killer, [*args, version, "--channel", "killed"], [gh, hub], env=env, timeout=300
+        )
         assert killer.where is not None and rc == -signal.SIGKILL, (n, killer.where, rc)
         assert killer.where.startswith("DELETE /api/v3/repos/alice/models/releases/assets/")
         tag = github_index_tag(MODEL)

@@ -3,19 +3,16 @@ under a fresh prefix) and resumed each time, ends with exactly the built files u
 `<prefix>/<model>/<version>/`, `latest` naming the version and no unfinished multipart upload;
 and no version is ever visible (its manifest.json there) without all of its files.
 
-The structure is test_kill_resume.py's: the proxy in front of moto kills the publishing process
-at request number k ("drop": before moto sees it, "in-flight": while it reads the body,
-"lost-reply": after moto applied it), half of the draws over all requests of a full publish,
-half over its state-changing ones. export.pkl is 9 MiB so multipart uploads are among them.
+The structure is test_kill_resume.py's (tests/integration/publishing/kills.py): the proxy in front
+of moto kills the publishing process at request number k ("drop": before moto sees it,
+"in-flight": while it reads the body, "lost-reply": after moto applied it), half of the draws
+over all requests of a full publish, half over its state-changing ones. export.pkl is 9 MiB so
+multipart uploads are among them.
 """
 
 from __future__ import annotations
 
 import os
-import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +26,7 @@ from tests.integration.publishing.conftest import (
     s3_toml,
     write_project,
 )
-from tests.integration.publishing.test_kill_resume import MODES, Killer, sigint_default
+from tests.integration.publishing.kills import Campaign
 
 pytestmark = pytest.mark.slow
 KILLS = 12
@@ -51,8 +48,6 @@ def state(s3, prefix: str) -> tuple[dict[str, bytes], bytes | None]:
 
 
 def test_killed_12_times_at_random_points_and_resumed_converges(s3, tmp_path) -> None:
-    seed = int(os.environ.get("RELEASE_KILL_SEED", "20261130"))
-    rng = random.Random(seed)
     env = {**os.environ, **AWS_ENV}
 
     config = trial(s3, tmp_path / "measure", "measure")
@@ -62,45 +57,15 @@ def test_killed_12_times_at_random_points_and_resumed_converges(s3, tmp_path) ->
     total, writes = len(s3.log), len(s3.writes())
     assert s3.count("PUT", "partNumber=", query=True) == 2
 
-    seen: list[tuple[str, str, str]] = []
-    interrupted: list[tuple[str, str, str, int]] = []
-    unkilled = 0
-    for i in range(2 * (KILLS + INTERRUPTS)):
-        if len(seen) == KILLS and len(interrupted) == INTERRUPTS:
-            break
-        sig = signal.SIGKILL if len(seen) < KILLS else signal.SIGINT
+    campaign = Campaign(
+        WORKFLOW, kills=KILLS, interrupts=INTERRUPTS, total=total, writes=writes, seed=20261130
+    )
+    for i in campaign.trials():
         prefix = f"kill{i}"
         config = trial(s3, tmp_path / prefix, prefix)
         built = local_bytes(config)
-        writes_only = rng.random() < 0.5
-        killer = Killer(
-            rng.randint(1, writes if writes_only else total), rng.choice(MODES), writes_only, sig
-        )
-        s3.hook = killer
-        log = tmp_path / f"{prefix}.log"
-        try:
-            with open(log, "wb") as out:
-                killer.proc = subprocess.Popen(
-                    [sys.executable, "-m", "pipeline", *WORKFLOW],
-                    cwd=config.path.parent,
-                    env=env,
-                    stdout=out,
-                    stderr=out,
-                    preexec_fn=sigint_default,
-                )
-                killer.started.set()
-                rc = killer.proc.wait(timeout=120)
-        finally:
-            s3.hook = None
-        if killer.where is None:
-            assert rc == 0, (i, killer.at, log.read_text()[-3000:])
-            unkilled += 1
-        elif sig == signal.SIGKILL:
-            assert rc == -signal.SIGKILL, (i, killer.at, rc)
-            seen.append((killer.point(), killer.mode, killer.where))
-        else:
-            assert rc != 0, (i, killer.at, log.read_text()[-3000:])
-            interrupted.append((killer.point(), killer.mode, killer.where, rc))
+        killer = campaign.killer()
+        campaign.run(i, killer, [s3], config.path.parent, env)
 
         files, latest = state(s3, prefix)
         if "manifest.json" in files:  # published: then whole
@@ -115,14 +80,4 @@ def test_killed_12_times_at_random_points_and_resumed_converges(s3, tmp_path) ->
         assert files == built and latest == b"0.0.1\n"
         assert [k for k in s3.unfinished_uploads(BUCKET) if k.startswith(f"{prefix}/")] == []
 
-    assert len(seen) == KILLS and len(interrupted) == INTERRUPTS
-    on_writes = sum(1 for _, _, where in seen if not where.startswith(("GET", "HEAD")))
-    print(
-        f"\n{KILLS} kills (seed {seed}, {total} requests in a full publish, {writes} of them "
-        f"state-changing, {unkilled} draw(s) past the end):"
-    )
-    for point, mode, where in seen:
-        print(f"  {point:<11} {mode:<10} {where}")
-    print(f"  {on_writes} of the kills on a state-changing request")
-    for point, mode, where, rc in interrupted:
-        print(f"  SIGINT at {point:<11} {mode:<10} {where} -> exit {rc}")
+    campaign.report()
