@@ -516,50 +516,35 @@ _ACCURACY_KEYS = (
 def training_verdict(
     summary: dict[str, Any], probs: Any, truth: list[str], classes: list[str]
 ) -> dict[str, Any]:
-    """Whether the original model learnt anything: its eval loss against a uniform guess's
-    (ln of the number of classes) and its accuracy against chance (the better of the majority
-    class and 1 / classes) and the TF-IDF baseline.
-
-    It did not train when it closes less than a tenth of the way from chance to the baseline,
-    or (no baseline) when its eval loss is at 90% of the uniform guess's or more: two epochs of
-    fit_one_cycle at lr 0.01 on 150 classes scored 1.6% (chance 0.7%, baseline 91%).
-    """
-    import numpy as np
-
+    """Whether the original model learnt anything, by `evaluation.training_verdict` (the rule
+    training applies to its held-out rows, here on the eval set against the TF-IDF baseline):
+    its eval loss against a uniform guess's and its accuracy against chance and the baseline."""
     index = {c: i for i, c in enumerate(classes)}
-    p_true = np.asarray(probs)[np.arange(len(truth)), [index[t] for t in truth]]
-    loss = float(-np.log(np.clip(p_true, 1e-12, 1.0)).mean())
-    chance_loss = float(np.log(len(classes)))
-    chance = max(summary.get("majority_accuracy") or 0.0, 1 / len(classes))
-    accuracy, base = summary["accuracy_original"], summary.get("baseline_accuracy")
-    if base is not None and base > chance + 0.05:
-        stuck = accuracy - chance < 0.1 * (base - chance)
-    else:
-        stuck = loss >= 0.9 * chance_loss
+    v = ev.training_verdict(
+        summary["accuracy_original"],
+        ev.mean_log_loss(probs, [index[t] for t in truth]),
+        len(classes),
+        summary.get("majority_accuracy"),
+        summary.get("baseline_accuracy"),
+    )
     return {
-        "eval_loss_original": loss,
-        "chance_loss": chance_loss,
-        "chance_accuracy": chance,
-        "did_not_train": bool(stuck),
+        "eval_loss_original": v["loss"],
+        "chance_loss": v["chance_loss"],
+        "chance_accuracy": v["chance_accuracy"],
+        "did_not_train": v["did_not_train"],
     }
 
 
 def did_not_train_message(s: dict[str, Any], c: ReleaseConfig | None = None) -> str:
     """The sentence a build says when the model learnt nothing (`s`: the summary with
     `training_verdict`'s keys), with what to change."""
-    t = c.train if c else None
-    what = (
-        "it was loaded from train.export_pkl: train it longer or check its labels"
-        if t is not None and t.export_pkl is not None
-        else "more epochs"
-        + (f" (train.epochs = {t.epochs} now)" if t else "")
-        + " or a learning rate that suits that many epochs"
-        + (f" (train.lr = {t.lr:g} now)" if t else "")
-    )
-    return (
-        f"the model did not train: eval loss {s['eval_loss_original']:.2f} against "
-        f"{s['chance_loss']:.2f} for a uniform guess, accuracy {100 * s['accuracy_original']:.1f}% "
-        f"against {100 * s['chance_accuracy']:.1f}% by chance; {what}"
+    return ev.did_not_train_message(
+        s["accuracy_original"],
+        s["eval_loss_original"],
+        s["chance_loss"],
+        s["chance_accuracy"],
+        "eval",
+        ev.untrained_advice(c.train if c else None),
     )
 
 
