@@ -175,6 +175,12 @@ def cli(ctx: click.Context, config: str, verbose: int, quiet: bool, debug: bool)
     "(<csv>-no-overlap.csv, counted and listed) and train on it; the build refuses shared texts.",
 )
 @click.option(
+    "--time-budget",
+    metavar="DURATION",
+    help='Training time you can spend, like "20m" or "1h": init times real training steps on '
+    "this machine and writes a recipe that fits (network, epochs, batch size, lr).",
+)
+@click.option(
     "--force",
     is_flag=True,
     allow_from_autoenv=False,  # never from the environment
@@ -191,13 +197,16 @@ def init(
     label_column: str | None,
     eval_fraction: float,
     drop_overlap: bool,
+    time_budget: str | None,
     force: bool,
 ) -> None:
     """Write a commented starter config (--config, default release.toml) for your own data.
 
     Detects the text and label columns, counts rows and classes, carves a stratified eval CSV
     (no text shared with train) when there is none, and leaves the GitHub/HF repos as
-    placeholders that `publish` refuses until you set them.
+    placeholders that `publish` refuses until you set them. With --time-budget it also times a
+    few real training steps of each candidate network on your rows, on this machine now (a
+    busy machine gives a slower estimate), and writes the recipe that fits the budget.
     """
     from pipeline.starter import init_config, summary_lines
 
@@ -212,6 +221,7 @@ def init(
         eval_fraction=eval_fraction,
         force=force,
         drop_overlap=drop_overlap,
+        time_budget=time_budget,
     )
     for line in summary_lines(s):
         log.info("%s", line)

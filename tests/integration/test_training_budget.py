@@ -169,7 +169,11 @@ def _state(learn) -> dict[str, torch.Tensor]:
 
 def test_the_estimate_changes_no_weight(small, tmp_path: Path, caplog) -> None:
     c, train = small
-    c = dataclasses.replace(c, train=dataclasses.replace(c.train, lm_epochs=1, time_budget="1h"))
+    # small batches: the language model's loader has several, shuffled again every epoch
+    c = dataclasses.replace(
+        c,
+        train=dataclasses.replace(c.train, lm_epochs=2, time_budget="1h", batch_size=8, seq_len=16),
+    )
     facts: dict = {}
     with caplog.at_level(logging.INFO, logger="pipeline.train"):
         timed = _state(train_classifier(c, train, tmp_path / "a", facts=facts))
