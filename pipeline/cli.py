@@ -261,13 +261,15 @@ def build(state: _State, force: bool) -> None:
     click.echo(str(state.config().build_dir))
     s = manifest.validation["metrics"]
     log.info(
-        "release %s %s ready: accuracy %.1f%% (quantized %.1f%%), %.1fx smaller, %.1fx faster",
+        "release %s %s ready: accuracy %.1f%% (quantized %.1f%%), file %.1fx smaller, network "
+        "%.1fx smaller and %.1fx faster",
         manifest.model,
         manifest.version,
         100 * s["accuracy_original"],
         100 * s["accuracy_quantized"],
         s["size_ratio"],
-        s["speedup_p50"],
+        s.get("network_size_ratio", s["size_ratio"]),
+        s.get("network_speedup_p50", s["speedup_p50"]),
     )
     skipped = manifest.validation.get("variants_skipped", {})
     for variant, why in skipped.items():

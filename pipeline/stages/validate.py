@@ -55,7 +55,8 @@ def advice_for(key: str, c: ReleaseConfig | None = None) -> str:
     t = c.train if c else None
     v = c.validate if c else None
     modules = set(c.quantize.modules) if c else set()
-    base = key.removesuffix("_onnx").removesuffix("_quantized")
+    # the size and speed gates read the network alone (`network_size_ratio`...)
+    base = key.removeprefix("network_").removesuffix("_onnx").removesuffix("_quantized")
     opts: list[str] = []
     if key.startswith("challenge_"):
         return (
@@ -93,8 +94,8 @@ def advice_for(key: str, c: ReleaseConfig | None = None) -> str:
         elif left := sorted(set(QUANTIZABLE_MODULES) - modules):
             opts.append(f"quantize every module (quantize.modules leaves out {', '.join(left)})")
         opts.append(
-            "a network with few parameters shrinks less (its pickle's vocabulary and tokenizer "
-            "weigh the same): lower validate.min_size_ratio"
+            "a network with few parameters shrinks less, even alone (200/400/2: about 5x; "
+            "benchmarks/gate_ratios.jsonl): lower validate.min_size_ratio"
             + (f" ({v.min_size_ratio:g} now)" if v else "")
             + " for it knowingly"
         )
@@ -104,7 +105,8 @@ def advice_for(key: str, c: ReleaseConfig | None = None) -> str:
             quiet if v is not None and v.threads == 1 else quiet + " with validate.threads = 1"
         )
         opts.append(
-            "a small network gains less from INT8: lower validate.min_speedup"
+            "a small network gains less from INT8, even alone (200/400/2: about 2.5x; "
+            "benchmarks/gate_ratios.jsonl): lower validate.min_speedup"
             + (f" ({v.min_speedup:g} now)" if v else "")
             + " for it knowingly"
         )
@@ -160,11 +162,27 @@ def gates_for(v: ValidateConfig) -> list[Gate]:
     ]
     if not v.beat_majority:
         out = out[1:]
+    # Size and speed are those of the network alone, what quantization acts on (`network_bytes`,
+    # `network_latencies`): the rest of a pickle (vocabulary, data pipeline) and of a
+    # learn.predict call (tokenizing, batching) is the same in every variant and, for a small
+    # network, most of it (benchmarks/gate_ratios.jsonl). The report shows both.
     quantized = [
         Gate(
-            "size ratio (original / quantized)", "size_ratio", ">=", v.min_size_ratio, "x", _SMALLER
+            "network size ratio (original / quantized)",
+            "network_size_ratio",
+            ">=",
+            v.min_size_ratio,
+            "x",
+            _SMALLER,
         ),
-        Gate("predict p50 speedup", "speedup_p50", ">=", v.min_speedup, "x", _FASTER),
+        Gate(
+            "network forward p50 speedup",
+            "network_speedup_p50",
+            ">=",
+            v.min_speedup,
+            "x",
+            _FASTER,
+        ),
         Gate(
             "accuracy drop", "accuracy_drop_points", "<=", v.max_accuracy_drop, " points", _CLOSER
         ),
@@ -177,9 +195,21 @@ def gates_for(v: ValidateConfig) -> list[Gate]:
     # the onnx variant is held to the quantized variant's thresholds
     onnx = [
         Gate(
-            "size ratio (original / onnx)", "size_ratio_onnx", ">=", v.min_size_ratio, "x", _SMALLER
+            "network size ratio (original / onnx)",
+            "network_size_ratio_onnx",
+            ">=",
+            v.min_size_ratio,
+            "x",
+            _SMALLER,
         ),
-        Gate("onnx predict p50 speedup", "speedup_p50_onnx", ">=", v.min_speedup, "x", _FASTER),
+        Gate(
+            "onnx network forward p50 speedup",
+            "network_speedup_p50_onnx",
+            ">=",
+            v.min_speedup,
+            "x",
+            _FASTER,
+        ),
         Gate(
             "onnx accuracy drop",
             "accuracy_drop_points_onnx",
@@ -400,6 +430,91 @@ def latencies(ctx: BuildContext, texts: list[str], onnx: Any = None) -> dict[str
     }
 
 
+def pickled_bytes(model: Any) -> int:
+    """Bytes of `torch.save(model)`, as the network is pickled inside an exported learner."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    return buf.tell()
+
+
+def network_bytes(ctx: BuildContext, onnx: bool) -> dict[str, int]:
+    """Bytes of each variant's network alone, what quantization acts on: the pickled
+    `learn.model` of the two torch variants (weights, WeightDropout's copies, quantized packed
+    params) and the onnx graph (its tokenizer.json is the vocabulary). The rest of a pickle
+    (vocabulary, data pipeline) is the same in both and, for a small network, most of the file."""
+    out = {
+        "original": pickled_bytes(ctx.original_learner().model),
+        "quantized": pickled_bytes(ctx.quantized.model),
+    }
+    if onnx:
+        out["onnx"] = (ctx.build_dir / ONNX_FILE).stat().st_size
+    return out
+
+
+def torch_forward(learn: Any, texts: list[str]) -> Any:
+    """`f(text)`: one forward pass of the learner's network on the text's batch, encoded before
+    (tokenizing and batching are the same work for every torch variant)."""
+    import torch
+
+    from pipeline.client.predict import Predictor
+
+    p = Predictor(learn)
+    dl = learn.dls.valid
+    batches = {}
+    for t in dict.fromkeys(texts):
+        xb = dl.after_batch(dl.create_batch(dl.before_batch([(p.encode(t),)])))[0]
+        batches[t] = xb.as_subclass(torch.Tensor)
+    model = learn.model.eval()
+
+    def forward(text: str) -> None:
+        with torch.inference_mode():
+            if hasattr(model, "reset"):
+                model.reset()
+            model(batches[text])
+
+    return forward
+
+
+def onnx_forward(clf: Any, texts: list[str]) -> Any:
+    ids = {t: clf.tokenizer.ids(t) for t in dict.fromkeys(texts)}
+    return lambda text: clf.probabilities(ids[text])
+
+
+def network_latencies(
+    ctx: BuildContext, texts: list[str], onnx: Any = None
+) -> dict[str, dict[str, Any]] | None:
+    """The networks' forward pass alone at batch 1 (texts tokenized beforehand), variants
+    interleaved: what quantization makes faster, without the per-call cost of `learn.predict`
+    that is the same for every variant and, for a small network, most of it. None when the
+    client's encoder does not apply to this learner."""
+    c = ctx.config.validate
+    n = min(c.latency_queries, len(texts))
+    sample = texts[:n]
+    try:
+        timed = {
+            "original": torch_forward(ctx.original_learner(), sample),
+            "quantized": torch_forward(ctx.quantized, sample),
+        }
+    except Exception as e:  # an unsupported learner: gated on predict instead (`summarize`)
+        log.warning(
+            "network forward timing unavailable for this learner (%s): the speed gate reads "
+            "predict's latency instead",
+            e,
+        )
+        return None
+    if onnx is not None:
+        timed["onnx"] = onnx_forward(onnx, sample)
+    lat = interleaved_latency(timed, sample, threads=c.threads, warmup=c.warmup)
+    return {
+        k: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95), "samples_ms": v}
+        for k, v in lat.items()
+    }
+
+
 def _onnx_paths(ctx: BuildContext) -> tuple[Any, Any]:
     return ctx.build_dir / ONNX_FILE, ctx.build_dir / TOKENIZER_FILE
 
@@ -437,6 +552,8 @@ def summarize(
     baseline: dict[str, Any] | None,
     majority: dict[str, Any] | None = None,
     challenge: dict[str, Any] | None = None,
+    networks: dict[str, int] | None = None,
+    network_latency: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The flat numbers the gates, the manifest and the report's headline read."""
 
@@ -480,6 +597,24 @@ def summarize(
         )
     if "onnx" in variants:
         summary.update(versus_original("onnx", "_onnx"))
+    # what quantization acts on, the gates' measure: the network's bytes and forward pass alone
+    for name, suffix in (("quantized", ""), ("onnx", "_onnx")):
+        if networks and name in networks:
+            summary[f"network_bytes_{name}"] = networks[name]
+            summary[f"network_size_ratio{suffix}"] = networks["original"] / networks[name]
+        if network_latency and name in network_latency:
+            summary[f"network_p50_ms_{name}"] = network_latency[name]["p50_ms"]
+            summary[f"network_speedup_p50{suffix}"] = (
+                network_latency["original"]["p50_ms"] / network_latency[name]["p50_ms"]
+            )
+        if f"speedup_p50{suffix}" in summary and f"network_speedup_p50{suffix}" not in summary:
+            # the network alone could not be timed for this learner: the gate reads predict
+            summary[f"network_speedup_p50{suffix}"] = summary[f"speedup_p50{suffix}"]
+            summary["speed_gate_reads"] = "predict"
+    if networks:
+        summary["network_bytes_original"] = networks["original"]
+    if network_latency:
+        summary["network_p50_ms_original"] = network_latency["original"]["p50_ms"]
     if "quantized_client" in latency and "onnx" in latency:
         summary["p50_ms_quantized_client"] = latency["quantized_client"]["p50_ms"]
         summary["onnx_vs_quantized_client_p50"] = (
@@ -647,13 +782,24 @@ class Validate:
             else None
         )
         latency = timed("latency", latencies, ctx, texts, onnx)
+        network_latency = timed("network forward latency", network_latencies, ctx, texts, onnx)
         loads = timed("fresh-process loads", load_measurements, ctx, texts[0], onnx is not None)
         sizes = file_sizes(ctx, onnx is not None)
+        networks = network_bytes(ctx, onnx is not None)
         confusions = ev.top_confusions(
             {name: x["confusion"] for name, x in variants.items()}, classes, TOP_CONFUSIONS
         )
         summary = summarize(
-            variants, comparisons, sizes, latency, loads, baseline, majority, challenge
+            variants,
+            comparisons,
+            sizes,
+            latency,
+            loads,
+            baseline,
+            majority,
+            challenge,
+            networks,
+            network_latency,
         )
         summary.update(training_verdict(summary, preds["original"].probs, truth, classes))
         gate_results = gates(ctx.config.validate, summary)
@@ -675,8 +821,10 @@ class Validate:
             "majority_baseline": majority,
             **({"challenge": challenge} if challenge else {}),
             "latency": latency,
+            "network_latency": network_latency,
             "load": loads,
             "sizes": sizes,
+            "network_bytes": networks,
             "gates": gate_results,
             "top_confusions": confusions,
             "seconds": seconds,
