@@ -328,7 +328,7 @@ STEPS_TIMED = 4  # training steps timed per candidate network (after 2 warm-up s
 # - 200/400/2 learns in 2 epochs (88.7%) and reaches the TF-IDF baseline in 10 at lr 0.01 with
 #   the demo's regularization (92.6% against 92.5%); 20 epochs gained nothing over 10 (91.4%
 #   against 91.3%), so 15 is its cap (more room for data smaller than CLINC150's 15,000 rows);
-#   lr 0.005 and lr_find's valley did worse. Quantized, its network is 5.0-5.1x smaller and
+#   lr 0.005 did worse (L2, L8); lr_find suggested 0.0012 (valley) to 0.058 (steep). Quantized, its network is 5.0-5.1x smaller and
 #   2.3-2.7x faster (benchmarks/gate_ratios.jsonl): gates at 4.0 and 1.5.
 # - 400/1152/3 (fastai's WT103 shape, the demo's) costs 5-8x the time per epoch: 2 of its epochs
 #   (83.9%) took 2.3x the CPU time of 10 of the small one's; it is chosen only when the budget

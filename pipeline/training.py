@@ -816,10 +816,15 @@ def _check_learnt(learn: Any, t: Any, facts: dict[str, Any], stop: bool) -> None
     if not stop:
         log.warning("warning: %s; validate.beat_majority = false: going on", message)
         return
+    smaller = (
+        f", a smaller network (train.emb_sz/n_hid/n_layers = {t.emb_sz}/{t.n_hid}/{t.n_layers} "
+        "now: from scratch, 200/400/2 learns in fewer epochs)"
+        if t.emb_sz * t.n_hid > 200 * 400
+        else ""
+    )
     raise GateFailed(
         f"{message}; or `release init --time-budget` to choose them from a measurement on this "
-        f"machine, a smaller network (train.emb_sz/n_hid/n_layers = {t.emb_sz}/{t.n_hid}/"
-        f"{t.n_layers} now), or check that data.label_column holds the labels you mean. Nothing "
+        f"machine{smaller}, or check that data.label_column holds the labels you mean. Nothing "
         f"was quantized or released (validate.beat_majority = false builds it anyway; always "
         f"answering {str(classes[top])!r} scores {100 * n_top / n:.1f}%)"
     )
