@@ -683,11 +683,26 @@ def did_not_train_message(s: dict[str, Any], c: ReleaseConfig | None = None) -> 
     )
 
 
-def gate_advice_for(gate: dict[str, Any], c: ReleaseConfig, s: dict[str, Any]) -> str:
+def gate_advice_for(
+    gate: dict[str, Any],
+    c: ReleaseConfig,
+    s: dict[str, Any],
+    training: dict[str, Any] | None = None,
+) -> str:
     """A gate's advice for this build: from its settings, led by "the model did not train" when
-    an accuracy gate fails because it learnt nothing (`s`: the summary)."""
+    an accuracy gate fails because it learnt nothing (`s`: the summary), and by the time budget
+    when it stopped training early (`training`: how training ran, `TrainOrLoad`'s facts)."""
     advice = advice_for(gate["key"], c)
-    if s.get("did_not_train") and gate["key"] in _ACCURACY_KEYS and not gate["passed"]:
+    if gate["key"] not in _ACCURACY_KEYS or gate["passed"]:
+        return advice
+    if (training or {}).get("stopped"):
+        advice = (
+            f"train.time_budget ({c.train.time_budget}) stopped training after "
+            f"{training['epochs_run']} of {c.train.epochs} epochs ({training['stopped']}): a "
+            "larger budget, or a quieter machine (`release init --time-budget` measured it "
+            f"faster). Otherwise: {advice}"
+        )
+    if s.get("did_not_train"):
         return f"{did_not_train_message(s, c)}. Otherwise: {advice}"
     return advice
 
@@ -804,7 +819,7 @@ class Validate:
         summary.update(training_verdict(summary, preds["original"].probs, truth, classes))
         gate_results = gates(ctx.config.validate, summary)
         for g in gate_results:  # advice from this build's settings
-            g["advice"] = gate_advice_for(g, ctx.config, summary)
+            g["advice"] = gate_advice_for(g, ctx.config, summary, ctx.results.get("training"))
         ctx.gates_passed = all(g["passed"] for g in gate_results)
         untrained = did_not_train_message(summary, ctx.config) if summary["did_not_train"] else None
         if untrained:

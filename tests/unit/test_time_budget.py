@@ -301,3 +301,38 @@ def test_init_refuses_a_budget_it_cannot_use(tmp_path, kwargs, says) -> None:
 )
 def test_the_fewest_threads_within_ten_percent_of_the_fastest(steps, threads) -> None:
     assert fewer_threads_win(steps) == threads
+
+
+def test_the_report_says_where_and_how_training_ran() -> None:
+    from pipeline.stages.train import describe
+
+    facts = {
+        "device": "cuda",
+        "estimate": {"estimate_seconds": 600.0},
+        "train_seconds": 512.3,
+        "epochs_run": 7,
+        "kept_epoch": 6,
+        "stopped": "another epoch (~1m10s) would end past the time budget",
+    }
+    shown = describe(facts)
+    assert shown["trained on"] == "cuda" and shown["estimated before training (s)"] == 600.0
+    assert shown["epochs run"] == 7 and shown["epoch kept (best validation accuracy)"] == 6
+    assert "past the time budget" in str(shown["stopped early"])
+    assert describe({}) == {}  # a loaded learner: nothing was trained here
+
+
+def test_a_failed_accuracy_gate_names_the_budget_that_stopped_training() -> None:
+    import dataclasses
+
+    from pipeline.stages.validate import gate_advice_for
+
+    c = cfg.load(FIXTURES / "tiny.toml")
+    c = dataclasses.replace(c, train=dataclasses.replace(c.train, time_budget="3m", epochs=5))
+    stopped = {"epochs_run": 1, "stopped": "another epoch (~2m06s) would end past the time budget"}
+    failed = {"key": "baseline_deficit_points", "passed": False}
+    advice = gate_advice_for(failed, c, {}, stopped)
+    assert advice.startswith("train.time_budget (3m) stopped training after 1 of 5 epochs (")
+    assert "Otherwise: a TF-IDF" in advice
+    assert "time_budget" not in gate_advice_for(failed, c, {}, {"epochs_run": 5})
+    size = {"key": "network_size_ratio", "passed": False}
+    assert "time_budget" not in gate_advice_for(size, c, {}, stopped)
