@@ -35,7 +35,7 @@ def measure(
     from fastai.torch_core import set_seed
 
     from pipeline.client.onnx_model import OnnxClassifier
-    from pipeline.config import SPEC, TrainConfig
+    from pipeline.config import TrainConfig
     from pipeline.dataset import read_labelled_csv
     from pipeline.measure import interleaved_latency, percentile
     from pipeline.onnx_export import export_fp32, quantize_int8, tokenizer_spec
@@ -45,7 +45,7 @@ def measure(
     from pipeline.training import _classifier_dls, _classifier_learner, _tokenizer_options
 
     data = read_labelled_csv(train_csv, text, label)
-    t = TrainConfig(**{k: f.default for k, f in SPEC["train"].items()})
+    t = TrainConfig()
     t = dataclasses.replace(t, emb_sz=shape[0], n_hid=shape[1], n_layers=shape[2], batch_size=64)
     torch.set_num_threads(1)
     set_seed(t.seed, reproducible=True)
