@@ -183,11 +183,12 @@ def cli(ctx: click.Context, config: str, verbose: int, quiet: bool, debug: bool)
     "(<csv>-no-overlap.csv, counted and listed) and train on it; the build refuses shared texts.",
 )
 @click.option(
-    "--force",
-    is_flag=True,
-    allow_from_autoenv=False,  # never from the environment
-    help="Overwrite an existing config and carved CSVs.",
+    "--time-budget",
+    metavar="DURATION",
+    help='Training time you can spend, like "20m" or "1h": init times real training steps on '
+    "this machine and writes a recipe that fits (network, epochs, batch size, lr).",
 )
+@_force_flag(help="Overwrite an existing config and carved CSVs.")
 @click.pass_obj
 def init(
     state: _State,
@@ -199,13 +200,16 @@ def init(
     label_column: str | None,
     eval_fraction: float,
     drop_overlap: bool,
+    time_budget: str | None,
     force: bool,
 ) -> None:
     """Write a commented starter config (--config, default release.toml) for your own data.
 
     Detects the text and label columns, counts rows and classes, carves a stratified eval CSV
     (no text shared with train) when there is none, and leaves the GitHub/HF repos as
-    placeholders that `publish` refuses until you set them.
+    placeholders that `publish` refuses until you set them. With --time-budget it also times a
+    few real training steps of each candidate network on your rows, on this machine now (a
+    busy machine gives a slower estimate), and writes the recipe that fits the budget.
     """
     from pipeline.starter import init_config, summary_lines
 
@@ -220,6 +224,7 @@ def init(
         eval_fraction=eval_fraction,
         force=force,
         drop_overlap=drop_overlap,
+        time_budget=time_budget,
     )
     for line in summary_lines(s):
         log.info("%s", line)
@@ -254,13 +259,15 @@ def build(state: _State, force: bool) -> None:
     click.echo(str(state.config().build_dir))
     s = manifest.validation["metrics"]
     log.info(
-        "release %s %s ready: accuracy %.1f%% (quantized %.1f%%), %.1fx smaller, %.1fx faster",
+        "release %s %s ready: accuracy %.1f%% (quantized %.1f%%), file %.1fx smaller, network "
+        "%.1fx smaller and %.1fx faster",
         manifest.model,
         manifest.version,
         100 * s["accuracy_original"],
         100 * s["accuracy_quantized"],
         s["size_ratio"],
-        s["speedup_p50"],
+        s.get("network_size_ratio", s["size_ratio"]),
+        s.get("network_speedup_p50", s["speedup_p50"]),
     )
     skipped = manifest.validation.get("variants_skipped", {})
     for variant, why in skipped.items():

@@ -159,3 +159,84 @@ def fit_tfidf_baseline(train_texts: list[str], train_labels: list[str], seed: in
     )
     model.fit(train_texts, train_labels)
     return model
+
+
+# --- "did it learn anything?": one rule, asked after training and again at validation --------
+
+# Without a baseline, the model must close at least this share of the gap between chance and a
+# perfect score (and its loss must fall below NEAR_UNIFORM_LOSS of a uniform guess's)...
+NEAR_CHANCE_LEAD = 0.05
+NEAR_UNIFORM_LOSS = 0.9
+# ... with one well above chance, this share of the gap between chance and the baseline.
+BASELINE_LEAD = 0.1
+
+
+def mean_log_loss(probs: Any, truth: list[int]) -> float:
+    """Cross-entropy of the probabilities (rows: texts) at the true class indices, unsmoothed
+    (a label-smoothed training loss would not compare with ln of the number of classes)."""
+    p = np.asarray(probs)[np.arange(len(truth)), truth]
+    return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
+
+
+def training_verdict(
+    accuracy: float,
+    loss: float,
+    n_classes: int,
+    majority: float | None,
+    baseline: float | None = None,
+) -> dict[str, Any]:
+    """Whether a classifier learnt anything, from its accuracy and (unsmoothed) loss on held-out
+    texts: the same rule after training (held-out training rows: the build stops before
+    quantizing) and at validation (the eval set: the report and the gates' advice say so).
+
+    Chance is the better of the majority class and 1 / classes, a uniform guess's loss is
+    ln(classes). With a baseline well above chance (the TF-IDF one, at validation), the model
+    did not train when it closes less than BASELINE_LEAD of the way from chance to it; without
+    one, when its loss is NEAR_UNIFORM_LOSS of a uniform guess's or more and its accuracy closes
+    less than NEAR_CHANCE_LEAD of the way from chance to 100%. Issue 30's run: two epochs of
+    fit_one_cycle at lr 0.01, 1.7% where chance was about 1.3% (so about 77 classes, whose
+    uniform guess's loss is ln 77 = 4.34), at a loss of 4.39.
+    """
+    chance_loss = float(np.log(n_classes)) if n_classes > 1 else 0.0
+    chance = max(majority or 0.0, 1 / max(1, n_classes))
+    if baseline is not None and baseline > chance + 0.05:
+        stuck = accuracy - chance < BASELINE_LEAD * (baseline - chance)
+    else:
+        near = chance >= 1.0 or accuracy - chance < NEAR_CHANCE_LEAD * (1.0 - chance)
+        stuck = near and loss >= NEAR_UNIFORM_LOSS * chance_loss
+    return {
+        "loss": loss,
+        "chance_loss": chance_loss,
+        "chance_accuracy": chance,
+        "did_not_train": bool(stuck and n_classes > 1),
+    }
+
+
+def did_not_train_message(
+    accuracy: float,
+    loss: float,
+    chance_loss: float,
+    chance_accuracy: float,
+    where: str,
+    advice: str,
+) -> str:
+    """The one sentence the build says when a model learnt nothing (`where`: "eval" or what the
+    held-out rows were; `advice`: what to change)."""
+    return (
+        f"the model did not train: {where} loss {loss:.2f} against {chance_loss:.2f} for a "
+        f"uniform guess, accuracy {100 * accuracy:.1f}% against {100 * chance_accuracy:.1f}% by "
+        f"chance; {advice}"
+    )
+
+
+def untrained_advice(train: Any = None) -> str:
+    """What to change when the model did not train (`train`: the build's [train] settings,
+    named with their values; None: in general)."""
+    if train is not None and train.export_pkl is not None:
+        return "it was loaded from train.export_pkl: train it longer or check its labels"
+    return (
+        "more epochs"
+        + (f" (train.epochs = {train.epochs} now)" if train is not None else "")
+        + " or a learning rate that suits that many epochs"
+        + (f" (train.lr = {train.lr:g} now)" if train is not None else "")
+    )

@@ -107,6 +107,16 @@ def _remote_problem(v: str) -> str | None:
     return None
 
 
+# what editors are told a duration looks like (`time_budget.parse_duration` decides)
+_DURATION_PATTERN = r"^\s*(\d+(\.\d+)?h)?(\d+(\.\d+)?m(in)?)?(\d+(\.\d+)?s)?\s*$"
+
+
+def _duration(v: str) -> str | None:
+    from pipeline.time_budget import DURATION_SHAPE, parse_duration
+
+    return None if parse_duration(v) else DURATION_SHAPE
+
+
 def _valid_pct(v: float) -> str | None:
     # 0 trains on every row (nothing held out to watch); a sliver would be noise, not a check
     return None if v == 0 or 0.01 <= v <= 0.5 else "0 (train on every row) or between 0.01 and 0.5"
@@ -199,6 +209,30 @@ class TrainConfig:
         "the machine is busy: 1 of 4 trainings of tests/fixtures/tiny.toml at 2 threads on a "
         "loaded 2-core machine gave other weights. Set 1 where a rebuild must be byte-identical",
         check=Range(0, 1024),
+    )
+    time_budget: str | None = setting(
+        None,
+        doc='training stops there, keeping the best epoch: "20m", "1h30m", "90s"',
+        more="Before each fit the build times a few real steps on this machine and logs its "
+        "estimate (with the budget left); progress lines with an ETA come every 30 s inside an "
+        "epoch; after an epoch it stops when the next would end past the budget (inside an epoch "
+        "when the budget is spent), and the classifier's best epoch by validation accuracy (then "
+        "loss) is restored before export. A language model (`lm_epochs`) may use at most half "
+        "of it. `release init --time-budget` measures this machine and writes a recipe that "
+        "fits. See [Training within a time budget](training-budget.md)",
+        example="20m",
+        check=Custom(_duration, {"pattern": _DURATION_PATTERN}),
+    )
+    device: str = setting(
+        "auto",
+        doc='where training runs: "auto" (a GPU when torch sees one), "cpu", "cuda", "mps"',
+        more="Only training: quantization, validation and the onnx export run on the CPU, "
+        "where the servers run the model, and the learner is moved back there before export. "
+        "A GPU run needs a CUDA (or Apple-silicon MPS) build of the same torch version; "
+        "`cuda`/`mps` on a machine where torch sees none is refused, `auto` falls back to the CPU. "
+        "The report's Training section records where it ran; the device is part of the build "
+        "key (a GPU-trained model is another model)",
+        check=OneOf(("auto", "cpu", "cuda", "mps")),
     )
     pretrained: bool = setting(
         False,

@@ -11,6 +11,7 @@ from pipeline.gitinfo import commit_of
 from pipeline.learner_file import learner_name
 from pipeline.report import write_report
 from pipeline.stages.base import BuildContext
+from pipeline.stages.train import describe
 from pipeline.typo_aliases import count_in_learner
 
 log = logging.getLogger("pipeline.build")
@@ -57,6 +58,7 @@ class Report:
                 "vocabulary": len(learn.dls.vocab[0]),
                 "typo aliases (misspellings read as a word)": count_in_learner(learn),
                 **{k: v for k, v in asdict(t).items() if k not in _NOT_TRAINING},
+                **describe(ctx.results.get("training", {})),
             }
         else:
             ctx.results["train"] = {

@@ -15,10 +15,11 @@ from pipeline.errors import InputError
 from pipeline.learner_file import input_digest, place
 from pipeline.stages.base import BuildContext
 from pipeline.stages.quantize import export_learner
-from pipeline.training import labels_of, load_exported, train_classifier
+from pipeline.training import labels_of, load_exported, train_classifier, training_device
 
 log = logging.getLogger("pipeline.build")
 KEY_FILE = "train.key"
+FACTS_FILE = "train.json"  # how the last training ran (device, epochs, estimate); not published
 
 
 def train_key(ctx: BuildContext) -> str:
@@ -30,8 +31,33 @@ def train_key(ctx: BuildContext) -> str:
         "data": blake3_file(c.data.train_csv) if c.data.train_csv else None,
         "export_pkl": input_digest(c.train),  # a location's pin: no download for a key
         "libraries": library_versions(),
+        # "auto" trains on a GPU when there is one: a model trained elsewhere is another model
+        "device": training_device(c.train.device) if c.train.export_pkl is None else None,
     }
     return blake3_bytes(json.dumps(parts, sort_keys=True).encode())
+
+
+def describe(facts: dict) -> dict[str, object]:
+    """How training ran, as the report's "Training" section lists it."""
+    if not facts:
+        return {}
+    out: dict[str, object] = {"trained on": facts.get("device", "cpu")}
+    if "estimate" in facts:
+        out["estimated before training (s)"] = facts["estimate"]["estimate_seconds"]
+    for key, name in (
+        ("train_seconds", "training took (s)"),
+        ("epochs_run", "epochs run"),
+        ("kept_epoch", "epoch kept (best validation accuracy)"),
+        ("stopped", "stopped early"),
+        ("language_model_stopped", "language model stopped early"),
+        ("valid_accuracy", "validation accuracy (held-out training rows)"),
+        ("valid_majority", "majority class share of those rows"),
+        ("valid_loss", "validation loss (those rows, unsmoothed)"),
+        ("reused", "reused from an earlier build"),
+    ):
+        if key in facts:
+            out[name] = facts[key]
+    return out
 
 
 class TrainOrLoad:
@@ -48,6 +74,9 @@ class TrainOrLoad:
             and key_file.is_file()
             and key_file.read_text().strip() == ctx.train_key
         ):
+            facts = ctx.build_dir / FACTS_FILE
+            if facts.is_file():
+                ctx.results["training"] = json.loads(facts.read_text()) | {"reused": True}
             return f"inputs unchanged since the last build ({ctx.original_path.name} reused; --force retrains)"
         return None
 
@@ -55,6 +84,8 @@ class TrainOrLoad:
         c = ctx.config
         ctx.build_dir.mkdir(parents=True, exist_ok=True)
         (ctx.build_dir / KEY_FILE).unlink(missing_ok=True)
+        (ctx.build_dir / FACTS_FILE).unlink(missing_ok=True)
+        facts: dict = {}
         if c.train.export_pkl is not None:
             # copied or downloaded, and checked against its pin, before anything unpickles it
             name = place(c.train, ctx.original_path, config_name=c.path.name)
@@ -67,7 +98,12 @@ class TrainOrLoad:
                 raise required_but_unsupported(ctx, why)  # before any long work
         else:
             learn = train_classifier(
-                c, ctx.train_data, ctx.build_dir / "work", interactive=sys.stderr.isatty()
+                c,
+                ctx.train_data,
+                ctx.build_dir / "work",
+                interactive=sys.stderr.isatty(),
+                facts=facts,
+                stop_near_chance=c.validate.beat_majority,
             )
             export_learner(learn, ctx.original_path)
             shutil.rmtree(ctx.build_dir / "work", ignore_errors=True)
@@ -84,5 +120,8 @@ class TrainOrLoad:
                     f"({', '.join(labels_of(learn))})"
                 )
         ctx.learner = learn
+        if facts:
+            ctx.results["training"] = facts
+            atomic.write_text(ctx.build_dir / FACTS_FILE, json.dumps(facts, indent=1) + "\n")
         atomic.write_text(ctx.build_dir / KEY_FILE, ctx.train_key + "\n")
         ctx.trained_learner_kept = c.train.export_pkl is None

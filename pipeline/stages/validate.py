@@ -55,7 +55,8 @@ def advice_for(key: str, c: ReleaseConfig | None = None) -> str:
     t = c.train if c else None
     v = c.validate if c else None
     modules = set(c.quantize.modules) if c else set()
-    base = key.removesuffix("_onnx").removesuffix("_quantized")
+    # the size and speed gates read the network alone (`network_size_ratio`...)
+    base = key.removeprefix("network_").removesuffix("_onnx").removesuffix("_quantized")
     opts: list[str] = []
     if key.startswith("challenge_"):
         return (
@@ -93,8 +94,8 @@ def advice_for(key: str, c: ReleaseConfig | None = None) -> str:
         elif left := sorted(set(QUANTIZABLE_MODULES) - modules):
             opts.append(f"quantize every module (quantize.modules leaves out {', '.join(left)})")
         opts.append(
-            "a network with few parameters shrinks less (its pickle's vocabulary and tokenizer "
-            "weigh the same): lower validate.min_size_ratio"
+            "a network with few parameters shrinks less, even alone (200/400/2: about 5x; "
+            "benchmarks/gate_ratios.jsonl): lower validate.min_size_ratio"
             + (f" ({v.min_size_ratio:g} now)" if v else "")
             + " for it knowingly"
         )
@@ -104,7 +105,8 @@ def advice_for(key: str, c: ReleaseConfig | None = None) -> str:
             quiet if v is not None and v.threads == 1 else quiet + " with validate.threads = 1"
         )
         opts.append(
-            "a small network gains less from INT8: lower validate.min_speedup"
+            "a small network gains less from INT8, even alone (200/400/2: about 2.5x; "
+            "benchmarks/gate_ratios.jsonl): lower validate.min_speedup"
             + (f" ({v.min_speedup:g} now)" if v else "")
             + " for it knowingly"
         )
@@ -160,11 +162,27 @@ def gates_for(v: ValidateConfig) -> list[Gate]:
     ]
     if not v.beat_majority:
         out = out[1:]
+    # Size and speed are those of the network alone, what quantization acts on (`network_bytes`,
+    # `network_latencies`): the rest of a pickle (vocabulary, data pipeline) and of a
+    # learn.predict call (tokenizing, batching) is the same in every variant and, for a small
+    # network, most of it (benchmarks/gate_ratios.jsonl). The report shows both.
     quantized = [
         Gate(
-            "size ratio (original / quantized)", "size_ratio", ">=", v.min_size_ratio, "x", _SMALLER
+            "network size ratio (original / quantized)",
+            "network_size_ratio",
+            ">=",
+            v.min_size_ratio,
+            "x",
+            _SMALLER,
         ),
-        Gate("predict p50 speedup", "speedup_p50", ">=", v.min_speedup, "x", _FASTER),
+        Gate(
+            "network forward p50 speedup",
+            "network_speedup_p50",
+            ">=",
+            v.min_speedup,
+            "x",
+            _FASTER,
+        ),
         Gate(
             "accuracy drop", "accuracy_drop_points", "<=", v.max_accuracy_drop, " points", _CLOSER
         ),
@@ -177,9 +195,21 @@ def gates_for(v: ValidateConfig) -> list[Gate]:
     # the onnx variant is held to the quantized variant's thresholds
     onnx = [
         Gate(
-            "size ratio (original / onnx)", "size_ratio_onnx", ">=", v.min_size_ratio, "x", _SMALLER
+            "network size ratio (original / onnx)",
+            "network_size_ratio_onnx",
+            ">=",
+            v.min_size_ratio,
+            "x",
+            _SMALLER,
         ),
-        Gate("onnx predict p50 speedup", "speedup_p50_onnx", ">=", v.min_speedup, "x", _FASTER),
+        Gate(
+            "onnx network forward p50 speedup",
+            "network_speedup_p50_onnx",
+            ">=",
+            v.min_speedup,
+            "x",
+            _FASTER,
+        ),
         Gate(
             "onnx accuracy drop",
             "accuracy_drop_points_onnx",
@@ -400,6 +430,91 @@ def latencies(ctx: BuildContext, texts: list[str], onnx: Any = None) -> dict[str
     }
 
 
+def pickled_bytes(model: Any) -> int:
+    """Bytes of `torch.save(model)`, as the network is pickled inside an exported learner."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    return buf.tell()
+
+
+def network_bytes(ctx: BuildContext, onnx: bool) -> dict[str, int]:
+    """Bytes of each variant's network alone, what quantization acts on: the pickled
+    `learn.model` of the two torch variants (weights, WeightDropout's copies, quantized packed
+    params) and the onnx graph (its tokenizer.json is the vocabulary). The rest of a pickle
+    (vocabulary, data pipeline) is the same in both and, for a small network, most of the file."""
+    out = {
+        "original": pickled_bytes(ctx.original_learner().model),
+        "quantized": pickled_bytes(ctx.quantized.model),
+    }
+    if onnx:
+        out["onnx"] = (ctx.build_dir / ONNX_FILE).stat().st_size
+    return out
+
+
+def torch_forward(learn: Any, texts: list[str]) -> Any:
+    """`f(text)`: one forward pass of the learner's network on the text's batch, encoded before
+    (tokenizing and batching are the same work for every torch variant)."""
+    import torch
+
+    from pipeline.client.predict import Predictor
+
+    p = Predictor(learn)
+    dl = learn.dls.valid
+    batches = {}
+    for t in dict.fromkeys(texts):
+        xb = dl.after_batch(dl.create_batch(dl.before_batch([(p.encode(t),)])))[0]
+        batches[t] = xb.as_subclass(torch.Tensor)
+    model = learn.model.eval()
+
+    def forward(text: str) -> None:
+        with torch.inference_mode():
+            if hasattr(model, "reset"):
+                model.reset()
+            model(batches[text])
+
+    return forward
+
+
+def onnx_forward(clf: Any, texts: list[str]) -> Any:
+    ids = {t: clf.tokenizer.ids(t) for t in dict.fromkeys(texts)}
+    return lambda text: clf.probabilities(ids[text])
+
+
+def network_latencies(
+    ctx: BuildContext, texts: list[str], onnx: Any = None
+) -> dict[str, dict[str, Any]] | None:
+    """The networks' forward pass alone at batch 1 (texts tokenized beforehand), variants
+    interleaved: what quantization makes faster, without the per-call cost of `learn.predict`
+    that is the same for every variant and, for a small network, most of it. None when the
+    client's encoder does not apply to this learner."""
+    c = ctx.config.validate
+    n = min(c.latency_queries, len(texts))
+    sample = texts[:n]
+    try:
+        timed = {
+            "original": torch_forward(ctx.original_learner(), sample),
+            "quantized": torch_forward(ctx.quantized, sample),
+        }
+    except Exception as e:  # an unsupported learner: gated on predict instead (`summarize`)
+        log.warning(
+            "network forward timing unavailable for this learner (%s): the speed gate reads "
+            "predict's latency instead",
+            e,
+        )
+        return None
+    if onnx is not None:
+        timed["onnx"] = onnx_forward(onnx, sample)
+    lat = interleaved_latency(timed, sample, threads=c.threads, warmup=c.warmup)
+    return {
+        k: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95), "samples_ms": v}
+        for k, v in lat.items()
+    }
+
+
 def _onnx_paths(ctx: BuildContext) -> tuple[Any, Any]:
     return ctx.build_dir / ONNX_FILE, ctx.build_dir / TOKENIZER_FILE
 
@@ -437,6 +552,8 @@ def summarize(
     baseline: dict[str, Any] | None,
     majority: dict[str, Any] | None = None,
     challenge: dict[str, Any] | None = None,
+    networks: dict[str, int] | None = None,
+    network_latency: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The flat numbers the gates, the manifest and the report's headline read."""
 
@@ -480,6 +597,24 @@ def summarize(
         )
     if "onnx" in variants:
         summary.update(versus_original("onnx", "_onnx"))
+    # what quantization acts on, the gates' measure: the network's bytes and forward pass alone
+    for name, suffix in (("quantized", ""), ("onnx", "_onnx")):
+        if networks and name in networks:
+            summary[f"network_bytes_{name}"] = networks[name]
+            summary[f"network_size_ratio{suffix}"] = networks["original"] / networks[name]
+        if network_latency and name in network_latency:
+            summary[f"network_p50_ms_{name}"] = network_latency[name]["p50_ms"]
+            summary[f"network_speedup_p50{suffix}"] = (
+                network_latency["original"]["p50_ms"] / network_latency[name]["p50_ms"]
+            )
+        if f"speedup_p50{suffix}" in summary and f"network_speedup_p50{suffix}" not in summary:
+            # the network alone could not be timed for this learner: the gate reads predict
+            summary[f"network_speedup_p50{suffix}"] = summary[f"speedup_p50{suffix}"]
+            summary["speed_gate_reads"] = "predict"
+    if networks:
+        summary["network_bytes_original"] = networks["original"]
+    if network_latency:
+        summary["network_p50_ms_original"] = network_latency["original"]["p50_ms"]
     if "quantized_client" in latency and "onnx" in latency:
         summary["p50_ms_quantized_client"] = latency["quantized_client"]["p50_ms"]
         summary["onnx_vs_quantized_client_p50"] = (
@@ -516,58 +651,58 @@ _ACCURACY_KEYS = (
 def training_verdict(
     summary: dict[str, Any], probs: Any, truth: list[str], classes: list[str]
 ) -> dict[str, Any]:
-    """Whether the original model learnt anything: its eval loss against a uniform guess's
-    (ln of the number of classes) and its accuracy against chance (the better of the majority
-    class and 1 / classes) and the TF-IDF baseline.
-
-    It did not train when it closes less than a tenth of the way from chance to the baseline,
-    or (no baseline) when its eval loss is at 90% of the uniform guess's or more: two epochs of
-    fit_one_cycle at lr 0.01 on 150 classes scored 1.6% (chance 0.7%, baseline 91%).
-    """
-    import numpy as np
-
+    """Whether the original model learnt anything, by `evaluation.training_verdict` (the rule
+    training applies to its held-out rows, here on the eval set against the TF-IDF baseline):
+    its eval loss against a uniform guess's and its accuracy against chance and the baseline."""
     index = {c: i for i, c in enumerate(classes)}
-    p_true = np.asarray(probs)[np.arange(len(truth)), [index[t] for t in truth]]
-    loss = float(-np.log(np.clip(p_true, 1e-12, 1.0)).mean())
-    chance_loss = float(np.log(len(classes)))
-    chance = max(summary.get("majority_accuracy") or 0.0, 1 / len(classes))
-    accuracy, base = summary["accuracy_original"], summary.get("baseline_accuracy")
-    if base is not None and base > chance + 0.05:
-        stuck = accuracy - chance < 0.1 * (base - chance)
-    else:
-        stuck = loss >= 0.9 * chance_loss
+    v = ev.training_verdict(
+        summary["accuracy_original"],
+        ev.mean_log_loss(probs, [index[t] for t in truth]),
+        len(classes),
+        summary.get("majority_accuracy"),
+        summary.get("baseline_accuracy"),
+    )
     return {
-        "eval_loss_original": loss,
-        "chance_loss": chance_loss,
-        "chance_accuracy": chance,
-        "did_not_train": bool(stuck),
+        "eval_loss_original": v["loss"],
+        "chance_loss": v["chance_loss"],
+        "chance_accuracy": v["chance_accuracy"],
+        "did_not_train": v["did_not_train"],
     }
 
 
 def did_not_train_message(s: dict[str, Any], c: ReleaseConfig | None = None) -> str:
     """The sentence a build says when the model learnt nothing (`s`: the summary with
     `training_verdict`'s keys), with what to change."""
-    t = c.train if c else None
-    what = (
-        "it was loaded from train.export_pkl: train it longer or check its labels"
-        if t is not None and t.export_pkl is not None
-        else "more epochs"
-        + (f" (train.epochs = {t.epochs} now)" if t else "")
-        + " or a learning rate that suits that many epochs"
-        + (f" (train.lr = {t.lr:g} now)" if t else "")
-    )
-    return (
-        f"the model did not train: eval loss {s['eval_loss_original']:.2f} against "
-        f"{s['chance_loss']:.2f} for a uniform guess, accuracy {100 * s['accuracy_original']:.1f}% "
-        f"against {100 * s['chance_accuracy']:.1f}% by chance; {what}"
+    return ev.did_not_train_message(
+        s["accuracy_original"],
+        s["eval_loss_original"],
+        s["chance_loss"],
+        s["chance_accuracy"],
+        "eval",
+        ev.untrained_advice(c.train if c else None),
     )
 
 
-def gate_advice_for(gate: dict[str, Any], c: ReleaseConfig, s: dict[str, Any]) -> str:
+def gate_advice_for(
+    gate: dict[str, Any],
+    c: ReleaseConfig,
+    s: dict[str, Any],
+    training: dict[str, Any] | None = None,
+) -> str:
     """A gate's advice for this build: from its settings, led by "the model did not train" when
-    an accuracy gate fails because it learnt nothing (`s`: the summary)."""
+    an accuracy gate fails because it learnt nothing (`s`: the summary), and by the time budget
+    when it stopped training early (`training`: how training ran, `TrainOrLoad`'s facts)."""
     advice = advice_for(gate["key"], c)
-    if s.get("did_not_train") and gate["key"] in _ACCURACY_KEYS and not gate["passed"]:
+    if gate["key"] not in _ACCURACY_KEYS or gate["passed"]:
+        return advice
+    if (training or {}).get("stopped"):
+        advice = (
+            f"train.time_budget ({c.train.time_budget}) stopped training after "
+            f"{training['epochs_run']} of {c.train.epochs} epochs ({training['stopped']}): a "
+            "larger budget, or a quieter machine (`release init --time-budget` measured it "
+            f"faster). Otherwise: {advice}"
+        )
+    if s.get("did_not_train"):
         return f"{did_not_train_message(s, c)}. Otherwise: {advice}"
     return advice
 
@@ -662,18 +797,29 @@ class Validate:
             else None
         )
         latency = timed("latency", latencies, ctx, texts, onnx)
+        network_latency = timed("network forward latency", network_latencies, ctx, texts, onnx)
         loads = timed("fresh-process loads", load_measurements, ctx, texts[0], onnx is not None)
         sizes = file_sizes(ctx, onnx is not None)
+        networks = network_bytes(ctx, onnx is not None)
         confusions = ev.top_confusions(
             {name: x["confusion"] for name, x in variants.items()}, classes, TOP_CONFUSIONS
         )
         summary = summarize(
-            variants, comparisons, sizes, latency, loads, baseline, majority, challenge
+            variants,
+            comparisons,
+            sizes,
+            latency,
+            loads,
+            baseline,
+            majority,
+            challenge,
+            networks,
+            network_latency,
         )
         summary.update(training_verdict(summary, preds["original"].probs, truth, classes))
         gate_results = gates(ctx.config.validate, summary)
         for g in gate_results:  # advice from this build's settings
-            g["advice"] = gate_advice_for(g, ctx.config, summary)
+            g["advice"] = gate_advice_for(g, ctx.config, summary, ctx.results.get("training"))
         ctx.gates_passed = all(g["passed"] for g in gate_results)
         untrained = did_not_train_message(summary, ctx.config) if summary["did_not_train"] else None
         if untrained:
@@ -690,8 +836,10 @@ class Validate:
             "majority_baseline": majority,
             **({"challenge": challenge} if challenge else {}),
             "latency": latency,
+            "network_latency": network_latency,
             "load": loads,
             "sizes": sizes,
+            "network_bytes": networks,
             "gates": gate_results,
             "top_confusions": confusions,
             "seconds": seconds,

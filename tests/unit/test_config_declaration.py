@@ -33,7 +33,7 @@ MINIMAL = {
 
 @dataclass(frozen=True)
 class _Train(config.TrainConfig):
-    time_budget: float | None = setting(
+    stop_after: float | None = setting(
         None, doc="stop training after this many seconds", example=600.0, check=Range(1)
     )
 
@@ -53,34 +53,34 @@ def _with_train(**train: Any) -> dict[str, Any]:
 
 def test_a_key_declared_once_reaches_every_output(tmp_path: Path) -> None:
     # defaults and types
-    assert _load(MINIMAL, tmp_path, _Release).train.time_budget is None
-    assert _load(_with_train(time_budget=900), tmp_path, _Release).train.time_budget == 900.0
+    assert _load(MINIMAL, tmp_path, _Release).train.stop_after is None
+    assert _load(_with_train(stop_after=900), tmp_path, _Release).train.stop_after == 900.0
     # the loader's checks, with today's wording, all at once
     with pytest.raises(ConfigError) as e:
-        _load(_with_train(time_budget=0, time_budgt=5, epochs="x"), tmp_path, _Release)
+        _load(_with_train(stop_after=0, stop_aftr=5, epochs="x"), tmp_path, _Release)
     assert e.value.problems == [
-        "release.toml: train.time_budgt: unknown key (did you mean train.time_budget?)",
+        "release.toml: train.stop_aftr: unknown key (did you mean train.stop_after?)",
         "release.toml: train.epochs: expected an integer, found str 'x'",
-        "release.toml: train.time_budget: expected a number >= 1, found float 0.0",
+        "release.toml: train.stop_after: expected a number >= 1, found float 0.0",
     ]
     # the reference, the starter, the JSON Schema
-    row = "| `train.time_budget` | unset | stop training after this many seconds |"
+    row = "| `train.stop_after` | unset | stop training after this many seconds |"
     assert row in spec.reference_markdown(_Release).splitlines()
     lines = spec.template(_Release, {"model.name": "m"})
     train = lines[lines.index("[train]") : lines.index("[quantize]")]
     assert any(
-        re.match(r"# time_budget = 600\.0 +# stop training .*; unset by default$", x) for x in train
+        re.match(r"# stop_after = 600\.0 +# stop training .*; unset by default$", x) for x in train
     )
     props = spec.json_schema(_Release, "t")["properties"]["train"]["properties"]
-    assert props["time_budget"] == {
+    assert props["stop_after"] == {
         "description": "stop training after this many seconds",
         "type": "number",
         "minimum": 1,
     }
     # ...and only there: the real declaration does not have it
-    with pytest.raises(ConfigError, match=r"train.time_budget: unknown key"):
-        _load(_with_train(time_budget=900), tmp_path)
-    assert "time_budget" not in config.reference_markdown()
+    with pytest.raises(ConfigError, match=r"train.stop_after: unknown key"):
+        _load(_with_train(stop_after=900), tmp_path)
+    assert "stop_after" not in config.reference_markdown()
 
 
 def test_a_field_declared_without_setting_is_refused() -> None:

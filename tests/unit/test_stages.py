@@ -76,14 +76,14 @@ def with_challenge_gates(ctx: BuildContext) -> config.ValidateConfig:
 
 
 PASSING = {
-    "size_ratio": 5.9,
-    "speedup_p50": 6.5,
+    "network_size_ratio": 5.9,
+    "network_speedup_p50": 6.5,
     "accuracy_drop_points": 0.0,
     "agreement": 1.0,
     "accuracy_quantized": 0.93,
     "p95_ms_quantized": 16.0,
-    "size_ratio_onnx": 6.1,
-    "speedup_p50_onnx": 14.0,
+    "network_size_ratio_onnx": 6.1,
+    "network_speedup_p50_onnx": 14.0,
     "accuracy_drop_points_onnx": 0.3,
     "agreement_onnx": 0.997,
     "accuracy_onnx": 0.93,
@@ -95,14 +95,14 @@ PASSING = {
 
 
 BAD = {
-    "size_ratio": 4.9,
-    "speedup_p50": 3.9,
+    "network_size_ratio": 4.9,
+    "network_speedup_p50": 3.9,
     "accuracy_drop_points": 1.1,
     "agreement": 0.98,
     "accuracy_quantized": 0.89,
     "p95_ms_quantized": 50.1,
-    "size_ratio_onnx": 4.9,
-    "speedup_p50_onnx": 3.9,
+    "network_size_ratio_onnx": 4.9,
+    "network_speedup_p50_onnx": 3.9,
     "accuracy_drop_points_onnx": 1.1,
     "agreement_onnx": 0.98,
     "accuracy_onnx": 0.89,
