@@ -213,8 +213,8 @@ def _model_name(stem: str) -> str:
 
 def _learner_facts(path: Path) -> tuple[list[str], str, int]:
     """Classes, onnx support note and vocabulary size of an export.pkl (refused learners raise)."""
+    from pipeline.learner_file import labels_of, load_exported
     from pipeline.onnx_export import unsupported_reason
-    from pipeline.training import labels_of, load_exported
 
     learn = load_exported(path)
     why = unsupported_reason(learn)
@@ -246,8 +246,8 @@ def init_config(
 
     With `time_budget` ("20m"), the training rows are tokenized and a few real training steps
     of each candidate network are timed on this machine (`measure`, default
-    `training.measure_for_budget`), and the [train] section gets the recipe that fits, with the
-    measurement in a comment, and [validate] that network's size and speed gates.
+    `time_budget_measure.measure_for_budget`), and the [train] section gets the recipe that
+    fits, with the measurement in a comment, and [validate] that network's size and speed gates.
 
     Raises:
         ConfigError: the config file exists (without `force`), no data was given, a file to
@@ -330,7 +330,7 @@ def _measure(s: Starter, budget_seconds: float, config_path: Path, measure: Any)
     train = read_labelled_csv(s.train_csv, s.text_column, s.label_column)  # type: ignore[arg-type]
     defaults = TrainConfig()
     if measure is None:
-        from pipeline.training import measure_for_budget as measure
+        from pipeline.time_budget_measure import measure_for_budget as measure
     threads = defaults.threads or os.cpu_count() or 1
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     log.info("timing training steps on this machine for --time-budget (a minute or so) ...")
