@@ -3,8 +3,8 @@ summary (`gates`), what a user can do when one fails (`advice_for`, `gate_advice
 stage that stops the build (exit 4) when any failed; nothing after that stage runs.
 
 `validate` measures and calls `gates` (the one place the gate logic lives; the tests call it);
-`CheckGates` reads the results from report.json's `validate` section after the report is written,
-so a failed build still leaves its report to read.
+`CheckGates` reads its results (`ctx.results["validate"]["gates"]`, what report.json holds) after
+the report is written, so a failed build still leaves its report to read.
 """
 
 from __future__ import annotations
