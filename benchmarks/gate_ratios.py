@@ -41,7 +41,7 @@ def measure(
     from pipeline.onnx_export import export_fp32, quantize_int8, tokenizer_spec
     from pipeline.quantization import quantize, strip
     from pipeline.stages.quantize import export_learner
-    from pipeline.stages.validate import onnx_forward, pickled_bytes, torch_forward
+    from pipeline.stages.size_speed import onnx_forward, pickled_bytes, torch_forward
     from pipeline.training import _classifier_dls, _classifier_learner, _tokenizer_options
 
     data = read_labelled_csv(train_csv, text, label)

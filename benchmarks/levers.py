@@ -94,8 +94,8 @@ def score_sets(
 def score_build(args: argparse.Namespace, c: Any, train: Any, sets: dict[str, Any]) -> None:
     from pipeline.client.onnx_model import OnnxClassifier
     from pipeline.evaluation import predict_all
+    from pipeline.learner_file import load_exported
     from pipeline.manifest import ONNX_FILE, ORIGINAL_FILE, QUANTIZED_FILE, TOKENIZER_FILE
-    from pipeline.training import load_exported
 
     d = args.from_build
     learners = {

@@ -17,6 +17,9 @@ what a server reads: the Hub's `/resolve/` endpoint with `HF_TOKEN` / `HF_ENDPOI
 asset with `GITHUB_TOKEN` (through the API for a private repository) and `GITHUB_SERVER_URL` /
 `GITHUB_API_URL`, an S3 object through a URL boto3 pre-signs locally (its credentials, region
 and endpoint). A local `export_pkl` is copied; with a pin set, the copy is checked the same way.
+
+`load_exported` then unpickles it (the build, `release init --export-pkl`) and refuses what the
+pipeline cannot release (not a fastai Learner, not an AWD_LSTM classifier, multi-label).
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pipeline.checksums import blake3_file
 from pipeline.config.train import RemoteLearner, TrainConfig, remote_learner
-from pipeline.errors import ArtifactNotFound, IntegrityError, ReleaseError
+from pipeline.errors import ArtifactNotFound, InputError, IntegrityError, ReleaseError
 
 if TYPE_CHECKING:
     from pipeline.client.network import Http
@@ -233,3 +236,74 @@ def _fetch(remote: RemoteLearner, part: Path, size: int, http: Http, what: str) 
         elif isinstance(source, GitHubSource):
             source.tag = "{version}"
         source.download("", remote.revision, remote.name, part, size)
+
+
+# --- what is inside ---------------------------------------------------------------------------
+
+
+def load_exported(path: Path, name: str | None = None) -> Any:
+    """Load an export.pkl and check that it is a fastai text classifier (AWD_LSTM); `name`: what
+    the messages call it (default the path).
+
+    Raises:
+        InputError: the file does not unpickle as a fastai Learner holding an AWD_LSTM classifier.
+    """
+    import warnings
+
+    import torch
+    from fastai.learner import Learner
+
+    where = name or str(path)
+
+    # fastai's load_learner, with the type checked before it touches `.dls` (so that a pickle of
+    # something else gets a clear message instead of an AttributeError).
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            learn = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise InputError(f"{where}: not a loadable fastai export ({type(e).__name__}: {e})") from e
+    if not isinstance(learn, Learner):
+        raise InputError(
+            f"{where}: expected a fastai Learner, found {type(learn).__module__}.{type(learn).__name__}"
+        )
+    learn.dls.cpu()
+    from fastai.text.models.awdlstm import AWD_LSTM
+    from fastai.text.models.core import SentenceEncoder
+
+    enc = getattr(learn.model, "__getitem__", None) and learn.model[0]
+    if not isinstance(enc, SentenceEncoder) or not isinstance(enc.module, AWD_LSTM):
+        found = (
+            type(enc.module).__name__
+            if isinstance(enc, SentenceEncoder)
+            else type(learn.model).__name__
+        )
+        raise InputError(
+            f"{where}: the model is {found}, not an AWD_LSTM text classifier; fastai-release "
+            "quantizes and exports AWD_LSTM only: train it with "
+            "text_classifier_learner(dls, AWD_LSTM, ...)"
+        )
+    if _is_multi_label(learn):
+        raise InputError(
+            f"{where}: a multi-label learner (MultiCategoryBlock, one or more labels per text) is "
+            "not supported: the eval CSV, the gates and the client answer one label per text; "
+            "train it with CategoryBlock (one label per row)"
+        )
+    return learn
+
+
+def _is_multi_label(learn: Any) -> bool:
+    from fastai.data.transforms import MultiCategorize
+
+    tfms = getattr(getattr(learn.dls, "tfms", None), "__getitem__", None)
+    labels = learn.dls.tfms[1] if tfms and len(learn.dls.tfms) > 1 else []
+    fs = getattr(labels, "fs", labels)
+    return (
+        any(isinstance(t, MultiCategorize) for t in fs) or "BCE" in type(learn.loss_func).__name__
+    )
+    return learn
+
+
+def labels_of(learn: Any) -> list[str]:
+    """The class names of a classifier learner, in output order."""
+    return [str(x) for x in learn.dls.vocab[1]]

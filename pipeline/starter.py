@@ -3,7 +3,8 @@
 It looks at the data the way a user would have to: which column holds the text and which the
 label, how many rows and classes there are, and, when there is no held-out eval CSV, carves one
 (stratified by label, no text in both files). Remote repositories are written as placeholders
-that `release publish` refuses until the user sets them.
+that `release publish` refuses until the user sets them. `--time-budget` (the measurement and the
+recipe it writes) is `starter_budget`'s.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline import atomic
 from pipeline.config import placeholder_repo, starter_toml
 from pipeline.dataset import extra_fields_message, same_text_key, shared_text_rows
 from pipeline.errors import ConfigError, InputError
+from pipeline.starter_budget import budget_recipe, budget_seconds, measure_plan
 
 log = logging.getLogger("pipeline.init")
 
@@ -213,8 +215,8 @@ def _model_name(stem: str) -> str:
 
 def _learner_facts(path: Path) -> tuple[list[str], str, int]:
     """Classes, onnx support note and vocabulary size of an export.pkl (refused learners raise)."""
+    from pipeline.learner_file import labels_of, load_exported
     from pipeline.onnx_export import unsupported_reason
-    from pipeline.training import labels_of, load_exported
 
     learn = load_exported(path)
     why = unsupported_reason(learn)
@@ -246,8 +248,8 @@ def init_config(
 
     With `time_budget` ("20m"), the training rows are tokenized and a few real training steps
     of each candidate network are timed on this machine (`measure`, default
-    `training.measure_for_budget`), and the [train] section gets the recipe that fits, with the
-    measurement in a comment, and [validate] that network's size and speed gates.
+    `time_budget_measure.measure_for_budget`), and the [train] section gets the recipe that
+    fits, with the measurement in a comment, and [validate] that network's size and speed gates.
 
     Raises:
         ConfigError: the config file exists (without `force`), no data was given, a file to
@@ -257,7 +259,7 @@ def init_config(
     """
     config_path = Path(config_path)
     _check_arguments(config_path, csv_path, eval_csv, export_pkl, eval_fraction, force)
-    budget_seconds = _budget_seconds(time_budget, csv_path, export_pkl)
+    seconds = budget_seconds(time_budget, csv_path, export_pkl)
     if drop_overlap and export_pkl is not None:
         raise ConfigError(
             f"--drop-overlap: {export_pkl} has already trained on its rows, so dropping rows from "
@@ -290,54 +292,11 @@ def init_config(
         )
     )  # type: ignore[arg-type]
     base = config_path.resolve().parent
-    if budget_seconds is not None:
+    if seconds is not None:
         s.budget = (time_budget or "").strip()
-        s.plan, s.measured = _measure(s, budget_seconds, config_path, measure)
+        s.plan, s.measured = measure_plan(s, seconds, config_path, measure)
     atomic.write_text(config_path, _render(s, base, model, export_pkl, vocab_note))
     return s
-
-
-def _budget_seconds(
-    time_budget: str | None, csv_path: Path | None, export_pkl: Path | None
-) -> float | None:
-    """The --time-budget in seconds (None without one).
-
-    Raises:
-        ConfigError: not a duration, or nothing to train (--export-pkl, or no --csv).
-    """
-    if time_budget is None:
-        return None
-    from pipeline.time_budget import DURATION_SHAPE, parse_duration
-
-    seconds = parse_duration(time_budget)
-    if seconds is None:
-        raise ConfigError(f"--time-budget: expected {DURATION_SHAPE}, found {time_budget!r}")
-    if export_pkl is not None or csv_path is None:
-        raise ConfigError(
-            "--time-budget: nothing to train with --export-pkl (the learner is trained); "
-            "pass --csv YOUR.csv to train one within the budget"
-        )
-    return seconds
-
-
-def _measure(s: Starter, budget_seconds: float, config_path: Path, measure: Any) -> tuple[Any, str]:
-    """Time real training steps on the training rows now: the plan and a note of the conditions."""
-    import tempfile
-
-    from pipeline.config import TrainConfig
-    from pipeline.dataset import read_labelled_csv
-
-    train = read_labelled_csv(s.train_csv, s.text_column, s.label_column)  # type: ignore[arg-type]
-    defaults = TrainConfig()
-    if measure is None:
-        from pipeline.training import measure_for_budget as measure
-    threads = defaults.threads or os.cpu_count() or 1
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    log.info("timing training steps on this machine for --time-budget (a minute or so) ...")
-    with tempfile.TemporaryDirectory(dir=config_path.resolve().parent) as tmp:
-        plan = measure(defaults, train, budget_seconds, Path(tmp))
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return plan, f"{when}, {threads} thread(s), load average {load} ({os.cpu_count()} CPUs)"
 
 
 def _check_arguments(
@@ -511,68 +470,8 @@ def _render(s: Starter, base: Path, model: str, export_pkl: Path | None, vocab_n
     if s.onnx_note:
         comments["onnx.enabled"] = [f"this learner: {s.onnx_note}"]
     if s.plan is not None:
-        _budget_recipe(s, values, notes, comments)
+        budget_recipe(s, values, notes, comments)
     return "\n".join(starter_toml(values, notes, comments)) + "\n"
-
-
-def _budget_recipe(
-    s: Starter, values: dict[str, object], notes: dict[str, str], comments: dict[str, list[str]]
-) -> None:
-    """The [train] recipe `--time-budget` chose, with what was measured in a comment under
-    [train], and the size and speed gates of the network it chose under [validate]."""
-    from pipeline.time_budget import PLAN_SHARE, format_duration
-
-    p = s.plan
-    n = p.network
-    per_net = "   ".join(
-        f"{shape}: {format_duration(t.epoch_seconds)}" for shape, t in p.timings.items()
-    )
-    comments["train"] = [
-        f"`release init --time-budget {s.budget}` timed real training steps on these rows, here:",
-        f"  {s.measured}",
-        f"  tokenizing the rows and building the learner: {format_duration(p.setup_seconds)}",
-        f"  one epoch ({p.timing.train_batches} steps of {p.batch_size} rows + validation), "
-        "by network (emb_sz/n_hid/n_layers):",
-        f"    {per_net}",
-        f"Chosen: the largest network that gets its epochs in {100 * PLAN_SHARE:.0f}% of the budget;",
-        f"estimate {format_duration(p.estimate_seconds)} of training. The build times a few steps "
-        "again, prints its",
-        "estimate, stops at the budget keeping the best epoch, and stops (exit 4) if the model",
-        "did not train. A busier machine is slower: re-run init on a quiet one, or set epochs",
-        "yourself (docs: training-budget.md).",
-        *(f"note: {x}" for x in p.notes),
-    ]
-    chosen = f"chosen for --time-budget {s.budget}"
-    recipe: dict[str, object] = {
-        "time_budget": s.budget,
-        "emb_sz": n.emb_sz,
-        "n_hid": n.n_hid,
-        "n_layers": n.n_layers,
-        "epochs": p.epochs,
-        "lr": n.lr,
-        "drop_mult": n.drop_mult,
-        "label_smoothing": n.label_smoothing,
-        "word_dropout": n.word_dropout,
-        "batch_size": p.batch_size,
-        "seq_len": p.seq_len,
-    }
-    if p.threads:
-        recipe["threads"] = p.threads
-        notes["train.threads"] = "measured: " + ", ".join(
-            f"{k} thread(s) {sec:.3f}s a step" for k, sec in p.thread_steps.items()
-        )
-    for key, value in recipe.items():
-        values[f"train.{key}"] = value
-    notes["train.epochs"] = f"{chosen}: ~{format_duration(p.timing.epoch_seconds)} an epoch here"
-    notes["train.emb_sz"] = f"{chosen}: network {n.shape}"
-    notes["train.drop_mult"] = "the demo's regularization, which also lifted CLINC150"
-    values["validate.min_size_ratio"] = n.min_size_ratio
-    values["validate.min_speedup"] = n.min_speedup
-    comments["validate.min_speedup"] = [
-        f"The size and speed gates for the {n.shape} network: they compare the network alone",
-        "(its bytes and one forward pass) before and after INT8, and a smaller network gains",
-        "less (benchmarks/gate_ratios.jsonl; the defaults 5.0 and 4.0 fit 400/1152/3).",
-    ]
 
 
 def summary_lines(s: Starter) -> list[str]:

@@ -6,7 +6,8 @@ once, one line each), the config reference (`reference_markdown`), the starter `
 writes (`starter_toml`) and the JSON Schema editors read (`json_schema`, `release schema`). To add
 a key, add a field to its table: nothing else lists keys. The tables: [model], [data], [build]
 and the root here; [train] in `train.py`; [quantize], [onnx], [validate] in `variants.py`;
-[publish] and its targets in `publish.py`; the machinery in `spec.py`.
+[publish] and its targets in `publish.py`; the machinery in `spec.py`, and what it renders in
+`render.py`.
 
 Why dataclass fields with metadata and not pydantic models: this package is imported by the base
 install's CLI (`release fetch` and `release list` read [publish.local] root), where pydantic is
@@ -28,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import spec
+from pipeline.config import render, spec
 from pipeline.config.publish import (
     PLACEHOLDER_OWNER,
     PUBLISH_TARGETS,
@@ -347,12 +348,12 @@ def from_dict(
 def reference_markdown(heading_level: int = 2) -> str:
     """The config reference as Markdown: one section per table (`## [train]`), each a table of
     key, default and meaning, generated from the declaration (for docs/config.md)."""
-    return spec.reference_markdown(ReleaseConfig, heading_level)
+    return render.reference_markdown(ReleaseConfig, heading_level)
 
 
 def json_schema() -> dict[str, Any]:
     """A JSON Schema (draft 4) of release.toml, for editors (`release schema`)."""
-    return spec.json_schema(ReleaseConfig, "release.toml (fastai-release)")
+    return render.json_schema(ReleaseConfig, "release.toml (fastai-release)")
 
 
 def starter_toml(
@@ -361,7 +362,7 @@ def starter_toml(
     comments: dict[str, list[str]] | None = None,
 ) -> list[str]:
     """The lines of a release.toml listing every key: `values` (dotted key -> value) set, the
-    rest commented out with their defaults. See `spec.template`."""
-    return spec.template(
+    rest commented out with their defaults. See `render.template`."""
+    return render.template(
         ReleaseConfig, {"schema_version": SCHEMA_VERSION, **values}, notes, comments
     )

@@ -53,7 +53,7 @@ class BuildContext:
     def original_learner(self) -> Any:
         """The original learner, loaded from the build directory when training was skipped."""
         if self.learner is None:
-            from pipeline.training import load_exported
+            from pipeline.learner_file import load_exported
 
             self.learner = load_exported(self.original_path)
         return self.learner

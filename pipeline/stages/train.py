@@ -12,10 +12,10 @@ from pipeline import atomic
 from pipeline.checksums import blake3_bytes, blake3_file
 from pipeline.environment import library_versions
 from pipeline.errors import InputError
-from pipeline.learner_file import input_digest, place
+from pipeline.learner_file import input_digest, labels_of, load_exported, place
 from pipeline.stages.base import BuildContext
 from pipeline.stages.quantize import export_learner
-from pipeline.training import labels_of, load_exported, train_classifier, training_device
+from pipeline.training import train_classifier, training_device
 
 log = logging.getLogger("pipeline.build")
 KEY_FILE = "train.key"

@@ -1,10 +1,11 @@
 """Stage: measure every built variant on the eval set and evaluate the gates from [validate].
 
-Each measurement is its own function (predictions, accuracy, agreement, baselines, latency,
-fresh-process load, sizes), `summarize` turns them into the flat summary the gates read, and
-`gates` is the one place the gate logic lives (the tests call it). Everything measured lands in
-report.json; the gates are enforced by the `checking gates` stage after the report is written,
-so a failed build still leaves its report to read.
+Each measurement is its own function (predictions, accuracy, agreement, baselines here;
+latency, fresh-process load, sizes in `stages.size_speed`), `measure_all` runs them in order and
+times each, `summarize` turns them into the flat summary the gates read, and `stages.gates.gates`
+(the one place the gate logic lives; the tests call it) holds the summary against [validate].
+Everything measured lands in report.json; the gates are enforced by the `checking gates` stage
+after the report is written, so a failed build still leaves its report to read.
 """
 
 from __future__ import annotations
@@ -16,261 +17,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline import evaluation as ev
-from pipeline.config import QUANTIZABLE_MODULES, ReleaseConfig, ValidateConfig
 from pipeline.manifest import ONNX_FILE, TOKENIZER_FILE
-from pipeline.measure import (
-    fresh_process_load,
-    fresh_process_load_onnx,
-    interleaved_latency,
-    percentile,
-)
 from pipeline.stages.base import BuildContext, working_on
+from pipeline.stages.gates import did_not_train_message, gate_advice_for, gates
+from pipeline.stages.size_speed import (
+    file_sizes,
+    latencies,
+    load_measurements,
+    network_bytes,
+    network_latencies,
+)
 
 log = logging.getLogger("pipeline.build")
 
 VARIANTS = ("original", "quantized", "onnx")
 TOP_CONFUSIONS = 15  # (true, predicted) pairs the report lists
 BASELINE_NAME = "TF-IDF word+char n-grams, logistic regression"
-
-
-@dataclass(frozen=True)
-class Gate:
-    name: str
-    key: str  # where the measured value lives in results["validate"]["summary"]
-    op: str  # ">=", "<=" or ">"
-    threshold: float
-    unit: str = ""
-    advice: str = ""  # what a user can do when it fails (shown in the report's verdict)
-
-    def passes(self, measured: float) -> bool:
-        if self.op == ">":
-            return measured > self.threshold
-        return measured >= self.threshold if self.op == ">=" else measured <= self.threshold
-
-
-def advice_for(key: str, c: ReleaseConfig | None = None) -> str:
-    """What a user can do when the gate on `key` fails, from the settings of `c`: an option
-    already in place is left out or given with its current value, never recommended as if it
-    were not (None: every option, generically)."""
-    t = c.train if c else None
-    v = c.validate if c else None
-    modules = set(c.quantize.modules) if c else set()
-    # the size and speed gates read the network alone (`network_size_ratio`...)
-    base = key.removeprefix("network_").removesuffix("_onnx").removesuffix("_quantized")
-    opts: list[str] = []
-    if key.startswith("challenge_"):
-        return (
-            "the model keys on how its training rows are phrased: add training rows written the "
-            "way other people ask (terse noun phrases, imperatives, long questions, typos, other "
-            "words), never rows of the challenge set itself"
-        )
-    if base in ("lead_over_majority_points", "baseline_deficit_points", "accuracy"):
-        opts.append("more (and more varied) training rows per class")
-        if base == "lead_over_majority_points":
-            opts.append("check the labels, add rows for the rare classes")
-        opts.append(f"more epochs (train.epochs{f' = {t.epochs} now' if t else ''})")
-        if t is None or t.export_pkl is None:
-            if t is None or t.lm_epochs == 0:
-                opts.append("train.lm_epochs (ULMFiT: a language model on your texts first)")
-            else:
-                opts.append(f"more train.lm_epochs ({t.lm_epochs} now)")
-            if t is None or not t.pretrained:
-                opts.append("pretrained weights (train.pretrained)")
-        if base == "baseline_deficit_points" and (t is None or t.emb_sz * t.n_hid > 200 * 400):
-            now = f", {t.emb_sz}/{t.n_hid} now" if t else ""
-            opts.append(f"a smaller network from scratch (train.emb_sz / train.n_hid{now})")
-        threshold = {
-            "lead_over_majority_points": None,
-            "baseline_deficit_points": "raise validate.max_baseline_deficit"
-            + (f" ({v.max_baseline_deficit:g} now)" if v else "")
-            + " to ship it knowingly",
-            "accuracy": "lower validate.min_accuracy if the task allows",
-        }[base]
-        if threshold:
-            opts.append(threshold)
-    elif base == "size_ratio":
-        if c is None:
-            opts.append("keep all of quantize.modules")
-        elif left := sorted(set(QUANTIZABLE_MODULES) - modules):
-            opts.append(f"quantize every module (quantize.modules leaves out {', '.join(left)})")
-        opts.append(
-            "a network with few parameters shrinks less, even alone (200/400/2: about 5x; "
-            "benchmarks/gate_ratios.jsonl): lower validate.min_size_ratio"
-            + (f" ({v.min_size_ratio:g} now)" if v else "")
-            + " for it knowingly"
-        )
-    elif base == "speedup_p50":
-        quiet = "timings vary: rebuild on a quiet machine"
-        opts.append(
-            quiet if v is not None and v.threads == 1 else quiet + " with validate.threads = 1"
-        )
-        opts.append(
-            "a small network gains less from INT8, even alone (200/400/2: about 2.5x; "
-            "benchmarks/gate_ratios.jsonl): lower validate.min_speedup"
-            + (f" ({v.min_speedup:g} now)" if v else "")
-            + " for it knowingly"
-        )
-    elif base in ("accuracy_drop_points", "agreement"):
-        kept = [m for m in ("embedding", "lstm") if c is None or m in modules]
-        if kept:
-            opts.append(
-                f"quantization changed answers: leave {' (then '.join(map(repr, kept))}"
-                + (")" if len(kept) > 1 else "")
-                + " out of quantize.modules and rebuild"
-            )
-        opts.append("raise the threshold if the eval set is small")
-    elif base == "p95_ms":
-        now = f", {t.emb_sz}/{t.n_hid}/{t.n_layers} now" if t else ""
-        opts.append(f"a smaller model (train.emb_sz, train.n_hid, train.n_layers{now})")
-        opts.append("a higher validate.max_p95_ms")
-    lead = {
-        "lead_over_majority_points": "the model does no better than always answering the most "
-        "frequent eval class: ",
-        "baseline_deficit_points": "a TF-IDF + logistic regression model trained on the same "
-        "rows is clearly better: ",
-    }.get(base, "")
-    return lead + "; ".join(opts)
-
-
-_SMALLER = advice_for("size_ratio")
-_FASTER = advice_for("speedup_p50")
-_CLOSER = advice_for("agreement")
-_BETTER = advice_for("accuracy_quantized")
-_HOLD_UP = advice_for("challenge_accuracy_quantized")
-_QUICKER = advice_for("p95_ms_quantized")
-
-
-def gates_for(v: ValidateConfig) -> list[Gate]:
-    """Every gate [validate] defines, whether or not this build can measure it."""
-    out = [
-        Gate(
-            "lead over the majority-class baseline",
-            "lead_over_majority_points",
-            ">",
-            0.0,
-            " points",
-            advice_for("lead_over_majority_points"),
-        ),
-        Gate(
-            "points behind the TF-IDF baseline",
-            "baseline_deficit_points",
-            "<=",
-            v.max_baseline_deficit,
-            " points",
-            advice_for("baseline_deficit_points"),
-        ),
-    ]
-    if not v.beat_majority:
-        out = out[1:]
-    # Size and speed are those of the network alone, what quantization acts on (`network_bytes`,
-    # `network_latencies`): the rest of a pickle (vocabulary, data pipeline) and of a
-    # learn.predict call (tokenizing, batching) is the same in every variant and, for a small
-    # network, most of it (benchmarks/gate_ratios.jsonl). The report shows both.
-    quantized = [
-        Gate(
-            "network size ratio (original / quantized)",
-            "network_size_ratio",
-            ">=",
-            v.min_size_ratio,
-            "x",
-            _SMALLER,
-        ),
-        Gate(
-            "network forward p50 speedup",
-            "network_speedup_p50",
-            ">=",
-            v.min_speedup,
-            "x",
-            _FASTER,
-        ),
-        Gate(
-            "accuracy drop", "accuracy_drop_points", "<=", v.max_accuracy_drop, " points", _CLOSER
-        ),
-        Gate("top-1 agreement", "agreement", ">=", v.min_agreement, "", _CLOSER),
-        Gate("quantized accuracy", "accuracy_quantized", ">=", v.min_accuracy or 0.0, "", _BETTER),
-        Gate(
-            "quantized predict p95", "p95_ms_quantized", "<=", v.max_p95_ms or 0.0, " ms", _QUICKER
-        ),
-    ]
-    # the onnx variant is held to the quantized variant's thresholds
-    onnx = [
-        Gate(
-            "network size ratio (original / onnx)",
-            "network_size_ratio_onnx",
-            ">=",
-            v.min_size_ratio,
-            "x",
-            _SMALLER,
-        ),
-        Gate(
-            "onnx network forward p50 speedup",
-            "network_speedup_p50_onnx",
-            ">=",
-            v.min_speedup,
-            "x",
-            _FASTER,
-        ),
-        Gate(
-            "onnx accuracy drop",
-            "accuracy_drop_points_onnx",
-            "<=",
-            v.max_accuracy_drop,
-            " points",
-            _CLOSER,
-        ),
-        Gate("onnx top-1 agreement", "agreement_onnx", ">=", v.min_agreement, "", _CLOSER),
-        Gate("onnx accuracy", "accuracy_onnx", ">=", v.min_accuracy or 0.0, "", _BETTER),
-        Gate("onnx predict p95", "p95_ms_onnx", "<=", v.max_p95_ms or 0.0, " ms", _QUICKER),
-    ]
-    # absolute accuracy and latency depend on the task and the machine: gates only when set
-    unset = {
-        *(("accuracy_quantized", "accuracy_onnx") if v.min_accuracy is None else ()),
-        *(("p95_ms_quantized", "p95_ms_onnx") if v.max_p95_ms is None else ()),
-    }
-    quantized = [g for g in quantized if g.key not in unset]
-    onnx = [g for g in onnx if g.key not in unset]
-    # [data] challenge_csv (queries phrased unlike the training data): gates only when set
-    challenge = []
-    if v.min_challenge_accuracy is not None:
-        challenge += [
-            Gate(
-                f"challenge-set accuracy ({name})",
-                f"challenge_accuracy_{name}",
-                ">=",
-                v.min_challenge_accuracy,
-                "",
-                _HOLD_UP,
-            )
-            for name in ("quantized", "onnx")
-        ]
-    if v.max_challenge_baseline_deficit is not None:
-        challenge.append(
-            Gate(
-                "challenge set: points the quantized model trails the TF-IDF baseline",
-                "challenge_baseline_deficit_points",
-                "<=",
-                v.max_challenge_baseline_deficit,
-                " points",
-                _HOLD_UP,
-            )
-        )
-    return out + quantized + onnx + challenge
-
-
-def gates(v: ValidateConfig, summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each gate against the measured summary: name, key, op, threshold, unit, advice, measured,
-    passed.
-
-    A gate whose value this build did not measure (no onnx variant; no train CSV, so no TF-IDF
-    baseline) is left out; the report says which and why.
-    """
-    out = []
-    for g in gates_for(v):
-        if summary.get(g.key) is None:
-            continue
-        measured = summary[g.key]
-        out.append({**g.__dict__, "measured": measured, "passed": g.passes(measured)})
-    return out
 
 
 # --- measurements ------------------------------------------------------------------------------
@@ -284,19 +46,6 @@ def onnx_classifier(ctx: BuildContext) -> Any:
     from pipeline.client.onnx_model import OnnxClassifier
 
     return OnnxClassifier(*paths, threads=ctx.config.validate.threads)
-
-
-def _client_predictor(learn):  # noqa: ANN001, ANN202
-    """The client's fast torch predict() for a learner, or None when this client has none."""
-    try:
-        from pipeline.client.predict import Predictor
-    except ImportError:
-        return None
-    try:
-        return Predictor(learn)
-    except Exception as e:  # an unsupported learner: measured with learn.predict only
-        log.warning("client predict() unavailable for this learner: %s", e)
-        return None
 
 
 def _onnx_predictions(clf, texts: list[str]) -> ev.Predictions:  # noqa: ANN001
@@ -395,209 +144,41 @@ def majority_baseline(truth: list[str]) -> dict[str, Any]:
     return {"label": label, "accuracy": n / len(truth)}
 
 
-def latencies(ctx: BuildContext, texts: list[str], onnx: Any = None) -> dict[str, dict[str, Any]]:
-    """`learn.predict` (and client predict()) latency at batch 1, variants interleaved."""
-    c = ctx.config.validate
-    n = min(c.latency_queries, len(texts))
-    log.info(
-        "latency: %d queries per variant, interleaved, %d thread(s), %d warm-up",
-        n,
-        c.threads,
-        c.warmup,
-    )
-    timed: dict[str, Any] = {"original": ctx.original_learner(), "quantized": ctx.quantized}
-    fast = _client_predictor(ctx.quantized)
-    if fast is not None:
-        timed["quantized_client"] = fast  # the torch variant's own fast client predict()
-    if onnx is not None:
-        timed["onnx"] = onnx.predict
-    lat = interleaved_latency(timed, texts[:n], threads=c.threads, warmup=c.warmup)
-    per_variant = {
-        k: {
-            "p50_ms": percentile(v, 50),
-            "p95_ms": percentile(v, 95),
-            "mean_ms": sum(v) / len(v),
-            "samples_ms": v,
-        }
-        for k, v in lat.items()
-    }
-    return {
-        "threads": c.threads,
-        "warmup": c.warmup,
-        "queries": n,
-        "interleaved": True,
-        **per_variant,
-    }
-
-
-def pickled_bytes(model: Any) -> int:
-    """Bytes of `torch.save(model)`, as the network is pickled inside an exported learner."""
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(model, buf)
-    return buf.tell()
-
-
-def network_bytes(ctx: BuildContext, onnx: bool) -> dict[str, int]:
-    """Bytes of each variant's network alone, what quantization acts on: the pickled
-    `learn.model` of the two torch variants (weights, WeightDropout's copies, quantized packed
-    params) and the onnx graph (its tokenizer.json is the vocabulary). The rest of a pickle
-    (vocabulary, data pipeline) is the same in both and, for a small network, most of the file."""
-    out = {
-        "original": pickled_bytes(ctx.original_learner().model),
-        "quantized": pickled_bytes(ctx.quantized.model),
-    }
-    if onnx:
-        out["onnx"] = (ctx.build_dir / ONNX_FILE).stat().st_size
-    return out
-
-
-def torch_forward(learn: Any, texts: list[str]) -> Any:
-    """`f(text)`: one forward pass of the learner's network on the text's batch, encoded before
-    (tokenizing and batching are the same work for every torch variant)."""
-    import torch
-
-    from pipeline.client.predict import Predictor
-
-    p = Predictor(learn)
-    dl = learn.dls.valid
-    batches = {}
-    for t in dict.fromkeys(texts):
-        xb = dl.after_batch(dl.create_batch(dl.before_batch([(p.encode(t),)])))[0]
-        batches[t] = xb.as_subclass(torch.Tensor)
-    model = learn.model.eval()
-
-    def forward(text: str) -> None:
-        with torch.inference_mode():
-            if hasattr(model, "reset"):
-                model.reset()
-            model(batches[text])
-
-    return forward
-
-
-def onnx_forward(clf: Any, texts: list[str]) -> Any:
-    ids = {t: clf.tokenizer.ids(t) for t in dict.fromkeys(texts)}
-    return lambda text: clf.probabilities(ids[text])
-
-
-def network_latencies(
-    ctx: BuildContext, texts: list[str], onnx: Any = None
-) -> dict[str, dict[str, Any]] | None:
-    """The networks' forward pass alone at batch 1 (texts tokenized beforehand), variants
-    interleaved: what quantization makes faster, without the per-call cost of `learn.predict`
-    that is the same for every variant and, for a small network, most of it. None when the
-    client's encoder does not apply to this learner."""
-    c = ctx.config.validate
-    n = min(c.latency_queries, len(texts))
-    sample = texts[:n]
-    try:
-        timed = {
-            "original": torch_forward(ctx.original_learner(), sample),
-            "quantized": torch_forward(ctx.quantized, sample),
-        }
-    except Exception as e:  # an unsupported learner: gated on predict instead (`summarize`)
-        log.warning(
-            "network forward timing unavailable for this learner (%s): the speed gate reads "
-            "predict's latency instead",
-            e,
-        )
-        return None
-    if onnx is not None:
-        timed["onnx"] = onnx_forward(onnx, sample)
-    lat = interleaved_latency(timed, sample, threads=c.threads, warmup=c.warmup)
-    return {
-        k: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95), "samples_ms": v}
-        for k, v in lat.items()
-    }
-
-
-def _onnx_paths(ctx: BuildContext) -> tuple[Any, Any]:
-    return ctx.build_dir / ONNX_FILE, ctx.build_dir / TOKENIZER_FILE
-
-
-def load_measurements(ctx: BuildContext, text: str, onnx: bool) -> dict[str, dict[str, Any]]:
-    """Load time and peak RSS of each variant, each in its own fresh interpreter."""
-    threads = ctx.config.validate.threads
-    log.info("load time and peak RSS, each variant in a fresh process ...")
-    loads = {
-        name: fresh_process_load(path, threads, text)
-        for name, path in (("original", ctx.original_path), ("quantized", ctx.quantized_path))
-    }
-    if onnx:
-        loads["onnx"] = fresh_process_load_onnx(*_onnx_paths(ctx), threads, text)
-    return loads
-
-
-def file_sizes(ctx: BuildContext, onnx: bool) -> dict[str, int]:
-    """Bytes a server downloads for each variant (onnx: the graph and its tokenizer file)."""
-    sizes = {
-        "original": ctx.original_path.stat().st_size,
-        "quantized": ctx.quantized_path.stat().st_size,
-    }
-    if onnx:
-        sizes["onnx"] = sum(p.stat().st_size for p in _onnx_paths(ctx))
-    return sizes
-
-
-def summarize(
+def _versus_original(
+    name: str,
+    suffix: str,
     variants: dict[str, dict[str, Any]],
     comparisons: dict[str, dict[str, float]],
     sizes: dict[str, int],
     latency: dict[str, Any],
     loads: dict[str, dict[str, Any]],
-    baseline: dict[str, Any] | None,
-    majority: dict[str, Any] | None = None,
-    challenge: dict[str, Any] | None = None,
-    networks: dict[str, int] | None = None,
-    network_latency: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The flat numbers the gates, the manifest and the report's headline read."""
-
-    def versus_original(name: str, suffix: str) -> dict[str, float]:
-        """One variant's numbers against the original ("" suffix keeps the quantized keys)."""
-        cmp = comparisons[name]
-        return {
-            f"accuracy_{name}": variants[name]["accuracy"],
-            f"accuracy_drop_points{suffix}": 100
-            * (variants["original"]["accuracy"] - variants[name]["accuracy"]),
-            f"agreement{suffix}": cmp["agreement"],
-            f"mean_prob_diff{suffix}": cmp["mean_prob_diff"],
-            f"max_prob_diff{suffix}": cmp["max_prob_diff"],
-            f"size_{name}_bytes": sizes[name],
-            f"size_ratio{suffix}": sizes["original"] / sizes[name],
-            f"p50_ms_{name}": latency[name]["p50_ms"],
-            f"p95_ms_{name}": latency[name]["p95_ms"],
-            f"speedup_p50{suffix}": latency["original"]["p50_ms"] / latency[name]["p50_ms"],
-            f"load_seconds_{name}": loads[name]["load_seconds"],
-            f"peak_rss_mb_{name}": loads[name]["peak_rss_mb"],
-        }
-
-    summary = {
-        "accuracy_original": variants["original"]["accuracy"],
-        "size_original_bytes": sizes["original"],
-        "p50_ms_original": latency["original"]["p50_ms"],
-        "p95_ms_original": latency["original"]["p95_ms"],
-        "load_seconds_original": loads["original"]["load_seconds"],
-        "peak_rss_mb_original": loads["original"]["peak_rss_mb"],
-        "baseline_accuracy": baseline["accuracy"] if baseline else None,
-        "baseline_deficit_points": (
-            100 * (baseline["accuracy"] - variants["original"]["accuracy"]) if baseline else None
-        ),
-        **versus_original("quantized", ""),
-        **versus_baseline("", baseline),
+) -> dict[str, float]:
+    """One variant's numbers against the original ("" suffix keeps the quantized keys)."""
+    cmp = comparisons[name]
+    return {
+        f"accuracy_{name}": variants[name]["accuracy"],
+        f"accuracy_drop_points{suffix}": 100
+        * (variants["original"]["accuracy"] - variants[name]["accuracy"]),
+        f"agreement{suffix}": cmp["agreement"],
+        f"mean_prob_diff{suffix}": cmp["mean_prob_diff"],
+        f"max_prob_diff{suffix}": cmp["max_prob_diff"],
+        f"size_{name}_bytes": sizes[name],
+        f"size_ratio{suffix}": sizes["original"] / sizes[name],
+        f"p50_ms_{name}": latency[name]["p50_ms"],
+        f"p95_ms_{name}": latency[name]["p95_ms"],
+        f"speedup_p50{suffix}": latency["original"]["p50_ms"] / latency[name]["p50_ms"],
+        f"load_seconds_{name}": loads[name]["load_seconds"],
+        f"peak_rss_mb_{name}": loads[name]["peak_rss_mb"],
     }
-    if majority is not None:
-        summary["majority_accuracy"] = majority["accuracy"]
-        summary["lead_over_majority_points"] = 100 * (
-            variants["original"]["accuracy"] - majority["accuracy"]
-        )
-    if "onnx" in variants:
-        summary.update(versus_original("onnx", "_onnx"))
-    # what quantization acts on, the gates' measure: the network's bytes and forward pass alone
+
+
+def _add_network_numbers(
+    summary: dict[str, Any],
+    networks: dict[str, int] | None,
+    network_latency: dict[str, Any] | None,
+) -> None:
+    """What quantization acts on, the gates' measure: the network's bytes and forward pass
+    alone, added to `summary` (which holds each variant's `speedup_p50` already)."""
     for name, suffix in (("quantized", ""), ("onnx", "_onnx")):
         if networks and name in networks:
             summary[f"network_bytes_{name}"] = networks[name]
@@ -615,37 +196,75 @@ def summarize(
         summary["network_bytes_original"] = networks["original"]
     if network_latency:
         summary["network_p50_ms_original"] = network_latency["original"]["p50_ms"]
-    if "quantized_client" in latency and "onnx" in latency:
-        summary["p50_ms_quantized_client"] = latency["quantized_client"]["p50_ms"]
-        summary["onnx_vs_quantized_client_p50"] = (
+
+
+def _client_numbers(latency: dict[str, Any]) -> dict[str, float]:
+    """The quantized variant's fast client predict(), and the onnx variant against it."""
+    if "quantized_client" not in latency:
+        return {}
+    out = {"p50_ms_quantized_client": latency["quantized_client"]["p50_ms"]}
+    if "onnx" in latency:
+        out["onnx_vs_quantized_client_p50"] = (
             latency["quantized_client"]["p50_ms"] / latency["onnx"]["p50_ms"]
         )
-    elif "quantized_client" in latency:
-        summary["p50_ms_quantized_client"] = latency["quantized_client"]["p50_ms"]
+    return out
+
+
+def _challenge_numbers(challenge: dict[str, Any]) -> dict[str, Any]:
+    """Every variant's challenge-set accuracy, and the quantized one against the baseline."""
+    out: dict[str, Any] = {"challenge_rows": challenge["rows"]}
+    for name, x in challenge["variants"].items():
+        out[f"challenge_accuracy_{name}"] = x["accuracy"]
+    if challenge["baseline"]:
+        base = challenge["baseline"]["accuracy"]
+        out["challenge_baseline_accuracy"] = base
+        out["challenge_baseline_deficit_points"] = 100 * (
+            base - challenge["variants"]["quantized"]["accuracy"]
+        )
+        out.update(versus_baseline("challenge_", challenge["baseline"]))
+    return out
+
+
+def summarize(
+    variants: dict[str, dict[str, Any]],
+    comparisons: dict[str, dict[str, float]],
+    sizes: dict[str, int],
+    latency: dict[str, Any],
+    loads: dict[str, dict[str, Any]],
+    baseline: dict[str, Any] | None,
+    majority: dict[str, Any] | None = None,
+    challenge: dict[str, Any] | None = None,
+    networks: dict[str, int] | None = None,
+    network_latency: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The flat numbers the gates, the manifest and the report's headline read."""
+    measured = (variants, comparisons, sizes, latency, loads)
+    summary = {
+        "accuracy_original": variants["original"]["accuracy"],
+        "size_original_bytes": sizes["original"],
+        "p50_ms_original": latency["original"]["p50_ms"],
+        "p95_ms_original": latency["original"]["p95_ms"],
+        "load_seconds_original": loads["original"]["load_seconds"],
+        "peak_rss_mb_original": loads["original"]["peak_rss_mb"],
+        "baseline_accuracy": baseline["accuracy"] if baseline else None,
+        "baseline_deficit_points": (
+            100 * (baseline["accuracy"] - variants["original"]["accuracy"]) if baseline else None
+        ),
+        **_versus_original("quantized", "", *measured),
+        **versus_baseline("", baseline),
+    }
+    if majority is not None:
+        summary["majority_accuracy"] = majority["accuracy"]
+        summary["lead_over_majority_points"] = 100 * (
+            variants["original"]["accuracy"] - majority["accuracy"]
+        )
+    if "onnx" in variants:
+        summary.update(_versus_original("onnx", "_onnx", *measured))
+    _add_network_numbers(summary, networks, network_latency)
+    summary.update(_client_numbers(latency))
     if challenge is not None:
-        summary["challenge_rows"] = challenge["rows"]
-        for name, x in challenge["variants"].items():
-            summary[f"challenge_accuracy_{name}"] = x["accuracy"]
-        if challenge["baseline"]:
-            base = challenge["baseline"]["accuracy"]
-            summary["challenge_baseline_accuracy"] = base
-            summary["challenge_baseline_deficit_points"] = 100 * (
-                base - challenge["variants"]["quantized"]["accuracy"]
-            )
-            summary.update(versus_baseline("challenge_", challenge["baseline"]))
+        summary.update(_challenge_numbers(challenge))
     return summary
-
-
-# accuracy gates whose failure a model that did not train explains
-_ACCURACY_KEYS = (
-    "lead_over_majority_points",
-    "baseline_deficit_points",
-    "accuracy_quantized",
-    "accuracy_onnx",
-    "challenge_accuracy_quantized",
-    "challenge_accuracy_onnx",
-    "challenge_baseline_deficit_points",
-)
 
 
 def training_verdict(
@@ -668,43 +287,6 @@ def training_verdict(
         "chance_accuracy": v["chance_accuracy"],
         "did_not_train": v["did_not_train"],
     }
-
-
-def did_not_train_message(s: dict[str, Any], c: ReleaseConfig | None = None) -> str:
-    """The sentence a build says when the model learnt nothing (`s`: the summary with
-    `training_verdict`'s keys), with what to change."""
-    return ev.did_not_train_message(
-        s["accuracy_original"],
-        s["eval_loss_original"],
-        s["chance_loss"],
-        s["chance_accuracy"],
-        "eval",
-        ev.untrained_advice(c.train if c else None),
-    )
-
-
-def gate_advice_for(
-    gate: dict[str, Any],
-    c: ReleaseConfig,
-    s: dict[str, Any],
-    training: dict[str, Any] | None = None,
-) -> str:
-    """A gate's advice for this build: from its settings, led by "the model did not train" when
-    an accuracy gate fails because it learnt nothing (`s`: the summary), and by the time budget
-    when it stopped training early (`training`: how training ran, `TrainOrLoad`'s facts)."""
-    advice = advice_for(gate["key"], c)
-    if gate["key"] not in _ACCURACY_KEYS or gate["passed"]:
-        return advice
-    if (training or {}).get("stopped"):
-        advice = (
-            f"train.time_budget ({c.train.time_budget}) stopped training after "
-            f"{training['epochs_run']} of {c.train.epochs} epochs ({training['stopped']}): a "
-            "larger budget, or a quieter machine (`release init --time-budget` measured it "
-            f"faster). Otherwise: {advice}"
-        )
-    if s.get("did_not_train"):
-        return f"{did_not_train_message(s, c)}. Otherwise: {advice}"
-    return advice
 
 
 def versus_baseline(prefix: str, baseline: dict[str, Any] | None) -> dict[str, float]:
@@ -757,6 +339,127 @@ def _log_summary(s: dict[str, Any]) -> None:
         )
 
 
+@dataclass
+class _Measured:
+    """Everything `Validate` measures, before the summary and the gates."""
+
+    preds: dict[str, ev.Predictions]
+    variants: dict[str, dict[str, Any]]
+    comparisons: dict[str, dict[str, float]]
+    baseline: dict[str, Any] | None
+    majority: dict[str, Any]
+    challenge: dict[str, Any] | None
+    latency: dict[str, Any]
+    network_latency: dict[str, Any] | None
+    loads: dict[str, dict[str, Any]]
+    sizes: dict[str, int]
+    networks: dict[str, int]
+    seconds: dict[str, float]  # where validation's time goes (many rows or classes)
+
+    def summary(self) -> dict[str, Any]:
+        return summarize(
+            self.variants,
+            self.comparisons,
+            self.sizes,
+            self.latency,
+            self.loads,
+            self.baseline,
+            self.majority,
+            self.challenge,
+            self.networks,
+            self.network_latency,
+        )
+
+
+def measure_all(
+    ctx: BuildContext, texts: list[str], truth: list[str], classes: list[str], onnx: Any
+) -> _Measured:
+    """Every measurement of the built variants on the eval (and challenge) set, each timed."""
+    seconds: dict[str, float] = {}
+
+    def timed(part: str, fn: Any, *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            seconds[part] = round(time.perf_counter() - start, 3)
+
+    log.info("accuracy on %d eval texts ...", len(texts))
+    preds = timed(
+        "predicting the eval set", predict_variants, ctx, texts, onnx, str(ctx.eval_data.path)
+    )
+    variants = accuracy_by_variant(preds, truth, classes)
+    comparisons = agreements(preds)
+    baseline = timed(
+        "TF-IDF baseline",
+        baseline_accuracy,
+        ctx,
+        texts,
+        truth,
+        variants["quantized"]["predictions"],
+    )
+    majority = majority_baseline(truth)
+    challenge = (
+        timed("challenge set", challenge_accuracy, ctx, onnx)
+        if ctx.challenge_data is not None
+        else None
+    )
+    latency = timed("latency", latencies, ctx, texts, onnx)
+    network_latency = timed("network forward latency", network_latencies, ctx, texts, onnx)
+    loads = timed("fresh-process loads", load_measurements, ctx, texts[0], onnx is not None)
+    return _Measured(
+        preds=preds,
+        variants=variants,
+        comparisons=comparisons,
+        baseline=baseline,
+        majority=majority,
+        challenge=challenge,
+        latency=latency,
+        network_latency=network_latency,
+        loads=loads,
+        sizes=file_sizes(ctx, onnx is not None),
+        networks=network_bytes(ctx, onnx is not None),
+        seconds=seconds,
+    )
+
+
+def _results(
+    ctx: BuildContext,
+    m: _Measured,
+    classes: list[str],
+    summary: dict[str, Any],
+    gate_results: list[dict[str, Any]],
+    untrained: str | None,
+) -> dict[str, Any]:
+    """report.json's `validate` section."""
+    texts, truth = list(ctx.eval_data.texts), list(ctx.eval_data.labels)
+    confusions = ev.top_confusions(
+        {name: x["confusion"] for name, x in m.variants.items()}, classes, TOP_CONFUSIONS
+    )
+    return {
+        "eval_set": {"path": str(ctx.eval_data.path), "rows": len(texts), "classes": classes},
+        "eval_texts": texts,
+        "eval_labels": truth,
+        "summary": summary,
+        "variants": m.variants,
+        "agreement": m.comparisons["quantized"],
+        **({"agreement_onnx": m.comparisons["onnx"]} if "onnx" in m.comparisons else {}),
+        "baseline": m.baseline,
+        "majority_baseline": m.majority,
+        **({"challenge": m.challenge} if m.challenge else {}),
+        "latency": m.latency,
+        "network_latency": m.network_latency,
+        "load": m.loads,
+        "sizes": m.sizes,
+        "network_bytes": m.networks,
+        "gates": gate_results,
+        "top_confusions": confusions,
+        "seconds": m.seconds,
+        "did_not_train": untrained,
+        "probabilities": {name: p.probs.tolist() for name, p in m.preds.items()},
+    }
+
+
 class Validate:
     name = "validating"
 
@@ -766,57 +469,9 @@ class Validate:
     def run(self, ctx: BuildContext) -> None:
         texts, truth = list(ctx.eval_data.texts), list(ctx.eval_data.labels)
         classes = [str(x) for x in ctx.original_learner().dls.vocab[1]]
-        onnx = onnx_classifier(ctx)
-        seconds: dict[str, float] = {}  # where validation's time goes (many rows or classes)
-
-        def timed(part: str, fn: Any, *args: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args)
-            finally:
-                seconds[part] = round(time.perf_counter() - start, 3)
-
-        log.info("accuracy on %d eval texts ...", len(texts))
-        preds = timed(
-            "predicting the eval set", predict_variants, ctx, texts, onnx, str(ctx.eval_data.path)
-        )
-        variants = accuracy_by_variant(preds, truth, classes)
-        comparisons = agreements(preds)
-        baseline = timed(
-            "TF-IDF baseline",
-            baseline_accuracy,
-            ctx,
-            texts,
-            truth,
-            variants["quantized"]["predictions"],
-        )
-        majority = majority_baseline(truth)
-        challenge = (
-            timed("challenge set", challenge_accuracy, ctx, onnx)
-            if ctx.challenge_data is not None
-            else None
-        )
-        latency = timed("latency", latencies, ctx, texts, onnx)
-        network_latency = timed("network forward latency", network_latencies, ctx, texts, onnx)
-        loads = timed("fresh-process loads", load_measurements, ctx, texts[0], onnx is not None)
-        sizes = file_sizes(ctx, onnx is not None)
-        networks = network_bytes(ctx, onnx is not None)
-        confusions = ev.top_confusions(
-            {name: x["confusion"] for name, x in variants.items()}, classes, TOP_CONFUSIONS
-        )
-        summary = summarize(
-            variants,
-            comparisons,
-            sizes,
-            latency,
-            loads,
-            baseline,
-            majority,
-            challenge,
-            networks,
-            network_latency,
-        )
-        summary.update(training_verdict(summary, preds["original"].probs, truth, classes))
+        m = measure_all(ctx, texts, truth, classes, onnx_classifier(ctx))
+        summary = m.summary()
+        summary.update(training_verdict(summary, m.preds["original"].probs, truth, classes))
         gate_results = gates(ctx.config.validate, summary)
         for g in gate_results:  # advice from this build's settings
             g["advice"] = gate_advice_for(g, ctx.config, summary, ctx.results.get("training"))
@@ -824,30 +479,9 @@ class Validate:
         untrained = did_not_train_message(summary, ctx.config) if summary["did_not_train"] else None
         if untrained:
             log.warning("warning: %s", untrained)
-        ctx.results["validate"] = {
-            "eval_set": {"path": str(ctx.eval_data.path), "rows": len(texts), "classes": classes},
-            "eval_texts": texts,
-            "eval_labels": truth,
-            "summary": summary,
-            "variants": variants,
-            "agreement": comparisons["quantized"],
-            **({"agreement_onnx": comparisons["onnx"]} if "onnx" in comparisons else {}),
-            "baseline": baseline,
-            "majority_baseline": majority,
-            **({"challenge": challenge} if challenge else {}),
-            "latency": latency,
-            "network_latency": network_latency,
-            "load": loads,
-            "sizes": sizes,
-            "network_bytes": networks,
-            "gates": gate_results,
-            "top_confusions": confusions,
-            "seconds": seconds,
-            "did_not_train": untrained,
-            "probabilities": {name: p.probs.tolist() for name, p in preds.items()},
-        }
+        ctx.results["validate"] = _results(ctx, m, classes, summary, gate_results, untrained)
         _log_summary(summary)
         log.info(
             "validation: %s",
-            ", ".join(f"{part} {t:.1f}s" for part, t in seconds.items()),
+            ", ".join(f"{part} {t:.1f}s" for part, t in m.seconds.items()),
         )

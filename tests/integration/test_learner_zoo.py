@@ -153,7 +153,7 @@ def test_each_learner_is_released_or_refused_before_long_work(zoo_dir, tmp_path,
 
 
 def test_min_freq_is_the_users_choice(zoo_dir) -> None:
-    from pipeline.training import load_exported
+    from pipeline.learner_file import load_exported
 
     def vocab(name: str) -> int:
         return len(load_exported(zoo_dir / slug(name) / "export.pkl").dls.vocab[0])

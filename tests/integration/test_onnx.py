@@ -28,9 +28,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 @pytest.fixture(scope="module")
 def tiny_onnx(tiny, tmp_path_factory):
     """The tiny build's learner, its tokenizer file, and an fp32 graph exported from it."""
+    from pipeline.learner_file import load_exported
     from pipeline.onnx_export import export_fp32
     from pipeline.quantization import strip
-    from pipeline.training import load_exported
 
     work, manifest = tiny
     d = work / "artifacts" / "build" / "0.0.1"
@@ -181,10 +181,10 @@ def test_a_server_without_torch_loads_the_onnx_variant_and_unpickles_nothing(
 
 
 def test_a_token_id_mismatch_fails_the_export_stage(tiny, tmp_path: Path, monkeypatch) -> None:
+    from pipeline.learner_file import load_exported
     from pipeline.quantization import strip
     from pipeline.stages.base import BuildContext
     from pipeline.stages.onnx import ExportOnnx
-    from pipeline.training import load_exported
 
     work, _ = tiny
     config = cfg.load(FIXTURES / "tiny.toml")

@@ -16,7 +16,8 @@ import pytest
 from pipeline import config as cfg
 from pipeline.dataset import read_labelled_csv
 from pipeline.errors import InputError
-from pipeline.training import pretrained_shape, train_classifier
+from pipeline.pretrained import pretrained_shape
+from pipeline.training import train_classifier
 
 pytestmark = pytest.mark.slow
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -23,7 +23,8 @@ from pipeline import config
 from pipeline.dataset import read_labelled_csv
 from pipeline.errors import GateFailed
 from pipeline.time_budget import BudgetWatch, time_steps
-from pipeline.training import _fit, train_classifier
+from pipeline.training import train_classifier
+from pipeline.training_callbacks import fit
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -84,7 +85,7 @@ def test_the_budget_ends_the_fit_and_the_best_epoch_is_restored(caplog) -> None:
     script = _script(clock, 1.0, [0.5, 0.9, 0.7, 0.95, 0.99])
     watch, kept = BudgetWatch(20.0, clock), {}
     with caplog.at_level(logging.INFO, logger="pipeline.train"):
-        _fit(learn, 5, 1e-2, 0.0, "test", False, (script,), watch=watch, kept=kept, clock=clock)
+        fit(learn, 5, 1e-2, 0.0, "test", False, (script,), watch=watch, kept=kept, clock=clock)
     # epochs end at 6, 12 and 18 s; a fourth would end at 24 > 20: three epochs run
     assert script.batches == 18 and len(learn.recorder.values) == 3
     assert kept["epoch"] == 2 and kept["epochs_run"] == 3
@@ -100,7 +101,7 @@ def test_the_last_epoch_is_kept_when_it_is_the_best() -> None:
     learn, clock = _linear_learner(), FakeClock()
     script = _script(clock, 1.0, [0.5, 0.6, 0.7])
     kept: dict = {}
-    _fit(learn, 3, 1e-2, 0.0, "test", False, (script,), watch=BudgetWatch(600, clock), kept=kept)
+    fit(learn, 3, 1e-2, 0.0, "test", False, (script,), watch=BudgetWatch(600, clock), kept=kept)
     assert kept["epoch"] == 3 and torch.equal(learn.model.weight, script.weights[2])
 
 
@@ -108,7 +109,7 @@ def test_a_spent_budget_cuts_the_epoch_short_and_still_validates() -> None:
     learn, clock = _linear_learner(), FakeClock()
     script = _script(clock, 1.0)
     watch, kept = BudgetWatch(4.0, clock), {}
-    _fit(learn, 5, 1e-2, 0.0, "test", False, (script,), watch=watch, kept=kept, clock=clock)
+    fit(learn, 5, 1e-2, 0.0, "test", False, (script,), watch=watch, kept=kept, clock=clock)
     assert script.batches == 4  # of 6
     assert len(learn.recorder.values) == 1 and learn.recorder.values[0][1] is not None
     assert "ran out inside an epoch" in watch.stopped and kept["epoch"] == 1
@@ -117,7 +118,7 @@ def test_a_spent_budget_cuts_the_epoch_short_and_still_validates() -> None:
 def test_progress_lines_inside_an_epoch(caplog) -> None:
     learn, clock = _linear_learner(n_train=96), FakeClock()  # 12 batches
     with caplog.at_level(logging.INFO, logger="pipeline.train"):
-        _fit(learn, 2, 1e-2, 0.0, "classifier", False, (_script(clock, 10.0),), clock=clock)
+        fit(learn, 2, 1e-2, 0.0, "classifier", False, (_script(clock, 10.0),), clock=clock)
     lines = [r.getMessage() for r in caplog.records if "batch " in r.getMessage()]
     # one line every 30 s of the (fake) clock: after batches 3, 6, 9 of each epoch
     assert lines[0] == (
@@ -222,7 +223,7 @@ def test_near_chance_only_warns_when_the_majority_gate_is_off(
 def test_init_times_real_steps_with_the_clock_it_is_given(small, tmp_path: Path) -> None:
     from pipeline.config import TrainConfig
     from pipeline.time_budget import Network
-    from pipeline.training import measure_for_budget
+    from pipeline.time_budget_measure import measure_for_budget
 
     c, train = small
     ticks = iter(range(100_000))

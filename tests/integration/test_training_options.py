@@ -78,7 +78,7 @@ def test_ema_decay_leaves_the_moving_average_of_the_steps_weights() -> None:
     from fastai.callback.core import Callback
     from fastai.test_utils import synth_learner
 
-    from pipeline.training import _weight_average_callback
+    from pipeline.training_callbacks import weight_average_callback
 
     seen: list[dict[str, torch.Tensor]] = []
 
@@ -93,7 +93,7 @@ def test_ema_decay_leaves_the_moving_average_of_the_steps_weights() -> None:
                 seen.append({k: v.clone() for k, v in self.learn.model.state_dict().items()})
 
     learn = synth_learner(n_trn=4, lr=0.1)
-    learn.fit(2, cbs=[Record(), _weight_average_callback(0.9)])
+    learn.fit(2, cbs=[Record(), weight_average_callback(0.9)])
     assert len(seen) == 1 + 2 * 4  # the start, then 4 batches x 2 epochs
     expected = dict(seen[0])
     for step, w in enumerate(seen[1:], start=1):
@@ -121,7 +121,7 @@ def test_ema_decay_trains_a_classifier_the_build_can_quantize(
 
 
 def test_phrasing_words_are_frequent_and_spread_over_the_classes() -> None:
-    from pipeline.training import phrasing_words
+    from pipeline.training_callbacks import phrasing_words
 
     # token 2 is special, 10 is in every text of both classes, 11 only in class 0, 12 in both
     # classes but in 1 text of 100 (under min_share), 13 in 3 of class 0's and 1 of class 1's
@@ -139,12 +139,12 @@ def test_phrase_dropout_removes_the_words_from_picked_texts_and_repads() -> None
 
     from fastai.text.data import TensorText, pad_chunk
 
-    from pipeline.training import _phrase_dropout_callback
+    from pipeline.training_callbacks import phrase_dropout_callback
 
     pad = 1
     texts = [torch.tensor([2, 10, 20, 10, 21]), torch.tensor([2, 22]), torch.tensor([2, 10])]
     x = TensorText(torch.stack([pad_chunk(t, pad_idx=pad, seq_len=4, pad_len=5) for t in texts]))
-    cb = _phrase_dropout_callback(1.0, [10], pad, seq_len=4)
+    cb = phrase_dropout_callback(1.0, [10], pad, seq_len=4)
     cb.learn = SimpleNamespace(xb=(x,), training=True)
     cb.before_batch()
     out = cb.learn.xb[0]
@@ -157,7 +157,7 @@ def test_phrase_dropout_removes_the_words_from_picked_texts_and_repads() -> None
     cb.learn = SimpleNamespace(xb=(x,), training=False)
     cb.before_batch()
     assert cb.learn.xb[0] is x
-    cb0 = _phrase_dropout_callback(0.0, [10], pad, seq_len=4)
+    cb0 = phrase_dropout_callback(0.0, [10], pad, seq_len=4)
     cb0.learn = SimpleNamespace(xb=(x,), training=True)
     cb0.before_batch()
     assert cb0.learn.xb[0] is x
@@ -178,11 +178,11 @@ def test_unk_dropout_shows_words_as_xxunk_but_never_special_tokens() -> None:
 
     from fastai.text.data import TensorText
 
-    from pipeline.training import _unk_dropout_callback
+    from pipeline.training_callbacks import unk_dropout_callback
 
     unk, pad, bos = 0, 1, 2
     x = TensorText(torch.tensor([[bos, 10, 11, 12, 13], [bos, 14, 15, pad, pad]]))
-    cb = _unk_dropout_callback(1.0, unk, [pad, bos])
+    cb = unk_dropout_callback(1.0, unk, [pad, bos])
     cb.learn = SimpleNamespace(xb=(x,), training=True)
     cb.before_batch()
     out = cb.learn.xb[0]
@@ -192,7 +192,7 @@ def test_unk_dropout_shows_words_as_xxunk_but_never_special_tokens() -> None:
     # a share of the words, not all of them
     torch.manual_seed(0)
     many = TensorText(torch.arange(10, 2010).reshape(4, 500))
-    cb = _unk_dropout_callback(0.1, unk, [pad, bos])
+    cb = unk_dropout_callback(0.1, unk, [pad, bos])
     cb.learn = SimpleNamespace(xb=(many,), training=True)
     cb.before_batch()
     share = (cb.learn.xb[0] == unk).float().mean().item()
@@ -201,7 +201,7 @@ def test_unk_dropout_shows_words_as_xxunk_but_never_special_tokens() -> None:
     cb.learn = SimpleNamespace(xb=(x,), training=False)
     cb.before_batch()
     assert cb.learn.xb[0] is x
-    cb0 = _unk_dropout_callback(0.0, unk, [pad, bos])
+    cb0 = unk_dropout_callback(0.0, unk, [pad, bos])
     cb0.learn = SimpleNamespace(xb=(x,), training=True)
     cb0.before_batch()
     assert cb0.learn.xb[0] is x

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from pipeline import config
 from pipeline.cli import cli
-from pipeline.config import spec
+from pipeline.config import render, spec
 from pipeline.config.spec import Range, setting
 from pipeline.errors import ConfigError
 from pipeline.starter import init_config
@@ -65,13 +65,13 @@ def test_a_key_declared_once_reaches_every_output(tmp_path: Path) -> None:
     ]
     # the reference, the starter, the JSON Schema
     row = "| `train.stop_after` | unset | stop training after this many seconds |"
-    assert row in spec.reference_markdown(_Release).splitlines()
-    lines = spec.template(_Release, {"model.name": "m"})
+    assert row in render.reference_markdown(_Release).splitlines()
+    lines = render.template(_Release, {"model.name": "m"})
     train = lines[lines.index("[train]") : lines.index("[quantize]")]
     assert any(
         re.match(r"# stop_after = 600\.0 +# stop training .*; unset by default$", x) for x in train
     )
-    props = spec.json_schema(_Release, "t")["properties"]["train"]["properties"]
+    props = render.json_schema(_Release, "t")["properties"]["train"]["properties"]
     assert props["stop_after"] == {
         "description": "stop training after this many seconds",
         "type": "number",
@@ -155,9 +155,9 @@ def test_every_key_documented_for_the_starter_and_the_reference() -> None:
         assert not s.doc.endswith("."), k.path  # the reference adds ". " before `more`
         if k.default is None and not k.required:  # an unset key: the starter shows an example
             assert s.example is not None, k.path
-            assert spec.toml_value(s.example)
+            assert render.toml_value(s.example)
         if k.default is not None:  # the default as TOML reads back as the default
-            value = tomllib.loads(f"x = {spec.toml_value(k.default)}")["x"]
+            value = tomllib.loads(f"x = {render.toml_value(k.default)}")["x"]
             default = k.default.as_posix() if isinstance(k.default, Path) else k.default
             assert value == (list(default) if isinstance(default, tuple) else default), k.path
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 
 from pipeline import config as cfg
-from pipeline.stages.validate import gates, summarize
+from pipeline.stages.gates import gates
+from pipeline.stages.validate import summarize
 from pipeline.time_budget import CANDIDATES
 from tests.conftest import FIXTURES
 

@@ -10,8 +10,7 @@ from pipeline import config
 from pipeline.errors import GateFailed, InputError
 from pipeline.stages import BuildContext, run_stages, stages_for
 from pipeline.stages.base import StageError
-from pipeline.stages.gates import CheckGates
-from pipeline.stages.validate import Gate, gates
+from pipeline.stages.gates import CheckGates, Gate, gates
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -235,7 +234,7 @@ def test_texts_that_fastai_would_misread_in_one_batch_go_in_separate_batches() -
 
 
 def test_gate_advice_never_recommends_a_setting_already_in_place(ctx) -> None:
-    from pipeline.stages.validate import advice_for
+    from pipeline.stages.gates import advice_for
 
     c = ctx.config
 
@@ -268,7 +267,8 @@ def test_a_model_at_chance_is_said_not_to_have_trained(ctx) -> None:
     """The issue's run: 150 classes, 2 epochs, 1.6% accuracy (chance 0.7%), baseline 91.4%."""
     import numpy as np
 
-    from pipeline.stages.validate import gate_advice_for, training_verdict
+    from pipeline.stages.gates import gate_advice_for
+    from pipeline.stages.validate import training_verdict
 
     classes = [f"c{i:03d}" for i in range(150)]
     truth = [classes[i % 150] for i in range(600)]

@@ -324,7 +324,7 @@ def test_the_report_says_where_and_how_training_ran() -> None:
 def test_a_failed_accuracy_gate_names_the_budget_that_stopped_training() -> None:
     import dataclasses
 
-    from pipeline.stages.validate import gate_advice_for
+    from pipeline.stages.gates import gate_advice_for
 
     c = cfg.load(FIXTURES / "tiny.toml")
     c = dataclasses.replace(c, train=dataclasses.replace(c.train, time_budget="3m", epochs=5))
