@@ -121,6 +121,8 @@ def time_steps(
     import torch
 
     dls = learn.dls
+    if len(dls.train) == 0:
+        raise ValueError("no training batch to time (fewer rows than the batch size)")
     device = getattr(dls, "device", None) or torch.device("cpu")
     model = learn.model
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -340,6 +340,15 @@ def estimate_fit(learn: Any, epochs: int, what: str, watch: Any = None) -> dict[
     take; with a budget, warn when it will not fit. Returns the numbers for the report."""
     from pipeline.time_budget import format_duration, time_steps
 
+    if len(learn.dls.train) == 0:  # fewer rows than a batch: fastai drops the incomplete last one
+        log.warning(
+            "%s: no full training batch (%d training rows, batch size %d): nothing to time, and "
+            "the fit will take no training step; lower train.batch_size or add rows",
+            what,
+            len(learn.dls.train_ds),
+            learn.dls.train.bs,
+        )
+        return {"estimate_seconds": 0.0, "train_batches": 0}
     timing = time_steps(learn)
     total = epochs * timing.epoch_seconds
     log.info(

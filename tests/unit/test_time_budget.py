@@ -336,3 +336,25 @@ def test_a_failed_accuracy_gate_names_the_budget_that_stopped_training() -> None
     assert "time_budget" not in gate_advice_for(failed, c, {}, {"epochs_run": 5})
     size = {"key": "network_size_ratio", "passed": False}
     assert "time_budget" not in gate_advice_for(size, c, {}, stopped)
+
+
+def test_no_full_training_batch_is_said_and_not_timed(caplog) -> None:  # noqa: ANN001
+    # fastai drops an incomplete last batch: fewer rows than batch_size give an empty loader,
+    # which time_steps cannot time (it raised IndexError inside a build)
+    from types import SimpleNamespace
+
+    from pipeline.time_budget import time_steps
+    from pipeline.training_callbacks import estimate_fit
+
+    dls = SimpleNamespace(
+        train=type("Empty", (), {"bs": 64, "__len__": lambda self: 0})(),
+        train_ds=[0] * 10,
+        loaders=[],
+    )
+    learn = SimpleNamespace(dls=dls, model=None, loss_func=None)
+    with caplog.at_level("WARNING", logger="pipeline"):
+        facts = estimate_fit(learn, 3, "classifier")
+    assert facts == {"estimate_seconds": 0.0, "train_batches": 0}
+    assert "no full training batch (10 training rows, batch size 64)" in caplog.text
+    with pytest.raises(ValueError, match="no training batch to time"):
+        time_steps(learn)
