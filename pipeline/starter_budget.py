@@ -58,7 +58,10 @@ def measure_plan(s: Starter, seconds: float, config_path: Path, measure: Any) ->
     with tempfile.TemporaryDirectory(dir=config_path.resolve().parent) as tmp:
         plan = measure(defaults, train, seconds, Path(tmp))
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return plan, f"{when}, {threads} thread(s), load average {load} ({os.cpu_count()} CPUs)"
+    # the networks were timed at the thread count the measurement chose (plan.threads), when it
+    # compared counts; else at the default
+    timed_at = plan.threads or threads
+    return plan, f"{when}, {timed_at} thread(s), load average {load} ({os.cpu_count()} CPUs)"
 
 
 def budget_recipe(

@@ -279,6 +279,26 @@ def test_init_writes_the_recipe_that_fits_with_the_measurement(tmp_path) -> None
     assert any("network 200/400/2, 24 epochs" in line for line in summary_lines(s))
 
 
+def test_init_names_the_thread_count_the_networks_were_timed_at(tmp_path) -> None:
+    """The measurement chose 1 thread (faster than every core on a busy machine): the comment
+    says the candidates were timed at 1, not at the default count it started from."""
+    from pipeline.starter import init_config
+
+    def measure(t, train, budget_seconds, work_dir):  # noqa: ANN001, ANN202
+        timings = {BIG: _timing(300), SMALL: _timing(40)}
+        return choose(budget_seconds, 30.0, timings, 64, t.seq_len, 1, {2: 3.0, 1: 0.6})
+
+    init_config(
+        tmp_path / "r.toml",
+        csv_path=_rows_csv(tmp_path / "d.csv"),
+        time_budget="20m",
+        measure=measure,
+    )
+    text = (tmp_path / "r.toml").read_text()
+    assert ", 1 thread(s), load average" in text
+    assert "measured: 2 thread(s) 3.000s a step, 1 thread(s) 0.600s a step" in text
+
+
 @pytest.mark.parametrize(
     ("kwargs", "says"),
     [
