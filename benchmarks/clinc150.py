@@ -293,6 +293,28 @@ def _step(name: str, args: list[str], cwd: Path, log_dir: Path) -> dict[str, Any
     return out
 
 
+def _train_recipe(config: Path) -> list[str]:
+    """The [train] section's measurement comment and recipe keys, as init wrote them (the
+    [data] section's per-class comment lines are left out)."""
+    lines = config.read_text().splitlines()
+    start = lines.index("[train]")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+    keys = (
+        "#   ",
+        "# note",
+        "time_budget",
+        "emb_sz",
+        "n_hid",
+        "n_layers",
+        "epochs",
+        "lr",
+        "batch_size",
+        "seq_len",
+        "threads",
+    )
+    return [line for line in lines[start + 1 : end] if line.startswith(keys)]
+
+
 def flow(
     train_csv: Path,
     eval_csv: Path,
@@ -352,25 +374,7 @@ def flow(
             break
         steps[step] = _step(step, [*cfg_args, *args], work, logs)
     result: dict[str, Any] = {"name": name, "budget": budget, "steps": steps}
-    result["config_train"] = [
-        line
-        for line in (work / "release.toml").read_text().splitlines()
-        if line.startswith(
-            (
-                "#   ",
-                "# note",
-                "time_budget",
-                "emb_sz",
-                "n_hid",
-                "n_layers",
-                "epochs",
-                "lr",
-                "batch_size",
-                "seq_len",
-                "threads",
-            )
-        )
-    ]
+    result["config_train"] = _train_recipe(work / "release.toml")
     reports = sorted((work / "artifacts" / "build").glob("*/report.json"))
     if reports:
         r = json.loads(reports[-1].read_text())
