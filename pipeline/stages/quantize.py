@@ -11,8 +11,13 @@ from pipeline.stages.base import BuildContext
 log = logging.getLogger("pipeline.build")
 
 
+# The attributes fastai's `Learner._end_cleanup` resets, with the values it resets them to.
+_LAST_BATCH = {"dl": None, "xb": (None,), "yb": (None,), "pred": None, "loss": None}
+
+
 def export_learner(learn, path) -> None:  # noqa: ANN001
-    """fastai's export without re-creating an optimizer afterwards, written atomically.
+    """fastai's export without re-creating an optimizer afterwards, written atomically: no
+    DataLoader with data, no optimizer, no last batch in the file.
 
     Pickled with `pipeline.stable_pickle`, so the same learner gives the same bytes in every
     process (sets in sorted order); the file loads with plain `load_learner`. Each empty
@@ -28,7 +33,14 @@ def export_learner(learn, path) -> None:  # noqa: ANN001
     from pipeline import stable_pickle
 
     dls, opt = learn.dls, learn.opt
+    # what fastai's export clears (`_end_cleanup`): the last DataLoader and batch. After a
+    # validation pass (the did-it-train check, keeping the best epoch) `learn.dl` is the
+    # validation DataLoader over a DataFrame of held-out training rows: pickled, it shipped
+    # them inside the released files.
+    last = {k: getattr(learn, k, None) for k in _LAST_BATCH}
     learn.dls, learn.opt = dls.new_empty(), None
+    for k, empty in _LAST_BATCH.items():
+        setattr(learn, k, empty)
     for dl in learn.dls.loaders:
         dl.rng = random.Random(0)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -40,6 +52,8 @@ def export_learner(learn, path) -> None:  # noqa: ANN001
         tmp.replace(path)
     finally:
         learn.dls, learn.opt = dls, opt
+        for k, value in last.items():
+            setattr(learn, k, value)
         tmp.unlink(missing_ok=True)
 
 

@@ -237,6 +237,29 @@ def test_quantized_model_has_no_weight_dropout_and_one_embedding(tiny) -> None:
     assert all(isinstance(r, torch.ao.nn.quantized.dynamic.LSTM) for r in awd.rnns)
 
 
+def test_published_pickles_carry_no_training_rows(tiny) -> None:
+    """fastai's `export` clears the last DataLoader and batch a learner holds (`_end_cleanup`);
+    ours must too: after training, `learn.dl` is the validation DataLoader over a DataFrame of
+    held-out training rows, and pickling it shipped those texts (594 of the demo's) inside
+    export.pkl and export_quantized.pkl, 1.5 MB of the demo's quantized file."""
+    import csv
+
+    from fastai.learner import load_learner
+
+    work, _ = tiny
+    with (FIXTURES.parents[1] / "pipeline" / "data" / "train.csv").open(
+        encoding="utf-8", newline=""
+    ) as f:
+        texts = [r["text"] for r in csv.DictReader(f) if len(r["text"].split()) >= 4]
+    for name in ("export.pkl", "export_quantized.pkl"):
+        path = work / "artifacts" / "build" / "0.0.1" / name
+        data = path.read_bytes()
+        shipped = [t for t in texts if t.encode() in data]
+        assert not shipped, f"{name} holds {len(shipped)} training texts, e.g. {shipped[:2]}"
+        learn = load_learner(path)
+        assert learn.dl is None and learn.xb == (None,) and learn.yb == (None,), name
+
+
 def test_rebuild_skips_training_and_a_failed_gate_stops_the_release(
     tiny, tmp_path: Path, caplog
 ) -> None:
