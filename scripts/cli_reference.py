@@ -13,14 +13,15 @@ page is the same on every machine.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from pathlib import Path
 
 import click
 
-ROOT = Path(__file__).resolve().parent.parent
+try:
+    from scripts.generated_page import ROOT, write_or_check
+except ModuleNotFoundError:  # run as `python scripts/<name>.py`: scripts/ is on sys.path
+    from generated_page import ROOT, write_or_check  # type: ignore[no-redef]
 PAGE = ROOT / "docs" / "cli.md"
 WIDTH = 100
 
@@ -120,25 +121,8 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare, do not write")
-    args = parser.parse_args(argv)
     os.environ["COLUMNS"] = str(WIDTH)  # click reads it for the terminal width
-    text = render()
-    if args.check:
-        if PAGE.read_text() != text:
-            print(
-                f"{PAGE.relative_to(ROOT)} is out of date with the CLI's --help: "
-                "run `make docs-cli` and commit the result",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    tmp = PAGE.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, PAGE)
-    print(f"wrote {PAGE.relative_to(ROOT)}")
-    return 0
+    return write_or_check(PAGE, render, "the CLI's --help", "docs-cli", argv)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ declared once, in `pipeline/config/`); `tests/docs/test_docs.py` fails when the 
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+try:
+    from scripts.generated_page import ROOT, write_or_check
+except ModuleNotFoundError:  # run as `python scripts/<name>.py`: scripts/ is on sys.path
+    from generated_page import ROOT, write_or_check  # type: ignore[no-redef]
 PAGE = ROOT / "docs" / "config.md"
 
 HEADER = """\
@@ -47,24 +47,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare, do not write")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if PAGE.read_text() != text:
-            print(
-                f"{PAGE.relative_to(ROOT)} is out of date with pipeline/config/: "
-                "run `make docs-config` and commit the result",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    tmp = PAGE.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, PAGE)
-    print(f"wrote {PAGE.relative_to(ROOT)}")
-    return 0
+    return write_or_check(PAGE, render, "pipeline/config/", "docs-config", argv)
 
 
 if __name__ == "__main__":
