@@ -208,16 +208,10 @@ def rollout(
     from pipeline.manifest import Manifest
     from pipeline.publishers.local import LocalStore
     from pipeline.publishers.s3 import S3Publisher
-    from tests.emulators.s3 import S3Emulator
+    from tests.emulators.s3 import FAKE_AWS_ENV, S3Emulator
     from tests.mirror_server import MirrorServer
 
-    aws = {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    os.environ.update(aws)
+    os.environ.update(FAKE_AWS_ENV)
     pair = signing.generate()
     signer = signing.Signer("key", pair.private_pem.encode())
     rows = []

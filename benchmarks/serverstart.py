@@ -368,14 +368,9 @@ def fleet(build_dir: Path, processes: int = 16) -> dict[str, Any]:
     from pipeline.checksums import blake3_file
     from pipeline.config import S3Target
     from pipeline.publishers.s3 import S3Publisher
-    from tests.emulators.s3 import S3Emulator
+    from tests.emulators.s3 import FAKE_AWS_ENV, S3Emulator
 
-    aws = {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+    aws = dict(FAKE_AWS_ENV)
     os.environ.update(aws)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp_s:

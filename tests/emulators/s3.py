@@ -32,6 +32,14 @@ from typing import Any
 
 from tests.emulators.base import Aborted, Emulator, Fault, Reply, Request
 
+# What a process talking to the emulator puts in its environment: credentials boto3 signs with
+# (the emulator checks none) and no instance-metadata lookup (a request to 169.254.169.254).
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "expect"}
 SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
