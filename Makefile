@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/release fetch erp-intent --version latest --cache-dir artifacts/cache --load
 	$(BIN)/release info artifacts/releases/erp-intent/$$(cat artifacts/releases/erp-intent/latest)
 
-# What CI runs (.ci/run): lint, the docs, then the whole suite (about 12 minutes on 2 cores).
+# What CI runs (.ci/run): lint, the docs, then the whole suite (about 10 minutes on 2 cores, install included).
 test: lint docs-check
 	$(BIN)/python -m pytest -ra
 
