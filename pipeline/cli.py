@@ -1030,7 +1030,11 @@ def cache_verify(ctx: click.Context, cache_dir: Path | None) -> None:
 def cache_prune(
     ctx: click.Context, cache_dir: Path | None, keep: int, model: str | None, dry_run: bool
 ) -> None:
-    """Remove all but the newest --keep versions, unused files and interrupted downloads."""
+    """Remove all but the newest --keep versions, unused files and interrupted downloads.
+
+    A version the model's remembered index names in a channel (after a rollback, an older one)
+    is kept too.
+    """
     removed = _cache(ctx).prune(keep=keep, model=model, dry_run=dry_run)
     for r in removed:
         click.echo(f"{'would remove' if dry_run else 'removed'} {r}")

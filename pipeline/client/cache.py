@@ -471,9 +471,9 @@ class Cache:
     def prune(
         self, keep: int = 1, model: str | None = None, dry_run: bool = False, wait: float = 30.0
     ) -> list[str]:
-        """Remove all but the newest `keep` versions of each model (or of `model`), then blobs
-        no version uses and interrupted downloads nobody is resuming (see
-        `cache_maintenance.prune`). Returns what was removed.
+        """Remove all but the newest `keep` versions of each model (or of `model`) and those its
+        remembered index's channels name, then blobs no version uses and interrupted downloads
+        nobody is resuming (see `cache_maintenance.prune`). Returns what was removed.
 
         Raises:
             CacheBusy: other processes kept using the cache for longer than `wait`.

@@ -66,8 +66,10 @@ def prune(
     dry_run: bool = False,
     wait: float = 30.0,
 ) -> list[str]:
-    """Remove all but the newest `keep` versions of each model (or of `model`), then blobs
-    no version uses and interrupted downloads nobody is resuming. Returns what was removed.
+    """Remove all but the newest `keep` versions of each model (or of `model`) and those the
+    remembered model index's channels name (`channel_versions`: a rolled-back version stays),
+    then blobs no version uses and interrupted downloads nobody is resuming. Returns what was
+    removed.
 
     It holds the cache's lock exclusively (see `in_use`), waiting at most `wait` seconds for
     the processes installing or reading files to finish.
@@ -105,10 +107,33 @@ def _refuse_links(cache: Cache, model: str | None) -> None:
                     raise link_error(Path(p.path), what)
 
 
+def channel_versions(cache: Cache, model: str) -> set[str]:
+    """The versions the remembered model index (`<cache>/<model>/.index.json`) names in its
+    channels. After an operator's rollback a channel names an older version than the newest
+    cached one, and servers use it (offline too), so prune keeps it. Read without verifying the
+    signature: it can only make prune keep more, never make the client trust anything."""
+    from pipeline.client.index import MEMORY_NAME
+    from pipeline.errors import ReleaseError
+    from pipeline.index import MAX_INDEX_BYTES, parse
+
+    path = cache.root / model / MEMORY_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_INDEX_BYTES + 1)
+        return set(parse(data, str(path)).index.channels.values())
+    except (OSError, ReleaseError):
+        return set()
+
+
 def _prune(cache: Cache, keep: int, model: str | None, dry_run: bool) -> list[str]:
     removed: list[str] = []
     for m in [model] if model else cache.models():
-        for version in cache.versions(m)[keep:]:
+        versions = cache.versions(m)
+        named = channel_versions(cache, m)
+        for version in sorted(named & set(versions[keep:])):
+            log.info("%s %s kept: the model index's channels name it (a rollback)", m, version)
+        for version in [v for v in versions[keep:] if v not in named]:
             try:
                 with cache.lock(f"{m}@{version}", f"{m} {version}", timeout=0):
                     if not dry_run:

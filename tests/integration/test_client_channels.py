@@ -194,6 +194,26 @@ def test_offline_latest_follows_the_remembered_index_not_the_newest_cached(
         fetched(offline)
 
 
+def test_prune_keeps_the_version_a_rollback_points_at(store, server, tmp_path, caplog) -> None:
+    """`cache prune --keep 1` keeps the newest version and the one the remembered index's
+    channels name: after a rollback to 1.0.0 that is the version servers use, offline too."""
+    from pipeline.client.cache import Cache
+
+    c = client(server, tmp_path / "cache")
+    assert fetched(c) == "1.1.0"
+    change(store, Change("promote", "1.0.0", "latest"))
+    assert fetched(c) == "1.0.0"
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        removed = Cache(tmp_path / "cache").prune(keep=1)
+    assert not [r for r in removed if r.startswith("m ")], removed
+    assert "m 1.0.0 kept: the model index's channels name it" in caplog.text
+    assert fetched(client(server, tmp_path / "cache", offline=True)) == "1.0.0"
+    # rolled forward again: 1.0.0 is named by no channel any more and goes
+    change(store, Change("promote", "1.1.0", "latest"))
+    assert fetched(c) == "1.1.0"
+    assert "m 1.0.0" in Cache(tmp_path / "cache").prune(keep=1)
+
+
 def test_a_channel_needs_an_index(tmp_path) -> None:
     root = tmp_path / "store"
     release(root, tmp_path, "1.0.0")
