@@ -86,6 +86,29 @@ def open_nofollow(path: Path, mode: str = "rb") -> IO[bytes]:
         raise
 
 
+def open_unshared(path: Path, mode: str) -> IO[bytes]:
+    """`open_nofollow` for writing a partial download ("wb", "ab" or "r+b"): also refuses a file
+    with another hard link, before a byte of it is truncated or written. Writing through a name
+    planted by another process as a hard link would change that other file (a link to a file the
+    server may write anywhere on the same disk); the cache's partial downloads have one name.
+
+    Raises:
+        OSError: EMLINK (filename: `path`) for a file with other hard links; ELOOP as
+            `open_nofollow`.
+    """
+    fd = open_fd_nofollow(path, _MODES[mode] & ~os.O_TRUNC)
+    try:
+        links = os.fstat(fd).st_nlink
+        if links > 1:
+            raise OSError(errno.EMLINK, f"{links} names (hard links)", str(path))
+        if mode == "wb":
+            os.ftruncate(fd, 0)
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def is_link(path: Path) -> bool:
     """Whether `path` is a symbolic link (False when it does not exist)."""
     try:

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING
 from pipeline import atomic
 from pipeline.client.cache_fs import (  # link_error and os_errors are imported from here too
     check_nolink,
+    hardlink_error,
     link_error,
     link_or_copy,
     lstat_nolink,
@@ -75,6 +76,14 @@ DEFAULT_LOCK_TIMEOUT = 1200.0  # longer than one download's time budget (network
 
 class CacheBusy(CacheError, TimeoutError):  # exit 3: the cache, not a remote, is busy
     """Another process kept a file's lock for longer than the bounded wait."""
+
+
+def _other_names(path: Path) -> bool:
+    """Whether the file at `path` has other hard links (False when it is gone)."""
+    try:
+        return os.lstat(path).st_nlink > 1
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -318,16 +327,22 @@ class Cache:
             self._check_space(part, entry, where)
             for attempt in (1, 2):
                 st = lstat_nolink(part, f"{what}: the partial download")
+                if st is not None and st.st_nlink > 1:
+                    raise hardlink_error(part, f"{what}: the partial download")
                 resumed = st is not None and st.st_size > 0
                 try:
                     download(part)  # the writers open `part` with atomic.open_nofollow
                 except ReleaseError:
                     if atomic.is_link(part):  # planted meanwhile: say so, not "the source failed"
                         raise link_error(part, f"{what}: the partial download") from None
+                    if _other_names(part):  # the same for a hard link
+                        raise hardlink_error(part, f"{what}: the partial download") from None
                     raise
                 except OSError as e:  # a source copying into the part file (local, HF)
                     if e.errno == errno.ELOOP:
                         raise link_error(Path(e.filename or part), what) from None
+                    if e.errno == errno.EMLINK:  # planted meanwhile
+                        raise hardlink_error(part, f"{what}: the partial download") from None
                     if e.errno in (errno.ENOSPC, errno.EDQUOT):
                         with os_errors(f"{where}/{entry.name}: writing the download", part):
                             raise

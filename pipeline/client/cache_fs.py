@@ -87,6 +87,16 @@ def real_dir(root: Path, path: Path, what: str) -> Path:
     return Path(path)
 
 
+def hardlink_error(path: Path, what: str) -> CacheError:
+    """The error for a partial download with another name (a hard link planted in the cache)."""
+    return CacheError(
+        f"{what}: {path} has another name (a hard link), so writing it would change a file "
+        f"elsewhere, and the cache writes no such file: remove it (rm {path}) and run again; if "
+        "you did not make it, another process can write this cache: give the cache a directory "
+        "only the server's user can write"
+    )
+
+
 def lstat_nolink(path: Path, what: str) -> os.stat_result | None:
     """lstat(path), None when it does not exist.
 

@@ -171,7 +171,7 @@ class Download:
 
 def _open_for_write(part: Path, mode: str, what: str) -> Any:
     try:
-        return atomic.open_nofollow(part, mode)  # the cache: never through a planted link
+        return atomic.open_unshared(part, mode)  # the cache: never through a planted link
     except OSError as e:
         raise _disk_error(e, part, what) from e
 

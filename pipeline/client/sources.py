@@ -118,7 +118,7 @@ class LocalSource:
         have = part.stat().st_size if part.exists() else 0
         if have > size or have > found:
             have = 0
-        with open(src, "rb") as fin, atomic.open_nofollow(part, "r+b" if have else "wb") as fout:
+        with open(src, "rb") as fin, atomic.open_unshared(part, "r+b" if have else "wb") as fout:
             fin.seek(have)
             fout.seek(have)
             fout.truncate()

@@ -255,6 +255,57 @@ def test_the_sources_writers_do_not_follow_a_part_link(
     assert sorted(p.name for p in outside.iterdir()) == ["victim"]
 
 
+@pytest.mark.parametrize("via", ["directory", "mirror"])
+def test_a_part_file_with_another_name_is_refused_and_the_file_outside_is_untouched(
+    tmp_path: Path, store, outside: Path, via: str
+) -> None:
+    """A hard link planted as the partial download (to a file the server can write, anywhere on
+    the same disk): appending to it, or truncating it when a server ignores the Range request,
+    would change that file. Refused (exit 3, named) before a byte is written."""
+    from pipeline.client import Http, MirrorSource
+    from tests.mirror_server import MirrorServer
+
+    root, m = store
+    cache = tmp_path / "c"
+    part = Cache(cache).part(m.variant("quantized").blake3)
+    part.parent.mkdir(parents=True)
+    os.link(outside / "victim", part)
+    with MirrorServer(root) as server:
+        source = LocalSource(root) if via == "directory" else MirrorSource(server.url, http=Http())
+        with pytest.raises(CacheError) as e:
+            fetch(
+                "m",
+                sources=[source],
+                cache_dir=cache,
+                variants=["quantized"],
+                allow_unverified=True,  # the pickle from a mirror: past the trust check
+            )
+    assert str(part) in str(e.value) and "hard link" in str(e.value) and "remove it" in str(e.value)
+    assert (outside / "victim").read_bytes() == VICTIM
+    out = _cli("fetch", "m", "-s", str(root), "--cache-dir", str(cache))
+    assert out.exit_code == 3 and str(part) in out.output and "Traceback" not in out.output
+    part.unlink()  # the next step the message names
+    assert _fetch(root, cache).path.is_file()
+    assert (outside / "victim").read_bytes() == VICTIM
+
+
+@pytest.mark.parametrize("mode", ["wb", "ab", "r+b"])
+def test_the_part_writers_open_refuses_a_second_name_before_truncating(
+    tmp_path: Path, outside: Path, mode: str
+) -> None:
+    part = tmp_path / "x.part"
+    os.link(outside / "victim", part)
+    with pytest.raises(OSError) as e:
+        atomic.open_unshared(part, mode)
+    assert e.value.errno == errno.EMLINK and e.value.filename == str(part)
+    assert (outside / "victim").read_bytes() == VICTIM
+    part.unlink()
+    (tmp_path / "y.part").write_bytes(b"old")
+    with atomic.open_unshared(tmp_path / "y.part", "wb") as f:  # one name: truncated as asked
+        f.write(b"new")
+    assert (tmp_path / "y.part").read_bytes() == b"new"
+
+
 def test_staged_dir_nofollow_renames_and_deletes_only_inside_its_parent(
     tmp_path: Path, outside: Path
 ) -> None:
