@@ -397,8 +397,8 @@ def _fit_classifier(
 
 
 def _after_fit(run: _Run, learn: Any, dls: Any, stop_near_chance: bool) -> None:
-    """Back to the CPU, the did-it-train check, typo aliases, and nothing of the last batch
-    left for export.pkl to pickle."""
+    """Back to the CPU, the did-it-train check, typo aliases, and a path that names no build
+    directory."""
     t = run.t
     if run.device != "cpu":
         # quantization, validation and the onnx export run on the CPU; so do the servers
@@ -416,12 +416,8 @@ def _after_fit(run: _Run, learn: Any, dls: Any, stop_near_chance: bool) -> None:
             n,
             typo_aliases.DEFAULT_MIN_COUNT,
         )
-    # the last batch's tensors are no part of the model (without a validation set they even
-    # hold the training graph); export.pkl would pickle them
-    from pipeline.quantization import detach_batch_state
-
-    learn.pred = learn.loss = learn.loss_grad = None
-    detach_batch_state(learn)
+    # (the last batch, which is no part of the model, is left out where the learner is
+    # exported: stages/quantize.export_learner)
     learn.path = Path(".")  # fastai's default: the exported pickle names no build directory
 
 

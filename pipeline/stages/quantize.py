@@ -5,14 +5,22 @@ from __future__ import annotations
 import logging
 import warnings
 
-from pipeline.quantization import quantize, select_engine
+from pipeline.quantization import detach_batch_state, quantize, select_engine
 from pipeline.stages.base import BuildContext
 
 log = logging.getLogger("pipeline.build")
 
 
-# The attributes fastai's `Learner._end_cleanup` resets, with the values it resets them to.
-_LAST_BATCH = {"dl": None, "xb": (None,), "yb": (None,), "pred": None, "loss": None}
+# The attributes fastai's `Learner._end_cleanup` resets, with the values it resets them to, and
+# the loss's gradient: the last batch, which is no part of the model.
+_LAST_BATCH = {
+    "dl": None,
+    "xb": (None,),
+    "yb": (None,),
+    "pred": None,
+    "loss": None,
+    "loss_grad": None,
+}
 
 
 def export_learner(learn, path) -> None:  # noqa: ANN001
@@ -38,6 +46,10 @@ def export_learner(learn, path) -> None:  # noqa: ANN001
     # validation DataLoader over a DataFrame of held-out training rows: pickled, it shipped
     # them inside the released files.
     last = {k: getattr(learn, k, None) for k in _LAST_BATCH}
+    # what callbacks keep of the last batch (fastai's RNNCallback `out`/`raw_out`) still holds
+    # the training step's autograd graph after a fit without a validation pass, which pickling
+    # refuses
+    detach_batch_state(learn)
     learn.dls, learn.opt = dls.new_empty(), None
     for k, empty in _LAST_BATCH.items():
         setattr(learn, k, empty)
